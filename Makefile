@@ -1,0 +1,53 @@
+# esbnet: CNI plugins, nftables manager and agent for Edge Serverless Box.
+# Every target carries a "## " help line; "make help" lists them.
+
+GO          ?= go
+export PATH := $(PATH):/usr/local/go/bin
+VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X github.com/edge-serverless-box/esbnet/internal/buildinfo.Version=$(VERSION)
+BIN         := bin
+CNI_BIN_DIR ?= /opt/cni/bin
+CNI_CONF    ?= /etc/cni/net.d/10-esb.conflist
+PLUGINS     := esb-ipam
+UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
+
+.PHONY: help build install uninstall deps test test-unit test-privileged bench lint demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## build all binaries into bin/
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/... ./cmd/...
+
+install: build ## install the plugins to /opt/cni/bin and the conflist to /etc/cni/net.d/10-esb.conflist (root)
+	install -d $(CNI_BIN_DIR)
+	for p in $(PLUGINS); do install -m 0755 $(BIN)/$$p $(CNI_BIN_DIR)/$$p; done
+	$(BIN)/esbctl conflist -o $(CNI_CONF)
+
+uninstall: ## remove what install added (the conflist only when it is still the default)
+	for p in $(PLUGINS); do rm -f $(CNI_BIN_DIR)/$$p; done
+	if [ -f $(CNI_CONF) ] && $(BIN)/esbctl conflist | cmp -s - $(CNI_CONF); then rm -f $(CNI_CONF); fi
+
+deps: ## install the Debian packages and test tools the tests need (root)
+	scripts/deps.sh
+
+test: deps ## everything, as root: unit, privileged and integration tests (the command CI runs)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -race -count=1 -timeout 30m ./...
+
+test-unit: ## unit tests only, as any user, no daemons
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+test-privileged: deps ## the namespace tests only (root)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -timeout 30m -v ./tests/...
+
+bench: deps ## benchmarks side by side with the reference plugins, with a printed table (root)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./ipam/... ./tests/bench/...
+
+lint: ## golangci-lint (pinned) with the checks in .golangci.yml
+	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
+
+demo: deps build ## attach a network namespace to the esb network, print its address and ping the gateway (root)
+	scripts/demo.sh
+
+clean: ## remove build output
+	rm -rf $(BIN)

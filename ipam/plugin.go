@@ -1,0 +1,268 @@
+package ipam
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+)
+
+// CNI error codes of esb-ipam beyond the spec's (100 and up are ours).
+const (
+	CodeExhausted uint = 100 // a range has no free address
+	CodeCorrupt   uint = 101 // the store cannot be read
+	CodeDrift     uint = 102 // CHECK found the allocation differs from the previous result
+)
+
+// Plugin serves esb-ipam's CNI verbs. The zero value is ready to use.
+type Plugin struct {
+	// Stdout receives results; nil means os.Stdout.
+	Stdout io.Writer
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+	// BootID overrides the kernel's boot ID (tests only need it).
+	BootID string
+}
+
+// Funcs returns the verbs for skel.PluginMainFuncs.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, GC: p.GC, Status: p.Status}
+}
+
+func (p *Plugin) stdout() io.Writer {
+	if p.Stdout == nil {
+		return os.Stdout
+	}
+	return p.Stdout
+}
+
+func (p *Plugin) now() time.Time {
+	if p.Now == nil {
+		return time.Now()
+	}
+	return p.Now()
+}
+
+// Open locks and opens the store named by cfg. Callers Close it as soon as
+// their transactions are done.
+func Open(cfg *conf.IPAM, bootID string) (*BoltStore, error) {
+	return OpenBolt(cfg.DataDir, cfg.Network, BoltOptions{LockWait: cfg.LockWait, BootID: bootID})
+}
+
+// withStore opens the store, runs fn and closes the store.
+func (p *Plugin) withStore(cfg *conf.IPAM, fn func(Store) error) error {
+	s, err := Open(cfg, p.BootID)
+	if err != nil {
+		return err
+	}
+	return errors.Join(fn(s), s.Close())
+}
+
+func parse(stdin []byte) (*conf.IPAMNetConf, error) {
+	nc, err := conf.ParseIPAMNetConf(stdin)
+	if err != nil {
+		return nil, CNIError(err)
+	}
+	return nc, nil
+}
+
+// Add allocates the attachment's addresses and prints the result.
+func (p *Plugin) Add(args *skel.CmdArgs) error {
+	nc, err := parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	id := AttachmentID{args.ContainerID, args.IfName}
+	var a *Allocation
+	err = p.withStore(nc.IPAM, func(s Store) error {
+		return s.Update(func(tx Txn) error {
+			a, err = Allocate(tx, nc.IPAM, id, p.now())
+			return err
+		})
+	})
+	if err != nil {
+		return CNIError(err)
+	}
+	res, err := Result(nc.IPAM, a).GetAsVersion(nc.CNIVersion)
+	if err != nil {
+		return types.NewError(types.ErrIncompatibleCNIVersion, "convert result", err.Error())
+	}
+	return res.PrintTo(p.stdout())
+}
+
+// Del releases the attachment's addresses; an unknown attachment is success.
+func (p *Plugin) Del(args *skel.CmdArgs) error {
+	nc, err := parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	err = p.withStore(nc.IPAM, func(s Store) error {
+		return s.Update(func(tx Txn) error {
+			_, err := Release(tx, AttachmentID{args.ContainerID, args.IfName})
+			return err
+		})
+	})
+	return CNIError(err)
+}
+
+// Check fails when the attachment holds no address or holds other addresses
+// than the previous result says.
+func (p *Plugin) Check(args *skel.CmdArgs) error {
+	nc, err := parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	id := AttachmentID{args.ContainerID, args.IfName}
+	var a *Allocation
+	err = p.withStore(nc.IPAM, func(s Store) error {
+		return s.View(func(tx Txn) error {
+			a, err = Lookup(tx, id)
+			return err
+		})
+	})
+	if err != nil {
+		return CNIError(err)
+	}
+	if a == nil {
+		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("attachment %s holds no address in network %q", id, nc.Name), "")
+	}
+	var pc types.PluginConf
+	if err := json.Unmarshal(nc.Raw, &pc); err != nil {
+		return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
+	}
+	if err := version.ParsePrevResult(&pc); err != nil {
+		return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
+	}
+	if pc.PrevResult == nil {
+		return nil
+	}
+	prev, err := current.NewResultFromResult(pc.PrevResult)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, "convert prevResult", err.Error())
+	}
+	for _, ip := range a.IPs {
+		found := false
+		for _, pip := range prev.IPs {
+			if pip.Address.IP.Equal(ip.Addr().AsSlice()) {
+				found = true
+			}
+		}
+		if !found {
+			return types.NewError(CodeDrift, fmt.Sprintf("attachment %s holds %s, which prevResult does not list", id, ip), "")
+		}
+	}
+	return nil
+}
+
+// GC releases every allocation not in cni.dev/valid-attachments that is
+// older than the configured grace period.
+func (p *Plugin) GC(args *skel.CmdArgs) error {
+	nc, err := parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	valid := make(map[AttachmentID]bool, len(nc.ValidAttachments))
+	for _, v := range nc.ValidAttachments {
+		valid[AttachmentID{v.ContainerID, v.IfName}] = true
+	}
+	cutoff := p.now().Add(-nc.IPAM.GCGrace)
+	err = p.withStore(nc.IPAM, func(s Store) error {
+		return s.Update(func(tx Txn) error {
+			_, err := GC(tx, valid, cutoff)
+			return err
+		})
+	})
+	return CNIError(err)
+}
+
+// Status fails with code 50 when no ADD can succeed: a range is exhausted or
+// the store cannot be opened or read.
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	nc, err := parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	err = p.withStore(nc.IPAM, func(s Store) error {
+		return s.View(func(tx Txn) error {
+			for _, r := range nc.IPAM.Ranges() {
+				if _, err := findFree(tx, r); err != nil {
+					if IsExhausted(err) {
+						used, capacity, uerr := Usage(tx, r)
+						return errors.Join(fmt.Errorf("%w (%d of %d in use)", err, used, capacity), uerr)
+					}
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	switch {
+	case err == nil:
+		return nil
+	case IsTryAgain(err):
+		return CNIError(err)
+	default:
+		return types.NewError(types.ErrPluginNotAvailable, "esb-ipam cannot allocate", err.Error())
+	}
+}
+
+// Result renders an allocation as a CNI result for cfg.
+func Result(cfg *conf.IPAM, a *Allocation) *current.Result {
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	for _, p := range a.IPs {
+		ipc := &current.IPConfig{Address: ipNet(p)}
+		for _, r := range cfg.Ranges() {
+			if r.Subnet.Contains(p.Addr()) {
+				ipc.Gateway = r.Gateway.AsSlice()
+			}
+		}
+		res.IPs = append(res.IPs, ipc)
+	}
+	for _, r := range cfg.Routes {
+		route := &types.Route{Dst: ipNet(r.Dst)}
+		if r.GW.IsValid() {
+			route.GW = r.GW.AsSlice()
+		}
+		res.Routes = append(res.Routes, route)
+	}
+	return res
+}
+
+func ipNet(p netip.Prefix) net.IPNet {
+	return net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// CNIError maps an error of this package or of conf to a CNI error with
+// the spec's code; nil stays nil and a *types.Error passes through.
+func CNIError(err error) error {
+	var te *types.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &te):
+		return te
+	case conf.IsDecodeError(err):
+		return types.NewError(types.ErrDecodingFailure, err.Error(), "")
+	case conf.IsFieldError(err):
+		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	case IsTryAgain(err):
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+	case IsExhausted(err):
+		return types.NewError(CodeExhausted, err.Error(), "")
+	case errors.Is(err, ErrCorrupt):
+		return types.NewError(CodeCorrupt, err.Error(), "")
+	default:
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+}

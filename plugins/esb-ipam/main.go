@@ -1,0 +1,20 @@
+// Command esb-ipam is the esbnet IPAM CNI plugin. The logic lives in
+// package ipam; this main only wires it to skel.
+package main
+
+import (
+	"runtime"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/edge-serverless-box/esbnet/internal/buildinfo"
+	"github.com/edge-serverless-box/esbnet/ipam"
+)
+
+func init() { runtime.LockOSThread() }
+
+func main() {
+	p := &ipam.Plugin{}
+	skel.PluginMainFuncs(p.Funcs(), version.All, buildinfo.About("esb-ipam"))
+}
