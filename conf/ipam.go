@@ -32,11 +32,14 @@ type RouteConfig struct {
 // The top-level range is IPv4 and required; IPv6 adds a second range that is
 // allocated in the same transaction (dual stack).
 type IPAMConfig struct {
-	Type string `json:"type"`
-	RangeConfig
-	IPv6    *RangeConfig  `json:"ipv6,omitempty"`
-	Routes  []RouteConfig `json:"routes,omitempty"`
-	DataDir string        `json:"dataDir,omitempty"`
+	Type       string        `json:"type"`
+	Subnet     string        `json:"subnet,omitempty"`
+	Gateway    string        `json:"gateway,omitempty"`
+	RangeStart string        `json:"rangeStart,omitempty"`
+	RangeEnd   string        `json:"rangeEnd,omitempty"`
+	IPv6       *RangeConfig  `json:"ipv6,omitempty"`
+	Routes     []RouteConfig `json:"routes,omitempty"`
+	DataDir    string        `json:"dataDir,omitempty"`
 	// LockWait bounds the wait for the store's lock; past it ADD fails with
 	// CNI error 11 (try again later).
 	LockWait string `json:"lockWait,omitempty"`
@@ -117,10 +120,11 @@ type ipamEnvelope struct {
 // DefaultIPAMConfig returns the "ipam" object of the default esb network.
 func DefaultIPAMConfig() IPAMConfig {
 	return IPAMConfig{
-		Type:        IPAMType,
-		RangeConfig: RangeConfig{Subnet: DefaultSubnet, Gateway: DefaultGateway},
-		Routes:      []RouteConfig{{Dst: "0.0.0.0/0"}},
-		DataDir:     DefaultDataDir,
+		Type:    IPAMType,
+		Subnet:  DefaultSubnet,
+		Gateway: DefaultGateway,
+		Routes:  []RouteConfig{{Dst: "0.0.0.0/0"}},
+		DataDir: DefaultDataDir,
 	}
 }
 
