@@ -54,21 +54,6 @@ func (p *Plugin) now() time.Time {
 	return p.Now()
 }
 
-// Open locks and opens the store named by cfg. Callers Close it as soon as
-// their transactions are done.
-func Open(cfg *conf.IPAM, bootID string) (*BoltStore, error) {
-	return OpenBolt(cfg.DataDir, cfg.Network, BoltOptions{LockWait: cfg.LockWait, BootID: bootID})
-}
-
-// withStore opens the store, runs fn and closes the store.
-func (p *Plugin) withStore(cfg *conf.IPAM, fn func(Store) error) error {
-	s, err := Open(cfg, p.BootID)
-	if err != nil {
-		return err
-	}
-	return errors.Join(fn(s), s.Close())
-}
-
 func parse(stdin []byte) (*conf.IPAMNetConf, error) {
 	nc, err := conf.ParseIPAMNetConf(stdin)
 	if err != nil {
@@ -83,14 +68,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	id := AttachmentID{args.ContainerID, args.IfName}
-	var a *Allocation
-	err = p.withStore(nc.IPAM, func(s Store) error {
-		return s.Update(func(tx Txn) error {
-			a, err = Allocate(tx, nc.IPAM, id, p.now())
-			return err
-		})
-	})
+	a, _, err := Add(nc.IPAM, p.BootID, AttachmentID{args.ContainerID, args.IfName}, p.now())
 	if err != nil {
 		return CNIError(err)
 	}
@@ -107,13 +85,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	err = p.withStore(nc.IPAM, func(s Store) error {
-		return s.Update(func(tx Txn) error {
-			_, err := Release(tx, AttachmentID{args.ContainerID, args.IfName})
-			return err
-		})
-	})
-	return CNIError(err)
+	return CNIError(Del(nc.IPAM, p.BootID, AttachmentID{args.ContainerID, args.IfName}))
 }
 
 // Check fails when the attachment holds no address or holds other addresses
@@ -124,13 +96,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		return err
 	}
 	id := AttachmentID{args.ContainerID, args.IfName}
-	var a *Allocation
-	err = p.withStore(nc.IPAM, func(s Store) error {
-		return s.View(func(tx Txn) error {
-			a, err = Lookup(tx, id)
-			return err
-		})
-	})
+	a, err := Get(nc.IPAM, p.BootID, id)
 	if err != nil {
 		return CNIError(err)
 	}
@@ -176,13 +142,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	for _, v := range nc.ValidAttachments {
 		valid[AttachmentID{v.ContainerID, v.IfName}] = true
 	}
-	cutoff := p.now().Add(-nc.IPAM.GCGrace)
-	err = p.withStore(nc.IPAM, func(s Store) error {
-		return s.Update(func(tx Txn) error {
-			_, err := GC(tx, valid, cutoff)
-			return err
-		})
-	})
+	_, err = Collect(nc.IPAM, p.BootID, valid, p.now())
 	return CNIError(err)
 }
 
@@ -193,20 +153,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	err = p.withStore(nc.IPAM, func(s Store) error {
-		return s.View(func(tx Txn) error {
-			for _, r := range nc.IPAM.Ranges() {
-				if _, err := findFree(tx, r); err != nil {
-					if IsExhausted(err) {
-						used, capacity, uerr := Usage(tx, r)
-						return errors.Join(fmt.Errorf("%w (%d of %d in use)", err, used, capacity), uerr)
-					}
-					return err
-				}
-			}
-			return nil
-		})
-	})
+	err = Ready(nc.IPAM, p.BootID)
 	switch {
 	case err == nil:
 		return nil

@@ -1,0 +1,108 @@
+package ipam
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+)
+
+// The one-shot operations below each open the network's store, run one
+// transaction and close it again, so the lock is held only for that
+// transaction. esb-ipam's verbs and esb-bridge's in-process IPAM both use
+// them, so the two keep one semantics.
+
+// Open locks and opens the store named by cfg. Callers Close it as soon as
+// their transactions are done.
+func Open(cfg *conf.IPAM, bootID string) (*BoltStore, error) {
+	return OpenBolt(cfg.DataDir, cfg.Network, BoltOptions{LockWait: cfg.LockWait, BootID: bootID})
+}
+
+func withStore(cfg *conf.IPAM, bootID string, fn func(Store) error) error {
+	s, err := Open(cfg, bootID)
+	if err != nil {
+		return err
+	}
+	return errors.Join(fn(s), s.Close())
+}
+
+// Add allocates id's addresses. existed reports that id already held an
+// allocation before this call (a repeated ADD), which a caller rolling back
+// a failed ADD must then leave alone.
+func Add(cfg *conf.IPAM, bootID string, id AttachmentID, now time.Time) (a *Allocation, existed bool, err error) {
+	err = withStore(cfg, bootID, func(s Store) error {
+		return s.Update(func(tx Txn) error {
+			prev, err := tx.Allocation(id)
+			if err != nil {
+				return err
+			}
+			existed = prev != nil
+			a, err = Allocate(tx, cfg, id, now)
+			return err
+		})
+	})
+	return a, existed, err
+}
+
+// Del releases id's addresses; an unknown id is not an error.
+func Del(cfg *conf.IPAM, bootID string, id AttachmentID) error {
+	return withStore(cfg, bootID, func(s Store) error {
+		return s.Update(func(tx Txn) error {
+			_, err := Release(tx, id)
+			return err
+		})
+	})
+}
+
+// Get returns id's allocation, or nil when it holds none.
+func Get(cfg *conf.IPAM, bootID string, id AttachmentID) (*Allocation, error) {
+	var a *Allocation
+	err := withStore(cfg, bootID, func(s Store) error {
+		return s.View(func(tx Txn) error {
+			var err error
+			a, err = Lookup(tx, id)
+			return err
+		})
+	})
+	return a, err
+}
+
+// Collect releases every allocation not in valid that is older than the
+// configured grace period, and returns what it released.
+func Collect(cfg *conf.IPAM, bootID string, valid map[AttachmentID]bool, now time.Time) ([]*Allocation, error) {
+	var released []*Allocation
+	err := withStore(cfg, bootID, func(s Store) error {
+		return s.Update(func(tx Txn) error {
+			var err error
+			released, err = GC(tx, valid, now.Add(-cfg.GCGrace))
+			return err
+		})
+	})
+	return released, err
+}
+
+// Ready returns nil when an ADD can allocate in every range, an error
+// wrapping ErrExhausted (with the range's usage) when one is full, or the
+// store's error when it cannot be opened or read.
+func Ready(cfg *conf.IPAM, bootID string) error {
+	return withStore(cfg, bootID, func(s Store) error {
+		return s.View(func(tx Txn) error {
+			for _, r := range cfg.Ranges() {
+				_, err := findFree(tx, r)
+				if !IsExhausted(err) {
+					if err != nil {
+						return err
+					}
+					continue
+				}
+				used, capacity, uerr := Usage(tx, r)
+				if uerr != nil {
+					return errors.Join(err, uerr)
+				}
+				return fmt.Errorf("%w (%d of %d in use)", err, used, capacity)
+			}
+			return nil
+		})
+	})
+}

@@ -1,0 +1,288 @@
+package nat
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// TableName is the name of both of esbnet's tables.
+const TableName = "esb"
+
+// ifNameSize is the kernel's IFNAMSIZ, the width of an ifname set key.
+const ifNameSize = 16
+
+// Guard is the anti-spoofing entry of one attachment: frames entering the
+// bridge through Port must come from MAC and, for IP and ARP, from one of
+// the attachment's addresses. Owner ("containerID/ifname") is stored as the
+// elements' comment so a listing can tell whose they are.
+type Guard struct {
+	Port  string
+	MAC   net.HardwareAddr
+	IPs   []netip.Addr
+	Owner string
+}
+
+var (
+	guardTable = &nftables.Table{Family: nftables.TableFamilyBridge, Name: TableName}
+	setPorts   = &nftables.Set{Table: guardTable, Name: "ports", KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian, Comment: "guarded bridge ports"}
+	setIPv4    = &nftables.Set{Table: guardTable, Name: "ipv4", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIPAddr),
+		Comment: "port . MAC . IPv4 each guarded port may use"}
+	setIPv6 = &nftables.Set{Table: guardTable, Name: "ipv6", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIP6Addr),
+		Comment: "port . MAC . IPv6 each guarded port may use"}
+	guardChain = &nftables.Chain{
+		Table:    guardTable,
+		Name:     "prerouting",
+		Type:     nftables.ChainTypeFilter,
+		Hooknum:  nftables.ChainHookPrerouting,
+		// The bridge family's "filter" priority, ahead of anything a
+		// bridge-family firewall of Docker or Podman hooks at 0.
+		Priority: nftables.ChainPriorityRef(-200),
+	}
+)
+
+// ErrNotFound reports that a guard, table or element does not exist.
+var ErrNotFound = errors.New("not found")
+
+// IsNotFound reports whether err means something was not there.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// AddGuard installs g in one transaction, creating the table, sets and
+// chain when missing (the chain's rules are rebuilt whole each time, so
+// concurrent callers converge on one copy). Adding the same guard again
+// changes nothing.
+func AddGuard(c *nftables.Conn, g Guard) error {
+	if len(g.MAC) != 6 {
+		return fmt.Errorf("guard %s: MAC %q is not an Ethernet address", g.Port, g.MAC)
+	}
+	if g.Port == "" || len(g.Port) >= ifNameSize {
+		return fmt.Errorf("guard: port name %q must have 1 to %d characters", g.Port, ifNameSize-1)
+	}
+	ensureGuardTable(c)
+	if err := c.SetAddElements(setPorts, []nftables.SetElement{{Key: ifKey(g.Port), Comment: g.Owner}}); err != nil {
+		return err
+	}
+	var v4, v6 []nftables.SetElement
+	for _, ip := range g.IPs {
+		e := nftables.SetElement{Key: guardKey(g.Port, g.MAC, ip), Comment: g.Owner}
+		if ip.Is4() {
+			v4 = append(v4, e)
+		} else {
+			v6 = append(v6, e)
+		}
+	}
+	// The kernel's EUI-64 link-local address must pass too, for neighbour
+	// discovery, when the attachment has IPv6 at all.
+	if len(v6) > 0 {
+		v6 = append(v6, nftables.SetElement{Key: guardKey(g.Port, g.MAC, linkLocal(g.MAC)), Comment: g.Owner})
+	}
+	if len(v4) > 0 {
+		if err := c.SetAddElements(setIPv4, v4); err != nil {
+			return err
+		}
+	}
+	if len(v6) > 0 {
+		if err := c.SetAddElements(setIPv6, v6); err != nil {
+			return err
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("add anti-spoof guard for %s: %w", g.Port, err)
+	}
+	return nil
+}
+
+// ensureGuardTable queues the table, sets and chain (rules rebuilt) into
+// the current batch.
+func ensureGuardTable(c *nftables.Conn) {
+	c.AddTable(guardTable)
+	for _, s := range []*nftables.Set{setPorts, setIPv4, setIPv6} {
+		_ = c.AddSet(s, nil) // only queues a message; errors surface at Flush
+	}
+	c.AddChain(guardChain)
+	c.FlushChain(guardChain)
+	for _, r := range guardRules() {
+		c.AddRule(r)
+	}
+}
+
+// Registers: a 16-byte ifname fills the 32-bit registers 8-11, a MAC 12-13,
+// an address the next ones; a concatenated lookup reads from register 8.
+const (
+	regIf   = 8  // NFT_REG32_00
+	regMAC  = 12 // NFT_REG32_04
+	regAddr = 14 // NFT_REG32_06
+)
+
+func guardRules() []*nftables.Rule {
+	iif := &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: regIf}
+	etherType := func(t uint16) []expr.Any {
+		return []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(t >> 8), byte(t)}},
+		}
+	}
+	etherSrc := &expr.Payload{DestRegister: regMAC, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6}
+	netField := func(off, n, reg uint32) *expr.Payload {
+		return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}
+	}
+	lookup := func(s *nftables.Set) *expr.Lookup { return &expr.Lookup{SourceRegister: regIf, SetName: s.Name} }
+	accept := &expr.Verdict{Kind: expr.VerdictAccept}
+	rule := func(exprs ...any) *nftables.Rule {
+		var out []expr.Any
+		for _, e := range exprs {
+			switch v := e.(type) {
+			case expr.Any:
+				out = append(out, v)
+			case []expr.Any:
+				out = append(out, v...)
+			}
+		}
+		return &nftables.Rule{Table: guardTable, Chain: guardChain, Exprs: out}
+	}
+	return []*nftables.Rule{
+		// Frames from ports that are not guarded are none of our business.
+		rule(&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Lookup{SourceRegister: 1, SetName: setPorts.Name, Invert: true},
+			&expr.Verdict{Kind: expr.VerdictReturn}),
+		// IPv4: port . ether saddr . ip saddr must be the attachment's.
+		rule(etherType(unix.ETH_P_IP), iif, etherSrc, netField(12, 4, regAddr), lookup(setIPv4), accept),
+		// ARP: the Ethernet source and the ARP sender (MAC and IP) both.
+		rule(etherType(unix.ETH_P_ARP), iif, etherSrc, netField(14, 4, regAddr), lookup(setIPv4),
+			netField(8, 6, regMAC), lookup(setIPv4), accept),
+		// IPv6: the attachment's addresses and its link-local address.
+		rule(etherType(unix.ETH_P_IPV6), iif, etherSrc, netField(8, 16, regAddr), lookup(setIPv6), accept),
+		// Anything else from a guarded port is dropped.
+		rule(&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}),
+	}
+}
+
+func ifKey(name string) []byte {
+	b := make([]byte, ifNameSize)
+	copy(b, name)
+	return b
+}
+
+func guardKey(port string, mac net.HardwareAddr, ip netip.Addr) []byte {
+	k := ifKey(port)
+	k = append(k, mac...)
+	k = append(k, 0, 0) // a MAC is padded to the 4-byte register size
+	return append(k, ip.AsSlice()...)
+}
+
+// linkLocal returns the EUI-64 IPv6 link-local address the kernel derives
+// from mac.
+func linkLocal(mac net.HardwareAddr) netip.Addr {
+	var b [16]byte
+	b[0], b[1] = 0xfe, 0x80
+	b[8], b[9], b[10] = mac[0]^0x02, mac[1], mac[2]
+	b[11], b[12] = 0xff, 0xfe
+	b[13], b[14], b[15] = mac[3], mac[4], mac[5]
+	return netip.AddrFrom16(b)
+}
+
+// RemoveGuard deletes every element of port in one transaction. A port
+// that has none, or a missing table, is not an error (DEL is idempotent).
+func RemoveGuard(c *nftables.Conn, port string) error {
+	found := false
+	for _, s := range []*nftables.Set{setPorts, setIPv4, setIPv6} {
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			if isNoEntry(err) {
+				return nil
+			}
+			return fmt.Errorf("list anti-spoof set %s: %w", s.Name, err)
+		}
+		var del []nftables.SetElement
+		for _, e := range elems {
+			if portOf(e.Key) == port {
+				del = append(del, nftables.SetElement{Key: e.Key})
+			}
+		}
+		if len(del) > 0 {
+			found = true
+			if err := c.SetDeleteElements(s, del); err != nil {
+				return err
+			}
+		}
+	}
+	if !found {
+		return nil
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("remove anti-spoof guard for %s: %w", port, err)
+	}
+	return nil
+}
+
+// ListGuards returns the installed guards, one per port, or none when the
+// table does not exist.
+func ListGuards(c *nftables.Conn) ([]Guard, error) {
+	byPort := map[string]*Guard{}
+	var order []string
+	get := func(port, owner string) *Guard {
+		g := byPort[port]
+		if g == nil {
+			g = &Guard{Port: port, Owner: owner}
+			byPort[port] = g
+			order = append(order, port)
+		}
+		return g
+	}
+	for _, s := range []*nftables.Set{setPorts, setIPv4, setIPv6} {
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			if isNoEntry(err) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("list anti-spoof set %s: %w", s.Name, err)
+		}
+		for _, e := range elems {
+			g := get(portOf(e.Key), e.Comment)
+			if s == setPorts || len(e.Key) < ifNameSize+8 {
+				continue
+			}
+			g.MAC = net.HardwareAddr(bytes.Clone(e.Key[ifNameSize : ifNameSize+6]))
+			if ip, ok := netip.AddrFromSlice(e.Key[ifNameSize+8:]); ok && !ip.IsLinkLocalUnicast() {
+				g.IPs = append(g.IPs, ip)
+			}
+		}
+	}
+	out := make([]Guard, 0, len(order))
+	for _, p := range order {
+		out = append(out, *byPort[p])
+	}
+	return out, nil
+}
+
+// FindGuard returns the guard of port, or ErrNotFound.
+func FindGuard(c *nftables.Conn, port string) (Guard, error) {
+	gs, err := ListGuards(c)
+	if err != nil {
+		return Guard{}, err
+	}
+	for _, g := range gs {
+		if g.Port == port {
+			return g, nil
+		}
+	}
+	return Guard{}, fmt.Errorf("anti-spoof guard for port %s: %w", port, ErrNotFound)
+}
+
+func portOf(key []byte) string {
+	if len(key) > ifNameSize {
+		key = key[:ifNameSize]
+	}
+	return string(bytes.TrimRight(key, "\x00"))
+}
+
+func isNoEntry(err error) bool { return errors.Is(err, unix.ENOENT) }

@@ -1,0 +1,257 @@
+// Package bridge is the esb-bridge CNI plugin: it attaches a worker's
+// network namespace to the bridge esb-cni0 through a veth pair, with an
+// address from IPAM (esb-ipam in-process, any other IPAM plugin through
+// CNI_PATH), port isolation between workers and nftables anti-spoofing.
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/ipam"
+)
+
+// CNI error codes of esb-bridge beyond the spec's (100 and up are ours;
+// 100-102 are esb-ipam's, passed through).
+const (
+	CodeDrift          = ipam.CodeDrift // CHECK found something that differs
+	CodeSubnetConflict uint = 110       // another interface owns the subnet
+	CodeLinkConflict   uint = 111       // a link of ours is in the way or is not what we expect
+)
+
+// Plugin serves esb-bridge's CNI verbs. The zero value is ready to use.
+type Plugin struct {
+	// Stdout receives results and Stderr rollback reports; nil means the
+	// process's own.
+	Stdout, Stderr io.Writer
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+	// BootID overrides the kernel's boot ID for the in-process IPAM store.
+	BootID string
+	// Exec runs delegated IPAM plugins; nil means the default.
+	Exec invoke.Exec
+}
+
+// Funcs returns the verbs for skel.PluginMainFuncs.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, GC: p.GC, Status: p.Status}
+}
+
+func (p *Plugin) stdout() io.Writer {
+	if p.Stdout == nil {
+		return os.Stdout
+	}
+	return p.Stdout
+}
+
+func (p *Plugin) stderr() io.Writer {
+	if p.Stderr == nil {
+		return os.Stderr
+	}
+	return p.Stderr
+}
+
+func (p *Plugin) now() time.Time {
+	if p.Now == nil {
+		return time.Now()
+	}
+	return p.Now()
+}
+
+func parse(stdin []byte) (*conf.BridgeNetConf, error) {
+	nc, err := conf.ParseBridgeNetConf(stdin)
+	if err != nil {
+		return nil, ipam.CNIError(err)
+	}
+	return nc, nil
+}
+
+// undoStack collects the inverse of each step of an ADD, run in reverse
+// when a later step fails.
+type undoStack []undoStep
+
+type undoStep struct {
+	what string
+	fn   func() error
+}
+
+func (u *undoStack) push(what string, fn func() error) { *u = append(*u, undoStep{what, fn}) }
+
+// run undoes everything in reverse order. Failures are reported on w and
+// attached to the error's details; the original error keeps its code.
+func (u undoStack) run(cause error, w io.Writer) error {
+	var failed []string
+	for i := len(u) - 1; i >= 0; i-- {
+		if err := u[i].fn(); err != nil {
+			msg := fmt.Sprintf("rollback: %s: %v", u[i].what, err)
+			fmt.Fprintln(w, "esb-bridge:", msg)
+			failed = append(failed, msg)
+		}
+	}
+	if len(failed) == 0 {
+		return cause
+	}
+	te := asCNIError(cause)
+	te.Details = strings.TrimPrefix(te.Details+"; "+strings.Join(failed, "; "), "; ")
+	return te
+}
+
+func asCNIError(err error) *types.Error {
+	var te *types.Error
+	if errors.As(ipam.CNIError(err), &te) {
+		return te
+	}
+	return types.NewError(types.ErrInternal, err.Error(), "")
+}
+
+// Add attaches the container. Everything is validated before anything is
+// changed; a failure part-way undoes what was done, in reverse order.
+func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
+	nc, err := parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	target, err := openTarget(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	if nc.IPAM != nil {
+		if err := checkSubnetFree(nc.Bridge, nc.IPAM.Ranges()); err != nil {
+			return err
+		}
+	}
+
+	var undo undoStack
+	defer func() {
+		if err != nil {
+			err = undo.run(err, p.stderr())
+		}
+	}()
+
+	res, err := p.ipamAdd(nc, args, &undo)
+	if err != nil {
+		return err
+	}
+	ipv4, gws, err := addressesOf(res)
+	if err != nil {
+		return err
+	}
+	mac := MACFor(ipv4)
+
+	br, err := ensureBridge(nc.Bridge, gws)
+	if err != nil {
+		return err
+	}
+	hostName := VethName(args.ContainerID, args.IfName)
+	host, err := addVeth(vethSpec{
+		hostName:  hostName,
+		ifName:    args.IfName,
+		mac:       mac,
+		mtu:       nc.MTU,
+		bridge:    br,
+		target:    target,
+		isolation: nc.Isolation,
+		alias:     vethAlias(args.ContainerID, args.IfName, p.now()),
+	})
+	if err != nil {
+		return err
+	}
+	undo.push("delete veth "+hostName, func() error { return delLink(hostName) })
+
+	if err := configureContainer(target, args.IfName, res); err != nil {
+		return err
+	}
+	if nc.AntiSpoof {
+		if err := addGuard(hostName, mac, res, args); err != nil {
+			return err
+		}
+		undo.push("remove anti-spoof guard of "+hostName, func() error { return removeGuard(hostName) })
+	}
+	if err := enableForwarding(); err != nil {
+		return err
+	}
+
+	res.Interfaces = []*current.Interface{
+		{Name: nc.Bridge, Mac: br.Attrs().HardwareAddr.String()},
+		{Name: hostName, Mac: host.Attrs().HardwareAddr.String()},
+		{Name: args.IfName, Mac: mac.String(), Sandbox: args.Netns},
+	}
+	for _, ip := range res.IPs {
+		ip.Interface = current.Int(2)
+	}
+	out, err := res.GetAsVersion(nc.CNIVersion)
+	if err != nil {
+		return types.NewError(types.ErrIncompatibleCNIVersion, "convert result", err.Error())
+	}
+	return out.PrintTo(p.stdout())
+}
+
+// ipamAdd gets the attachment's addresses: in-process for esb-ipam,
+// otherwise from the delegated plugin. A fresh allocation is undone on a
+// later failure; one an earlier ADD made is left alone.
+func (p *Plugin) ipamAdd(nc *conf.BridgeNetConf, args *skel.CmdArgs, undo *undoStack) (*current.Result, error) {
+	if nc.IPAM != nil {
+		id := ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}
+		a, existed, err := ipam.Add(nc.IPAM, p.BootID, id, p.now())
+		if err != nil {
+			return nil, ipam.CNIError(err)
+		}
+		if !existed {
+			undo.push("release addresses of "+id.String(), func() error { return ipam.Del(nc.IPAM, p.BootID, id) })
+		}
+		return ipam.Result(nc.IPAM, a), nil
+	}
+	ctx := context.Background()
+	r, err := invoke.DelegateAdd(ctx, nc.IPAMType, nc.Raw, p.Exec)
+	if err != nil {
+		return nil, err
+	}
+	undo.push("delegated IPAM DEL", func() error { return invoke.DelegateDel(ctx, nc.IPAMType, nc.Raw, p.Exec) })
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "convert IPAM result", err.Error())
+	}
+	return res, nil
+}
+
+// addressesOf returns the IPv4 address of a result (required: the MAC and
+// the anti-spoof element derive from it) and each address's gateway with
+// the subnet's prefix length, for the bridge.
+func addressesOf(res *current.Result) (netip.Addr, []netip.Prefix, error) {
+	var v4 netip.Addr
+	var gws []netip.Prefix
+	for _, ip := range res.IPs {
+		a, ok := netip.AddrFromSlice(ip.Address.IP)
+		if !ok {
+			continue
+		}
+		a = a.Unmap()
+		if a.Is4() && !v4.IsValid() {
+			v4 = a
+		}
+		if gw, ok := netip.AddrFromSlice(ip.Gateway); ok {
+			ones, _ := ip.Address.Mask.Size()
+			gws = append(gws, netip.PrefixFrom(gw.Unmap(), ones))
+		}
+	}
+	if !v4.IsValid() {
+		return v4, nil, types.NewError(types.ErrInvalidNetworkConfig, "IPAM result has no IPv4 address; esb-bridge needs one", "")
+	}
+	if len(gws) == 0 {
+		return v4, nil, types.NewError(types.ErrInvalidNetworkConfig, "IPAM result has no gateway; esb-bridge puts the gateway on the bridge", "")
+	}
+	return v4, gws, nil
+}

@@ -1,0 +1,302 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/nat"
+)
+
+// openTarget opens CNI_NETNS, which must be a network namespace other than
+// the plugin's own.
+func openTarget(path string) (ns.NetNS, error) {
+	if path == "" {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is required", "")
+	}
+	target, err := ns.GetNS(path)
+	if err != nil {
+		var notExist ns.NSPathNotExistErr
+		var notNS ns.NSPathNotNSErr
+		switch {
+		case errors.As(err, &notExist):
+			return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("CNI_NETNS %s does not exist", path), "")
+		case errors.As(err, &notNS):
+			return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %s is not a network namespace", path), "")
+		}
+		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("open CNI_NETNS %s", path), err.Error())
+	}
+	var own, their unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &own); err != nil {
+		return nil, errors.Join(types.NewError(types.ErrInternal, "stat own network namespace", err.Error()), target.Close())
+	}
+	if err := unix.Fstat(int(target.Fd()), &their); err != nil {
+		return nil, errors.Join(types.NewError(types.ErrInvalidNetNS, "stat CNI_NETNS", err.Error()), target.Close())
+	}
+	if own.Dev == their.Dev && own.Ino == their.Ino {
+		return nil, errors.Join(types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS %s is the plugin's own network namespace", path), ""), target.Close())
+	}
+	return target, nil
+}
+
+// checkSubnetFree fails when an interface other than the bridge holds an
+// address inside one of the ranges' subnets (Podman's podman0 and
+// cni-podman0 default to 10.88.0.0/16 too): routing to the workers would
+// then be ambiguous.
+func checkSubnetFree(bridge string, ranges []conf.Range) error {
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		addrs, err := netlinksafe.AddrList(nil, fam)
+		if err != nil {
+			return types.NewError(types.ErrInternal, "list addresses", err.Error())
+		}
+		for _, a := range addrs {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok {
+				continue
+			}
+			ones, _ := a.Mask.Size()
+			theirs := netip.PrefixFrom(ip.Unmap(), ones).Masked()
+			for _, r := range ranges {
+				if !theirs.Overlaps(r.Subnet) {
+					continue
+				}
+				link, err := netlink.LinkByIndex(a.LinkIndex)
+				name := fmt.Sprintf("interface %d", a.LinkIndex)
+				if err == nil {
+					name = link.Attrs().Name
+				}
+				if name == bridge {
+					continue
+				}
+				return types.NewError(CodeSubnetConflict,
+					fmt.Sprintf("subnet %s is already used by %s (%s); remove that network or give esb another subnet", r.Subnet, name, a.IPNet), "")
+			}
+		}
+	}
+	return nil
+}
+
+// ensureBridge returns the bridge, creating it when missing (up, with a
+// fixed MAC so it does not change as ports come and go), and makes sure it
+// is up and holds every gateway address. Concurrent first ADDs converge.
+func ensureBridge(name string, gws []netip.Prefix) (netlink.Link, error) {
+	link, err := netlinksafe.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		var mac net.HardwareAddr
+		for _, gw := range gws {
+			if gw.Addr().Is4() {
+				mac = MACFor(gw.Addr())
+				break
+			}
+		}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, HardwareAddr: mac, Flags: net.FlagUp}}
+		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, types.NewError(types.ErrInternal, "create bridge "+name, err.Error())
+		}
+		link, err = netlinksafe.LinkByName(name)
+	}
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, "look up bridge "+name, err.Error())
+	}
+	if _, ok := link.(*netlink.Bridge); !ok {
+		return nil, types.NewError(CodeLinkConflict, fmt.Sprintf("%s exists but is a %s, not a bridge", name, link.Type()), "")
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(link); err != nil {
+			return nil, types.NewError(types.ErrInternal, "set bridge "+name+" up", err.Error())
+		}
+	}
+	for _, gw := range gws {
+		addr := &netlink.Addr{IPNet: ipNet(gw)}
+		if gw.Addr().Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, types.NewError(types.ErrInternal, fmt.Sprintf("add gateway %s to %s", gw, name), err.Error())
+		}
+	}
+	return link, nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+type vethSpec struct {
+	hostName, ifName string
+	mac              net.HardwareAddr
+	mtu              int
+	bridge           netlink.Link
+	target           ns.NetNS
+	isolation        bool
+	alias            string
+}
+
+// addVeth creates the veth pair in one netlink call: the host end up and
+// enslaved to the bridge, the peer created directly in the container's
+// namespace under its final name and MAC. Then it sets the host end's
+// alias and, with isolation, the bridge port's isolated flag.
+func addVeth(s vethSpec) (netlink.Link, error) {
+	mtu := s.mtu
+	if mtu == 0 {
+		mtu = s.bridge.Attrs().MTU
+	}
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{
+			Name:        s.hostName,
+			MTU:         mtu,
+			MasterIndex: s.bridge.Attrs().Index,
+			Flags:       net.FlagUp,
+		},
+		PeerName:         s.ifName,
+		PeerHardwareAddr: s.mac,
+		PeerMTU:          uint32(mtu),
+		PeerNamespace:    netlink.NsFd(int(s.target.Fd())),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			if _, lerr := netlinksafe.LinkByName(s.hostName); lerr == nil {
+				return nil, types.NewError(CodeLinkConflict, fmt.Sprintf("veth %s already exists: the attachment is already set up (DEL it first)", s.hostName), "")
+			}
+			return nil, types.NewError(CodeLinkConflict, fmt.Sprintf("the container already has an interface named %s", s.ifName), "")
+		}
+		return nil, types.NewError(types.ErrInternal, "create veth "+s.hostName, err.Error())
+	}
+	// From here on the caller's rollback deletes the veth by name.
+	host, err := netlinksafe.LinkByName(s.hostName)
+	if err != nil {
+		return nil, errors.Join(types.NewError(types.ErrInternal, "look up veth "+s.hostName, err.Error()), delLink(s.hostName))
+	}
+	if err := netlink.LinkSetAlias(host, s.alias); err != nil {
+		return nil, errors.Join(types.NewError(types.ErrInternal, "set alias of "+s.hostName, err.Error()), delLink(s.hostName))
+	}
+	if s.isolation {
+		if err := netlink.LinkSetIsolated(host, true); err != nil {
+			return nil, errors.Join(types.NewError(types.ErrInternal, "isolate bridge port "+s.hostName, err.Error()), delLink(s.hostName))
+		}
+	}
+	return host, nil
+}
+
+// delLink deletes a host link by name; a missing link is success.
+func delLink(name string) error {
+	link, err := netlinksafe.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// configureContainer gives the container interface its addresses (no
+// duplicate-address wait) and routes, and sets it up, through a netlink
+// handle bound to the container's namespace: no thread switching.
+func configureContainer(target ns.NetNS, ifName string, res *current.Result) error {
+	h, err := netlinksafe.NewHandleAt(nsHandle(target))
+	if err != nil {
+		return types.NewError(types.ErrInternal, "open netlink in CNI_NETNS", err.Error())
+	}
+	defer h.Close()
+	link, err := h.LinkByName(ifName)
+	if err != nil {
+		return types.NewError(types.ErrInternal, "look up "+ifName+" in CNI_NETNS", err.Error())
+	}
+	for _, ip := range res.IPs {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.Address.IP, Mask: ip.Address.Mask}}
+		if ip.Address.IP.To4() == nil {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return types.NewError(types.ErrInternal, fmt.Sprintf("add %s to %s", ip.Address.String(), ifName), err.Error())
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return types.NewError(types.ErrInternal, "set "+ifName+" up", err.Error())
+	}
+	for _, r := range res.Routes {
+		gw := r.GW
+		if gw == nil {
+			gw = gatewayFor(res, r.Dst.IP.To4() != nil)
+		}
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: r.Dst.IP, Mask: r.Dst.Mask}, Gw: gw}
+		if err := h.RouteAdd(route); err != nil && !errors.Is(err, unix.EEXIST) {
+			return types.NewError(types.ErrInternal, fmt.Sprintf("add route %s via %s", r.Dst.String(), gw), err.Error())
+		}
+	}
+	return nil
+}
+
+func gatewayFor(res *current.Result, v4 bool) net.IP {
+	for _, ip := range res.IPs {
+		if (ip.Address.IP.To4() != nil) == v4 && ip.Gateway != nil {
+			return ip.Gateway
+		}
+	}
+	return nil
+}
+
+func addGuard(port string, mac net.HardwareAddr, res *current.Result, args *skel.CmdArgs) error {
+	g := nat.Guard{Port: port, MAC: mac, Owner: args.ContainerID + "/" + args.IfName}
+	for _, ip := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok {
+			g.IPs = append(g.IPs, a.Unmap())
+		}
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "open nftables", err.Error())
+	}
+	if err := nat.AddGuard(c, g); err != nil {
+		return types.NewError(types.ErrInternal, "add anti-spoof guard", err.Error())
+	}
+	return nil
+}
+
+func removeGuard(port string) error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	return nat.RemoveGuard(c, port)
+}
+
+// enableForwarding turns IPv4 forwarding on in the plugin's (the node's)
+// namespace when it is off.
+func enableForwarding() error {
+	const path = "/proc/sys/net/ipv4/ip_forward"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return types.NewError(types.ErrInternal, "read "+path, err.Error())
+	}
+	if strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+		return types.NewError(types.ErrInternal, "enable IPv4 forwarding", err.Error())
+	}
+	return nil
+}
+
+// nsHandle turns an open namespace into the handle netlink binds to.
+func nsHandle(n interface{ Fd() uintptr }) vnetns.NsHandle { return vnetns.NsHandle(int(n.Fd())) }

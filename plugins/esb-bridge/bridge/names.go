@@ -1,0 +1,53 @@
+package bridge
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// VethName returns the host-side veth name of an attachment: "esb" and 12
+// hex digits of a hash of container ID and ifname, so DEL and GC find the
+// veth without entering the container's namespace.
+func VethName(containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
+	return "esb" + hex.EncodeToString(sum[:6])
+}
+
+// MACFor returns the container interface's MAC for an IPv4 address:
+// 0a:58 followed by the address. 0a is a locally administered unicast
+// prefix, and deriving the MAC from the address lets the anti-spoof element
+// be written before the interface is read back.
+func MACFor(ip netip.Addr) net.HardwareAddr {
+	b := ip.As4()
+	return net.HardwareAddr{0x0a, 0x58, b[0], b[1], b[2], b[3]}
+}
+
+// The host veth's alias records whose it is, for GC:
+// "esb-bridge <unix-seconds> <containerID> <ifname>".
+const aliasPrefix = "esb-bridge "
+
+func vethAlias(containerID, ifName string, created time.Time) string {
+	return fmt.Sprintf("%s%d %s %s", aliasPrefix, created.Unix(), containerID, ifName)
+}
+
+// parseAlias returns the attachment and creation time an alias records.
+func parseAlias(alias string) (containerID, ifName string, created time.Time, ok bool) {
+	if !strings.HasPrefix(alias, aliasPrefix) {
+		return "", "", time.Time{}, false
+	}
+	f := strings.Fields(strings.TrimPrefix(alias, aliasPrefix))
+	if len(f) != 3 {
+		return "", "", time.Time{}, false
+	}
+	sec, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return "", "", time.Time{}, false
+	}
+	return f[1], f[2], time.Unix(sec, 0), true
+}

@@ -1,0 +1,303 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/ipam"
+	"github.com/edge-serverless-box/esbnet/nat"
+)
+
+// Del detaches the container. It needs neither the namespace nor the veth
+// to exist, and it releases the addresses in every case: each step runs
+// even when an earlier one failed, and "already gone" is success.
+func (p *Plugin) Del(args *skel.CmdArgs) error {
+	nc, err := parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	hostName := VethName(args.ContainerID, args.IfName)
+	var errs []error
+	if err := removeGuard(hostName); err != nil {
+		errs = append(errs, fmt.Errorf("remove anti-spoof guard of %s: %w", hostName, err))
+	}
+	if err := delLink(hostName); err != nil {
+		errs = append(errs, err)
+	}
+	if nc.IPAM != nil {
+		errs = append(errs, ipam.Del(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}))
+	} else {
+		errs = append(errs, invoke.DelegateDel(context.Background(), nc.IPAMType, nc.Raw, p.Exec))
+	}
+	return ipam.CNIError(errors.Join(errs...))
+}
+
+func drift(format string, args ...any) error {
+	return types.NewError(CodeDrift, fmt.Sprintf(format, args...), "")
+}
+
+// Check verifies the attachment against prevResult: the container
+// interface, its addresses and routes, the veth's place on the bridge, the
+// anti-spoof guard and the IPAM allocation. The error names what drifted.
+func (p *Plugin) Check(args *skel.CmdArgs) error {
+	nc, err := parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	var pc types.PluginConf
+	if err := json.Unmarshal(nc.Raw, &pc); err != nil {
+		return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
+	}
+	if err := version.ParsePrevResult(&pc); err != nil {
+		return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
+	}
+	if pc.PrevResult == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "invalid prevResult: CHECK needs the result of the ADD", "")
+	}
+	prev, err := current.NewResultFromResult(pc.PrevResult)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, "convert prevResult", err.Error())
+	}
+	target, err := openTarget(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+
+	mac, err := checkContainer(target, args.IfName, prev)
+	if err != nil {
+		return err
+	}
+	hostName := VethName(args.ContainerID, args.IfName)
+	host, err := netlinksafe.LinkByName(hostName)
+	if err != nil {
+		return drift("veth %s of %s/%s is missing", hostName, args.ContainerID, args.IfName)
+	}
+	br, err := netlinksafe.LinkByName(nc.Bridge)
+	if err != nil {
+		return drift("bridge %s is missing", nc.Bridge)
+	}
+	if host.Attrs().MasterIndex != br.Attrs().Index {
+		return drift("veth %s is not a port of bridge %s", hostName, nc.Bridge)
+	}
+	if nc.AntiSpoof {
+		if err := checkGuard(hostName, mac, prev); err != nil {
+			return err
+		}
+	}
+	if nc.IPAM == nil {
+		return invoke.DelegateCheck(context.Background(), nc.IPAMType, nc.Raw, p.Exec)
+	}
+	a, err := ipam.Get(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName})
+	if err != nil {
+		return ipam.CNIError(err)
+	}
+	if a == nil {
+		return drift("IPAM holds no address for %s/%s", args.ContainerID, args.IfName)
+	}
+	for _, ip := range a.IPs {
+		if !resultHas(prev, ip.Addr()) {
+			return drift("IPAM holds %s for %s/%s, which prevResult does not list", ip, args.ContainerID, args.IfName)
+		}
+	}
+	return nil
+}
+
+func resultHas(res *current.Result, a netip.Addr) bool {
+	for _, ip := range res.IPs {
+		if ip.Address.IP.Equal(a.AsSlice()) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkContainer verifies the container interface holds prevResult's
+// addresses and routes, and returns its MAC.
+func checkContainer(target interface{ Fd() uintptr }, ifName string, prev *current.Result) (net.HardwareAddr, error) {
+	h, err := netlinksafe.NewHandleAt(nsHandle(target))
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, "open netlink in CNI_NETNS", err.Error())
+	}
+	defer h.Close()
+	link, err := h.LinkByName(ifName)
+	if err != nil {
+		return nil, drift("container interface %s is missing", ifName)
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		return nil, drift("container interface %s is down", ifName)
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, "list addresses of "+ifName, err.Error())
+	}
+	for _, ip := range prev.IPs {
+		found := false
+		for _, a := range addrs {
+			if a.IPNet.IP.Equal(ip.Address.IP) && a.IPNet.Mask.String() == ip.Address.Mask.String() {
+				found = true
+			}
+		}
+		if !found {
+			return nil, drift("container interface %s lacks address %s", ifName, ip.Address.String())
+		}
+	}
+	routes, err := h.RouteList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, "list routes of "+ifName, err.Error())
+	}
+	for _, want := range prev.Routes {
+		found := false
+		for _, r := range routes {
+			dst := r.Dst
+			if dst == nil { // the kernel reports a default route without Dst
+				if want.Dst.IP.To4() != nil {
+					dst = &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}
+				} else {
+					dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+				}
+			}
+			if dst.String() == want.Dst.String() && (want.GW == nil || want.GW.Equal(r.Gw)) {
+				found = true
+			}
+		}
+		if !found {
+			return nil, drift("container interface %s lacks route %s", ifName, want.Dst.String())
+		}
+	}
+	return link.Attrs().HardwareAddr, nil
+}
+
+func checkGuard(port string, mac net.HardwareAddr, prev *current.Result) error {
+	c, err := nftables.New()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "open nftables", err.Error())
+	}
+	g, err := nat.FindGuard(c, port)
+	if nat.IsNotFound(err) {
+		return drift("anti-spoof guard of %s is missing", port)
+	}
+	if err != nil {
+		return types.NewError(types.ErrInternal, "read anti-spoof guards", err.Error())
+	}
+	if g.MAC.String() != mac.String() {
+		return drift("anti-spoof guard of %s allows MAC %s, the interface has %s", port, g.MAC, mac)
+	}
+	for _, ip := range prev.IPs {
+		a, _ := netip.AddrFromSlice(ip.Address.IP)
+		found := false
+		for _, gip := range g.IPs {
+			if gip == a.Unmap() {
+				found = true
+			}
+		}
+		if !found {
+			return drift("anti-spoof guard of %s does not allow %s", port, a.Unmap())
+		}
+	}
+	return nil
+}
+
+// GC forwards to IPAM, then removes the veths of attachments not in
+// cni.dev/valid-attachments (older than the grace period, so a concurrent
+// ADD is safe) and every anti-spoof guard whose port is gone.
+func (p *Plugin) GC(args *skel.CmdArgs) error {
+	nc, err := parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	valid := map[ipam.AttachmentID]bool{}
+	for _, v := range nc.ValidAttachments {
+		valid[ipam.AttachmentID{ContainerID: v.ContainerID, IfName: v.IfName}] = true
+	}
+	grace, _ := time.ParseDuration(conf.DefaultGCGrace)
+	if nc.IPAM != nil {
+		grace = nc.IPAM.GCGrace
+		if _, err := ipam.Collect(nc.IPAM, p.BootID, valid, p.now()); err != nil {
+			return ipam.CNIError(err)
+		}
+	} else if err := invoke.DelegateGC(context.Background(), nc.IPAMType, nc.Raw, p.Exec); err != nil {
+		return err
+	}
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "list links", err.Error())
+	}
+	cutoff := p.now().Add(-grace)
+	present := map[string]bool{}
+	var errs []error
+	for _, l := range links {
+		cid, ifName, created, ok := parseAlias(l.Attrs().Alias)
+		name := l.Attrs().Name
+		if !ok || valid[ipam.AttachmentID{ContainerID: cid, IfName: ifName}] || !created.Before(cutoff) {
+			present[name] = true
+			continue
+		}
+		if err := netlink.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("delete stale veth %s: %w", name, err))
+			present[name] = true
+		}
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "open nftables", err.Error())
+	}
+	guards, err := nat.ListGuards(c)
+	if err != nil {
+		return types.NewError(types.ErrInternal, "list anti-spoof guards", err.Error())
+	}
+	for _, g := range guards {
+		if !present[g.Port] {
+			if err := nat.RemoveGuard(c, g.Port); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return ipam.CNIError(errors.Join(errs...))
+}
+
+// Status reports whether an ADD can succeed: no other interface owns the
+// subnet, the bridge name is free or a bridge, and IPAM can allocate.
+// Failures are code 50 (plugin not available).
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	nc, err := parse(args.StdinData)
+	if err != nil {
+		return err
+	}
+	unavailable := func(err error) error {
+		return types.NewError(types.ErrPluginNotAvailable, "esb-bridge cannot attach workers: "+err.Error(), "")
+	}
+	if link, err := netlinksafe.LinkByName(nc.Bridge); err == nil {
+		if _, ok := link.(*netlink.Bridge); !ok {
+			return unavailable(fmt.Errorf("%s exists but is a %s, not a bridge", nc.Bridge, link.Type()))
+		}
+	}
+	if nc.IPAM == nil {
+		return invoke.DelegateStatus(context.Background(), nc.IPAMType, nc.Raw, p.Exec)
+	}
+	if err := checkSubnetFree(nc.Bridge, nc.IPAM.Ranges()); err != nil {
+		return unavailable(err)
+	}
+	if err := ipam.Ready(nc.IPAM, p.BootID); err != nil {
+		if ipam.IsTryAgain(err) {
+			return ipam.CNIError(err)
+		}
+		return unavailable(err)
+	}
+	return nil
+}
