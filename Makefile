@@ -8,7 +8,7 @@ LDFLAGS     := -X github.com/edge-serverless-box/esbnet/internal/buildinfo.Versi
 BIN         := bin
 CNI_BIN_DIR ?= /opt/cni/bin
 CNI_CONF    ?= /etc/cni/net.d/10-esb.conflist
-PLUGINS     := esb-ipam
+PLUGINS     := esb-bridge esb-ipam
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 
 .PHONY: help build install uninstall deps test test-unit test-privileged bench lint demo clean

@@ -7,8 +7,8 @@
 # demo directory, not /run/esb/ipam. Everything is removed at the end unless
 # KEEP=1 is set.
 #
-# Until esb-bridge lands, the attachment is made by the reference bridge
-# plugin delegating to esb-ipam, driven by cnitool as a runtime would.
+# The attachment is made by esb-bridge with esb-ipam in-process, driven by
+# cnitool (the CNI project's own client) as a runtime would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,9 +42,8 @@ cat >"$work/10-esb.conflist" <<JSON
   "cniVersion": "1.1.0",
   "name": "esb",
   "plugins": [{
-    "type": "bridge",
+    "type": "esb-bridge",
     "bridge": "esb-cni0",
-    "isGateway": true,
     "ipam": {
       "type": "esb-ipam",
       "subnet": "10.88.0.0/16",
@@ -64,3 +63,5 @@ addr=$(ip -n "$worker" -4 -o addr show dev eth0 | awk '{print $4}')
 echo "== worker address: $addr"
 echo "== worker pings the gateway 10.88.0.1"
 ip netns exec "$worker" ping -c 3 -W 2 10.88.0.1
+echo "== anti-spoofing elements in the node's nftables table bridge esb"
+ip netns exec "$node" nft list set bridge esb ipv4
