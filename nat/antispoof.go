@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -193,13 +194,13 @@ func linkLocal(mac net.HardwareAddr) netip.Addr {
 // RemoveGuard deletes every element of port in one transaction. A port
 // that has none, or a missing table, is not an error (DEL is idempotent).
 func RemoveGuard(c *nftables.Conn, port string) error {
+	if ok, err := guardTableExists(c); err != nil || !ok {
+		return err
+	}
 	found := false
 	for _, s := range []*nftables.Set{setPorts, setIPv4, setIPv6} {
 		elems, err := c.GetSetElements(s)
 		if err != nil {
-			if isNoEntry(err) {
-				return nil
-			}
 			return fmt.Errorf("list anti-spoof set %s: %w", s.Name, err)
 		}
 		var del []nftables.SetElement
@@ -227,6 +228,9 @@ func RemoveGuard(c *nftables.Conn, port string) error {
 // ListGuards returns the installed guards, one per port, or none when the
 // table does not exist.
 func ListGuards(c *nftables.Conn) ([]Guard, error) {
+	if ok, err := guardTableExists(c); err != nil || !ok {
+		return nil, err
+	}
 	byPort := map[string]*Guard{}
 	var order []string
 	get := func(port, owner string) *Guard {
@@ -241,9 +245,6 @@ func ListGuards(c *nftables.Conn) ([]Guard, error) {
 	for _, s := range []*nftables.Set{setPorts, setIPv4, setIPv6} {
 		elems, err := c.GetSetElements(s)
 		if err != nil {
-			if isNoEntry(err) {
-				return nil, nil
-			}
 			return nil, fmt.Errorf("list anti-spoof set %s: %w", s.Name, err)
 		}
 		for _, e := range elems {
@@ -257,6 +258,7 @@ func ListGuards(c *nftables.Conn) ([]Guard, error) {
 			}
 		}
 	}
+	sort.Strings(order)
 	out := make([]Guard, 0, len(order))
 	for _, p := range order {
 		out = append(out, *byPort[p])
@@ -285,4 +287,18 @@ func portOf(key []byte) string {
 	return string(bytes.TrimRight(key, "\x00"))
 }
 
-func isNoEntry(err error) bool { return errors.Is(err, unix.ENOENT) }
+// guardTableExists reports whether the bridge esb table is there. (The
+// library flattens netlink errors to text, so a missing table cannot be
+// told from other failures by errno; a table dump can.)
+func guardTableExists(c *nftables.Conn) (bool, error) {
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyBridge)
+	if err != nil {
+		return false, fmt.Errorf("list bridge tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == TableName {
+			return true, nil
+		}
+	}
+	return false, nil
+}
