@@ -18,6 +18,7 @@ const usage = `esbctl: the esbnet operator's tool
 
 Usage:
   esbctl conflist [-o FILE] [-force]   print the default esb network conflist, or write it to FILE
+  esbctl nat apply|show|delete|watch   manage the nftables DNAT of 10.88.0.1 to the local proxy ("esbctl nat -h")
   esbctl version                       print the version
   esbctl help                          print this help
 `
@@ -33,6 +34,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "conflist":
 		err = conflist(args[1:], stdout, stderr)
+	case "nat":
+		err = natCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		_, err = fmt.Fprintln(stdout, "esbctl", buildinfo.Version)
 	case "help", "-h", "--help":

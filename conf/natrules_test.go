@@ -1,0 +1,92 @@
+package conf
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseNATRules(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		check   func(t *testing.T, r *NATRules)
+		wantErr string
+	}{
+		{name: "yaml with defaults", in: "forwards:\n  - {proto: tcp, port: 9000, to: \"127.0.0.1:9000\"}\n  - proto: UDP\n    port: 514\n    to: 10.0.0.5:5514\n",
+			check: func(t *testing.T, r *NATRules) {
+				if r.Egress != EgressProxyOnly || r.Bridge != BridgeName || r.Gateway.String() != DefaultGateway || r.Subnet.String() != DefaultSubnet {
+					t.Errorf("defaults: %+v", r)
+				}
+				if len(r.Forwards) != 2 || r.Forwards[1].Proto != "udp" || r.Forwards[1].Port != 514 || r.Forwards[1].To.String() != "10.0.0.5:5514" {
+					t.Errorf("forwards: %+v", r.Forwards)
+				}
+				if !r.Loopback() {
+					t.Error("Loopback() false with a 127.0.0.1 target")
+				}
+			}},
+		{name: "json open", in: `{"egress":"open","forwards":[{"proto":"tcp","port":9000,"to":"10.88.0.1:19000"}]}`,
+			check: func(t *testing.T, r *NATRules) {
+				if r.Egress != EgressOpen || r.Loopback() {
+					t.Errorf("got %+v", r)
+				}
+			}},
+		{name: "empty file", in: ``, check: func(t *testing.T, r *NATRules) {
+			if len(r.Forwards) != 0 || r.Egress != EgressProxyOnly {
+				t.Errorf("got %+v", r)
+			}
+		}},
+		{name: "bad port", in: `forwards: [{proto: tcp, port: 70000, to: "127.0.0.1:1"}]`, wantErr: `invalid forwards[0].port "70000": must be from 1 to 65535`},
+		{name: "zero port", in: `forwards: [{proto: tcp, to: "127.0.0.1:1"}]`, wantErr: `invalid forwards[0].port "0"`},
+		{name: "unknown proto", in: `forwards: [{proto: sctp, port: 1, to: "127.0.0.1:1"}]`, wantErr: `invalid forwards[0].proto "sctp": must be "tcp" or "udp"`},
+		{name: "unparsable address", in: `forwards: [{proto: tcp, port: 1, to: "proxy:1"}]`, wantErr: `invalid forwards[0].to "proxy:1"`},
+		{name: "no target port", in: `forwards: [{proto: tcp, port: 1, to: "127.0.0.1"}]`, wantErr: `invalid forwards[0].to "127.0.0.1"`},
+		{name: "ipv6 target", in: `forwards: [{proto: tcp, port: 1, to: "[::1]:80"}]`, wantErr: `invalid forwards[0].to "[::1]:80"`},
+		{name: "duplicate port", in: `forwards: [{proto: tcp, port: 9000, to: "127.0.0.1:1"}, {proto: udp, port: 9000, to: "127.0.0.1:1"}, {proto: tcp, port: 9000, to: "127.0.0.1:2"}]`, wantErr: `invalid forwards[2].port "9000": duplicates forwards[0] (tcp/9000)`},
+		{name: "bad egress", in: `egress: closed`, wantErr: `invalid egress "closed"`},
+		{name: "port wrong type", in: `forwards: [{proto: tcp, port: "x", to: "127.0.0.1:1"}]`, wantErr: "invalid forwards[0].port: must be a JSON number"},
+		{name: "gateway outside subnet", in: `gateway: 10.99.0.1`, wantErr: `invalid gateway "10.99.0.1"`},
+		{name: "bad yaml", in: "forwards: [\n", wantErr: "decode network config"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := ParseNATRules([]byte(tc.in))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				tc.check(t, r)
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func FuzzParseNATRules(f *testing.F) {
+	for _, s := range []string{
+		"forwards:\n  - {proto: tcp, port: 9000, to: \"127.0.0.1:9000\"}\n",
+		`{"egress":"open","forwards":[{"proto":"udp","port":53,"to":"10.0.0.2:53"}]}`,
+		`forwards: [{proto: tcp, port: 70000, to: "x"}]`, "", "[", "egress: 5",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := ParseNATRules(data)
+		if err != nil {
+			if !IsDecodeError(err) && !IsFieldError(err) {
+				t.Fatalf("error of unexpected kind %T: %v", err, err)
+			}
+			return
+		}
+		seen := map[string]bool{}
+		for _, f := range r.Forwards {
+			k := f.Proto + "/" + string(rune(f.Port))
+			if f.Port == 0 || seen[k] || !f.To.IsValid() || (f.Proto != "tcp" && f.Proto != "udp") {
+				t.Fatalf("accepted an invalid forward %+v", f)
+			}
+			seen[k] = true
+		}
+	})
+}
