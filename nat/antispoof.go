@@ -41,10 +41,10 @@ var (
 		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIP6Addr),
 		Comment: "port . MAC . IPv6 each guarded port may use"}
 	guardChain = &nftables.Chain{
-		Table:    guardTable,
-		Name:     "prerouting",
-		Type:     nftables.ChainTypeFilter,
-		Hooknum:  nftables.ChainHookPrerouting,
+		Table:   guardTable,
+		Name:    "prerouting",
+		Type:    nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting,
 		// The bridge family's "filter" priority, ahead of anything a
 		// bridge-family firewall of Docker or Podman hooks at 0.
 		Priority: nftables.ChainPriorityRef(-200),

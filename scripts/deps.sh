@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what esbnet's tests, benchmarks and demo need on a fresh Debian 12
 # machine, as root. Safe to run again: it installs only what is missing.
-#   - Debian packages: iproute2, iputils-ping, nftables, procps
+#   - Debian packages: iproute2, iputils-ping, nftables, procps; for the
+#     client tests (tests/clients): podman with its CNI network backend
+#     (containernetworking-plugins, named so that apt does not pick netavark)
+#     and busybox-static, the test image's only binary.
 #   - into $ESB_TOOLS_DIR (default /opt/esbnet-tools/bin), from the Go module
 #     proxy: cnitool v1.3.0 and the reference plugins bridge and host-local
 #     v1.10.0, which the tests and benchmarks drive beside ours.
@@ -15,7 +18,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 1
 fi
 
-pkgs=(iproute2 iputils-ping nftables procps)
+pkgs=(iproute2 iputils-ping nftables procps podman containernetworking-plugins busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -26,9 +26,9 @@ import (
 // CNI error codes of esb-bridge beyond the spec's (100 and up are ours;
 // 100-102 are esb-ipam's, passed through).
 const (
-	CodeDrift          = ipam.CodeDrift // CHECK found something that differs
-	CodeSubnetConflict uint = 110       // another interface owns the subnet
-	CodeLinkConflict   uint = 111       // a link of ours is in the way or is not what we expect
+	CodeDrift               = ipam.CodeDrift // CHECK found something that differs
+	CodeSubnetConflict uint = 110            // another interface owns the subnet
+	CodeLinkConflict   uint = 111            // a link of ours is in the way or is not what we expect
 )
 
 // Plugin serves esb-bridge's CNI verbs. The zero value is ready to use.
