@@ -1,0 +1,139 @@
+// Package shim is the seam between a container runtime and CNI: it owns the
+// lifecycle of pinned network namespaces and runs the network's plugins
+// through libcni, exactly as containerd, Podman or Kubernetes do. The
+// runtime adapters live in shim/containerd and shim/docker.
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultNetNSDir is where worker namespaces are pinned, as `ip netns` does.
+const DefaultNetNSDir = "/run/netns"
+
+// NetNSPrefix starts the name of every namespace esbnet pins.
+const NetNSPrefix = "esb-"
+
+// NetNSes creates and removes pinned network namespaces named
+// <Dir>/esb-<id>. The zero value uses DefaultNetNSDir.
+type NetNSes struct {
+	Dir string
+}
+
+func (n NetNSes) dir() string {
+	if n.Dir == "" {
+		return DefaultNetNSDir
+	}
+	return n.Dir
+}
+
+// Path returns where the namespace of id is pinned.
+func (n NetNSes) Path(id string) string { return filepath.Join(n.dir(), NetNSPrefix+id) }
+
+// ErrNetNSExists is returned by Create when the namespace is already pinned.
+var ErrNetNSExists = errors.New("network namespace already exists")
+
+// Create makes a new network namespace and pins it at Path(id). It fails
+// with ErrNetNSExists when one is pinned there already.
+func (n NetNSes) Create(id string) (string, error) {
+	if id == "" || strings.ContainsAny(id, "/\x00") {
+		return "", fmt.Errorf("create netns: bad id %q", id)
+	}
+	if err := n.makeDirShared(); err != nil {
+		return "", err
+	}
+	path := n.Path(id)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("%w: %s", ErrNetNSExists, path)
+		}
+		return "", fmt.Errorf("create netns mount point: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", err
+	}
+	// The namespace is made on a dedicated, locked thread that is thrown
+	// away afterwards (never unlocked), so no goroutine ever runs in it.
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare network namespace: %w", err)
+			return
+		}
+		if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
+			errc <- fmt.Errorf("pin network namespace at %s: %w", path, err)
+			return
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		return "", errors.Join(err, os.Remove(path))
+	}
+	return path, nil
+}
+
+// makeDirShared makes the pin directory a shared mount point, as `ip netns`
+// does, so that pins propagate into mount namespaces made later.
+func (n NetNSes) makeDirShared() error {
+	dir := n.dir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if errors.Is(err, unix.EINVAL) { // not a mount point yet
+		if err := unix.Mount(dir, dir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind-mount %s on itself: %w", dir, err)
+		}
+		err = unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	}
+	if err != nil {
+		return fmt.Errorf("make %s a shared mount: %w", dir, err)
+	}
+	return nil
+}
+
+// Remove unpins and deletes the namespace of id. A namespace that is not
+// there is not an error.
+func (n NetNSes) Remove(id string) error {
+	path := n.Path(id)
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unpin %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}
+
+// List returns the ids of the pinned esb namespaces.
+func (n NetNSes) List() ([]string, error) {
+	entries, err := os.ReadDir(n.dir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range entries {
+		if id, ok := strings.CutPrefix(e.Name(), NetNSPrefix); ok {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// Exists reports whether a network namespace is pinned at Path(id).
+func (n NetNSes) Exists(id string) bool {
+	return ns.IsNSorErr(n.Path(id)) == nil
+}
