@@ -1,0 +1,157 @@
+// Package shimtest holds the privileged tests of package shim: namespaces
+// pinned for real, and the esb plugins run through the libcni seam inside a
+// test-made node namespace.
+package shimtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/edge-serverless-box/esbnet/shim"
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	nstest.CleanupBuilt()
+	os.Exit(code)
+}
+
+func randomID(t *testing.T) string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return "shimtest-" + hex.EncodeToString(b)
+}
+
+func TestNetNSLifecycle(t *testing.T) {
+	nstest.RequirePrivileged(t)
+	var nses shim.NetNSes
+	id := randomID(t)
+	t.Cleanup(func() { _ = nses.Remove(id) })
+	path, err := nses.Create(id)
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if path != filepath.Join(shim.DefaultNetNSDir, "esb-"+id) || !nses.Exists(id) {
+		t.Fatalf("created %s, Exists=%v", path, nses.Exists(id))
+	}
+	if err := ns.IsNSorErr(path); err != nil {
+		t.Fatalf("%s is not a network namespace: %v", path, err)
+	}
+	// It is a new namespace, not ours.
+	var own, theirs os.FileInfo
+	if own, err = os.Stat("/proc/self/ns/net"); err != nil {
+		t.Fatal(err)
+	}
+	if theirs, err = os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+	if os.SameFile(own, theirs) {
+		t.Fatal("the pinned namespace is the test's own")
+	}
+	ids, err := nses.List()
+	if err != nil || !slices.Contains(ids, id) {
+		t.Errorf("List = %v, %v; want it to contain %s", ids, err, id)
+	}
+	if _, err := nses.Create(id); !errors.Is(err, shim.ErrNetNSExists) {
+		t.Errorf("second Create: %v, want ErrNetNSExists", err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := nses.Remove(id); err != nil {
+			t.Fatalf("remove %d: %v", i, err)
+		}
+	}
+	if nses.Exists(id) {
+		t.Error("namespace still pinned after Remove")
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("mount point left behind: %v", err)
+	}
+}
+
+func writeConflist(t *testing.T) string {
+	dir := t.TempDir()
+	c := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"esb","plugins":[{"type":"esb-bridge","ipam":{"type":"esb-ipam","routes":[{"dst":"0.0.0.0/0"}],"dataDir":%q,"gcGrace":"0s"}}]}`, filepath.Join(dir, "ipam"))
+	if err := os.WriteFile(filepath.Join(dir, "10-esb.conflist"), []byte(c), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestCNIThroughLibcni(t *testing.T) {
+	node := nstest.NewNS(t)
+	confDir := writeConflist(t)
+	net, err := shim.NewCNI(shim.CNIOptions{ConfDir: confDir, BinDirs: []string{nstest.PluginDir(t)}, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nses shim.NetNSes
+	ids := []string{randomID(t), randomID(t)}
+	var atts []shim.Attachment
+	for _, id := range ids {
+		t.Cleanup(func() { _ = nses.Remove(id) })
+		path, err := nses.Create(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		atts = append(atts, shim.Attachment{ContainerID: id, NetNS: path})
+	}
+	ctx := context.Background()
+	var addrs []string
+	err = node.Do(func(ns.NetNS) error {
+		if err := net.Status(ctx); err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		for _, a := range atts {
+			res, err := net.Attach(ctx, a)
+			if err != nil {
+				return err
+			}
+			addrs = append(addrs, res.IPs[0].Address.String())
+			if err := net.Check(ctx, a); err != nil {
+				return err
+			}
+		}
+		// GC keeps the live one and releases the other.
+		if err := net.GC(ctx, atts[:1]); err != nil {
+			return err
+		}
+		if err := net.Check(ctx, atts[0]); err != nil {
+			return fmt.Errorf("live attachment broken by GC: %w", err)
+		}
+		if err := net.Check(ctx, atts[1]); err == nil {
+			return errors.New("CHECK of a collected attachment passed")
+		}
+		for _, a := range atts {
+			if err := net.Detach(ctx, a); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(addrs) != 2 || addrs[0] == addrs[1] || !strings.HasPrefix(addrs[0], "10.88.") {
+		t.Errorf("addresses %v", addrs)
+	}
+}
+
+func TestNewCNIWithoutConflist(t *testing.T) {
+	_, err := shim.NewCNI(shim.CNIOptions{ConfDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), `load network "esb"`) {
+		t.Errorf("NewCNI without a conflist: %v", err)
+	}
+}
