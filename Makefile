@@ -11,7 +11,7 @@ CNI_CONF    ?= /etc/cni/net.d/10-esb.conflist
 PLUGINS     := esb-bridge esb-ipam
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 
-.PHONY: help build install uninstall deps test test-unit test-privileged bench lint demo clean
+.PHONY: help build install uninstall deps test test-unit test-privileged bench lint proto demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ bench: deps ## benchmarks side by side with the reference plugins, with a printe
 
 lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
+
+proto: ## regenerate the gRPC code in agent/api/v1 from agent.proto (installs protoc and its Go plugins)
+	scripts/proto.sh
 
 demo: deps build ## attach a network namespace to the esb network, print its address and ping the gateway (root)
 	scripts/demo.sh
