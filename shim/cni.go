@@ -50,6 +50,9 @@ type Network interface {
 	GC(ctx context.Context, live []Attachment) error
 	// Status runs STATUS: nil when an Attach can succeed.
 	Status(ctx context.Context) error
+	// Cached returns the result of the attachment's last ADD as the runtime
+	// cached it, without running a plugin; nil when there is none.
+	Cached(ctx context.Context, a Attachment) (*current.Result, error)
 }
 
 // CNIOptions says where the network's configuration and plugins are.
@@ -156,4 +159,14 @@ func (c *CNI) Status(ctx context.Context) error {
 		return fmt.Errorf("status of network %s: %w", c.list.Name, err)
 	}
 	return nil
+}
+
+// Cached returns the result of the attachment's last ADD from libcni's
+// cache, without running a plugin, or nil when there is none.
+func (c *CNI) Cached(_ context.Context, a Attachment) (*current.Result, error) {
+	r, err := c.cni.GetNetworkListCachedResult(c.list, c.rt(a))
+	if err != nil || r == nil {
+		return nil, err
+	}
+	return current.NewResultFromResult(r)
 }

@@ -1,0 +1,674 @@
+// Package agent is esb-agent's logic: it creates workers through a
+// container runtime, attaches them to the esb network through the shim,
+// keeps warm pools, and answers acquire/release. The gRPC service in
+// server.go is a thin layer over Agent.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/edge-serverless-box/esbnet/shim"
+)
+
+// NetNSes pins and removes worker namespaces (shim.NetNSes in production).
+type NetNSes interface {
+	Create(id string) (string, error)
+	Remove(id string) error
+	Path(id string) string
+	List() ([]string, error)
+	Exists(id string) bool
+}
+
+// Config tunes the agent; zero fields take the defaults of DefaultConfig.
+type Config struct {
+	// Port is the port every worker serves (the Lambda invoke endpoint).
+	Port int
+	// ReadyTimeout bounds the wait for a new worker's port to accept TCP.
+	ReadyTimeout time.Duration
+	// StopGrace is how long a worker gets to stop before it is killed.
+	StopGrace time.Duration
+	// MaxWorkers bounds the live workers (busy, idle and paused).
+	MaxWorkers int
+	// MaxParallel bounds the worker creations running at once.
+	MaxParallel int
+	// PoolMinIdle is the number of idle workers kept warm for every
+	// function (image, env and limits) acquired so far.
+	PoolMinIdle int
+	// DefaultMemoryBytes applies when a request sets no memory limit.
+	DefaultMemoryBytes int64
+	// LogDir receives one log file per worker.
+	LogDir string
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Port:               8080,
+		ReadyTimeout:       10 * time.Second,
+		StopGrace:          2 * time.Second,
+		MaxWorkers:         1000,
+		MaxParallel:        16,
+		PoolMinIdle:        0,
+		DefaultMemoryBytes: 256 << 20,
+		LogDir:             "/var/log/esb/workers",
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Port == 0 {
+		c.Port = d.Port
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = d.ReadyTimeout
+	}
+	if c.StopGrace == 0 {
+		c.StopGrace = d.StopGrace
+	}
+	if c.MaxWorkers == 0 {
+		c.MaxWorkers = d.MaxWorkers
+	}
+	if c.MaxParallel == 0 {
+		c.MaxParallel = d.MaxParallel
+	}
+	if c.DefaultMemoryBytes == 0 {
+		c.DefaultMemoryBytes = d.DefaultMemoryBytes
+	}
+	if c.LogDir == "" {
+		c.LogDir = d.LogDir
+	}
+	return c
+}
+
+// State of a worker as the agent sees it.
+type State int
+
+// Worker states.
+const (
+	StateIdle State = iota + 1
+	StateBusy
+	StatePaused
+)
+
+func (s State) String() string {
+	switch s {
+	case StateIdle:
+		return "idle"
+	case StateBusy:
+		return "busy"
+	case StatePaused:
+		return "paused"
+	}
+	return "unknown"
+}
+
+// Worker is a live worker.
+type Worker struct {
+	ID       string
+	Function string
+	Owner    string
+	Image    string
+	IP       netip.Addr
+	Port     int
+	State    State
+	Warm     bool
+	Created  time.Time
+	NetNS    string
+	poolKey  string
+	request  string
+	spec     AcquireRequest
+	creating bool
+}
+
+// Options wires an Agent.
+type Options struct {
+	Runtime shim.Runtime
+	Network shim.Network
+	NetNSes NetNSes
+	Config  Config
+	Log     *slog.Logger
+	Metrics *Metrics
+	// Probe reports whether addr accepts TCP; nil means a real dial.
+	Probe func(ctx context.Context, addr string) error
+}
+
+// Agent owns the workers of one node.
+type Agent struct {
+	rt      shim.Runtime
+	net     shim.Network
+	nses    NetNSes
+	cfg     Config
+	log     *slog.Logger
+	metrics *Metrics
+	probe   func(ctx context.Context, addr string) error
+	sem     chan struct{}
+
+	mu       sync.Mutex
+	workers  map[string]*Worker
+	requests map[string]string        // owner \x00 request ID -> worker ID
+	inflight map[string]chan struct{} // request keys being served
+	refills  map[string]bool          // pool keys being refilled
+	wg       sync.WaitGroup           // background refills
+}
+
+// New returns an agent. Call Reconcile before serving.
+func New(o Options) *Agent {
+	cfg := o.Config.withDefaults()
+	a := &Agent{
+		rt: o.Runtime, net: o.Network, nses: o.NetNSes, cfg: cfg, log: o.Log, metrics: o.Metrics,
+		probe: o.Probe, sem: make(chan struct{}, cfg.MaxParallel),
+		workers: map[string]*Worker{}, requests: map[string]string{},
+		inflight: map[string]chan struct{}{}, refills: map[string]bool{},
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.probe == nil {
+		a.probe = dialProbe
+	}
+	if a.metrics == nil {
+		a.metrics = NewMetrics(nil)
+	}
+	return a
+}
+
+func dialProbe(ctx context.Context, addr string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+func newID() string {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
+}
+
+// poolKey identifies interchangeable workers: same function, image, env
+// and limits.
+func poolKey(r AcquireRequest) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d\x00", r.Function, r.Image, r.MemoryBytes, r.CPUMillis)
+	keys := make([]string, 0, len(r.Env))
+	for k := range r.Env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s=%s\x00", k, r.Env[k])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// Acquire returns a worker for r: a retried request ID gets the same
+// worker, an idle pooled worker is taken when there is one, and otherwise
+// a new worker is created and returned once its port accepts TCP.
+func (a *Agent) Acquire(ctx context.Context, r AcquireRequest) (w *Worker, err error) {
+	start := time.Now()
+	defer func() { a.metrics.observeAcquire(start, w, err) }()
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	reqKey := ""
+	if r.RequestID != "" {
+		reqKey = r.Owner + "\x00" + r.RequestID
+		for {
+			a.mu.Lock()
+			if id, ok := a.requests[reqKey]; ok {
+				if w, ok := a.workers[id]; ok && !w.creating {
+					c := *w
+					a.mu.Unlock()
+					return &c, nil
+				}
+				delete(a.requests, reqKey) // its worker is gone: acquire anew
+			}
+			wait, busy := a.inflight[reqKey]
+			if !busy {
+				a.inflight[reqKey] = make(chan struct{})
+				a.mu.Unlock()
+				break
+			}
+			a.mu.Unlock()
+			select {
+			case <-wait:
+			case <-ctx.Done():
+				return nil, errf(NotReady, ctx.Err(), "acquire with request_id %s", r.RequestID)
+			}
+		}
+		defer func() {
+			a.mu.Lock()
+			if w != nil {
+				a.requests[reqKey] = w.ID
+			}
+			if ch, ok := a.inflight[reqKey]; ok {
+				close(ch)
+				delete(a.inflight, reqKey)
+			}
+			a.mu.Unlock()
+		}()
+	}
+	key := poolKey(r)
+	if w, err := a.takeIdle(ctx, key, r.Owner, r.RequestID); w != nil || err != nil {
+		a.refill(key, r)
+		return w, err
+	}
+	w, err = a.create(ctx, r, key, r.Owner)
+	if err != nil {
+		return nil, err
+	}
+	w.request = r.RequestID
+	a.refill(key, r)
+	c := *w
+	return &c, nil
+}
+
+// takeIdle hands an idle pooled worker of key to owner, or returns nil.
+func (a *Agent) takeIdle(ctx context.Context, key, owner, request string) (*Worker, error) {
+	a.mu.Lock()
+	var w *Worker
+	for _, c := range a.workers {
+		if c.poolKey == key && c.State == StateIdle && !c.creating && (w == nil || c.Created.Before(w.Created)) {
+			w = c
+		}
+	}
+	if w == nil {
+		a.mu.Unlock()
+		return nil, nil
+	}
+	w.State, w.Owner, w.Warm, w.request = StateBusy, owner, true, request
+	c := *w
+	a.mu.Unlock()
+	if err := a.rt.SetLabels(ctx, w.ID, map[string]string{shim.LabelOwner: owner}); err != nil && !errors.Is(err, shim.ErrImmutable) {
+		a.log.Warn("record owner on worker", "worker", w.ID, "err", err)
+	}
+	a.metrics.setStates(a.counts())
+	return &c, nil
+}
+
+// create makes a new worker and registers it. owner "" makes an idle
+// pooled worker.
+func (a *Agent) create(ctx context.Context, r AcquireRequest, key, owner string) (*Worker, error) {
+	a.mu.Lock()
+	if len(a.workers) >= a.cfg.MaxWorkers {
+		a.mu.Unlock()
+		return nil, errf(Exhausted, nil, "the agent runs its maximum of %d workers", a.cfg.MaxWorkers)
+	}
+	w := &Worker{ID: newID(), Function: r.Function, Owner: owner, Image: r.Image, Port: a.cfg.Port,
+		State: StateIdle, Created: time.Now(), poolKey: key, spec: r, creating: true}
+	if owner != "" {
+		w.State = StateBusy
+	}
+	a.workers[w.ID] = w // holds a place against MaxWorkers while it is made
+	a.mu.Unlock()
+
+	select {
+	case a.sem <- struct{}{}:
+	case <-ctx.Done():
+		a.forget(w.ID)
+		return nil, errf(NotReady, ctx.Err(), "wait for a free creation slot")
+	}
+	err := a.start(ctx, w, r)
+	<-a.sem
+	if err != nil {
+		a.forget(w.ID)
+		return nil, err
+	}
+	a.mu.Lock()
+	w.creating = false
+	a.mu.Unlock()
+	a.metrics.setStates(a.counts())
+	a.log.Info("worker ready", "worker", w.ID, "function", w.Function, "ip", w.IP, "owner", owner, "took", time.Since(w.Created))
+	return w, nil
+}
+
+func (a *Agent) forget(id string) {
+	a.mu.Lock()
+	delete(a.workers, id)
+	a.mu.Unlock()
+}
+
+// start runs the lifecycle of a new worker; on any failure it undoes what
+// it did, in reverse order, so nothing is left behind.
+func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err error) {
+	var undo []func()
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Tear down with a fresh context: the caller's may be what failed.
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}()
+	cleanup := func(what string, fn func(context.Context) error) {
+		undo = append(undo, func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := fn(cctx); err != nil {
+				a.log.Error("rollback of a failed acquire", "worker", w.ID, "step", what, "err", err)
+			}
+		})
+	}
+	if err := a.rt.EnsureImage(ctx, r.Image); err != nil {
+		return a.runtimeErr(err, "pull image %s", r.Image)
+	}
+	att := shim.Attachment{ContainerID: w.ID}
+	var res *current.Result
+	if !a.rt.OwnsNetNS() {
+		path, err := a.nses.Create(w.ID)
+		if err != nil {
+			return errf(Internal, err, "create network namespace")
+		}
+		cleanup("remove netns", func(context.Context) error { return a.nses.Remove(w.ID) })
+		att.NetNS = path
+		res, err = a.net.Attach(ctx, att)
+		if err != nil {
+			return a.cniErr(err)
+		}
+		cleanup("detach network", func(c context.Context) error { return a.net.Detach(c, att) })
+	}
+	memory := r.MemoryBytes
+	if memory == 0 {
+		memory = a.cfg.DefaultMemoryBytes
+	}
+	labels := map[string]string{
+		shim.LabelWorker: "1", shim.LabelFunction: r.Function, shim.LabelOwner: w.Owner,
+		shim.LabelPoolKey: w.poolKey, shim.LabelPort: strconv.Itoa(w.Port),
+	}
+	env := map[string]string{}
+	for k, v := range r.Env {
+		env[k] = v
+	}
+	env["ESB_FUNCTION"], env["ESB_WORKER_ID"], env["PORT"] = r.Function, w.ID, strconv.Itoa(w.Port)
+	if err := os.MkdirAll(a.cfg.LogDir, 0o750); err != nil {
+		return errf(Internal, err, "create worker log dir")
+	}
+	spec := shim.WorkerSpec{ID: w.ID, Image: r.Image, Env: env, Labels: labels, MemoryBytes: memory,
+		CPUMillis: r.CPUMillis, NetNS: att.NetNS, LogPath: filepath.Join(a.cfg.LogDir, w.ID+".log")}
+	if err := a.rt.Create(ctx, spec); err != nil {
+		return a.runtimeErr(err, "create container")
+	}
+	cleanup("delete container", func(c context.Context) error { return a.rt.Delete(c, w.ID) })
+	netns, err := a.rt.Start(ctx, w.ID)
+	if err != nil {
+		return a.runtimeErr(err, "start worker")
+	}
+	cleanup("stop worker", func(c context.Context) error { return a.rt.Stop(c, w.ID, 0) })
+	if a.rt.OwnsNetNS() {
+		att.NetNS = netns
+		res, err = a.net.Attach(ctx, att)
+		if err != nil {
+			return a.cniErr(err)
+		}
+		cleanup("detach network", func(c context.Context) error { return a.net.Detach(c, att) })
+	}
+	ip, err := ipv4Of(res)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	w.IP, w.NetNS = ip, att.NetNS
+	a.mu.Unlock()
+	if err := a.waitReady(ctx, w); err != nil {
+		return err
+	}
+	return nil
+}
+
+func ipv4Of(res *current.Result) (netip.Addr, error) {
+	if res != nil {
+		for _, ip := range res.IPs {
+			if a, ok := netip.AddrFromSlice(ip.Address.IP); ok && a.Unmap().Is4() {
+				return a.Unmap(), nil
+			}
+		}
+	}
+	return netip.Addr{}, errf(Internal, nil, "the network gave the worker no IPv4 address")
+}
+
+// waitReady polls the worker's port until it accepts TCP.
+func (a *Agent) waitReady(ctx context.Context, w *Worker) error {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.ReadyTimeout)
+	defer cancel()
+	addr := net.JoinHostPort(w.IP.String(), strconv.Itoa(w.Port))
+	delay := 2 * time.Millisecond
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		err := a.probe(pctx, addr)
+		pcancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errf(NotReady, err, "worker %s did not accept TCP on %s within %s", w.ID, addr, a.cfg.ReadyTimeout)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 50*time.Millisecond)
+	}
+}
+
+// runtimeErr classifies a runtime failure.
+func (a *Agent) runtimeErr(err error, format string, args ...any) error {
+	if errors.Is(err, shim.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		return errf(Unavailable, err, format, args...)
+	}
+	return errf(Internal, err, format, args...)
+}
+
+// cniErr classifies a network failure: an exhausted range (esb-ipam's
+// code 100, or STATUS's 50) is ResourceExhausted.
+func (a *Agent) cniErr(err error) error {
+	if code, ok := cniCode(err); ok && (code == 100 || code == 50) {
+		return errf(Exhausted, err, "no address left on the esb network")
+	}
+	return errf(Internal, err, "attach the worker to the esb network")
+}
+
+// refill tops the pool of key up to PoolMinIdle in the background.
+func (a *Agent) refill(key string, r AcquireRequest) {
+	if a.cfg.PoolMinIdle <= 0 {
+		return
+	}
+	a.mu.Lock()
+	if a.refills[key] {
+		a.mu.Unlock()
+		return
+	}
+	a.refills[key] = true
+	a.mu.Unlock()
+	spec := r
+	spec.Owner, spec.RequestID = "", ""
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer func() { a.mu.Lock(); delete(a.refills, key); a.mu.Unlock() }()
+		for a.idle(key) < a.cfg.PoolMinIdle {
+			ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ReadyTimeout+time.Minute)
+			_, err := a.create(ctx, spec, key, "")
+			cancel()
+			if err != nil {
+				a.log.Warn("refill warm pool", "function", spec.Function, "err", err)
+				return
+			}
+		}
+	}()
+}
+
+func (a *Agent) idle(key string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, w := range a.workers {
+		if w.poolKey == key && w.State == StateIdle {
+			n++
+		}
+	}
+	return n
+}
+
+func (a *Agent) counts() map[State]int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := map[State]int{}
+	for _, w := range a.workers {
+		if !w.creating {
+			m[w.State]++
+		}
+	}
+	return m
+}
+
+// Wait blocks until background pool refills end.
+func (a *Agent) Wait() { a.wg.Wait() }
+
+// owned returns the worker when owner may act on it.
+func (a *Agent) owned(id, owner string) (*Worker, error) {
+	if err := validateID("worker_id", id, true); err != nil {
+		return nil, err
+	}
+	if err := validateID("owner_id", owner, true); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	w, ok := a.workers[id]
+	if !ok || w.creating {
+		return nil, errf(NotFound, nil, "no worker %s", id)
+	}
+	if w.Owner != owner {
+		return nil, errf(Permission, nil, "worker %s does not belong to owner %s", id, owner)
+	}
+	return w, nil
+}
+
+// Release tears the worker down: stop, detach, delete, unpin.
+func (a *Agent) Release(ctx context.Context, id, owner string) error {
+	w, err := a.owned(id, owner)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	if w.creating { // a concurrent Release got here first
+		a.mu.Unlock()
+		return errf(NotFound, nil, "no worker %s", id)
+	}
+	w.creating = true // hides it from lookups while it goes
+	a.mu.Unlock()
+	err = a.teardown(ctx, w.ID, w.NetNS)
+	a.forget(w.ID)
+	a.mu.Lock()
+	for k, v := range a.requests {
+		if v == id {
+			delete(a.requests, k)
+		}
+	}
+	a.mu.Unlock()
+	a.metrics.setStates(a.counts())
+	return err
+}
+
+// teardown removes every trace of a worker; each step runs even when an
+// earlier one failed, and "already gone" is success.
+func (a *Agent) teardown(ctx context.Context, id, netns string) error {
+	var errs []error
+	if err := a.rt.Stop(ctx, id, a.cfg.StopGrace); err != nil {
+		errs = append(errs, fmt.Errorf("stop: %w", err))
+	}
+	if err := a.net.Detach(ctx, shim.Attachment{ContainerID: id, NetNS: netns}); err != nil {
+		errs = append(errs, fmt.Errorf("detach: %w", err))
+	}
+	if err := a.rt.Delete(ctx, id); err != nil {
+		errs = append(errs, fmt.Errorf("delete: %w", err))
+	}
+	if !a.rt.OwnsNetNS() {
+		if err := a.nses.Remove(id); err != nil {
+			errs = append(errs, fmt.Errorf("remove netns: %w", err))
+		}
+	}
+	if len(errs) > 0 {
+		return errf(Internal, errors.Join(errs...), "tear down worker %s", id)
+	}
+	return nil
+}
+
+// Pause freezes the worker's processes.
+func (a *Agent) Pause(ctx context.Context, id, owner string) (*Worker, error) {
+	return a.setPaused(ctx, id, owner, true)
+}
+
+// Resume thaws a paused worker.
+func (a *Agent) Resume(ctx context.Context, id, owner string) (*Worker, error) {
+	return a.setPaused(ctx, id, owner, false)
+}
+
+func (a *Agent) setPaused(ctx context.Context, id, owner string, pause bool) (*Worker, error) {
+	w, err := a.owned(id, owner)
+	if err != nil {
+		return nil, err
+	}
+	if pause {
+		err = a.rt.Pause(ctx, id)
+	} else {
+		err = a.rt.Resume(ctx, id)
+	}
+	if err != nil {
+		return nil, a.runtimeErr(err, "pause/resume worker %s", id)
+	}
+	a.mu.Lock()
+	w.State = StateBusy
+	if pause {
+		w.State = StatePaused
+	}
+	c := *w
+	a.mu.Unlock()
+	a.metrics.setStates(a.counts())
+	return &c, nil
+}
+
+// WorkerMetrics returns the runtime's figures for the worker.
+func (a *Agent) WorkerMetrics(ctx context.Context, id, owner string) (shim.Metrics, error) {
+	if _, err := a.owned(id, owner); err != nil {
+		return shim.Metrics{}, err
+	}
+	m, err := a.rt.Metrics(ctx, id)
+	if err != nil {
+		return m, a.runtimeErr(err, "metrics of worker %s", id)
+	}
+	return m, nil
+}
+
+// List returns the owner's workers, or every worker when owner is "".
+func (a *Agent) List(owner string) []Worker {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []Worker
+	for _, w := range a.workers {
+		if !w.creating && (owner == "" || w.Owner == owner) {
+			out = append(out, *w)
+		}
+	}
+	slices.SortFunc(out, func(x, y Worker) int { return x.Created.Compare(y.Created) })
+	return out
+}

@@ -1,0 +1,352 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edge-serverless-box/esbnet/shim"
+)
+
+type rig struct {
+	a    *Agent
+	rt   *fakeRuntime
+	net  *fakeNetwork
+	nses *fakeNetNSes
+}
+
+func newRig(t *testing.T, cfg Config, mutate ...func(*rig)) *rig {
+	t.Helper()
+	r := &rig{rt: newFakeRuntime(), net: newFakeNetwork(), nses: newFakeNetNSes()}
+	for _, m := range mutate {
+		m(r)
+	}
+	cfg.LogDir = t.TempDir()
+	r.a = New(Options{Runtime: r.rt, Network: r.net, NetNSes: r.nses, Config: cfg,
+		Probe: func(context.Context, string) error { return nil }})
+	t.Cleanup(r.a.Wait)
+	return r
+}
+
+func req(owner string) AcquireRequest {
+	return AcquireRequest{Function: "hello", Image: "127.0.0.1:5000/esb/worker:latest", Owner: owner, Env: map[string]string{"A": "1"}}
+}
+
+// assertEmpty checks nothing of any worker is left.
+func (r *rig) assertEmpty(t *testing.T) {
+	t.Helper()
+	if ids := r.rt.ids(); len(ids) != 0 {
+		t.Errorf("containers left: %v", ids)
+	}
+	if n := r.net.count(); n != 0 {
+		t.Errorf("%d attachments left", n)
+	}
+	if n := r.nses.count(); n != 0 {
+		t.Errorf("%d namespaces left", n)
+	}
+}
+
+func TestAcquireValidation(t *testing.T) {
+	r := newRig(t, Config{})
+	tests := []struct {
+		mutate func(*AcquireRequest)
+		field  string
+	}{
+		{func(q *AcquireRequest) { q.Function = "" }, "function"},
+		{func(q *AcquireRequest) { q.Function = "../etc" }, "function"},
+		{func(q *AcquireRequest) { q.Function = strings.Repeat("f", 64) }, "function"},
+		{func(q *AcquireRequest) { q.Image = "" }, "image"},
+		{func(q *AcquireRequest) { q.Image = "UPPER/Case:tag" }, "image"},
+		{func(q *AcquireRequest) { q.Image = "a\x00b" }, "image"},
+		{func(q *AcquireRequest) { q.Owner = "" }, "owner_id"},
+		{func(q *AcquireRequest) { q.Owner = "a b" }, "owner_id"},
+		{func(q *AcquireRequest) { q.Owner = strings.Repeat("o", 129) }, "owner_id"},
+		{func(q *AcquireRequest) { q.Env = map[string]string{"A=B": "x"} }, "env"},
+		{func(q *AcquireRequest) { q.Env = map[string]string{"A": "x\x00y"} }, "env"},
+		{func(q *AcquireRequest) { q.Env = map[string]string{"ESB_X": "1"} }, "env"},
+		{func(q *AcquireRequest) { q.Env = map[string]string{"A": strings.Repeat("v", MaxEnvBytes)} }, "env"},
+		{func(q *AcquireRequest) { q.MemoryBytes = 1 }, "limits.memory_bytes"},
+		{func(q *AcquireRequest) { q.CPUMillis = 1 << 40 }, "limits.cpu_millis"},
+		{func(q *AcquireRequest) { q.RequestID = "x/y" }, "request_id"},
+	}
+	for _, tc := range tests {
+		q := req("o1")
+		tc.mutate(&q)
+		_, err := r.a.Acquire(context.Background(), q)
+		var e *Error
+		if !errors.As(err, &e) || e.Code != Invalid || e.Field != tc.field {
+			t.Errorf("%+v: got %v, want Invalid naming %s", q, err, tc.field)
+		}
+	}
+	if len(r.rt.calls) != 0 {
+		t.Errorf("bad requests reached the runtime: %v", r.rt.calls)
+	}
+}
+
+func TestAcquireAndRelease(t *testing.T) {
+	r := newRig(t, Config{})
+	ctx := context.Background()
+	w, err := r.a.Acquire(ctx, req("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.IP.String() != "10.88.0.2" || w.Port != 8080 || w.State != StateBusy || w.Warm || w.Owner != "o1" {
+		t.Errorf("worker %+v", w)
+	}
+	// containerd order: the network is up before the process starts.
+	want := []string{"pull 127.0.0.1:5000/esb/worker:latest", "create " + w.ID, "start " + w.ID}
+	if strings.Join(r.rt.calls, ",") != strings.Join(want, ",") {
+		t.Errorf("runtime calls %v, want %v", r.rt.calls, want)
+	}
+	if !r.nses.Exists(w.ID) {
+		t.Error("no pinned namespace")
+	}
+	labels := r.rt.containers[w.ID].Labels
+	if labels[shim.LabelWorker] != "1" || labels[shim.LabelFunction] != "hello" || labels[shim.LabelOwner] != "o1" {
+		t.Errorf("labels %v", labels)
+	}
+	if got := r.a.List("o1"); len(got) != 1 || got[0].ID != w.ID {
+		t.Errorf("List(o1) = %v", got)
+	}
+	if got := r.a.List("o2"); len(got) != 0 {
+		t.Errorf("List(o2) = %v", got)
+	}
+	if err := r.a.Release(ctx, w.ID, "o2"); CodeOf(err) != Permission {
+		t.Errorf("release by another owner: %v", err)
+	}
+	if err := r.a.Release(ctx, "nope", "o1"); CodeOf(err) != NotFound {
+		t.Errorf("release of unknown: %v", err)
+	}
+	if err := r.a.Release(ctx, w.ID, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.a.Release(ctx, w.ID, "o1"); CodeOf(err) != NotFound {
+		t.Errorf("second release: %v", err)
+	}
+	r.assertEmpty(t)
+}
+
+func TestAcquireNotReadyRollsBack(t *testing.T) {
+	r := newRig(t, Config{ReadyTimeout: 50 * time.Millisecond})
+	r.a.probe = func(context.Context, string) error { return errors.New("connection refused") }
+	_, err := r.a.Acquire(context.Background(), req("o1"))
+	if CodeOf(err) != NotReady {
+		t.Fatalf("got %v, want NotReady", err)
+	}
+	r.assertEmpty(t)
+	if len(r.a.List("")) != 0 {
+		t.Error("a failed worker is listed")
+	}
+}
+
+func TestAcquireErrorsAreClassified(t *testing.T) {
+	t.Run("exhausted", func(t *testing.T) {
+		r := newRig(t, Config{})
+		r.net.attachErr = exhaustedErr()
+		_, err := r.a.Acquire(context.Background(), req("o1"))
+		if CodeOf(err) != Exhausted {
+			t.Fatalf("got %v, want Exhausted", err)
+		}
+		r.assertEmpty(t)
+	})
+	t.Run("runtime down", func(t *testing.T) {
+		r := newRig(t, Config{})
+		r.rt.down = true
+		_, err := r.a.Acquire(context.Background(), req("o1"))
+		if CodeOf(err) != Unavailable {
+			t.Fatalf("got %v, want Unavailable", err)
+		}
+		r.assertEmpty(t)
+	})
+	t.Run("create fails", func(t *testing.T) {
+		r := newRig(t, Config{})
+		r.rt.failCreate = errors.New("no space")
+		if _, err := r.a.Acquire(context.Background(), req("o1")); err == nil {
+			t.Fatal("want an error")
+		}
+		r.assertEmpty(t)
+	})
+	t.Run("max workers", func(t *testing.T) {
+		r := newRig(t, Config{MaxWorkers: 1})
+		if _, err := r.a.Acquire(context.Background(), req("o1")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Exhausted {
+			t.Fatalf("got %v, want Exhausted", err)
+		}
+	})
+}
+
+func TestRequestIDReturnsSameWorker(t *testing.T) {
+	r := newRig(t, Config{})
+	q := req("o1")
+	q.RequestID = "req-1"
+	var wg sync.WaitGroup
+	ids := make([]string, 8)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w, err := r.a.Acquire(context.Background(), q)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = w.ID
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("retried acquires got different workers: %v", ids)
+		}
+	}
+	if n := len(r.rt.ids()); n != 1 {
+		t.Errorf("%d containers for one request ID", n)
+	}
+	// Another owner's identical request ID is its own request.
+	q.Owner = "o2"
+	w2, err := r.a.Acquire(context.Background(), q)
+	if err != nil || w2.ID == ids[0] {
+		t.Errorf("other owner got %v, %v", w2, err)
+	}
+}
+
+func TestWarmPool(t *testing.T) {
+	r := newRig(t, Config{PoolMinIdle: 1})
+	ctx := context.Background()
+	first, err := r.a.Acquire(ctx, req("o1"))
+	if err != nil || first.Warm {
+		t.Fatalf("first acquire %+v %v, want a cold worker", first, err)
+	}
+	r.a.Wait() // the refill
+	if n := len(r.a.List("")); n != 2 {
+		t.Fatalf("%d workers after refill, want 2 (one idle)", n)
+	}
+	second, err := r.a.Acquire(ctx, req("o2"))
+	if err != nil || !second.Warm || second.Owner != "o2" {
+		t.Fatalf("second acquire %+v %v, want a warm one for o2", second, err)
+	}
+	if r.rt.containers[second.ID].Labels[shim.LabelOwner] != "o2" {
+		t.Error("pooled worker's owner label not updated")
+	}
+	// Other env: another pool, so a cold start.
+	q := req("o3")
+	q.Env = map[string]string{"B": "2"}
+	third, err := r.a.Acquire(ctx, q)
+	if err != nil || third.Warm {
+		t.Fatalf("third acquire %+v %v, want cold", third, err)
+	}
+}
+
+func TestPauseResumeMetrics(t *testing.T) {
+	r := newRig(t, Config{})
+	ctx := context.Background()
+	w, err := r.a.Acquire(ctx, req("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.a.Pause(ctx, w.ID, "o2"); CodeOf(err) != Permission {
+		t.Errorf("pause by another owner: %v", err)
+	}
+	p, err := r.a.Pause(ctx, w.ID, "o1")
+	if err != nil || p.State != StatePaused {
+		t.Fatalf("pause: %+v %v", p, err)
+	}
+	q, err := r.a.Resume(ctx, w.ID, "o1")
+	if err != nil || q.State != StateBusy {
+		t.Fatalf("resume: %+v %v", q, err)
+	}
+	m, err := r.a.WorkerMetrics(ctx, w.ID, "o1")
+	if err != nil || m.MemoryUsageBytes == 0 {
+		t.Errorf("metrics %+v %v", m, err)
+	}
+	if _, err := r.a.WorkerMetrics(ctx, w.ID, ""); CodeOf(err) != Invalid {
+		t.Errorf("metrics without owner: %v", err)
+	}
+}
+
+func TestDockerStyleAttachesAfterStart(t *testing.T) {
+	r := newRig(t, Config{}, func(r *rig) { r.rt.ownsNetNS = true })
+	w, err := r.a.Acquire(context.Background(), req("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.nses.count() != 0 {
+		t.Error("a runtime that owns its namespaces got a pinned one")
+	}
+	if !strings.HasPrefix(w.NetNS, "/proc/") || r.net.attached[w.ID] == nil {
+		t.Errorf("not attached to the runtime's namespace: %q", w.NetNS)
+	}
+	if err := r.a.Release(context.Background(), w.ID, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	r.assertEmpty(t)
+}
+
+func TestReconcile(t *testing.T) {
+	r := newRig(t, Config{})
+	ctx := context.Background()
+	keep, err := r.a.Acquire(ctx, req("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	paused, err := r.a.Acquire(ctx, req("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.a.Pause(ctx, paused.ID, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	broken, err := r.a.Acquire(ctx, req("o2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Behind the agent's back: one worker loses its namespace, and an
+	// orphan namespace appears.
+	if err := r.nses.Remove(broken.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.nses.Create("orphan"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new agent (a restart) over the same runtime and network.
+	b := New(Options{Runtime: r.rt, Network: r.net, NetNSes: r.nses, Config: Config{LogDir: t.TempDir()},
+		Probe: func(context.Context, string) error { return nil }})
+	rep, err := b.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Adopted != 2 || rep.Removed != 1 || rep.OrphanNetNSes != 1 {
+		t.Errorf("report %+v, want 2 adopted, 1 removed, 1 orphan", rep)
+	}
+	got := b.List("o1")
+	if len(got) != 2 {
+		t.Fatalf("adopted %v", got)
+	}
+	for _, w := range got {
+		if w.ID == keep.ID && (w.IP != keep.IP || w.State != StateBusy || w.Function != "hello") {
+			t.Errorf("adopted %+v, was %+v", w, keep)
+		}
+		if w.ID == paused.ID && w.State != StatePaused {
+			t.Errorf("paused worker adopted as %s", w.State)
+		}
+	}
+	if ids := r.rt.ids(); len(ids) != 2 {
+		t.Errorf("containers after reconcile %v", ids)
+	}
+	if r.nses.Exists("orphan") || r.nses.Exists(broken.ID) {
+		t.Error("orphan namespace kept")
+	}
+	if len(r.net.gcLive) != 2 {
+		t.Errorf("GC live set %v", r.net.gcLive)
+	}
+	// The adopted worker can be released by its owner.
+	if err := b.Release(ctx, keep.ID, "o1"); err != nil {
+		t.Error(err)
+	}
+}

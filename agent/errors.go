@@ -1,0 +1,58 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code classifies an agent error; the gRPC server maps each to a status code.
+type Code int
+
+// Error classes.
+const (
+	Internal    Code = iota
+	Invalid          // a request field is bad (InvalidArgument)
+	NotFound         // no such worker (NotFound)
+	Permission       // the caller does not own the worker (PermissionDenied)
+	Unavailable      // the runtime does not answer (Unavailable)
+	Exhausted        // no address, or a limit reached (ResourceExhausted)
+	NotReady         // the worker did not become ready in time (DeadlineExceeded)
+)
+
+// Error is an agent error with a class and, for Invalid, the field.
+type Error struct {
+	Code  Code
+	Field string
+	Msg   string
+	Err   error
+}
+
+func (e *Error) Error() string {
+	msg := e.Msg
+	if e.Field != "" {
+		msg = fmt.Sprintf("invalid %s: %s", e.Field, e.Msg)
+	}
+	if e.Err != nil {
+		return msg + ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// CodeOf returns the class of err (Internal for foreign errors).
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return Internal
+}
+
+func invalid(field, format string, args ...any) *Error {
+	return &Error{Code: Invalid, Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+func errf(code Code, err error, format string, args ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...), Err: err}
+}

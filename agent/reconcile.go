@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/edge-serverless-box/esbnet/shim"
+)
+
+func cniCode(err error) (uint, bool) {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te.Code, true
+	}
+	return 0, false
+}
+
+// ReconcileReport says what Reconcile found.
+type ReconcileReport struct {
+	Adopted       int
+	Removed       int // worker containers without a network, torn down
+	OrphanNetNSes int // pinned namespaces without a container, removed
+	Took          time.Duration
+}
+
+// Reconcile makes the node consistent before the agent serves: running
+// worker containers whose network is intact are adopted (with their
+// address from the runtime's CNI result cache, no plugin is run), worker
+// containers without a network are torn down, pinned namespaces without a
+// container are detached and removed, and a CNI GC with the live set
+// releases every address, veth and rule that belongs to nothing.
+func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	start := time.Now()
+	var rep ReconcileReport
+	infos, err := a.rt.List(ctx)
+	if err != nil {
+		return rep, a.runtimeErr(err, "list worker containers")
+	}
+	live := map[string]bool{}
+	var attachments []shim.Attachment
+	var errs []error
+	for _, info := range infos {
+		w, ok := a.adoptable(ctx, info)
+		if !ok {
+			rep.Removed++
+			if err := a.teardown(ctx, info.ID, info.NetNS); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		a.mu.Lock()
+		a.workers[w.ID] = w
+		a.mu.Unlock()
+		live[w.ID] = true
+		attachments = append(attachments, shim.Attachment{ContainerID: w.ID, NetNS: w.NetNS})
+		rep.Adopted++
+	}
+	if !a.rt.OwnsNetNS() {
+		ids, err := a.nses.List()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list pinned namespaces: %w", err))
+		}
+		for _, id := range ids {
+			if live[id] {
+				continue
+			}
+			rep.OrphanNetNSes++
+			if err := a.net.Detach(ctx, shim.Attachment{ContainerID: id, NetNS: a.nses.Path(id)}); err != nil {
+				errs = append(errs, err)
+			}
+			if err := a.nses.Remove(id); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := a.net.GC(ctx, attachments); err != nil {
+		errs = append(errs, err)
+	}
+	rep.Took = time.Since(start)
+	a.metrics.setStates(a.counts())
+	a.log.Info("reconciled", "adopted", rep.Adopted, "removed", rep.Removed, "orphan_netns", rep.OrphanNetNSes, "took", rep.Took)
+	if len(errs) > 0 {
+		return rep, errf(Internal, errors.Join(errs...), "reconcile")
+	}
+	return rep, nil
+}
+
+// adoptable turns a listed container into a worker when it runs (or is
+// paused) and its network is there.
+func (a *Agent) adoptable(ctx context.Context, info shim.WorkerInfo) (*Worker, bool) {
+	if info.State != shim.StateRunning && info.State != shim.StatePaused {
+		return nil, false
+	}
+	netns := info.NetNS
+	if !a.rt.OwnsNetNS() {
+		if !a.nses.Exists(info.ID) {
+			return nil, false
+		}
+		netns = a.nses.Path(info.ID)
+	}
+	res, err := a.net.Cached(ctx, shim.Attachment{ContainerID: info.ID, NetNS: netns})
+	if err != nil || res == nil {
+		return nil, false
+	}
+	ip, err := ipv4Of(res)
+	if err != nil {
+		return nil, false
+	}
+	port, err := strconv.Atoi(info.Labels[shim.LabelPort])
+	if err != nil {
+		port = a.cfg.Port
+	}
+	w := &Worker{
+		ID: info.ID, Function: info.Labels[shim.LabelFunction], Owner: info.Labels[shim.LabelOwner],
+		Image: info.Image, IP: ip, Port: port, Created: info.Created, NetNS: netns,
+		poolKey: info.Labels[shim.LabelPoolKey], State: StateBusy,
+	}
+	switch {
+	case info.State == shim.StatePaused:
+		w.State = StatePaused
+	case w.Owner == "":
+		w.State = StateIdle
+	}
+	return w, true
+}

@@ -1,0 +1,110 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Labels every worker container carries.
+const (
+	LabelWorker   = "esb.worker"   // "1"
+	LabelFunction = "esb.function" // the function's name
+	LabelOwner    = "esb.owner"    // the owner's ID ("" while idle in a pool)
+	LabelPoolKey  = "esb.pool"     // which warm pool the worker belongs to
+	LabelPort     = "esb.port"     // the port its function serves
+)
+
+// WorkerSpec is what a runtime needs to create a worker.
+type WorkerSpec struct {
+	// ID names the container (and its network namespace, esb-<ID>).
+	ID    string
+	Image string
+	Env   map[string]string
+	// Labels go on the container; they include the esb.* labels.
+	Labels map[string]string
+	// MemoryBytes and CPUMillis limit the worker; 0 means no limit.
+	MemoryBytes int64
+	CPUMillis   int64
+	// NetNS is the pinned namespace to join, for runtimes whose
+	// OwnsNetNS is false.
+	NetNS string
+	// LogPath receives the worker's stdout and stderr.
+	LogPath string
+}
+
+// WorkerInfo is what a runtime reports of a worker container.
+type WorkerInfo struct {
+	ID      string
+	Labels  map[string]string
+	Image   string
+	State   State
+	Created time.Time
+	// NetNS is the worker's network namespace path when it has one.
+	NetNS string
+}
+
+// State of a worker container.
+type State int
+
+// Container states.
+const (
+	StateUnknown State = iota
+	StateCreated
+	StateRunning
+	StatePaused
+	StateStopped
+)
+
+func (s State) String() string {
+	return [...]string{"unknown", "created", "running", "paused", "stopped"}[s]
+}
+
+// Metrics of a running worker.
+type Metrics struct {
+	MemoryUsageBytes uint64
+	MemoryLimitBytes uint64
+	CPUUsageNanos    uint64
+	OOMEvents        uint64
+	Pids             uint64
+}
+
+// Runtime creates and runs worker containers. containerd and Docker
+// implement it (shim/containerd, shim/docker); the agent's lifecycle is the
+// same for both and differs only in OwnsNetNS.
+type Runtime interface {
+	// Name is "containerd" or "docker".
+	Name() string
+	// OwnsNetNS is false when the runtime joins a namespace the shim pinned
+	// and attached before the worker starts (containerd), true when it makes
+	// the namespace itself and the network is attached after Start (Docker).
+	OwnsNetNS() bool
+	// EnsureImage pulls the image when it is not present.
+	EnsureImage(ctx context.Context, ref string) error
+	// Create makes the container (not started).
+	Create(ctx context.Context, spec WorkerSpec) error
+	// Start starts the worker's process and returns its network namespace.
+	Start(ctx context.Context, id string) (netns string, err error)
+	// Stop stops the process, killing it after grace. Stopping a stopped or
+	// missing worker is not an error.
+	Stop(ctx context.Context, id string, grace time.Duration) error
+	// Delete removes the container; a missing one is not an error.
+	Delete(ctx context.Context, id string) error
+	Pause(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
+	Metrics(ctx context.Context, id string) (Metrics, error)
+	// SetLabels updates labels of an existing container, where the runtime
+	// allows it (containerd); runtimes that cannot return ErrImmutable.
+	SetLabels(ctx context.Context, id string, labels map[string]string) error
+	// List returns every container labelled esb.worker=1.
+	List(ctx context.Context) ([]WorkerInfo, error)
+	// Ping fails when the runtime's daemon does not answer.
+	Ping(ctx context.Context) error
+}
+
+// Errors runtimes return for callers to act on.
+var (
+	ErrNotFound    = errors.New("worker container not found")
+	ErrUnavailable = errors.New("container runtime unavailable")
+	ErrImmutable   = errors.New("this runtime cannot change a container's labels")
+)
