@@ -182,7 +182,9 @@ type fakeNetwork struct {
 
 var _ shim.Network = (*fakeNetwork)(nil)
 
-func newFakeNetwork() *fakeNetwork { return &fakeNetwork{next: 2, attached: map[string]*current.Result{}} }
+func newFakeNetwork() *fakeNetwork {
+	return &fakeNetwork{next: 2, attached: map[string]*current.Result{}}
+}
 
 func (n *fakeNetwork) Attach(_ context.Context, a shim.Attachment) (*current.Result, error) {
 	n.mu.Lock()

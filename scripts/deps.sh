@@ -3,8 +3,15 @@
 # machine, as root. Safe to run again: it installs only what is missing.
 #   - Debian packages: iproute2, iputils-ping, nftables, procps; for the
 #     client tests (tests/clients): podman with its CNI network backend
-#     (containernetworking-plugins, named so that apt does not pick netavark)
-#     and busybox-static, the test image's only binary.
+#     (containernetworking-plugins, named so that apt does not pick netavark),
+#     runc (crun 1.8 refuses hybrid cgroup hosts) and busybox-static, the
+#     test container's only binary; for the NAT tests
+#     (tests/nattest): haproxy, the local proxy behind the gateway's
+#     forwards, and iptables (the nft backend) to build Docker-like tables;
+#     for the runtime stack (scripts/stack.sh, tests/stacktest): containerd
+#     and runc, docker-registry (the local registry), umoci and skopeo (to
+#     build and push the worker image) and curl. Package installs never start
+#     a service: the stack runs its own daemons on loopback and unix sockets.
 #   - into $ESB_TOOLS_DIR (default /opt/esbnet-tools/bin), from the Go module
 #     proxy: cnitool v1.3.0 and the reference plugins bridge and host-local
 #     v1.10.0, which the tests and benchmarks drive beside ours.
@@ -18,15 +25,31 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 1
 fi
 
-pkgs=(iproute2 iputils-ping nftables procps podman containernetworking-plugins busybox-static)
+pkgs=(iproute2 iputils-ping nftables procps podman containernetworking-plugins busybox-static haproxy iptables
+	containerd runc docker-registry umoci skopeo curl)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "deps.sh: installing ${missing[*]}"
+	# No maintainer script may start a daemon (docker-registry's init script
+	# would listen on every interface): deny service starts while we install,
+	# unless the machine already has its own policy.
+	policy=/usr/sbin/policy-rc.d
+	own_policy=
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 0755 "$policy"
+		own_policy=1
+		trap 'rm -f "$policy"' EXIT
+	fi
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+	if [ -n "$own_policy" ]; then
+		rm -f "$policy"
+		trap - EXIT
+	fi
 fi
 
 mkdir -p "$tools_dir"
