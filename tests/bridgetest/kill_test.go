@@ -1,0 +1,189 @@
+package bridgetest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// killStage is how far an ADD got before the SIGKILL, judged from what it
+// left behind.
+type killStage string
+
+const (
+	stageDone      killStage = "completed (exited before the kill)"
+	stageNothing   killStage = "killed, nothing left"
+	stageAllocated killStage = "killed, address allocated, no veth"
+	stageNoAlias   killStage = "killed, veth without GC alias"
+	stageVeth      killStage = "killed, veth, no guard"
+	stageGuarded   killStage = "killed, veth and guard"
+)
+
+// TestKillDuringAdd starts esb-bridge ADD directly (as a runtime's exec
+// would, in the node namespace) 30 times and SIGKILLs it after a random
+// 0-60ms. After every round a GC through libcni with an empty valid list
+// and "gcGrace": "0s" must leave no veth, no allocation, no anti-spoof
+// element and no eth0 in the worker; at the end an ADD still works.
+func TestKillDuringAdd(t *testing.T) {
+	const rounds = 30
+	n := newNode(t, nil, map[string]any{"gcGrace": "0s"})
+	w := n.newWorker("kill")
+	binary := filepath.Join(n.plugins, "esb-bridge")
+	gcRuntime := n.runtime()
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("seed %d", seed)
+
+	counts := map[killStage]int{}
+	leaks := 0
+	var runTimes []time.Duration
+	for i := range rounds {
+		w.id = fmt.Sprintf("kill-%02d", i)
+		delay := time.Duration(rng.Int64N(int64(60 * time.Millisecond)))
+		state, ran, out, err := n.killAdd(binary, w, delay)
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if state.Exited() && state.ExitCode() != 0 {
+			t.Fatalf("round %d: ADD exited with %d before the kill: %s", i, state.ExitCode(), out)
+		}
+		stage := stageDone
+		if !state.Exited() {
+			stage = n.stageOf(w)
+		} else {
+			runTimes = append(runTimes, ran)
+		}
+		counts[stage]++
+
+		if err := n.gc(gcRuntime); err != nil {
+			t.Fatalf("round %d (%s after %s): GC: %v", i, stage, delay, err)
+		}
+		left := n.leftovers()
+		if out, err := inNS(w.name, "ip", "-o", "link", "show", ifName); err == nil {
+			left = append(left, "the worker still has "+strings.TrimSpace(out))
+		}
+		if len(left) > 0 {
+			// Report, then clean up with a DEL so the later rounds still
+			// count.
+			t.Errorf("round %d (%s after %s): GC left %s", i, stage, delay, strings.Join(left, "; "))
+			leaks++
+			if err := n.del(w); err != nil {
+				t.Fatalf("round %d: DEL after the leaky GC: %v", i, err)
+			}
+			n.assertClean(fmt.Sprintf("round %d: after DEL", i))
+			if t.Failed() && len(n.leftovers()) > 0 {
+				t.FailNow()
+			}
+		}
+	}
+	mid := rounds - counts[stageDone]
+	var report []string
+	for _, s := range slices.Sorted(maps.Keys(counts)) {
+		report = append(report, fmt.Sprintf("%d %s", counts[s], s))
+	}
+	t.Logf("%d rounds, %d kills landed mid-run: %s; GC left something behind after %d", rounds, mid, strings.Join(report, "; "), leaks)
+	if len(runTimes) > 0 {
+		t.Logf("completed ADDs ran %s to %s", slices.Min(runTimes).Round(time.Millisecond), slices.Max(runTimes).Round(time.Millisecond))
+	}
+	if mid == 0 {
+		t.Errorf("no kill landed mid-run: the test exercised nothing")
+	}
+
+	w.id = "kill-after"
+	n.mustAdd(w)
+	if !pingWorks(w.name, netip.Addr{}, gateway) {
+		t.Errorf("after the kills, a new worker cannot ping the gateway")
+	}
+	n.mustDel(w)
+	n.assertClean("after the final DEL")
+}
+
+// killAdd runs esb-bridge ADD for w, started from a thread in the node
+// namespace so that the plugin runs there, and sends it SIGKILL after
+// delay unless it has exited by then. It returns how the process ended,
+// how long it ran and its output (stdout and stderr).
+func (n *node) killAdd(binary string, w *worker, delay time.Duration) (*os.ProcessState, time.Duration, string, error) {
+	conf := maps.Clone(n.plugin)
+	conf["name"], conf["cniVersion"] = netName, "1.1.0"
+	stdin, err := json.Marshal(conf)
+	if err != nil {
+		return nil, 0, "", err
+	}
+	var out bytes.Buffer
+	cmd := exec.Command(binary)
+	cmd.Env = []string{
+		"CNI_COMMAND=ADD",
+		"CNI_CONTAINERID=" + w.id,
+		"CNI_NETNS=" + w.path,
+		"CNI_IFNAME=" + ifName,
+		"CNI_PATH=" + n.plugins,
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+	}
+	cmd.Stdin = bytes.NewReader(stdin)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	var start time.Time
+	err = n.ns.Do(func(ns.NetNS) error {
+		start = time.Now()
+		return cmd.Start()
+	})
+	if err != nil {
+		return nil, 0, "", fmt.Errorf("start %s: %w", binary, err)
+	}
+	type ended struct {
+		err error
+		at  time.Time
+	}
+	done := make(chan ended, 1)
+	go func() {
+		err := cmd.Wait()
+		done <- ended{err, time.Now()}
+	}()
+	var end ended
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	select {
+	case end = <-done:
+	case <-timer.C:
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			return nil, 0, out.String(), fmt.Errorf("kill: %w", err)
+		}
+		end = <-done
+	}
+	if cmd.ProcessState == nil {
+		return nil, 0, out.String(), fmt.Errorf("wait: %w", end.err)
+	}
+	return cmd.ProcessState, end.at.Sub(start), out.String(), nil
+}
+
+// stageOf tells how far a killed ADD for w got.
+func (n *node) stageOf(w *worker) killStage {
+	link, hasVeth := n.links()[w.veth()]
+	_, hasGuard := n.guards()[w.veth()]
+	_, hasAlloc := n.allocs()[w.attachment()]
+	switch {
+	case hasVeth && !strings.HasPrefix(link.Attrs().Alias, "esb-bridge "):
+		return stageNoAlias
+	case hasGuard:
+		return stageGuarded
+	case hasVeth:
+		return stageVeth
+	case hasAlloc:
+		return stageAllocated
+	default:
+		return stageNothing
+	}
+}
