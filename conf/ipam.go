@@ -136,6 +136,9 @@ func ParseIPAMNetConf(data []byte) (*IPAMNetConf, error) {
 	if err := decode(data, &env); err != nil {
 		return nil, err
 	}
+	if env.IPAM == nil { // "ipam": null
+		return nil, fieldErr("ipam", "", "is required, for example {\"type\": %q}", IPAMType)
+	}
 	if err := ValidateNetworkName("name", env.Name); err != nil {
 		return nil, err
 	}

@@ -30,7 +30,11 @@ func withStore(cfg *conf.IPAM, bootID string, fn func(Store) error) error {
 // Add allocates id's addresses. existed reports that id already held an
 // allocation before this call (a repeated ADD), which a caller rolling back
 // a failed ADD must then leave alone.
-func Add(cfg *conf.IPAM, bootID string, id AttachmentID, now time.Time) (a *Allocation, existed bool, err error) {
+//
+// now is read inside the transaction, under the lock: an allocation's
+// creation time must not predate the wait for the lock, or GC's grace
+// period would shrink by that wait.
+func Add(cfg *conf.IPAM, bootID string, id AttachmentID, now func() time.Time) (a *Allocation, existed bool, err error) {
 	err = withStore(cfg, bootID, func(s Store) error {
 		return s.Update(func(tx Txn) error {
 			prev, err := tx.Allocation(id)
@@ -38,7 +42,7 @@ func Add(cfg *conf.IPAM, bootID string, id AttachmentID, now time.Time) (a *Allo
 				return err
 			}
 			existed = prev != nil
-			a, err = Allocate(tx, cfg, id, now)
+			a, err = Allocate(tx, cfg, id, now())
 			return err
 		})
 	})
@@ -68,14 +72,28 @@ func Get(cfg *conf.IPAM, bootID string, id AttachmentID) (*Allocation, error) {
 	return a, err
 }
 
+// List returns every allocation of the network.
+func List(cfg *conf.IPAM, bootID string) ([]*Allocation, error) {
+	var out []*Allocation
+	err := withStore(cfg, bootID, func(s Store) error {
+		return s.View(func(tx Txn) error {
+			return tx.ForEachAllocation(func(a *Allocation) error {
+				out = append(out, a)
+				return nil
+			})
+		})
+	})
+	return out, err
+}
+
 // Collect releases every allocation not in valid that is older than the
 // configured grace period, and returns what it released.
-func Collect(cfg *conf.IPAM, bootID string, valid map[AttachmentID]bool, now time.Time) ([]*Allocation, error) {
+func Collect(cfg *conf.IPAM, bootID string, valid map[AttachmentID]bool, now func() time.Time) ([]*Allocation, error) {
 	var released []*Allocation
 	err := withStore(cfg, bootID, func(s Store) error {
 		return s.Update(func(tx Txn) error {
 			var err error
-			released, err = GC(tx, valid, now.Add(-cfg.GCGrace))
+			released, err = GC(tx, valid, now().Add(-cfg.GCGrace))
 			return err
 		})
 	})

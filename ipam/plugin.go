@@ -68,7 +68,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	a, _, err := Add(nc.IPAM, p.BootID, AttachmentID{args.ContainerID, args.IfName}, p.now())
+	a, _, err := Add(nc.IPAM, p.BootID, AttachmentID{args.ContainerID, args.IfName}, p.now)
 	if err != nil {
 		return CNIError(err)
 	}
@@ -142,7 +142,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	for _, v := range nc.ValidAttachments {
 		valid[AttachmentID{v.ContainerID, v.IfName}] = true
 	}
-	_, err = Collect(nc.IPAM, p.BootID, valid, p.now())
+	_, err = Collect(nc.IPAM, p.BootID, valid, p.now)
 	return CNIError(err)
 }
 

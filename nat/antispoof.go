@@ -29,6 +29,10 @@ type Guard struct {
 	MAC   net.HardwareAddr
 	IPs   []netip.Addr
 	Owner string
+	// Active is set by ListGuards when the port is in the ports set, which
+	// is what switches the checks on for it; a guard whose address
+	// elements remain without it guards nothing.
+	Active bool
 }
 
 var (
@@ -249,7 +253,11 @@ func ListGuards(c *nftables.Conn) ([]Guard, error) {
 		}
 		for _, e := range elems {
 			g := get(portOf(e.Key), e.Comment)
-			if s == setPorts || len(e.Key) < ifNameSize+8 {
+			if s == setPorts {
+				g.Active = true
+				continue
+			}
+			if len(e.Key) < ifNameSize+8 {
 				continue
 			}
 			g.MAC = net.HardwareAddr(bytes.Clone(e.Key[ifNameSize : ifNameSize+6]))

@@ -8,11 +8,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -65,13 +67,13 @@ func (m *Manager) inNS(fn func() error) error {
 type current struct {
 	exists   bool
 	chains   map[string]*nftables.Chain
-	comments map[string][]string
+	rules    map[string][]*nftables.Rule
 	forwards map[string][]byte
 	targets  map[string]bool
 }
 
 func (m *Manager) read(c *nftables.Conn) (*current, error) {
-	cur := &current{chains: map[string]*nftables.Chain{}, comments: map[string][]string{},
+	cur := &current{chains: map[string]*nftables.Chain{}, rules: map[string][]*nftables.Rule{},
 		forwards: map[string][]byte{}, targets: map[string]bool{}}
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
@@ -96,9 +98,7 @@ func (m *Manager) read(c *nftables.Conn) (*current, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
 		}
-		for _, r := range rules {
-			cur.comments[ch.Name] = append(cur.comments[ch.Name], comment(r))
-		}
+		cur.rules[ch.Name] = rules
 	}
 	sets, err := c.GetSets(natTable)
 	if err != nil {
@@ -130,19 +130,51 @@ func (m *Manager) read(c *nftables.Conn) (*current, error) {
 	return cur, nil
 }
 
-// sameStructure reports whether the chains and rules match d.
+// sameStructure reports whether the chains and rules match d: the same
+// chains with the same hooks and priorities, and in each the same rules, in
+// order, expression by expression (counter values aside), so an edited
+// rule is noticed even when it kept its comment.
 func (cur *current) sameStructure(d *desired) bool {
 	if !cur.exists || cur.forwards == nil || len(cur.chains) != len(d.chains) {
 		return false
 	}
-	want := map[string][]string{}
+	want := map[string][]*nftables.Rule{}
 	for _, r := range d.rules {
-		want[r.Chain.Name] = append(want[r.Chain.Name], comment(r))
+		want[r.Chain.Name] = append(want[r.Chain.Name], r)
 	}
 	for _, dc := range d.chains {
 		cc := cur.chains[dc.Name]
 		if cc == nil || cc.Type != dc.Type || cc.Hooknum == nil || *cc.Hooknum != *dc.Hooknum ||
-			cc.Priority == nil || *cc.Priority != *dc.Priority || !slices.Equal(cur.comments[dc.Name], want[dc.Name]) {
+			cc.Priority == nil || *cc.Priority != *dc.Priority || cc.Policy == nil || *cc.Policy != *dc.Policy {
+			return false
+		}
+		have := cur.rules[dc.Name]
+		if len(have) != len(want[dc.Name]) {
+			return false
+		}
+		for i, r := range want[dc.Name] {
+			if comment(have[i]) != comment(r) || !sameExprs(have[i].Exprs, r.Exprs) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// sameExprs compares rule expressions as the kernel reports them with the
+// ones we build, ignoring counter values.
+func sameExprs(have, want []expr.Any) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	for i := range have {
+		if _, ok := want[i].(*expr.Counter); ok {
+			if _, ok := have[i].(*expr.Counter); !ok {
+				return false
+			}
+			continue
+		}
+		if !reflect.DeepEqual(have[i], want[i]) {
 			return false
 		}
 	}
@@ -211,7 +243,7 @@ func (m *Manager) Apply(r *conf.NATRules) (Change, error) {
 			return Unchanged, fmt.Errorf("apply table ip %s: %w", TableName, err)
 		}
 	}
-	if err := m.syncLocalnet(r.Bridge, r.Loopback(), hadLoopback(cur)); err != nil {
+	if err := m.syncLocalnet(r.Bridge, r.Loopback()); err != nil {
 		return change, err
 	}
 	if change != Unchanged {
@@ -248,26 +280,16 @@ func diff(have map[string][]byte, want []nftables.SetElement) (del, add []nftabl
 	return del, add
 }
 
-func hadLoopback(cur *current) bool {
-	for _, v := range cur.forwards {
-		if len(v) >= 1 && v[0] == 127 {
-			return true
-		}
-	}
-	return false
-}
-
 func localnetPath(bridge string) string {
 	return filepath.Join("/proc/sys/net/ipv4/conf", bridge, "route_localnet")
 }
 
 // syncLocalnet sets route_localnet on the bridge when loopback targets
-// exist and resets it when they went away. A bridge that does not exist yet
-// is skipped; Watch sets it once the bridge appears.
-func (m *Manager) syncLocalnet(bridge string, want, had bool) error {
-	if !want && !had {
-		return nil
-	}
+// exist and resets it otherwise. The bridge is esbnet's own, so a 1 there
+// is ours even when the table that needed it was lost (a flush, a crash).
+// A bridge that does not exist yet is skipped; Watch sets it once the
+// bridge appears.
+func (m *Manager) syncLocalnet(bridge string, want bool) error {
 	return m.inNS(func() error {
 		path := localnetPath(bridge)
 		b, err := os.ReadFile(path)
@@ -335,8 +357,8 @@ func (m *Manager) netlinkHandle() (*netlink.Handle, error) {
 	return netlink.NewHandleAt(vnetns.NsHandle(int(m.netns.Fd())))
 }
 
-// Delete removes table ip esb and resets route_localnet on bridge when the
-// table had loopback forwards. A missing table is not an error.
+// Delete removes table ip esb and resets route_localnet on bridge. A
+// missing table is not an error.
 func (m *Manager) Delete(bridge string) error {
 	c, err := m.conn()
 	if err != nil {
@@ -344,14 +366,16 @@ func (m *Manager) Delete(bridge string) error {
 	}
 	defer c.CloseLasting()
 	cur, err := m.read(c)
-	if err != nil || !cur.exists {
+	if err != nil {
 		return err
 	}
-	c.DelTable(natTable)
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("delete table ip %s: %w", TableName, err)
+	if cur.exists {
+		c.DelTable(natTable)
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("delete table ip %s: %w", TableName, err)
+		}
 	}
-	return m.syncLocalnet(bridge, false, hadLoopback(cur))
+	return m.syncLocalnet(bridge, false)
 }
 
 // ForwardCounter is one forward with its counter. The DNAT chain sees only

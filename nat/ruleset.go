@@ -114,10 +114,12 @@ func build(r *conf.NATRules) *desired {
 		&expr.Ct{Key: expr.CtKeySTATUS, Register: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: hostU32(0x20 /* IPS_DST_NAT */), Xor: hostU32(0)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: hostU32(0)},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 8},
+		// Register 1 is the 32-bit register 8 (NFT_REG32_00) the kernel
+		// reports it as; a concatenation continues in 9 and 10.
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 8, SetName: setTargets.Name},
+		&expr.Lookup{SourceRegister: 1, SetName: setTargets.Name},
 	}
 	cat := func(parts ...[]expr.Any) []expr.Any {
 		var out []expr.Any

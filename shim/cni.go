@@ -8,8 +8,10 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 )
@@ -96,7 +98,10 @@ func NewCNI(o CNIOptions) (*CNI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load network %q from %s: %w", o.Network, o.ConfDir, err)
 	}
-	return &CNI{list: list, cni: libcni.NewCNIConfigWithCacheDir(o.BinDirs, o.CacheDir, nil)}, nil
+	// An explicit exec: libcni sets its default lazily without a lock, a
+	// data race when attachments run in parallel.
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	return &CNI{list: list, cni: libcni.NewCNIConfigWithCacheDir(o.BinDirs, o.CacheDir, exec)}, nil
 }
 
 // CNIPathFromEnv splits $CNI_PATH, or returns nil when it is unset.

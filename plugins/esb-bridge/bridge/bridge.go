@@ -205,7 +205,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 func (p *Plugin) ipamAdd(nc *conf.BridgeNetConf, args *skel.CmdArgs, undo *undoStack) (*current.Result, error) {
 	if nc.IPAM != nil {
 		id := ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}
-		a, existed, err := ipam.Add(nc.IPAM, p.BootID, id, p.now())
+		a, existed, err := ipam.Add(nc.IPAM, p.BootID, id, p.now)
 		if err != nil {
 			return nil, ipam.CNIError(err)
 		}

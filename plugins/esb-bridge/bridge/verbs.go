@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -94,6 +96,15 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	}
 	if host.Attrs().MasterIndex != br.Attrs().Index {
 		return drift("veth %s is not a port of bridge %s", hostName, nc.Bridge)
+	}
+	if nc.Isolation {
+		pi, err := netlinksafe.LinkGetProtinfo(host)
+		if err != nil {
+			return types.NewError(types.ErrInternal, "read bridge port flags of "+hostName, err.Error())
+		}
+		if !pi.Isolated {
+			return drift("bridge port %s is not isolated", hostName)
+		}
 	}
 	if nc.AntiSpoof {
 		if err := checkGuard(hostName, mac, prev); err != nil {
@@ -195,20 +206,17 @@ func checkGuard(port string, mac net.HardwareAddr, prev *current.Result) error {
 	if err != nil {
 		return types.NewError(types.ErrInternal, "read anti-spoof guards", err.Error())
 	}
-	if g.MAC.String() != mac.String() {
-		return drift("anti-spoof guard of %s allows MAC %s, the interface has %s", port, g.MAC, mac)
+	if !g.Active {
+		return drift("anti-spoof guard of %s is inactive: the port is missing from the ports set", port)
 	}
 	for _, ip := range prev.IPs {
 		a, _ := netip.AddrFromSlice(ip.Address.IP)
-		found := false
-		for _, gip := range g.IPs {
-			if gip == a.Unmap() {
-				found = true
-			}
-		}
-		if !found {
+		if !slices.Contains(g.IPs, a.Unmap()) {
 			return drift("anti-spoof guard of %s does not allow %s", port, a.Unmap())
 		}
+	}
+	if g.MAC.String() != mac.String() {
+		return drift("anti-spoof guard of %s allows MAC %s, the interface has %s", port, g.MAC, mac)
 	}
 	return nil
 }
@@ -216,6 +224,12 @@ func checkGuard(port string, mac net.HardwareAddr, prev *current.Result) error {
 // GC forwards to IPAM, then removes the veths of attachments not in
 // cni.dev/valid-attachments (older than the grace period, so a concurrent
 // ADD is safe) and every anti-spoof guard whose port is gone.
+//
+// A veth without our alias (an ADD killed between creating the veth and
+// labelling it) is removed too when it is on the bridge and no remaining
+// allocation maps to its name; an ADD in flight already holds its
+// allocation, so it is safe. That needs the in-process IPAM; with a
+// delegated IPAM such veths are left for DEL.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
 	nc, err := parse(args.StdinData)
 	if err != nil {
@@ -226,25 +240,54 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		valid[ipam.AttachmentID{ContainerID: v.ContainerID, IfName: v.IfName}] = true
 	}
 	grace, _ := time.ParseDuration(conf.DefaultGCGrace)
+	var protected map[string]bool // veth names of the remaining allocations
 	if nc.IPAM != nil {
 		grace = nc.IPAM.GCGrace
-		if _, err := ipam.Collect(nc.IPAM, p.BootID, valid, p.now()); err != nil {
+		if _, err := ipam.Collect(nc.IPAM, p.BootID, valid, p.now); err != nil {
 			return ipam.CNIError(err)
+		}
+		remaining, err := ipam.List(nc.IPAM, p.BootID)
+		if err != nil {
+			return ipam.CNIError(err)
+		}
+		protected = map[string]bool{}
+		for _, a := range remaining {
+			protected[VethName(a.ID.ContainerID, a.ID.IfName)] = true
 		}
 	} else if err := invoke.DelegateGC(context.Background(), nc.IPAMType, nc.Raw, p.Exec); err != nil {
 		return err
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "open nftables", err.Error())
+	}
+	// Guards are listed before links: a guard is added only after its veth
+	// exists, so a guard whose port is missing from the later link list
+	// really lost its veth.
+	guards, err := nat.ListGuards(c)
+	if err != nil {
+		return types.NewError(types.ErrInternal, "list anti-spoof guards", err.Error())
 	}
 	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return types.NewError(types.ErrInternal, "list links", err.Error())
 	}
+	brIndex := -1
+	for _, l := range links {
+		if l.Attrs().Name == nc.Bridge {
+			brIndex = l.Attrs().Index
+		}
+	}
 	cutoff := p.now().Add(-grace)
 	present := map[string]bool{}
 	var errs []error
 	for _, l := range links {
-		cid, ifName, created, ok := parseAlias(l.Attrs().Alias)
 		name := l.Attrs().Name
-		if !ok || valid[ipam.AttachmentID{ContainerID: cid, IfName: ifName}] || !created.Before(cutoff) {
+		cid, ifName, created, ok := parseAlias(l.Attrs().Alias)
+		stale := ok && !valid[ipam.AttachmentID{ContainerID: cid, IfName: ifName}] && created.Before(cutoff)
+		unlabelled := !ok && protected != nil && l.Type() == "veth" && l.Attrs().MasterIndex == brIndex &&
+			strings.HasPrefix(name, "esb") && !protected[name]
+		if !stale && !unlabelled {
 			present[name] = true
 			continue
 		}
@@ -253,19 +296,15 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 			present[name] = true
 		}
 	}
-	c, err := nftables.New()
-	if err != nil {
-		return types.NewError(types.ErrInternal, "open nftables", err.Error())
-	}
-	guards, err := nat.ListGuards(c)
-	if err != nil {
-		return types.NewError(types.ErrInternal, "list anti-spoof guards", err.Error())
-	}
 	for _, g := range guards {
-		if !present[g.Port] {
-			if err := nat.RemoveGuard(c, g.Port); err != nil {
-				errs = append(errs, err)
-			}
+		if present[g.Port] {
+			continue
+		}
+		if _, err := netlinksafe.LinkByName(g.Port); err == nil {
+			continue // appeared since the listing
+		}
+		if err := nat.RemoveGuard(c, g.Port); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return ipam.CNIError(errors.Join(errs...))
