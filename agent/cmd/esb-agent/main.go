@@ -1,0 +1,45 @@
+// Command esb-agent is the esb node daemon: it creates workers through
+// containerd, attaches them to the esb network and serves acquire/release
+// over gRPC. The logic lives in package agent; run with --help for the
+// settings.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/edge-serverless-box/esbnet/agent"
+	"github.com/edge-serverless-box/esbnet/internal/buildinfo"
+)
+
+func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
+		fmt.Println("esb-agent", buildinfo.Version)
+		return
+	}
+	cfg, err := agent.LoadDaemonConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, agent.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "esb-agent:", err)
+		os.Exit(2)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "esb-agent: invalid log-level:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := agent.Run(ctx, cfg, log); err != nil {
+		log.Error("esb-agent failed", "err", err)
+		os.Exit(1)
+	}
+}

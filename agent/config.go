@@ -1,0 +1,160 @@
+package agent
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/shim"
+)
+
+// DaemonConfig is esb-agent's configuration. Every field has a flag, an
+// environment variable (ESB_AGENT_ and the flag's name in upper case with
+// '-' as '_') and a key in the optional YAML file; a flag beats the
+// environment, which beats the file, which beats the default.
+type DaemonConfig struct {
+	Runtime             string        `json:"runtime"`
+	ContainerdAddress   string        `json:"containerd-address"`
+	ContainerdNamespace string        `json:"containerd-namespace"`
+	Snapshotter         string        `json:"snapshotter"`
+	PlainHTTPRegistries string        `json:"plain-http-registries"`
+	Socket              string        `json:"socket"`
+	TCPListen           string        `json:"tcp-listen"`
+	TLSCert             string        `json:"tls-cert"`
+	TLSKey              string        `json:"tls-key"`
+	TLSClientCA         string        `json:"tls-client-ca"`
+	MetricsListen       string        `json:"metrics-listen"`
+	CNIConfDir          string        `json:"cni-conf-dir"`
+	CNIBinDirs          string        `json:"cni-bin-dirs"`
+	CNICacheDir         string        `json:"cni-cache-dir"`
+	Network             string        `json:"network"`
+	NetNSDir            string        `json:"netns-dir"`
+	NATRules            string        `json:"nat-rules"`
+	NATInterval         time.Duration `json:"nat-interval"`
+	Port                int           `json:"port"`
+	ReadyTimeout        time.Duration `json:"ready-timeout"`
+	StopGrace           time.Duration `json:"stop-grace"`
+	MaxWorkers          int           `json:"max-workers"`
+	MaxParallel         int           `json:"max-parallel"`
+	PoolMinIdle         int           `json:"pool-min-idle"`
+	DefaultMemory       int64         `json:"default-memory"`
+	LogDir              string        `json:"log-dir"`
+	LogLevel            string        `json:"log-level"`
+}
+
+// ErrHelp is returned by LoadDaemonConfig when --help was asked for.
+var ErrHelp = flag.ErrHelp
+
+// LoadDaemonConfig builds the configuration from args, the environment
+// (getenv) and the file named by --config.
+func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Writer) (DaemonConfig, error) {
+	d := DefaultConfig()
+	c := DaemonConfig{}
+	fs := flag.NewFlagSet("esb-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "optional YAML file with any of the settings below (keys are the flag names)")
+	fs.StringVar(&c.Runtime, "runtime", "containerd", "container runtime: containerd (docker: not yet)")
+	fs.StringVar(&c.ContainerdAddress, "containerd-address", "/run/containerd/containerd.sock", "containerd's socket")
+	fs.StringVar(&c.ContainerdNamespace, "containerd-namespace", "esb", "containerd namespace of the workers")
+	fs.StringVar(&c.Snapshotter, "snapshotter", "", "containerd snapshotter (default: containerd's)")
+	fs.StringVar(&c.PlainHTTPRegistries, "plain-http-registries", "127.0.0.1:5000,localhost:5000", "comma-separated registries pulled from over plain HTTP")
+	fs.StringVar(&c.Socket, "socket", "/run/esb/agent.sock", "unix socket of the gRPC API (mode 0600)")
+	fs.StringVar(&c.TCPListen, "tcp-listen", "", "optional TCP address of the gRPC API; needs --tls-cert, --tls-key and --tls-client-ca (mutual TLS)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "server certificate (PEM) for --tcp-listen")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "server key (PEM) for --tcp-listen")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "CA (PEM) that client certificates must chain to")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "127.0.0.1:9464", "address of the Prometheus /metrics endpoint (empty: off)")
+	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", filepath.Dir(conf.ConflistPath), "CNI configuration directory; the default conflist is written there when the network has none")
+	fs.StringVar(&c.CNIBinDirs, "cni-bin-dirs", conf.CNIBinDir, "CNI_PATH: colon-separated plugin directories")
+	fs.StringVar(&c.CNICacheDir, "cni-cache-dir", "/var/lib/cni", "libcni's result cache")
+	fs.StringVar(&c.Network, "network", conf.NetworkName, "CNI network name")
+	fs.StringVar(&c.NetNSDir, "netns-dir", shim.DefaultNetNSDir, "where worker namespaces are pinned (esb-<id>)")
+	fs.StringVar(&c.NATRules, "nat-rules", "", "NAT rule file (YAML or JSON) applied on start and kept repaired (empty: NAT untouched)")
+	fs.DurationVar(&c.NATInterval, "nat-interval", 5*time.Second, "periodic read-back of the NAT table")
+	fs.IntVar(&c.Port, "port", d.Port, "port every worker serves")
+	fs.DurationVar(&c.ReadyTimeout, "ready-timeout", d.ReadyTimeout, "longest wait for a new worker's port to accept TCP")
+	fs.DurationVar(&c.StopGrace, "stop-grace", d.StopGrace, "time a released worker gets between SIGTERM and SIGKILL")
+	fs.IntVar(&c.MaxWorkers, "max-workers", d.MaxWorkers, "most live workers")
+	fs.IntVar(&c.MaxParallel, "max-parallel", d.MaxParallel, "most worker creations at once")
+	fs.IntVar(&c.PoolMinIdle, "pool-min-idle", d.PoolMinIdle, "idle workers kept warm per function (image, env and limits)")
+	fs.Int64Var(&c.DefaultMemory, "default-memory", d.DefaultMemoryBytes, "memory limit in bytes of a worker whose request sets none")
+	fs.StringVar(&c.LogDir, "log-dir", d.LogDir, "directory of the per-worker log files")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fromFile := map[string]any{}
+	if *file != "" {
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return c, fmt.Errorf("read config: %w", err)
+		}
+		if err := yaml.Unmarshal(b, &fromFile); err != nil {
+			return c, fmt.Errorf("config %s: %w", *file, err)
+		}
+	}
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || f.Name == "config" {
+			return
+		}
+		if v := getenv("ESB_AGENT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("environment ESB_AGENT_%s: %w", strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")), err))
+			}
+			return
+		}
+		if v, ok := fromFile[f.Name]; ok {
+			if err := f.Value.Set(fmt.Sprint(v)); err != nil {
+				errs = append(errs, fmt.Errorf("config key %s: %w", f.Name, err))
+			}
+			delete(fromFile, f.Name)
+		}
+	})
+	for k := range fromFile {
+		errs = append(errs, fmt.Errorf("config key %q is not a setting of esb-agent", k))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	return c, c.validate()
+}
+
+func (c DaemonConfig) validate() error {
+	switch {
+	case c.Runtime != "containerd" && c.Runtime != "docker":
+		return fmt.Errorf("invalid runtime %q: must be containerd or docker", c.Runtime)
+	case c.Socket == "" && c.TCPListen == "":
+		return errors.New("invalid socket: give --socket or --tcp-listen")
+	case c.TCPListen != "" && (c.TLSCert == "" || c.TLSKey == "" || c.TLSClientCA == ""):
+		return errors.New("invalid tcp-listen: the TCP listener requires mutual TLS (--tls-cert, --tls-key and --tls-client-ca)")
+	case c.Port < 1 || c.Port > 65535:
+		return fmt.Errorf("invalid port %d: must be from 1 to 65535", c.Port)
+	case c.MaxWorkers < 1 || c.MaxParallel < 1 || c.PoolMinIdle < 0:
+		return errors.New("invalid max-workers, max-parallel or pool-min-idle: must be positive")
+	}
+	return nil
+}
+
+func splitList(s, sep string) []string {
+	var out []string
+	for _, p := range strings.Split(s, sep) {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

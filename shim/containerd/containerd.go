@@ -1,0 +1,423 @@
+// Package containerd is the shim's containerd adapter: workers are
+// containerd containers (runc) whose OCI spec joins the network namespace
+// the shim pinned and attached before the task starts, so the network is
+// up before the function's first instruction.
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/edge-serverless-box/esbnet/shim"
+)
+
+// Options configure the adapter.
+type Options struct {
+	// Address is containerd's socket.
+	Address string
+	// Namespace is the containerd namespace of the workers (default "esb").
+	Namespace string
+	// PlainHTTP lists registries (host:port) pulled from over plain HTTP;
+	// every other registry needs HTTPS.
+	PlainHTTP []string
+	// Snapshotter is the snapshotter to use ("" is containerd's default).
+	Snapshotter string
+}
+
+// Runtime implements shim.Runtime on containerd.
+type Runtime struct {
+	c    *client.Client
+	opts Options
+}
+
+var _ shim.Runtime = (*Runtime)(nil)
+
+// New connects to containerd. It does not fail when the daemon is down:
+// calls then return errors wrapping shim.ErrUnavailable.
+func New(o Options) (*Runtime, error) {
+	if o.Namespace == "" {
+		o.Namespace = "esb"
+	}
+	c, err := client.New(o.Address, client.WithDefaultNamespace(o.Namespace), client.WithTimeout(5*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w", o.Address, errors.Join(shim.ErrUnavailable, err))
+	}
+	return &Runtime{c: c, opts: o}, nil
+}
+
+// Close closes the connection.
+func (r *Runtime) Close() error { return r.c.Close() }
+
+func (r *Runtime) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, r.opts.Namespace)
+}
+
+// wrap marks connection failures as shim.ErrUnavailable and missing
+// objects as shim.ErrNotFound.
+func wrap(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	msg := fmt.Sprintf(format, args...)
+	switch {
+	case errdefs.IsNotFound(err):
+		return fmt.Errorf("%s: %w", msg, errors.Join(shim.ErrNotFound, err))
+	case errdefs.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "no such file or directory"):
+		return fmt.Errorf("%s: %w", msg, errors.Join(shim.ErrUnavailable, err))
+	}
+	return fmt.Errorf("%s: %w", msg, err)
+}
+
+// Name implements shim.Runtime.
+func (r *Runtime) Name() string { return "containerd" }
+
+// OwnsNetNS implements shim.Runtime: containerd joins the shim's namespace.
+func (r *Runtime) OwnsNetNS() bool { return false }
+
+// Ping implements shim.Runtime.
+func (r *Runtime) Ping(ctx context.Context) error {
+	_, err := r.c.Version(r.ctx(ctx))
+	return wrap(err, "containerd version")
+}
+
+// EnsureImage implements shim.Runtime: an image already present and
+// unpacked is used as it is.
+func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
+	ctx = r.ctx(ctx)
+	if img, err := r.c.GetImage(ctx, ref); err == nil {
+		if ok, err := img.IsUnpacked(ctx, r.opts.Snapshotter); err == nil && ok {
+			return nil
+		}
+	}
+	plain := r.opts.PlainHTTP
+	hosts := config.ConfigureHosts(ctx, config.HostOptions{})
+	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: func(host string) ([]docker.RegistryHost, error) {
+		hs, err := hosts(host)
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(plain, host) {
+			for i := range hs {
+				hs[i].Scheme = "http"
+			}
+		}
+		return hs, nil
+	}})
+	opts := []client.RemoteOpt{client.WithPullUnpack, client.WithResolver(resolver)}
+	if r.opts.Snapshotter != "" {
+		opts = append(opts, client.WithPullSnapshotter(r.opts.Snapshotter))
+	}
+	_, err := r.c.Pull(ctx, ref, opts...)
+	return wrap(err, "pull %s", ref)
+}
+
+func envList(env map[string]string) []string {
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Create implements shim.Runtime. The spec joins spec.NetNS, limits memory
+// and CPU, sets no-new-privileges and keeps runc's default capability set.
+func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
+	ctx = r.ctx(ctx)
+	img, err := r.c.GetImage(ctx, s.Image)
+	if err != nil {
+		return wrap(err, "image %s", s.Image)
+	}
+	specOpts := []oci.SpecOpts{
+		oci.WithImageConfig(img),
+		oci.WithEnv(envList(s.Env)),
+		oci.WithHostname("esb-" + s.ID[:min(len(s.ID), 12)]),
+		oci.WithNoNewPrivileges,
+	}
+	if s.NetNS != "" {
+		specOpts = append(specOpts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: s.NetNS}))
+	}
+	if s.MemoryBytes > 0 {
+		specOpts = append(specOpts, oci.WithMemoryLimit(uint64(s.MemoryBytes)))
+	}
+	if s.CPUMillis > 0 {
+		const period = 100000
+		specOpts = append(specOpts, oci.WithCPUCFS(s.CPUMillis*period/1000, period))
+	}
+	labels := map[string]string{}
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	if s.LogPath != "" {
+		if err := os.MkdirAll(filepath.Dir(s.LogPath), 0o750); err != nil {
+			return fmt.Errorf("create log dir of %s: %w", s.ID, err)
+		}
+		labels[labelLog] = s.LogPath
+	}
+	opts := []client.NewContainerOpts{
+		client.WithImage(img),
+		client.WithContainerLabels(labels),
+	}
+	if r.opts.Snapshotter != "" {
+		opts = append(opts, client.WithSnapshotter(r.opts.Snapshotter))
+	}
+	opts = append(opts, client.WithNewSnapshot(s.ID, img), client.WithNewSpec(specOpts...))
+	if _, err := r.c.NewContainer(ctx, s.ID, opts...); err != nil {
+		return wrap(err, "create container %s", s.ID)
+	}
+	return nil
+}
+
+// Start implements shim.Runtime: a task whose output goes to the log file.
+func (r *Runtime) Start(ctx context.Context, id string) (string, error) {
+	ctx = r.ctx(ctx)
+	c, err := r.c.LoadContainer(ctx, id)
+	if err != nil {
+		return "", wrap(err, "load container %s", id)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return "", wrap(err, "container %s", id)
+	}
+	logPath := info.Labels[labelLog]
+	creator := cio.NullIO
+	if logPath != "" {
+		creator = cio.LogFile(logPath)
+	}
+	task, err := c.NewTask(ctx, creator)
+	if err != nil {
+		return "", wrap(err, "create task of %s", id)
+	}
+	if err := task.Start(ctx); err != nil {
+		_, derr := task.Delete(ctx, client.WithProcessKill)
+		return "", wrap(errors.Join(err, derr), "start task of %s", id)
+	}
+	spec, err := c.Spec(ctx)
+	if err != nil {
+		return "", wrap(err, "spec of %s", id)
+	}
+	return netnsOf(spec), nil
+}
+
+// labelLog carries the worker's log path from Create to Start.
+const labelLog = "esb.log"
+
+func netnsOf(s *oci.Spec) string {
+	if s == nil || s.Linux == nil {
+		return ""
+	}
+	for _, n := range s.Linux.Namespaces {
+		if n.Type == specs.NetworkNamespace {
+			return n.Path
+		}
+	}
+	return ""
+}
+
+// Stop implements shim.Runtime: SIGTERM, then SIGKILL after grace, then
+// the task is deleted.
+func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
+	ctx = r.ctx(ctx)
+	c, err := r.c.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return wrap(err, "load container %s", id)
+	}
+	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return wrap(err, "task of %s", id)
+	}
+	status, err := task.Status(ctx)
+	if err != nil {
+		return wrap(err, "status of %s", id)
+	}
+	if status.Status == client.Paused {
+		if err := task.Resume(ctx); err != nil {
+			return wrap(err, "resume %s to stop it", id)
+		}
+	}
+	if status.Status != client.Stopped {
+		exit, err := task.Wait(ctx)
+		if err != nil {
+			return wrap(err, "wait for %s", id)
+		}
+		sig := syscall.SIGTERM
+		if grace <= 0 {
+			sig = syscall.SIGKILL
+		}
+		if err := task.Kill(ctx, sig); err != nil && !errdefs.IsNotFound(err) {
+			return wrap(err, "signal %s", id)
+		}
+		select {
+		case <-exit:
+		case <-time.After(grace):
+			if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+				return wrap(err, "kill %s", id)
+			}
+			<-exit
+		case <-ctx.Done():
+			return wrap(ctx.Err(), "stop %s", id)
+		}
+	}
+	if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+		return wrap(err, "delete task of %s", id)
+	}
+	return nil
+}
+
+// Delete implements shim.Runtime: the container and its snapshot.
+func (r *Runtime) Delete(ctx context.Context, id string) error {
+	ctx = r.ctx(ctx)
+	c, err := r.c.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return wrap(err, "load container %s", id)
+	}
+	if task, err := c.Task(ctx, nil); err == nil {
+		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return wrap(err, "delete task of %s", id)
+		}
+	}
+	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return wrap(err, "delete container %s", id)
+	}
+	return nil
+}
+
+func (r *Runtime) task(ctx context.Context, id string) (client.Task, error) {
+	c, err := r.c.LoadContainer(ctx, id)
+	if err != nil {
+		return nil, wrap(err, "load container %s", id)
+	}
+	t, err := c.Task(ctx, nil)
+	return t, wrap(err, "task of %s", id)
+}
+
+// Pause implements shim.Runtime (the cgroup freezer).
+func (r *Runtime) Pause(ctx context.Context, id string) error {
+	ctx = r.ctx(ctx)
+	t, err := r.task(ctx, id)
+	if err != nil {
+		return err
+	}
+	return wrap(t.Pause(ctx), "pause %s", id)
+}
+
+// Resume implements shim.Runtime.
+func (r *Runtime) Resume(ctx context.Context, id string) error {
+	ctx = r.ctx(ctx)
+	t, err := r.task(ctx, id)
+	if err != nil {
+		return err
+	}
+	return wrap(t.Resume(ctx), "resume %s", id)
+}
+
+// Metrics implements shim.Runtime from the task's cgroup v1 statistics.
+func (r *Runtime) Metrics(ctx context.Context, id string) (shim.Metrics, error) {
+	ctx = r.ctx(ctx)
+	var m shim.Metrics
+	t, err := r.task(ctx, id)
+	if err != nil {
+		return m, err
+	}
+	raw, err := t.Metrics(ctx)
+	if err != nil {
+		return m, wrap(err, "metrics of %s", id)
+	}
+	v, err := typeurl.UnmarshalAny(raw.Data)
+	if err != nil {
+		return m, fmt.Errorf("decode metrics of %s: %w", id, err)
+	}
+	st, ok := v.(*cgroup1stats.Metrics)
+	if !ok {
+		return m, fmt.Errorf("metrics of %s: unexpected type %T (this adapter reads cgroup v1)", id, v)
+	}
+	if st.Memory != nil && st.Memory.Usage != nil {
+		m.MemoryUsageBytes, m.MemoryLimitBytes = st.Memory.Usage.Usage, st.Memory.Usage.Limit
+	}
+	if st.CPU != nil && st.CPU.Usage != nil {
+		m.CPUUsageNanos = st.CPU.Usage.Total
+	}
+	if st.MemoryOomControl != nil {
+		m.OOMEvents = st.MemoryOomControl.OomKill
+	}
+	if st.Pids != nil {
+		m.Pids = st.Pids.Current
+	}
+	return m, nil
+}
+
+// SetLabels implements shim.Runtime.
+func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]string) error {
+	ctx = r.ctx(ctx)
+	c, err := r.c.LoadContainer(ctx, id)
+	if err != nil {
+		return wrap(err, "load container %s", id)
+	}
+	_, err = c.SetLabels(ctx, labels)
+	return wrap(err, "set labels of %s", id)
+}
+
+// List implements shim.Runtime.
+func (r *Runtime) List(ctx context.Context) ([]shim.WorkerInfo, error) {
+	ctx = r.ctx(ctx)
+	cs, err := r.c.Containers(ctx, fmt.Sprintf(`labels.%q==1`, shim.LabelWorker))
+	if err != nil {
+		return nil, wrap(err, "list containers")
+	}
+	out := make([]shim.WorkerInfo, 0, len(cs))
+	for _, c := range cs {
+		info, err := c.Info(ctx)
+		if err != nil {
+			if errdefs.IsNotFound(err) {
+				continue
+			}
+			return nil, wrap(err, "container %s", c.ID())
+		}
+		w := shim.WorkerInfo{ID: c.ID(), Labels: info.Labels, Image: info.Image, Created: info.CreatedAt, State: shim.StateCreated}
+		if t, err := c.Task(ctx, nil); err == nil {
+			if st, err := t.Status(ctx); err == nil {
+				switch st.Status {
+				case client.Running:
+					w.State = shim.StateRunning
+				case client.Paused, client.Pausing:
+					w.State = shim.StatePaused
+				case client.Stopped:
+					w.State = shim.StateStopped
+				}
+			}
+		}
+		if spec, err := c.Spec(ctx); err == nil {
+			w.NetNS = netnsOf(spec)
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
