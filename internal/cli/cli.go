@@ -19,6 +19,8 @@ const usage = `esbctl: the esbnet operator's tool
 Usage:
   esbctl conflist [-o FILE] [-force]   print the default esb network conflist, or write it to FILE
   esbctl nat apply|show|delete|watch   manage the nftables DNAT of 10.88.0.1 to the local proxy ("esbctl nat -h")
+  esbctl acquire|release|ls|pause|resume|metrics|invoke|status
+                                       talk to esb-agent ("esbctl acquire -h")
   esbctl version                       print the version
   esbctl help                          print this help
 `
@@ -36,6 +38,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = conflist(args[1:], stdout, stderr)
 	case "nat":
 		err = natCmd(args[1:], stdout, stderr)
+	case "acquire", "release", "ls", "pause", "resume", "metrics", "invoke", "status":
+		err = agentMain(args[0], args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		_, err = fmt.Fprintln(stdout, "esbctl", buildinfo.Version)
 	case "help", "-h", "--help":
