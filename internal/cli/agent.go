@@ -27,7 +27,7 @@ import (
 const agentUsage = `Usage (all take -socket PATH, default /run/esb/agent.sock, -owner ID, -o text|json):
   esbctl acquire -function NAME -image REF [-env K=V ...] [-memory BYTES] [-cpu MILLIS] [-request-id ID]
   esbctl release ID
-  esbctl ls                    the owner's workers (every worker when -owner is empty)
+  esbctl ls                    the owner's workers (every worker without -owner)
   esbctl pause ID | resume ID
   esbctl metrics ID
   esbctl invoke ID [PAYLOAD]   POST PAYLOAD (default {}) to the worker's Lambda invoke path
@@ -77,7 +77,7 @@ func agentMain(name string, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, agentUsage) }
 	fs.StringVar(&c.socket, "socket", "/run/esb/agent.sock", "esb-agent's unix socket")
-	fs.StringVar(&c.owner, "owner", "operator", "owner ID the call acts for")
+	fs.StringVar(&c.owner, "owner", "", "owner ID the call acts for (required but for ls and status; ls without it lists every worker)")
 	fs.StringVar(&c.out, "o", "text", "output: text or json")
 	function := fs.String("function", "", "acquire: the function's name")
 	image := fs.String("image", "", "acquire: the image reference")
@@ -252,6 +252,6 @@ func invoke(ctx context.Context, stdout io.Writer, w *agentv1.Worker, payload st
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("invoke %s: %s: %s", w.GetId(), resp.Status, body)
 	}
-	_, err = stdout.Write(append(body, '\n'))
+	_, err = fmt.Fprintln(stdout, strings.TrimRight(string(body), "\n"))
 	return err
 }
