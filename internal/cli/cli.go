@@ -17,7 +17,8 @@ import (
 const usage = `esbctl: the esbnet operator's tool
 
 Usage:
-  esbctl conflist [-o FILE] [-force]   print the default esb network conflist, or write it to FILE
+  esbctl conflist [-o FILE] [-force] [-cni-version V]
+                                       print the default esb network conflist, or write it to FILE
   esbctl nat apply|show|delete|watch   manage the nftables DNAT of 10.88.0.1 to the local proxy ("esbctl nat -h")
   esbctl acquire|release|ls|pause|resume|metrics|invoke|status
                                        talk to esb-agent ("esbctl acquire -h")
@@ -70,6 +71,7 @@ func conflist(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	out := fs.String("o", "", "write the conflist to this file instead of standard output (for example "+conf.ConflistPath+")")
 	force := fs.Bool("force", false, "overwrite FILE even when it differs from the default")
+	version := fs.String("cni-version", conf.CNIVersion, "cniVersion of the list: 1.1.0, 1.0.0 or 0.4.0 (Podman 4.3 on Debian 12 reads results up to 1.0.0)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -79,7 +81,14 @@ func conflist(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("conflist takes no arguments, got %q", fs.Args())}
 	}
-	b, err := conf.DefaultConflist().Marshal()
+	switch *version {
+	case "1.1.0", "1.0.0", "0.4.0":
+	default:
+		return usageError{fmt.Errorf("-cni-version must be 1.1.0, 1.0.0 or 0.4.0, not %q", *version)}
+	}
+	list := conf.DefaultConflist()
+	list.CNIVersion = *version
+	b, err := list.Marshal()
 	if err != nil {
 		return err
 	}
