@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 
@@ -115,7 +116,14 @@ func (n NetNSes) Remove(id string) error {
 	return nil
 }
 
-// List returns the ids of the pinned esb namespaces.
+// workerIDRE is the form of worker IDs (16 hex digits); List ignores other
+// esb-* pins, such as a namespace an operator named esb-something.
+var workerIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+// IsWorkerID reports whether id has the form of a worker ID.
+func IsWorkerID(id string) bool { return workerIDRE.MatchString(id) }
+
+// List returns the ids of the pinned worker namespaces (esb-<worker ID>).
 func (n NetNSes) List() ([]string, error) {
 	entries, err := os.ReadDir(n.dir())
 	if errors.Is(err, os.ErrNotExist) {
@@ -126,7 +134,7 @@ func (n NetNSes) List() ([]string, error) {
 	}
 	var ids []string
 	for _, e := range entries {
-		if id, ok := strings.CutPrefix(e.Name(), NetNSPrefix); ok {
+		if id, ok := strings.CutPrefix(e.Name(), NetNSPrefix); ok && IsWorkerID(id) {
 			ids = append(ids, id)
 		}
 	}

@@ -28,11 +28,11 @@ func TestMain(m *testing.M) {
 }
 
 func randomID(t *testing.T) string {
-	b := make([]byte, 6)
+	b := make([]byte, 8)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
 	}
-	return "shimtest-" + hex.EncodeToString(b)
+	return hex.EncodeToString(b)
 }
 
 func TestNetNSLifecycle(t *testing.T) {
@@ -64,6 +64,15 @@ func TestNetNSLifecycle(t *testing.T) {
 	ids, err := nses.List()
 	if err != nil || !slices.Contains(ids, id) {
 		t.Errorf("List = %v, %v; want it to contain %s", ids, err, id)
+	}
+	// A namespace an operator named esb-something is not a worker's.
+	other := shim.NetNSes{}
+	if _, err := other.Create("demo-node"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Remove("demo-node") })
+	if ids, _ := nses.List(); slices.Contains(ids, "demo-node") {
+		t.Errorf("List returned a namespace that is not a worker's: %v", ids)
 	}
 	if _, err := nses.Create(id); !errors.Is(err, shim.ErrNetNSExists) {
 		t.Errorf("second Create: %v, want ErrNetNSExists", err)
