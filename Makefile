@@ -17,7 +17,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build all binaries into bin/
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/... ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/... ./cmd/... ./agent/cmd/...
 
 install: build ## install the plugins to /opt/cni/bin and the conflist to /etc/cni/net.d/10-esb.conflist (root)
 	install -d $(CNI_BIN_DIR)
