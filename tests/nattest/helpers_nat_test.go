@@ -1,0 +1,821 @@
+package nattest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
+)
+
+// The topology every test here builds: a "node" namespace that plays the
+// host, with the esb bridge made by esb-bridge, a second node address on
+// nodeLink, and worker namespaces attached through libcni.
+const (
+	bridgeName = "esb-cni0"
+	gatewayIP  = "10.88.0.1"
+	nodeAddr   = "192.0.2.10" // the node's other address, on nodeLink
+	nodeLink   = "node0"
+
+	// The outside network of the egress tests: a third namespace behind
+	// the node's ext0.
+	extNodeAddr = "198.51.100.1"
+	extAddr     = "198.51.100.2"
+
+	// callTimeout bounds one libcni call; cmdTimeout one command.
+	callTimeout = time.Minute
+	cmdTimeout  = 15 * time.Second
+	// dialTimeout bounds a dial or request that should work; blockedTimeout
+	// one that should not (a dropped SYN: nothing ever answers).
+	dialTimeout    = 3 * time.Second
+	blockedTimeout = 1 * time.Second
+)
+
+// node is one test's host namespace with its NAT manager.
+type node struct {
+	t       *testing.T
+	ns      ns.NetNS
+	name    string // for ip netns exec
+	mgr     *nat.Manager
+	cni     *libcni.CNIConfig
+	dataDir string
+	workers int
+}
+
+// newNode makes the node namespace: lo up, nodeLink up with nodeAddr/32, and
+// a NAT manager bound to it.
+func newNode(t *testing.T) *node {
+	t.Helper()
+	nsNode := nstest.NewNS(t)
+	n := &node{t: t, ns: nsNode, name: filepath.Base(nsNode.Path()), mgr: nat.NewManager(nsNode), dataDir: t.TempDir()}
+	h := n.handle()
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err == nil {
+		err = h.LinkSetUp(lo)
+	}
+	if err != nil {
+		t.Fatalf("set lo up in node: %v", err)
+	}
+	// The second node address sits on one end of a veth pair kept inside
+	// the node: this kernel has no dummy driver, and a veth end behaves
+	// like any other non-loopback interface of the host.
+	addrLink := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nodeLink}, PeerName: nodeLink + "p"}
+	if err := h.LinkAdd(addrLink); err != nil {
+		t.Fatalf("add %s: %v", nodeLink, err)
+	}
+	peer, err := h.LinkByName(nodeLink + "p")
+	if err != nil {
+		t.Fatalf("find %sp: %v", nodeLink, err)
+	}
+	if err := errors.Join(h.AddrAdd(addrLink, &netlink.Addr{IPNet: netlinkNet(nodeAddr + "/32")}),
+		h.LinkSetUp(peer), h.LinkSetUp(addrLink)); err != nil {
+		t.Fatalf("put %s on %s: %v", nodeAddr, nodeLink, err)
+	}
+	return n
+}
+
+func netlinkNet(cidr string) *net.IPNet {
+	p := netip.MustParsePrefix(cidr)
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}
+}
+
+func (n *node) handle() *netlink.Handle {
+	n.t.Helper()
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(int(n.ns.Fd())))
+	if err != nil {
+		n.t.Fatalf("netlink handle in node: %v", err)
+	}
+	return h
+}
+
+// conflist is the esb network as the brief's runtime would write it.
+func (n *node) conflist() *libcni.NetworkConfigList {
+	n.t.Helper()
+	b, err := json.Marshal(map[string]any{
+		"cniVersion": "1.1.0",
+		"name":       "esb",
+		"plugins": []any{map[string]any{
+			"type": "esb-bridge",
+			"ipam": map[string]any{
+				"type":    "esb-ipam",
+				"routes":  []any{map[string]any{"dst": "0.0.0.0/0"}},
+				"dataDir": n.dataDir,
+			},
+		}},
+	})
+	if err != nil {
+		n.t.Fatalf("marshal conflist: %v", err)
+	}
+	l, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		n.t.Fatalf("parse conflist: %v", err)
+	}
+	return l
+}
+
+// inNode runs fn on a thread in the node namespace with a bounded context,
+// so that plugins libcni executes from there run in the node.
+func (n *node) inNode(fn func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	return n.ns.Do(func(ns.NetNS) error { return fn(ctx) })
+}
+
+// worker is a namespace attached to the node's bridge by esb-bridge.
+type worker struct {
+	t    *testing.T
+	ns   ns.NetNS
+	name string
+	ip   netip.Addr
+}
+
+// attach makes a worker namespace and runs CNI ADD for it through libcni
+// inside the node; DEL runs at cleanup, before the namespace goes.
+func (n *node) attach() *worker {
+	n.t.Helper()
+	if n.cni == nil {
+		n.cni = libcni.NewCNIConfigWithCacheDir([]string{nstest.PluginDir(n.t)}, n.t.TempDir(),
+			&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
+	}
+	n.workers++
+	wns := nstest.NewNS(n.t)
+	w := &worker{t: n.t, ns: wns, name: filepath.Base(wns.Path())}
+	rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("nattest-%d", n.workers), NetNS: wns.Path(), IfName: "eth0"}
+	list := n.conflist()
+	var res *current.Result
+	err := n.inNode(func(ctx context.Context) error {
+		r, err := n.cni.AddNetworkList(ctx, list, rt)
+		if err != nil {
+			return err
+		}
+		res, err = current.NewResultFromResult(r)
+		return err
+	})
+	if err != nil {
+		n.t.Fatalf("CNI ADD %s: %v", rt.ContainerID, err)
+	}
+	n.t.Cleanup(func() {
+		if err := n.inNode(func(ctx context.Context) error { return n.cni.DelNetworkList(ctx, list, rt) }); err != nil {
+			n.t.Errorf("CNI DEL %s: %v", rt.ContainerID, err)
+		}
+	})
+	for _, ipc := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP.To4()); ok && ipc.Address.IP.To4() != nil {
+			w.ip = a
+		}
+	}
+	if !w.ip.IsValid() {
+		n.t.Fatalf("CNI ADD %s: no IPv4 address in %+v", rt.ContainerID, res)
+	}
+	return w
+}
+
+// --- traffic from a worker -----------------------------------------------------
+
+// dial opens a connection whose socket is created in the worker namespace
+// (the socket keeps its namespace when the thread switches back).
+func (w *worker) dial(ctx context.Context, network, addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := w.ns.Do(func(ns.NetNS) error {
+		d := net.Dialer{Timeout: timeout}
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// httpGet sends one request, on a fresh connection, from the worker.
+func (w *worker) httpGet(url string) (string, error) {
+	tr := &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return w.dial(ctx, network, addr, dialTimeout)
+		},
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: dialTimeout}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err = errors.Join(err, resp.Body.Close()); err != nil {
+		return "", fmt.Errorf("read response of %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return string(b), fmt.Errorf("get %s: status %s", url, resp.Status)
+	}
+	return string(b), nil
+}
+
+// mustGet fails the test unless the worker's request returns want.
+func (w *worker) mustGet(url, want string) {
+	w.t.Helper()
+	got, err := w.httpGet(url)
+	if err != nil {
+		w.t.Fatalf("worker GET %s: %v", url, err)
+	}
+	if got != want {
+		w.t.Fatalf("worker GET %s = %q, want %q", url, got, want)
+	}
+}
+
+// greeting connects over TCP and returns the first line the peer sends
+// (the node's test listeners greet with the address the connection came
+// from).
+func (w *worker) greeting(addr string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := w.dial(ctx, "tcp", addr, timeout)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = c.Close() }()
+	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("read greeting of %s: %w", addr, err)
+	}
+	return strings.TrimSpace(line), nil
+}
+
+// udpConn is a connected UDP socket of the worker.
+func (w *worker) udpConn(addr string) *net.UDPConn {
+	w.t.Helper()
+	c, err := w.dial(context.Background(), "udp", addr, dialTimeout)
+	if err != nil {
+		w.t.Fatalf("worker udp socket to %s: %v", addr, err)
+	}
+	w.t.Cleanup(func() { _ = c.Close() })
+	return c.(*net.UDPConn)
+}
+
+// udpRoundTrip sends msg and returns the first datagram that comes back
+// within timeout.
+func udpRoundTrip(c *net.UDPConn, msg string, timeout time.Duration) (string, error) {
+	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return "", err
+	}
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", fmt.Errorf("send datagram: %w", err)
+	}
+	buf := make([]byte, 1500)
+	k, err := c.Read(buf)
+	if err != nil {
+		return "", fmt.Errorf("read echo: %w", err)
+	}
+	return string(buf[:k]), nil
+}
+
+// ping sends echo requests from the worker to dst, a few tries for the
+// first ARP resolution.
+func (w *worker) ping(dst string) error {
+	var err error
+	for range 3 {
+		if _, err = run("ip", "netns", "exec", w.name, "ping", "-n", "-q", "-c", "1", "-W", "1", dst); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// isTimeout reports whether err is a timeout: what a dropped SYN gives,
+// as opposed to a refusal (which means the packet got through).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// expectBlocked checks, in parallel, that the worker's connections to addrs
+// time out.
+func (w *worker) expectBlocked(what string, addrs ...string) {
+	w.t.Helper()
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Go(func() {
+			g, err := w.greeting(a, blockedTimeout)
+			switch {
+			case err == nil:
+				errs[i] = fmt.Errorf("connection to %s went through (greeting %q)", a, g)
+			case !isTimeout(err):
+				errs[i] = fmt.Errorf("connection to %s failed, but not by a drop: %w", a, err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			w.t.Errorf("%s: %v", what, err)
+		}
+	}
+}
+
+// expectReach checks that the worker's connection to addr works and that
+// the listener saw it come from wantFrom.
+func (w *worker) expectReach(what, addr string, wantFrom netip.Addr) {
+	w.t.Helper()
+	g, err := w.greeting(addr, dialTimeout)
+	if err != nil {
+		w.t.Errorf("%s: connect to %s: %v", what, addr, err)
+		return
+	}
+	if want := "from " + wantFrom.String() + " to "; !strings.HasPrefix(g, want) {
+		w.t.Errorf("%s: %s greeted %q, want %q", what, addr, g, want)
+	}
+}
+
+// --- services in the node ------------------------------------------------
+
+// listenTCP starts a listener on addr in namespace n that greets every
+// connection with "from <peer address> to <addr>" and closes it.
+func listenTCP(t *testing.T, n ns.NetNS, addr string) {
+	t.Helper()
+	var l net.Listener
+	err := n.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp4", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			peer := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+			_ = c.SetDeadline(time.Now().Add(dialTimeout))
+			_, _ = fmt.Fprintf(c, "from %s to %s\n", peer, addr)
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(func() { _ = l.Close(); <-done })
+}
+
+// backendBody is what the HTTP backend answers, with the frontend HAProxy
+// says it came through.
+func backendBody(via string) string { return "esb backend via " + via }
+
+// serveHTTP runs the proxy's backend on addr in the node: it answers
+// backendBody with the X-Esb-Via header HAProxy sets.
+func (n *node) serveHTTP(addr string) {
+	n.t.Helper()
+	var l net.Listener
+	err := n.ns.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp4", addr)
+		return err
+	})
+	if err != nil {
+		n.t.Fatalf("backend listen on %s: %v", addr, err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, backendBody(r.Header.Get("X-Esb-Via")))
+		}),
+		ReadHeaderTimeout: dialTimeout,
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(l) }()
+	n.t.Cleanup(func() { _ = srv.Close(); <-done })
+}
+
+// udpEchoReply is what the UDP echo server on addr sends back for msg.
+func udpEchoReply(addr, msg string) string { return "echo from " + addr + ": " + msg }
+
+// serveUDPEcho runs a UDP echo server on addr in the node.
+func (n *node) serveUDPEcho(addr string) {
+	n.t.Helper()
+	var pc net.PacketConn
+	err := n.ns.Do(func(ns.NetNS) error {
+		var err error
+		pc, err = net.ListenPacket("udp4", addr)
+		return err
+	})
+	if err != nil {
+		n.t.Fatalf("udp listen on %s: %v", addr, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			k, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo([]byte(udpEchoReply(addr, string(buf[:k]))), from)
+		}
+	}()
+	n.t.Cleanup(func() { _ = pc.Close(); <-done })
+}
+
+// syncBuffer collects a child's output for the failure message.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startHAProxy runs Debian's haproxy in the node with cfg, in the
+// foreground (-db), until the test ends, and waits until every address in
+// binds accepts connections.
+func (n *node) startHAProxy(cfg string, binds ...string) {
+	n.t.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		nstest.Unavailable(n.t, "haproxy is not installed (run scripts/deps.sh): %v", err)
+	}
+	path := filepath.Join(n.t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		n.t.Fatal(err)
+	}
+	if out, err := run(bin, "-c", "-q", "-f", path); err != nil {
+		n.t.Fatalf("haproxy -c: %v\n%s\n%s", err, out, cfg)
+	}
+	// ip netns exec execs haproxy in place: the process is haproxy itself.
+	cmd := exec.Command("ip", "netns", "exec", n.name, bin, "-f", path, "-db")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		n.t.Fatalf("start haproxy: %v", err)
+	}
+	// exited is closed when haproxy is gone; waitErr is then its status.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	n.t.Cleanup(func() {
+		select {
+		case <-exited:
+			n.t.Errorf("haproxy ended before the test did (%v):\n%s", waitErr, out.String())
+			return
+		default:
+		}
+		_ = cmd.Process.Kill()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			n.t.Errorf("haproxy (pid %d) did not exit after kill", cmd.Process.Pid)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for _, b := range binds {
+		for {
+			err := n.ns.Do(func(ns.NetNS) error {
+				c, err := net.DialTimeout("tcp4", b, 200*time.Millisecond)
+				if err == nil {
+					_ = c.Close()
+				}
+				return err
+			})
+			if err == nil {
+				break
+			}
+			select {
+			case <-exited:
+				n.t.Fatalf("haproxy exited at start")
+			default:
+			}
+			if time.Now().After(deadline) {
+				n.t.Fatalf("haproxy does not accept on %s: %v\n%s", b, err, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// haproxyConfig renders a configuration with one HTTP frontend per bind
+// address, named by frontends, all going to the backend at backend. Each
+// frontend tells the backend its name in X-Esb-Via.
+func haproxyConfig(backend string, frontends map[string]string) string {
+	var b strings.Builder
+	b.WriteString(`global
+	maxconn 256
+
+defaults
+	mode http
+	timeout connect 2s
+	timeout client 10s
+	timeout server 10s
+`)
+	names := make([]string, 0, len(frontends))
+	for name := range frontends {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		fmt.Fprintf(&b, "\nfrontend %s\n\tbind %s\n\thttp-request set-header X-Esb-Via %s\n\tdefault_backend be_go\n", name, frontends[name], name)
+	}
+	fmt.Fprintf(&b, "\nbackend be_go\n\tserver go %s\n", backend)
+	return b.String()
+}
+
+// The proxy stack most tests use: HAProxy frontends on the node address
+// and on loopback, a Go HTTP backend, UDP echo servers on both.
+const (
+	feNode    = nodeAddr + ":19000"
+	feLo      = "127.0.0.1:19001"
+	backend   = "127.0.0.1:18080"
+	udpNode   = nodeAddr + ":19053"
+	udpLo     = "127.0.0.1:19053"
+	fwdURL    = "http://" + gatewayIP + ":9000/"
+	fwdUDP    = gatewayIP + ":9053"
+	viaNode   = "fe_node"
+	viaLo     = "fe_lo"
+	rulesLo   = "forwards:\n  - {proto: tcp, port: 9000, to: \"" + feLo + "\"}\n  - {proto: udp, port: 9053, to: \"" + udpLo + "\"}\n"
+	rulesNode = "forwards:\n  - {proto: tcp, port: 9000, to: \"" + feNode + "\"}\n  - {proto: udp, port: 9053, to: \"" + udpNode + "\"}\n"
+)
+
+// startProxyStack starts the backend, HAProxy and the UDP echo servers.
+func (n *node) startProxyStack() {
+	n.t.Helper()
+	n.serveHTTP(backend)
+	n.serveUDPEcho(udpNode)
+	n.serveUDPEcho(udpLo)
+	n.startHAProxy(haproxyConfig(backend, map[string]string{viaNode: feNode, viaLo: feLo}), feNode, feLo)
+}
+
+// --- rules, nftables, sysctls ---------------------------------------------
+
+// rules parses a rule file's text.
+func rules(t *testing.T, text string) *conf.NATRules {
+	t.Helper()
+	r, err := conf.ParseNATRules([]byte(text))
+	if err != nil {
+		t.Fatalf("parse rules: %v\n%s", err, text)
+	}
+	return r
+}
+
+// mustApply applies r, failing the test on an error, and checks what
+// Apply says it did.
+func (n *node) mustApply(r *conf.NATRules, want nat.Change) {
+	n.t.Helper()
+	got, err := n.mgr.Apply(r)
+	if err != nil {
+		n.t.Fatalf("apply: %v", err)
+	}
+	if got != want {
+		n.t.Errorf("Apply = %s, want %s", got, want)
+	}
+}
+
+// run runs a command with cmdTimeout and returns its combined output.
+func run(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// inNS runs a command in the node with ip netns exec, failing the test
+// when it fails.
+func (n *node) inNS(args ...string) string {
+	n.t.Helper()
+	out, err := run("ip", append([]string{"netns", "exec", n.name}, args...)...)
+	if err != nil {
+		n.t.Fatalf("in node: %v", err)
+	}
+	return out
+}
+
+// list is the kernel's rendering of a table of the node.
+func (n *node) list(family, table string) string {
+	n.t.Helper()
+	return nftList(n.t, n.ns.Path(), family, table)
+}
+
+// hasESBTable reports whether table ip esb exists in the node.
+func (n *node) hasESBTable() bool {
+	n.t.Helper()
+	return strings.Contains(n.inNS("nft", "list", "tables"), "table ip "+nat.TableName+"\n")
+}
+
+// localnet reads route_localnet of the bridge in the node.
+func (n *node) localnet() string {
+	n.t.Helper()
+	var b []byte
+	err := n.ns.Do(func(ns.NetNS) error {
+		var err error
+		b, err = os.ReadFile("/proc/sys/net/ipv4/conf/" + bridgeName + "/route_localnet")
+		return err
+	})
+	if err != nil {
+		n.t.Fatalf("read route_localnet of %s: %v", bridgeName, err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (n *node) nftConn() *nftables.Conn {
+	n.t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.ns.Fd())))
+	if err != nil {
+		n.t.Fatalf("nftables in node: %v", err)
+	}
+	return c
+}
+
+var esbTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: nat.TableName}
+
+// esbRule returns the rule of chain whose comment starts with "esb: "+prefix.
+func (n *node) esbRule(chain, prefix string) *nftables.Rule {
+	n.t.Helper()
+	rs, err := n.nftConn().GetRules(esbTable, &nftables.Chain{Table: esbTable, Name: chain})
+	if err != nil {
+		n.t.Fatalf("list rules of ip esb %s: %v", chain, err)
+	}
+	for _, r := range rs {
+		if c, _ := userdata.GetString(r.UserData, userdata.TypeComment); strings.HasPrefix(c, "esb: "+prefix) {
+			return r
+		}
+	}
+	n.t.Fatalf("no rule %q in chain ip esb %s", prefix, chain)
+	return nil
+}
+
+// ruleCounter returns the packets of a rule's counter.
+func (n *node) ruleCounter(chain, prefix string) uint64 {
+	n.t.Helper()
+	for _, e := range n.esbRule(chain, prefix).Exprs {
+		if c, ok := e.(*expr.Counter); ok {
+			return c.Packets
+		}
+	}
+	n.t.Fatalf("rule %q of ip esb %s has no counter", prefix, chain)
+	return 0
+}
+
+// shape counts what table ip esb holds: rules over all chains, forwards
+// map and targets set elements; zeros when the table is missing. Because
+// the manager replaces the table in one transaction, equal counts mean a
+// whole table.
+type shape struct{ rules, forwards, targets int }
+
+func (n *node) shape() (shape, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.ns.Fd())))
+	if err != nil {
+		return shape{}, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return shape{}, err
+	}
+	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == nat.TableName }) {
+		return shape{}, nil
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return shape{}, err
+	}
+	var s shape
+	for _, ch := range chains {
+		if ch.Table.Name != nat.TableName {
+			continue
+		}
+		rs, err := c.GetRules(esbTable, ch)
+		if err != nil {
+			return shape{}, err
+		}
+		s.rules += len(rs)
+	}
+	for name, count := range map[string]*int{"forwards": &s.forwards, "targets": &s.targets} {
+		set, err := c.GetSetByName(esbTable, name)
+		if err != nil {
+			continue // no such set: not whole
+		}
+		els, err := c.GetSetElements(set)
+		if err != nil {
+			return shape{}, err
+		}
+		*count = len(els)
+	}
+	return s, nil
+}
+
+// waitShape polls until the table has shape want, for at most limit, and
+// returns how long that took.
+func (n *node) waitShape(want shape, limit time.Duration) (time.Duration, error) {
+	start := time.Now()
+	for {
+		got, err := n.shape()
+		if err == nil && got == want {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > limit {
+			return time.Since(start), fmt.Errorf("table ip esb is %+v after %v, want %+v (last error: %w)", got, limit, want, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// watch runs the manager's Watch in the background and returns its
+// reports and a function that stops it (also called when the test ends).
+// It waits for the start pass to have applied r, so the table must not
+// match r already.
+func (n *node) watch(r *conf.NATRules, interval time.Duration) (<-chan nat.Event, func()) {
+	n.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan nat.Event, 1024)
+	done := make(chan error, 1)
+	go func() {
+		done <- n.mgr.Watch(ctx, r, interval, func(e nat.Event) {
+			select {
+			case events <- e:
+			default: // the test stopped reading; never block Watch
+			}
+		})
+	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.Canceled) {
+					n.t.Errorf("Watch returned %v, want context.Canceled", err)
+				}
+			case <-time.After(10 * time.Second):
+				n.t.Errorf("Watch did not return within 10s of cancel")
+			}
+		})
+	}
+	n.t.Cleanup(stop)
+	select {
+	case e := <-events:
+		if e.Err != nil || e.Trigger != "start" {
+			n.t.Fatalf("first Watch report = %+v, want the start pass", e)
+		}
+	case <-time.After(10 * time.Second):
+		n.t.Fatal("Watch made no start pass within 10s")
+	}
+	// Watch subscribes to notifications only after its start pass and
+	// gives no sign when it listens; a change before that waits for the
+	// periodic pass. Give it a moment so the tests measure the
+	// notification path.
+	time.Sleep(100 * time.Millisecond)
+	return events, stop
+}
+
+// drain returns the reports waiting in events.
+func drain(events <-chan nat.Event) []nat.Event {
+	var out []nat.Event
+	for {
+		select {
+		case e := <-events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
