@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -33,15 +34,19 @@ import (
 // serves the API until ctx ends, then stops serving. Workers outlive it: a
 // restarted agent adopts them.
 func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
+	var a *Agent
 	if err := ensureConflist(c, log); err != nil {
 		return err
 	}
+	warnPrivateMountNS(log)
+	var natMgr *nat.Manager
 	if c.NATRules != "" {
 		rules, err := conf.LoadNATRules(c.NATRules)
 		if err != nil {
 			return err
 		}
 		m := nat.NewManager(nil)
+		natMgr = m
 		if _, err := m.Apply(rules); err != nil {
 			return fmt.Errorf("apply NAT rules: %w", err)
 		}
@@ -67,10 +72,11 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a := New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log,
+	a = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log,
 		Metrics: NewMetrics(reg), Config: Config{Port: c.Port, ReadyTimeout: c.ReadyTimeout, StopGrace: c.StopGrace,
 			MaxWorkers: c.MaxWorkers, MaxParallel: c.MaxParallel, PoolMinIdle: c.PoolMinIdle,
 			DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir}})
+	reg.MustRegister(newNodeCollector(a, natMgr, networkCapacity(c)))
 	if err := rt.Ping(ctx); err != nil {
 		return fmt.Errorf("runtime %s does not answer: %w", rt.Name(), err)
 	}
@@ -220,4 +226,37 @@ func mutualTLS(c DaemonConfig) (credentials.TransportCredentials, error) {
 	}
 	return credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}), nil
+}
+
+// networkCapacity returns how many addresses the network's esb-ipam range
+// can hand out, or 0 when the conflist does not use esb-ipam.
+func networkCapacity(c DaemonConfig) uint64 {
+	list, err := libcni.LoadNetworkConf(c.CNIConfDir, c.Network)
+	if err != nil {
+		return 0
+	}
+	for _, p := range list.Plugins {
+		nc, err := conf.ParseBridgeNetConf(p.Bytes)
+		if err != nil || nc.IPAM == nil {
+			continue
+		}
+		var n uint64
+		for _, r := range nc.IPAM.Ranges()[:1] {
+			n = r.Size()
+		}
+		return n
+	}
+	return 0
+}
+
+// warnPrivateMountNS warns when the agent runs in another mount namespace
+// than PID 1 (as under "ip netns exec"): the worker namespaces it pins
+// there are invisible to containerd, and runc then fails to start workers.
+func warnPrivateMountNS(log *slog.Logger) {
+	self, err1 := os.Stat("/proc/self/ns/mnt")
+	init, err2 := os.Stat("/proc/1/ns/mnt")
+	if err1 == nil && err2 == nil && !os.SameFile(self, init) {
+		log.Warn("esb-agent runs in a private mount namespace: worker namespaces pinned here are invisible to containerd; " +
+			"run it in the host's mount namespace (to put it in another network namespace use nsenter --net, not ip netns exec)")
+	}
 }

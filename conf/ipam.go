@@ -2,6 +2,8 @@ package conf
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,6 +71,26 @@ func (r Range) Reserved(a netip.Addr) bool {
 		return true
 	}
 	return a.Is4() && a == LastAddr(r.Subnet)
+}
+
+// Size returns how many addresses the range can hand out: Start..End less
+// the reserved addresses inside it, saturated at the largest uint64.
+func (r Range) Size() uint64 {
+	a, b := r.Start.As16(), r.End.As16()
+	if [8]byte(a[:8]) != [8]byte(b[:8]) {
+		return math.MaxUint64
+	}
+	n := binary.BigEndian.Uint64(b[8:]) - binary.BigEndian.Uint64(a[8:])
+	if n == math.MaxUint64 {
+		return n
+	}
+	n++
+	for _, x := range []netip.Addr{r.Subnet.Addr(), r.Gateway, LastAddr(r.Subnet)} {
+		if r.Reserved(x) && r.Contains(x) {
+			n--
+		}
+	}
+	return n
 }
 
 // String renders the range as "start-end".

@@ -213,15 +213,7 @@ func GC(tx Txn, valid map[AttachmentID]bool, cutoff time.Time) ([]*Allocation, e
 func Usage(tx Txn, r conf.Range) (used, capacity uint64, err error) {
 	v4 := r.Start.Is4()
 	lo, hi := toU(r.Start), toU(r.End)
-	capacity = hi.sub(lo)
-	if capacity != ^uint64(0) {
-		capacity++
-	}
-	for _, a := range []netip.Addr{r.Subnet.Addr(), r.Gateway, conf.LastAddr(r.Subnet)} {
-		if r.Reserved(a) && r.Contains(a) && capacity > 0 {
-			capacity--
-		}
-	}
+	capacity = r.Size()
 	from := lo.chunkBase()
 	for {
 		base, bm, ok, err := tx.NextChunk(from.addr(v4))

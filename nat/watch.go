@@ -40,16 +40,22 @@ func (m *Manager) Watch(ctx context.Context, r *conf.NATRules, interval time.Dur
 			report(Event{Trigger: trigger, Change: change, Took: time.Since(start), Err: err})
 		}
 	}
-	pass("start", time.Now())
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
+	first := true
 	for {
+		// Subscribe before the first pass, so a change made right after
+		// it is not left for the periodic read-back.
 		events, stop, err := m.subscribe()
 		if err != nil {
 			if report != nil {
 				report(Event{Trigger: "notification", Err: fmt.Errorf("subscribe to nftables changes: %w", err)})
 			}
 			events = nil // rely on the ticker until the next try
+		}
+		if first {
+			pass("start", time.Now())
+			first = false
 		}
 		reopen := false
 		for !reopen {
