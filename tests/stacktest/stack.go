@@ -1,0 +1,162 @@
+// Package stacktest finds the runtime stack that scripts/stack.sh starts
+// (esbnet's own containerd, the local registry on 127.0.0.1:5000 and the
+// worker image in it) for the end-to-end tests, and checks that it answers.
+// Its own tests prove the stack works: containerd answers, the registry
+// serves the worker image, and the image runs under runc in its own network
+// namespace.
+//
+// The settings come, for each field, from the environment variable of the
+// same name, else from the stack.env file that "scripts/stack.sh up" writes
+// ($ESB_RUN_DIR/stack.env, default /run/esbnet/stack.env), else from the
+// defaults of scripts/stack.sh.
+package stacktest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
+)
+
+// Stack is where the stack's parts are.
+type Stack struct {
+	// ContainerdSock is the containerd gRPC socket (ESB_CONTAINERD_SOCK).
+	ContainerdSock string
+	// Snapshotter is the snapshotter clients must ask for (ESB_SNAPSHOTTER):
+	// overlayfs, or native where overlay mounts do not work.
+	Snapshotter string
+	// Registry is the local registry's host:port, plain HTTP (ESB_REGISTRY).
+	Registry string
+	// WorkerImage is the worker image reference (ESB_WORKER_IMAGE).
+	WorkerImage string
+}
+
+// Defaults of scripts/stack.sh.
+const (
+	DefaultRunDir         = "/run/esbnet"
+	DefaultContainerdSock = "/run/esbnet/containerd/containerd.sock"
+	DefaultSnapshotter    = "overlayfs"
+	DefaultRegistry       = "127.0.0.1:5000"
+	DefaultWorkerRepo     = "esb/worker:latest"
+)
+
+// Settings returns the stack's settings: environment, then stack.env, then
+// the defaults. A missing stack.env is not an error.
+func Settings() (Stack, error) {
+	runDir := os.Getenv("ESB_RUN_DIR")
+	if runDir == "" {
+		runDir = DefaultRunDir
+	}
+	file, err := readEnvFile(filepath.Join(runDir, "stack.env"))
+	if err != nil {
+		return Stack{}, err
+	}
+	get := func(key, def string) string {
+		if v := os.Getenv(key); v != "" {
+			return v
+		}
+		if v := file[key]; v != "" {
+			return v
+		}
+		return def
+	}
+	s := Stack{
+		ContainerdSock: get("ESB_CONTAINERD_SOCK", DefaultContainerdSock),
+		Snapshotter:    get("ESB_SNAPSHOTTER", DefaultSnapshotter),
+		Registry:       get("ESB_REGISTRY", DefaultRegistry),
+	}
+	s.WorkerImage = get("ESB_WORKER_IMAGE", s.Registry+"/"+DefaultWorkerRepo)
+	return s, nil
+}
+
+// readEnvFile reads KEY=VALUE lines; a missing file gives an empty map.
+func readEnvFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read stack settings: %w", err)
+	}
+	m := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok {
+			m[k] = v
+		}
+	}
+	return m, nil
+}
+
+// Require returns the stack's settings after checking, as root, that
+// containerd and the registry answer. When they do not it fails under CI
+// and skips elsewhere, saying to run scripts/stack.sh up.
+func Require(t testing.TB) Stack {
+	t.Helper()
+	nstest.RequirePrivileged(t)
+	s, err := Settings()
+	if err != nil {
+		t.Fatalf("stack settings: %v", err)
+	}
+	if _, err := exec.LookPath("ctr"); err != nil {
+		nstest.Unavailable(t, "ctr is not installed (run scripts/deps.sh, then scripts/stack.sh up): %v", err)
+	}
+	if _, err := os.Stat(s.ContainerdSock); err != nil {
+		nstest.Unavailable(t, "containerd socket %s is missing (run scripts/stack.sh up): %v", s.ContainerdSock, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if out, err := s.Ctr(ctx, "", "version").CombinedOutput(); err != nil {
+		nstest.Unavailable(t, "containerd on %s does not answer (run scripts/stack.sh up): %v\n%s", s.ContainerdSock, err, out)
+	}
+	if err := s.PingRegistry(ctx); err != nil {
+		nstest.Unavailable(t, "%v (run scripts/stack.sh up)", err)
+	}
+	return s
+}
+
+// Ctr returns a ctr command against the stack's containerd, in namespace
+// ns when it is not empty, with the stack's snapshotter. The command is
+// killed when ctx ends.
+func (s Stack) Ctr(ctx context.Context, ns string, args ...string) *exec.Cmd {
+	a := []string{"--address", s.ContainerdSock}
+	if ns != "" {
+		a = append(a, "--namespace", ns)
+	}
+	cmd := exec.CommandContext(ctx, "ctr", append(a, args...)...)
+	cmd.Env = append(os.Environ(), "CONTAINERD_SNAPSHOTTER="+s.Snapshotter)
+	return cmd
+}
+
+// PingRegistry checks that the registry answers GET /v2/ with 200.
+func (s Stack) PingRegistry(ctx context.Context) error {
+	url := "http://" + s.Registry + "/v2/"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("ping registry: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("registry %s does not answer: %w", url, err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("registry %s answers %s", url, resp.Status)
+	}
+	return nil
+}
