@@ -11,7 +11,7 @@ CNI_CONF    ?= /etc/cni/net.d/10-esb.conflist
 PLUGINS     := esb-bridge esb-ipam
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 
-.PHONY: help build install uninstall deps test test-unit test-privileged bench lint proto demo clean
+.PHONY: help build install uninstall deps stack-up stack-down stack-status worker-image test test-unit test-privileged bench lint proto demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -31,14 +31,27 @@ uninstall: ## remove what install added (the conflist only when it is still the 
 deps: ## install the Debian packages and test tools the tests need (root)
 	scripts/deps.sh
 
-test: deps ## everything, as root: unit, privileged and integration tests (the command CI runs)
-	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -race -count=1 -timeout 30m ./...
+stack-up: deps ## start containerd (own socket under /run/esbnet), the registry on 127.0.0.1:5000 and push the worker image (root)
+	scripts/stack.sh up
+
+stack-down: ## stop what stack-up started (data in /var/lib/esbnet stays)
+	scripts/stack.sh down
+
+stack-status: ## show the runtime stack: pids, health, worker image digest
+	scripts/stack.sh status
+
+worker-image: ## build tests/worker and push it to the local registry as 127.0.0.1:5000/esb/worker:latest
+	scripts/worker-image.sh
+
+test: deps stack-up ## everything, as root: unit tests (race detector), then the privileged, client and end-to-end suites one package at a time (the command CI runs)
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m ./tests/...
 
 test-unit: ## unit tests only, as any user, no daemons
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
-test-privileged: deps ## the namespace tests only (root)
-	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 -timeout 30m -v ./tests/...
+test-privileged: deps stack-up ## the namespace, client, stack and end-to-end suites only (root)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m -v ./tests/...
 
 bench: deps ## benchmarks side by side with the reference plugins, with a printed table (root)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./ipam/... ./tests/bench/...
