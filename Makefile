@@ -62,7 +62,7 @@ lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 proto: ## regenerate the gRPC code in agent/api/v1 from agent.proto (installs protoc and its Go plugins)
 	scripts/proto.sh
 
-demo: deps build ## attach a network namespace to the esb network, print its address and ping the gateway (root)
+demo: deps build ## the main job: start the stack, serve a worker through esb-agent, invoke it through the proxy, release it (root)
 	scripts/demo.sh
 
 clean: ## remove build output
