@@ -3,10 +3,10 @@ package conf
 import (
 	"bytes"
 	"encoding/binary"
-	"math"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"path/filepath"
 	"regexp"

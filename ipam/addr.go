@@ -133,16 +133,6 @@ func (u u128) add(n uint64) (u128, bool) {
 	return u128{hi, lo}, c2 != 0
 }
 
-// sub returns u-v, saturated at the largest uint64.
-func (u u128) sub(v u128) uint64 {
-	lo, b := bits.Sub64(u.lo, v.lo, 0)
-	hi, _ := bits.Sub64(u.hi, v.hi, b)
-	if hi != 0 {
-		return ^uint64(0)
-	}
-	return lo
-}
-
 func (u u128) chunkBase() u128 { return u128{u.hi, u.lo &^ (chunkSize - 1)} }
 func (u u128) offset() uint    { return uint(u.lo & (chunkSize - 1)) }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,7 +77,7 @@ func OpenBolt(dir, network string, opt BoltOptions) (*BoltStore, error) {
 	})
 	if err != nil {
 		_ = lock.Close()
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, ErrLockTimeout
 		}
 		return nil, fmt.Errorf("open IPAM store %s: %w", DBPath(dir, network), err)

@@ -193,7 +193,7 @@ func (m *Manager) Apply(r *conf.NATRules) (Change, error) {
 	if err != nil {
 		return Unchanged, fmt.Errorf("open nftables: %w", err)
 	}
-	defer c.CloseLasting()
+	defer func() { _ = c.CloseLasting() }()
 	cur, err := m.read(c)
 	if err != nil {
 		return Unchanged, err
@@ -364,7 +364,7 @@ func (m *Manager) Delete(bridge string) error {
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
-	defer c.CloseLasting()
+	defer func() { _ = c.CloseLasting() }()
 	cur, err := m.read(c)
 	if err != nil {
 		return err
@@ -394,7 +394,7 @@ func (m *Manager) Counters() ([]ForwardCounter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open nftables: %w", err)
 	}
-	defer c.CloseLasting()
+	defer func() { _ = c.CloseLasting() }()
 	cur, err := m.read(c)
 	if err != nil || !cur.exists || cur.forwards == nil {
 		return nil, err

@@ -100,7 +100,7 @@ func agentMain(name string, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	api := agentv1.NewAgentServiceClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -244,7 +244,7 @@ func invoke(ctx context.Context, stdout io.Writer, w *agentv1.Worker, payload st
 	if err != nil {
 		return fmt.Errorf("invoke %s: %w", w.GetId(), err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return err

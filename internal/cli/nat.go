@@ -33,7 +33,7 @@ Counters count connections: the DNAT chain sees the first packet of each.
 
 func natCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{errors.New("nat needs a subcommand\n\n" + natUsage)}
+		return usageError{fmt.Errorf("nat needs a subcommand\n\n%s", natUsage)}
 	}
 	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		_, err := fmt.Fprint(stdout, natUsage)

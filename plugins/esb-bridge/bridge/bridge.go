@@ -127,7 +127,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	defer target.Close()
+	defer func() { _ = target.Close() }()
 	if nc.IPAM != nil {
 		if err := checkSubnetFree(nc.Bridge, nc.IPAM.Ranges()); err != nil {
 			return err

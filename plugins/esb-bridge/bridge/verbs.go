@@ -79,7 +79,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	defer target.Close()
+	defer func() { _ = target.Close() }()
 
 	mac, err := checkContainer(target, args.IfName, prev)
 	if err != nil {
@@ -160,7 +160,7 @@ func checkContainer(target interface{ Fd() uintptr }, ifName string, prev *curre
 	for _, ip := range prev.IPs {
 		found := false
 		for _, a := range addrs {
-			if a.IPNet.IP.Equal(ip.Address.IP) && a.IPNet.Mask.String() == ip.Address.Mask.String() {
+			if a.IP.Equal(ip.Address.IP) && a.Mask.String() == ip.Address.Mask.String() {
 				found = true
 			}
 		}
