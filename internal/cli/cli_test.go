@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func run(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = Main(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestConflist(t *testing.T) {
+	code, out, _ := run("conflist")
+	if code != 0 || !strings.Contains(out, `"type": "esb-bridge"`) || !strings.Contains(out, `"cniVersion": "1.1.0"`) {
+		t.Fatalf("conflist: %d %s", code, out)
+	}
+	if code, out, _ := run("conflist", "-cni-version", "1.0.0"); code != 0 || !strings.Contains(out, `"cniVersion": "1.0.0"`) {
+		t.Errorf("-cni-version 1.0.0: %d %s", code, out)
+	}
+	if code, _, errOut := run("conflist", "-cni-version", "2.0.0"); code != 2 || !strings.Contains(errOut, "-cni-version must be") {
+		t.Errorf("-cni-version 2.0.0: %d %s", code, errOut)
+	}
+
+	path := filepath.Join(t.TempDir(), "net.d", "10-esb.conflist")
+	if code, out, errOut := run("conflist", "-o", path); code != 0 || !strings.Contains(out, "wrote") {
+		t.Fatalf("write: %d %s %s", code, out, errOut)
+	}
+	if code, out, _ := run("conflist", "-o", path); code != 0 || !strings.Contains(out, "up to date") {
+		t.Errorf("rewrite of the same: %d %s", code, out)
+	}
+	if err := os.WriteFile(path, []byte(`{"changed":true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := run("conflist", "-o", path); code != 1 || !strings.Contains(errOut, "keeping it") {
+		t.Errorf("a changed file was not kept: %d %s", code, errOut)
+	}
+	if b, _ := os.ReadFile(path); string(b) != `{"changed":true}` {
+		t.Errorf("changed file overwritten: %s", b)
+	}
+	if code, _, _ := run("conflist", "-o", path, "-force"); code != 0 {
+		t.Errorf("-force: %d", code)
+	}
+	if b, _ := os.ReadFile(path); !strings.Contains(string(b), "esb-bridge") {
+		t.Errorf("-force did not write the default: %s", b)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{}, {"frobnicate"}, {"nat"}, {"nat", "sideways"}, {"nat", "apply"}, {"acquire", "-o", "yaml"}} {
+		if code, _, _ := run(args...); code != 2 {
+			t.Errorf("%q: exit %d, want 2", args, code)
+		}
+	}
+	if code, out, _ := run("help"); code != 0 || !strings.Contains(out, "esbctl nat") {
+		t.Errorf("help: %d %s", code, out)
+	}
+}
+
+func TestNatApplyNamesBadField(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(path, []byte("forwards:\n  - {proto: tcp, port: 70000, to: \"127.0.0.1:1\"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := run("nat", "apply", "-f", path)
+	if code != 1 || !strings.Contains(errOut, `invalid forwards[0].port "70000"`) {
+		t.Errorf("bad rules: %d %s", code, errOut)
+	}
+}
