@@ -6,8 +6,10 @@ package containerd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,6 +27,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/edge-serverless-box/esbnet/shim"
 )
@@ -80,7 +84,7 @@ func wrap(err error, format string, args ...any) error {
 	switch {
 	case errdefs.IsNotFound(err):
 		return fmt.Errorf("%s: %w", msg, errors.Join(shim.ErrNotFound, err))
-	case errdefs.IsUnavailable(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) ||
+	case errdefs.IsUnavailable(err) || status.Code(err) == codes.Unavailable || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "no such file or directory"):
 		return fmt.Errorf("%s: %w", msg, errors.Join(shim.ErrUnavailable, err))
 	}
@@ -115,10 +119,16 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 		if err != nil {
 			return nil, err
 		}
-		if slices.Contains(plain, host) {
-			for i := range hs {
+		for i := range hs {
+			if slices.Contains(plain, host) {
 				hs[i].Scheme = "http"
+				continue
 			}
+			// containerd falls back to plain HTTP for localhost on its
+			// own; only registries named in PlainHTTP may use it.
+			hs[i].Scheme = "https"
+			hs[i].Client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment,
+				TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}}}
 		}
 		return hs, nil
 	}})

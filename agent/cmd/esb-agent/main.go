@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	clog "github.com/containerd/log"
+
 	"github.com/edge-serverless-box/esbnet/agent"
 	"github.com/edge-serverless-box/esbnet/internal/buildinfo"
 )
@@ -36,6 +38,9 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// The containerd client logs through logrus; keep its chatter (such as
+	// notes on plain-HTTP registries) out of the agent's JSON log.
+	_ = clog.SetLevel("warn")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := agent.Run(ctx, cfg, log); err != nil {
