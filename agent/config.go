@@ -121,11 +121,12 @@ func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Write
 			if err := f.Value.Set(fmt.Sprint(v)); err != nil {
 				errs = append(errs, fmt.Errorf("config key %s: %w", f.Name, err))
 			}
-			delete(fromFile, f.Name)
 		}
 	})
 	for k := range fromFile {
-		errs = append(errs, fmt.Errorf("config key %q is not a setting of esb-agent", k))
+		if fs.Lookup(k) == nil || k == "config" {
+			errs = append(errs, fmt.Errorf("config key %q is not a setting of esb-agent", k))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return c, err
