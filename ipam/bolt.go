@@ -195,9 +195,11 @@ func lockFile(path string, wait time.Duration) (*os.File, error) {
 
 type boltTxn struct{ tx *bolt.Tx }
 
+// allocRecord is an allocation's value; the attachment is the key. Records
+// written before the key was made the only copy also carry the attachment.
 type allocRecord struct {
-	ContainerID string   `json:"containerID"`
-	IfName      string   `json:"ifname"`
+	ContainerID string   `json:"containerID,omitempty"`
+	IfName      string   `json:"ifname,omitempty"`
 	IPs         []string `json:"ips"`
 	Created     int64    `json:"created"`
 }
@@ -214,13 +216,17 @@ func (t boltTxn) bucket(name []byte) (*bolt.Bucket, error) {
 	return b, nil
 }
 
-func decodeAlloc(v []byte) (*Allocation, error) {
+func decodeAlloc(k, v []byte) (*Allocation, error) {
 	var rec allocRecord
 	if err := json.Unmarshal(v, &rec); err != nil {
 		return nil, errCorrupt("allocation record: %v", err)
 	}
+	cid, ifName, ok := strings.Cut(string(k), "\x00")
+	if !ok {
+		return nil, errCorrupt("allocation key %q", k)
+	}
 	a := &Allocation{
-		ID:      AttachmentID{rec.ContainerID, rec.IfName},
+		ID:      AttachmentID{cid, ifName},
 		Created: time.Unix(0, rec.Created),
 	}
 	for _, s := range rec.IPs {
@@ -238,11 +244,12 @@ func (t boltTxn) Allocation(id AttachmentID) (*Allocation, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := b.Get(allocKey(id))
+	k := allocKey(id)
+	v := b.Get(k)
 	if v == nil {
 		return nil, nil
 	}
-	return decodeAlloc(v)
+	return decodeAlloc(k, v)
 }
 
 func (t boltTxn) PutAllocation(a *Allocation) error {
@@ -250,7 +257,7 @@ func (t boltTxn) PutAllocation(a *Allocation) error {
 	if err != nil {
 		return err
 	}
-	rec := allocRecord{ContainerID: a.ID.ContainerID, IfName: a.ID.IfName, Created: a.Created.UnixNano()}
+	rec := allocRecord{Created: a.Created.UnixNano()}
 	for _, p := range a.IPs {
 		rec.IPs = append(rec.IPs, p.String())
 	}
@@ -274,8 +281,8 @@ func (t boltTxn) ForEachAllocation(fn func(*Allocation) error) error {
 	if err != nil {
 		return err
 	}
-	return b.ForEach(func(_, v []byte) error {
-		a, err := decodeAlloc(v)
+	return b.ForEach(func(k, v []byte) error {
+		a, err := decodeAlloc(k, v)
 		if err != nil {
 			return err
 		}
