@@ -1,0 +1,463 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+)
+
+const (
+	// invokePath is the worker's Lambda invoke endpoint (tests/worker).
+	invokePath = "/2015-03-31/functions/function/invocations"
+	gatewayIP  = "10.88.0.1"
+	netName    = "esb"
+	// metricsAddr is the agent's /metrics, on the node's loopback.
+	metricsAddr = "127.0.0.1:9464"
+
+	// Bounds of every wait.
+	agentStartTimeout = 30 * time.Second // start to the socket answering
+	agentStopTimeout  = 30 * time.Second // signal to exit
+	rpcTimeout        = 90 * time.Second // one API call (an acquire creates a container)
+	cmdTimeout        = 60 * time.Second // one command (ctr, esbctl)
+	invokeTimeout     = 10 * time.Second // one invoke that should answer
+	settleTimeout     = 10 * time.Second // the kernel's asynchronous cleanup
+	pollInterval      = 50 * time.Millisecond
+)
+
+var esbSubnet = netip.MustParsePrefix("10.88.0.0/16")
+
+// --- binaries --------------------------------------------------------------
+
+var built struct {
+	once          sync.Once
+	dir           string
+	agent, esbctl string
+	err           error
+}
+
+// binaries builds esb-agent and esbctl once per test binary.
+func binaries(t testing.TB) (agentBin, esbctlBin string) {
+	t.Helper()
+	built.once.Do(func() {
+		dir, err := os.MkdirTemp("", "esbe2e-bin-")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.dir = dir
+		cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./agent/cmd/esb-agent", "./cmd/esbctl")
+		cmd.Dir = nstest.RepoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build esb-agent and esbctl: %v\n%s", err, out)
+			return
+		}
+		built.agent, built.esbctl = filepath.Join(dir, "esb-agent"), filepath.Join(dir, "esbctl")
+	})
+	if built.err != nil {
+		t.Fatalf("build: %v", built.err)
+	}
+	return built.agent, built.esbctl
+}
+
+// cleanupBinaries removes what binaries built; TestMain calls it.
+func cleanupBinaries() {
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
+	}
+}
+
+// --- the test's node ---------------------------------------------------------
+
+// env is one test's world: a node namespace, a containerd namespace with
+// the worker image, a directory with the agent's conflist, IPAM store,
+// libcni cache, worker logs, netns pins and socket, and at most one running
+// agent.
+type env struct {
+	t     *testing.T
+	stack stacktest.Stack
+	node  ns.NetNS
+	base  string // every file of the test
+	ctrNS string // containerd namespace of the test's workers
+	image string
+
+	agent *agentProc // nil while no agent runs
+	runs  int        // agents started so far (names their logs)
+	seen  map[string]bool
+}
+
+// newEnv makes the test's node and containerd namespace and pre-pulls the
+// worker image there (the agent, in the node, cannot reach the registry on
+// the host's loopback). Everything is removed when the test ends, after a
+// check that nothing of a worker is left.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	s := stacktest.Require(t)
+	runDir := os.Getenv("ESB_RUN_DIR")
+	if runDir == "" {
+		runDir = stacktest.DefaultRunDir
+	}
+	if _, err := os.Stat(filepath.Join(runDir, "stack.env")); err != nil {
+		nstest.Unavailable(t, "the stack's settings are missing (run scripts/stack.sh up): %v", err)
+	}
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		nstest.Unavailable(t, "nsenter is not installed (util-linux): %v", err)
+	}
+	binaries(t)
+	nstest.PluginDir(t)
+
+	base, err := os.MkdirTemp("", "esbe2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, stack: s, base: base, ctrNS: "esbe2e-" + randomHex(t, 4), image: s.WorkerImage, seen: map[string]bool{}}
+	// Cleanups run last-registered first: the directory goes after the
+	// node, which goes after the workers and the containerd namespace.
+	t.Cleanup(func() {
+		if err := unmountAll(e.netnsDir()); err != nil {
+			t.Errorf("unmount %s: %v", e.netnsDir(), err)
+		}
+		if err := os.RemoveAll(base); err != nil {
+			t.Errorf("remove %s: %v", base, err)
+		}
+	})
+	e.node = nstest.NewNS(t)
+	if err := e.inNode(func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	}); err != nil {
+		t.Fatalf("set lo up in the node: %v", err)
+	}
+	e.writeConflist()
+	t.Cleanup(e.teardown)
+	e.ctr("images", "pull", "--plain-http", "--snapshotter", s.Snapshotter, s.WorkerImage)
+	return e
+}
+
+func randomHex(t testing.TB, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func (e *env) socket() string   { return filepath.Join(e.base, "agent.sock") }
+func (e *env) confDir() string  { return filepath.Join(e.base, "conf") }
+func (e *env) ipamDir() string  { return filepath.Join(e.base, "ipam") }
+func (e *env) cacheDir() string { return filepath.Join(e.base, "cache") }
+func (e *env) logDir() string   { return filepath.Join(e.base, "logs") }
+func (e *env) netnsDir() string { return filepath.Join(e.base, "netns") }
+
+// pinPath is where the agent pins the namespace of worker id.
+func (e *env) pinPath(id string) string { return filepath.Join(e.netnsDir(), "esb-"+id) }
+
+// writeConflist writes the esb network of the test: esb-bridge with
+// esb-ipam, whose store lives in the test's directory.
+func (e *env) writeConflist() {
+	e.t.Helper()
+	list := map[string]any{
+		"cniVersion": "1.1.0",
+		"name":       netName,
+		"plugins": []any{map[string]any{
+			"type": "esb-bridge",
+			"ipam": map[string]any{
+				"type":    "esb-ipam",
+				"dataDir": e.ipamDir(),
+				"routes":  []any{map[string]any{"dst": "0.0.0.0/0"}},
+			},
+		}},
+	}
+	b, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.MkdirAll(e.confDir(), 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.confDir(), "10-esb.conflist"), b, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// inNode runs fn on a thread in the node namespace.
+func (e *env) inNode(fn func() error) error {
+	return e.node.Do(func(ns.NetNS) error { return fn() })
+}
+
+// handle returns a netlink handle bound to the node.
+func (e *env) handle() (*netlink.Handle, error) {
+	return netlink.NewHandleAt(vnetns.NsHandle(int(e.node.Fd())))
+}
+
+// --- commands ----------------------------------------------------------------
+
+// ctrOut runs ctr in the test's containerd namespace.
+func (e *env) ctrOut(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	out, err := e.stack.Ctr(ctx, e.ctrNS, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// ctr runs ctr in the test's containerd namespace, failing the test when
+// it fails.
+func (e *env) ctr(args ...string) string {
+	e.t.Helper()
+	out, err := e.ctrOut(args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// containers lists the IDs of the containers in the test's namespace.
+func (e *env) containers() ([]string, error) {
+	out, err := e.ctrOut("containers", "list", "-q")
+	if err != nil {
+		return nil, err
+	}
+	ids := strings.Fields(out)
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// taskStatus returns the STATUS column of ctr tasks list for id ("" when
+// it has no task).
+func (e *env) taskStatus(id string) string {
+	e.t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(e.ctr("tasks", "list")))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == id {
+			return f[2]
+		}
+	}
+	return ""
+}
+
+// containerLabels returns the labels of container id.
+func (e *env) containerLabels(id string) map[string]string {
+	e.t.Helper()
+	var info struct{ Labels map[string]string }
+	if err := json.Unmarshal([]byte(e.ctr("containers", "info", id)), &info); err != nil {
+		e.t.Fatalf("decode ctr containers info %s: %v", id, err)
+	}
+	return info.Labels
+}
+
+// removeContainer kills and deletes a worker container behind the agent's
+// back, as an operator's ctr would.
+func (e *env) removeContainer(id string) {
+	e.t.Helper()
+	if err := removeContainer(e, id); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func removeContainer(e *env, id string) error {
+	var errs []error
+	if out, err := e.ctrOut("tasks", "kill", "--signal", "SIGKILL", id); err != nil && !strings.Contains(out, "not found") {
+		errs = append(errs, err)
+	}
+	deadline := time.Now().Add(settleTimeout)
+	for {
+		out, err := e.ctrOut("tasks", "delete", "--force", id)
+		if err == nil || strings.Contains(out, "not found") {
+			break
+		}
+		if time.Now().After(deadline) {
+			errs = append(errs, err)
+			break
+		}
+		time.Sleep(pollInterval)
+	}
+	if out, err := e.ctrOut("containers", "delete", id); err != nil && !strings.Contains(out, "not found") {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// --- the agent process -----------------------------------------------------
+
+// agentProc is one run of esb-agent in the node.
+type agentProc struct {
+	cmd     *exec.Cmd
+	logPath string
+	logFile *os.File
+	exited  chan struct{}
+	waitErr error
+	conn    *grpc.ClientConn
+	api     agentv1.AgentServiceClient
+	// ready is the time from the process start to the socket answering
+	// health checks with SERVING: reconcile (adoption) included.
+	ready time.Duration
+}
+
+// startAgent runs esb-agent in the node with the test's settings and
+// extra flags, and waits until its socket answers. The agent is entered
+// into the node's network namespace only (nsenter --net), so the
+// namespaces it pins stay visible to containerd.
+func (e *env) startAgent(extra ...string) *agentProc {
+	e.t.Helper()
+	if e.agent != nil {
+		e.t.Fatal("an agent already runs")
+	}
+	agentBin, _ := binaries(e.t)
+	e.runs++
+	args := []string{"--net=" + e.node.Path(), agentBin,
+		"-containerd-address", e.stack.ContainerdSock,
+		"-containerd-namespace", e.ctrNS,
+		"-snapshotter", e.stack.Snapshotter,
+		"-socket", e.socket(),
+		"-cni-conf-dir", e.confDir(),
+		"-cni-bin-dirs", nstest.PluginDir(e.t),
+		"-cni-cache-dir", e.cacheDir(),
+		"-netns-dir", e.netnsDir(),
+		"-log-dir", e.logDir(),
+		"-metrics-listen", metricsAddr,
+		"-log-level", "debug",
+	}
+	args = append(args, extra...)
+	p := &agentProc{logPath: filepath.Join(e.base, fmt.Sprintf("agent-%d.log", e.runs)), exited: make(chan struct{})}
+	f, err := os.Create(p.logPath)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p.logFile = f
+	p.cmd = exec.Command("nsenter", args...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	start := time.Now()
+	if err := p.cmd.Start(); err != nil {
+		_ = f.Close()
+		e.t.Fatalf("start esb-agent: %v", err)
+	}
+	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
+	e.agent = p
+
+	// A short reconnect backoff, so the wait measures the agent and not
+	// gRPC's default one-second backoff after the first refused dial.
+	p.conn, err = grpc.NewClient("unix://"+e.socket(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: time.Second,
+			Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.2, MaxDelay: 100 * time.Millisecond}}))
+	if err != nil {
+		e.t.Fatalf("grpc client: %v", err)
+	}
+	p.api = agentv1.NewAgentServiceClient(p.conn)
+	health := healthpb.NewHealthClient(p.conn)
+	deadline := start.Add(agentStartTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		r, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: agentv1.AgentService_ServiceDesc.ServiceName})
+		cancel()
+		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			p.ready = time.Since(start)
+			return p
+		}
+		select {
+		case <-p.exited:
+			e.t.Fatalf("esb-agent exited at start (%v):\n%s", p.waitErr, p.log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("esb-agent does not answer on %s within %s (last: %v):\n%s", e.socket(), agentStartTimeout, err, p.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// log returns what the agent wrote so far.
+func (p *agentProc) log() string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return fmt.Sprintf("(read %s: %v)", p.logPath, err)
+	}
+	return string(b)
+}
+
+// logRecords returns the agent's JSON log records whose msg is msg.
+func (p *agentProc) logRecords(msg string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(p.log(), "\n") {
+		var r map[string]any
+		if json.Unmarshal([]byte(line), &r) == nil && r["msg"] == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// stopAgent signals the agent and waits for it to exit. After SIGTERM the
+// agent must exit 0 (a graceful stop that keeps the workers).
+func (e *env) stopAgent(sig syscall.Signal) {
+	e.t.Helper()
+	if err := e.stopAgentErr(sig); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) stopAgentErr(sig syscall.Signal) error {
+	p := e.agent
+	if p == nil {
+		return nil
+	}
+	e.agent = nil
+	defer func() { _ = p.conn.Close(); _ = p.logFile.Close() }()
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal esb-agent: %w", err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(agentStopTimeout):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		return fmt.Errorf("esb-agent did not exit within %s of %v:\n%s", agentStopTimeout, sig, p.log())
+	}
+	if sig == syscall.SIGTERM && p.waitErr != nil {
+		return fmt.Errorf("esb-agent exited with %v after SIGTERM, want 0:\n%s", p.waitErr, p.log())
+	}
+	return nil
+}
+
+// knownBugsEnv runs the tests of known agent bugs, which otherwise skip.
+const knownBugsEnv = "ESB_E2E_KNOWN_BUGS"
+
+// knownBug skips a test that asserts the correct behaviour of something
+// the agent gets wrong today, unless ESB_E2E_KNOWN_BUGS is set. Remove the
+// call when the bug is fixed.
+func knownBug(t *testing.T, bug string) {
+	t.Helper()
+	if os.Getenv(knownBugsEnv) == "" {
+		t.Skipf("known bug: %s (set %s=1 to run)", bug, knownBugsEnv)
+	}
+}

@@ -1,0 +1,82 @@
+package e2e
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
+)
+
+// nft runs nft in the node with script on its standard input.
+func (e *env) nft(script string) {
+	e.t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		nstest.Unavailable(e.t, "nft is not installed (run scripts/deps.sh): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "nsenter", "--net="+e.node.Path(), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		e.t.Fatalf("nft in the node: %v\n%s\n%s", err, out, script)
+	}
+}
+
+// TestReadinessTimeout makes the workers' port refuse every connection
+// from the node (as a function that never listens looks to the agent): the
+// acquire fails with DeadlineExceeded after -ready-timeout, and the agent
+// rolls back everything it made. Once the port answers again, the same
+// agent acquires normally. An image that cannot be pulled fails the
+// acquire before anything is made.
+func TestReadinessTimeout(t *testing.T) {
+	e := newEnv(t)
+	const readyTimeout = 2 * time.Second
+	e.startAgent("-ready-timeout", readyTimeout.String())
+
+	// The worker's port answers every SYN from the node with a reset, as a
+	// closed port does (the worker image has no way not to listen: the
+	// agent sets its PORT).
+	e.nft(`table inet esbe2e {
+	chain output {
+		type filter hook output priority 0;
+		ip daddr 10.88.0.0/16 tcp dport 8080 reject with tcp reset
+	}
+}`)
+	start := time.Now()
+	_, err := e.acquire(e.acquireReq("owner-slow", "silent"))
+	took := time.Since(start)
+	wantCode(t, "acquire of a worker that never accepts", err, codes.DeadlineExceeded, "did not accept TCP", readyTimeout.String())
+	if took < readyTimeout || took > readyTimeout+15*time.Second {
+		t.Errorf("the failed acquire took %v, want about the ready timeout %v", took, readyTimeout)
+	}
+	e.expectNoTraces("after the timed-out acquire")
+	if ws := e.list(""); len(ws) != 0 {
+		t.Errorf("workers after the timed-out acquire: %v", ws)
+	}
+	if v, ok := metricValue(e.metrics(), `esb_agent_acquire_errors_total{class="not_ready"}`); !ok || v != "1" {
+		t.Errorf(`esb_agent_acquire_errors_total{class="not_ready"} = %q (present %v), want 1`, v, ok)
+	}
+
+	e.nft("delete table inet esbe2e\n")
+	w := e.mustAcquire(e.acquireReq("owner-slow", "silent"))
+	e.mustInvoke(w, `{"ready":"now"}`)
+	e.mustRelease(w)
+	e.expectNoTraces("after release")
+
+	// The node has no registry on its loopback: the pull fails.
+	r := e.acquireReq("owner-slow", "unpullable")
+	r.Image = "127.0.0.1:5000/esb/e2e-missing:latest"
+	_, err = e.acquire(r)
+	if st, _ := status.FromError(err); err == nil || st.Code() == codes.OK || !strings.Contains(st.Message(), r.Image) {
+		t.Errorf("acquire of an image that cannot be pulled: %v, want an error naming the image", err)
+	} else {
+		t.Logf("acquire of an image that cannot be pulled: %s: %s", st.Code(), st.Message())
+	}
+	e.expectNoTraces("after the failed pull")
+}
