@@ -299,7 +299,7 @@ func (a *Agent) takeIdle(ctx context.Context, key, owner, request string) (*Work
 	w.State, w.Owner, w.Warm, w.request = StateBusy, owner, true, request
 	c := *w
 	a.mu.Unlock()
-	if err := a.rt.SetLabels(ctx, w.ID, map[string]string{shim.LabelOwner: owner}); err != nil && !errors.Is(err, shim.ErrImmutable) {
+	if err := a.rt.SetLabels(ctx, w.ID, map[string]string{shim.LabelOwner: owner, shim.LabelRequest: request}); err != nil && !errors.Is(err, shim.ErrImmutable) {
 		a.log.Warn("record owner on worker", "worker", w.ID, "err", err)
 	}
 	a.metrics.setStates(a.counts())
@@ -394,7 +394,7 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 	}
 	labels := map[string]string{
 		shim.LabelWorker: "1", shim.LabelFunction: r.Function, shim.LabelOwner: w.Owner,
-		shim.LabelPoolKey: w.poolKey, shim.LabelPort: strconv.Itoa(w.Port),
+		shim.LabelPoolKey: w.poolKey, shim.LabelPort: strconv.Itoa(w.Port), shim.LabelRequest: r.RequestID,
 	}
 	env := map[string]string{}
 	for k, v := range r.Env {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -178,12 +179,13 @@ type fakeNetwork struct {
 	attachErr error
 	gcLive    []string
 	detached  []string
+	broken    map[string]bool // attachments whose interface vanished
 }
 
 var _ shim.Network = (*fakeNetwork)(nil)
 
 func newFakeNetwork() *fakeNetwork {
-	return &fakeNetwork{next: 2, attached: map[string]*current.Result{}}
+	return &fakeNetwork{next: 2, attached: map[string]*current.Result{}, broken: map[string]bool{}}
 }
 
 func (n *fakeNetwork) Attach(_ context.Context, a shim.Attachment) (*current.Result, error) {
@@ -242,6 +244,19 @@ func (n *fakeNetwork) Cached(_ context.Context, a shim.Attachment) (*current.Res
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.attached[a.ContainerID], nil
+}
+
+func (n *fakeNetwork) Intact(_ context.Context, a shim.Attachment, ip netip.Addr) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	res := n.attached[a.ContainerID]
+	if res == nil || n.broken[a.ContainerID] {
+		return fmt.Errorf("no interface")
+	}
+	if got, _ := netip.AddrFromSlice(res.IPs[0].Address.IP.To4()); got != ip {
+		return fmt.Errorf("address %s, not %s", got, ip)
+	}
+	return nil
 }
 
 func (n *fakeNetwork) count() int {

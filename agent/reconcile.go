@@ -55,6 +55,9 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		}
 		a.mu.Lock()
 		a.workers[w.ID] = w
+		if w.request != "" && w.Owner != "" {
+			a.requests[w.Owner+"\x00"+w.request] = w.ID
+		}
 		a.mu.Unlock()
 		live[w.ID] = true
 		attachments = append(attachments, shim.Attachment{ContainerID: w.ID, NetNS: w.NetNS})
@@ -69,8 +72,15 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			if live[id] {
 				continue
 			}
+			att := shim.Attachment{ContainerID: id, NetNS: a.nses.Path(id)}
+			// Only pins this agent attached (its CNI cache knows them) are
+			// its orphans; another agent sharing the directory keeps its own.
+			if res, err := a.net.Cached(ctx, att); err != nil || res == nil {
+				a.log.Warn("pinned namespace without a container or an attachment of this agent's; left alone", "netns", att.NetNS)
+				continue
+			}
 			rep.OrphanNetNSes++
-			if err := a.net.Detach(ctx, shim.Attachment{ContainerID: id, NetNS: a.nses.Path(id)}); err != nil {
+			if err := a.net.Detach(ctx, att); err != nil {
 				errs = append(errs, err)
 			}
 			if err := a.nses.Remove(id); err != nil {
@@ -111,6 +121,10 @@ func (a *Agent) adoptable(ctx context.Context, info shim.WorkerInfo) (*Worker, b
 	if err != nil {
 		return nil, false
 	}
+	if err := a.net.Intact(ctx, shim.Attachment{ContainerID: info.ID, NetNS: netns}, ip); err != nil {
+		a.log.Warn("worker lost its network", "worker", info.ID, "err", err)
+		return nil, false
+	}
 	port, err := strconv.Atoi(info.Labels[shim.LabelPort])
 	if err != nil {
 		port = a.cfg.Port
@@ -118,7 +132,7 @@ func (a *Agent) adoptable(ctx context.Context, info shim.WorkerInfo) (*Worker, b
 	w := &Worker{
 		ID: info.ID, Function: info.Labels[shim.LabelFunction], Owner: info.Labels[shim.LabelOwner],
 		Image: info.Image, IP: ip, Port: port, Created: info.Created, NetNS: netns,
-		poolKey: info.Labels[shim.LabelPoolKey], State: StateBusy,
+		poolKey: info.Labels[shim.LabelPoolKey], State: StateBusy, request: info.Labels[shim.LabelRequest],
 	}
 	switch {
 	case info.State == shim.StatePaused:

@@ -3,6 +3,8 @@ package shim
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,10 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 )
@@ -55,6 +61,10 @@ type Network interface {
 	// Cached returns the result of the attachment's last ADD as the runtime
 	// cached it, without running a plugin; nil when there is none.
 	Cached(ctx context.Context, a Attachment) (*current.Result, error)
+	// Intact reports whether the attachment's interface is still in its
+	// namespace, up, with address ip: a cheap look through netlink (no
+	// plugin runs), for adopting thousands of workers quickly.
+	Intact(ctx context.Context, a Attachment, ip netip.Addr) error
 }
 
 // CNIOptions says where the network's configuration and plugins are.
@@ -174,4 +184,35 @@ func (c *CNI) Cached(_ context.Context, a Attachment) (*current.Result, error) {
 		return nil, err
 	}
 	return current.NewResultFromResult(r)
+}
+
+// Intact implements Network.
+func (c *CNI) Intact(_ context.Context, a Attachment, ip netip.Addr) error {
+	target, err := ns.GetNS(a.NetNS)
+	if err != nil {
+		return fmt.Errorf("open netns of %s: %w", a.ContainerID, err)
+	}
+	defer func() { _ = target.Close() }()
+	h, err := netlinksafe.NewHandleAt(vnetns.NsHandle(int(target.Fd())))
+	if err != nil {
+		return fmt.Errorf("netlink in netns of %s: %w", a.ContainerID, err)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(a.ifName())
+	if err != nil {
+		return fmt.Errorf("interface %s of %s: %w", a.ifName(), a.ContainerID, err)
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("interface %s of %s is down", a.ifName(), a.ContainerID)
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("addresses of %s: %w", a.ContainerID, err)
+	}
+	for _, ad := range addrs {
+		if got, ok := netip.AddrFromSlice(ad.IP); ok && got.Unmap() == ip {
+			return nil
+		}
+	}
+	return fmt.Errorf("interface %s of %s lacks %s", a.ifName(), a.ContainerID, ip)
 }

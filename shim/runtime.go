@@ -13,6 +13,7 @@ const (
 	LabelOwner    = "esb.owner"    // the owner's ID ("" while idle in a pool)
 	LabelPoolKey  = "esb.pool"     // which warm pool the worker belongs to
 	LabelPort     = "esb.port"     // the port its function serves
+	LabelRequest  = "esb.request"  // the acquire's request ID, for retries after a restart
 )
 
 // WorkerSpec is what a runtime needs to create a worker.

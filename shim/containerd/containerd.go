@@ -62,7 +62,7 @@ func New(o Options) (*Runtime, error) {
 	}
 	c, err := client.New(o.Address, client.WithDefaultNamespace(o.Namespace), client.WithTimeout(5*time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("connect to containerd at %s: %w", o.Address, errors.Join(shim.ErrUnavailable, err))
+		return nil, fmt.Errorf("connect to containerd at %s: %w: %w", o.Address, shim.ErrUnavailable, err)
 	}
 	return &Runtime{c: c, opts: o}, nil
 }
@@ -83,10 +83,10 @@ func wrap(err error, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
 	switch {
 	case errdefs.IsNotFound(err):
-		return fmt.Errorf("%s: %w", msg, errors.Join(shim.ErrNotFound, err))
+		return fmt.Errorf("%s: %w: %w", msg, shim.ErrNotFound, err)
 	case errdefs.IsUnavailable(err) || status.Code(err) == codes.Unavailable || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "no such file or directory"):
-		return fmt.Errorf("%s: %w", msg, errors.Join(shim.ErrUnavailable, err))
+		return fmt.Errorf("%s: %w: %w", msg, shim.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", msg, err)
 }
@@ -136,8 +136,15 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 	if r.opts.Snapshotter != "" {
 		opts = append(opts, client.WithPullSnapshotter(r.opts.Snapshotter))
 	}
-	_, err := r.c.Pull(ctx, ref, opts...)
-	return wrap(err, "pull %s", ref)
+	if _, err := r.c.Pull(ctx, ref, opts...); err != nil {
+		// The client fetches from the registry itself: a refused
+		// connection there is the registry's, not containerd's.
+		if perr := r.Ping(ctx); perr != nil {
+			return perr
+		}
+		return fmt.Errorf("pull %s (is the registry reachable from the agent?): %w", ref, err)
+	}
+	return nil
 }
 
 func envList(env map[string]string) []string {
