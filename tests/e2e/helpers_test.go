@@ -448,16 +448,3 @@ func (e *env) stopAgentErr(sig syscall.Signal) error {
 	}
 	return nil
 }
-
-// knownBugsEnv runs the tests of known agent bugs, which otherwise skip.
-const knownBugsEnv = "ESB_E2E_KNOWN_BUGS"
-
-// knownBug skips a test that asserts the correct behaviour of something
-// the agent gets wrong today, unless ESB_E2E_KNOWN_BUGS is set. Remove the
-// call when the bug is fixed.
-func knownBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv(knownBugsEnv) == "" {
-		t.Skipf("known bug: %s (set %s=1 to run)", bug, knownBugsEnv)
-	}
-}

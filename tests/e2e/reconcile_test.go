@@ -57,7 +57,6 @@ func TestReconcileWorkerWithoutNetns(t *testing.T) {
 // TestReconcileWorkerWithoutVeth deletes a worker's veth in the node
 // behind the stopped agent's back: the worker is cut off the bridge.
 func TestReconcileWorkerWithoutVeth(t *testing.T) {
-	knownBug(t, "reconcile adopts a worker whose veth is gone: adoptable checks the pin and libcni's cache, never the network (CNI CHECK)")
 	reconcileAfter(t, func(e *env, w *agentv1.Worker) {
 		name, ok := e.vethOf(w.GetId())
 		if !ok {

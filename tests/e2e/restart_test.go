@@ -120,7 +120,6 @@ func TestRestartAfterKill(t *testing.T) {
 // crash): the API promises that a retried request_id returns the same
 // worker, so the retry must not make a second one.
 func TestRestartKeepsRequestIDs(t *testing.T) {
-	knownBug(t, "request IDs live only in the agent's memory: a retry after a restart makes a second worker")
 	e := newEnv(t)
 	e.startAgent()
 	req := e.acquireReq("owner-q", "retried")
