@@ -1,0 +1,606 @@
+package benchnat
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
+)
+
+// The topology: a node namespace playing the host, with the esb bridge
+// made by esb-bridge, a second node address on its loopback, HAProxy bound
+// to that address in front of a Go backend on 127.0.0.1, and one worker
+// attached through libcni. A worker reaches HAProxy through the gateway's
+// forwarded port (DNAT to frontend) or directly (direct): two frontends
+// alike but for their port, so that the two paths never meet on one
+// server-side 4-tuple. (They would otherwise: a port the worker reuses
+// finds HAProxy's TIME_WAIT of the other path, whose TCP timestamps, whose
+// offset Linux derives from the address pair the client sees, run on
+// another clock; PAWS then drops the SYN and the connection waits for a
+// retransmission.)
+const (
+	bridgeName = conf.BridgeName
+	gatewayIP  = conf.DefaultGateway
+	nodeAddr   = "192.0.2.10"        // on the node's lo: reachable from workers without DNAT
+	fwdPort    = 9000                // the forward every setup uses
+	frontend   = nodeAddr + ":19000" // the forward's target
+	direct     = nodeAddr + ":19001" // the worker's direct way in
+	backend    = "127.0.0.1:18080"
+	viaDNAT    = gatewayIP + ":9000"
+	bigPath    = "/big"
+	smallPath  = "/small"
+	bigSize    = 10 << 20 // bytes of a /big response
+	smallBody  = "ok\n"
+
+	callTimeout = time.Minute      // one libcni call
+	cmdTimeout  = 30 * time.Second // one command
+)
+
+// node is the host namespace with its NAT manager.
+type node struct {
+	tb      testing.TB
+	ns      ns.NetNS
+	name    string // for ip netns exec
+	mgr     *nat.Manager
+	cni     *libcni.CNIConfig
+	dataDir string
+	workers int
+}
+
+func newNode(tb testing.TB) *node {
+	tb.Helper()
+	nsNode := nstest.NewNS(tb)
+	n := &node{tb: tb, ns: nsNode, name: filepath.Base(nsNode.Path()), mgr: nat.NewManager(nsNode), dataDir: tb.TempDir()}
+	h := n.handle()
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err == nil {
+		err = errors.Join(h.LinkSetUp(lo), h.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(nodeAddr).To4(), Mask: net.CIDRMask(32, 32)}}))
+	}
+	if err != nil {
+		tb.Fatalf("set up lo with %s in node: %v", nodeAddr, err)
+	}
+	return n
+}
+
+func (n *node) handle() *netlink.Handle {
+	n.tb.Helper()
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(int(n.ns.Fd())))
+	if err != nil {
+		n.tb.Fatalf("netlink handle in node: %v", err)
+	}
+	return h
+}
+
+// flushConntrack empties the node's conntrack table, so that every round
+// starts from the same state (a round leaves thousands of TIME_WAIT
+// entries).
+func (n *node) flushConntrack() {
+	n.tb.Helper()
+	h := n.handle()
+	defer h.Close()
+	if err := h.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
+		n.tb.Fatalf("flush conntrack in node: %v", err)
+	}
+}
+
+func (n *node) conflist() *libcni.NetworkConfigList {
+	n.tb.Helper()
+	b, err := json.Marshal(map[string]any{
+		"cniVersion": "1.1.0",
+		"name":       conf.NetworkName,
+		"plugins": []any{map[string]any{
+			"type": "esb-bridge",
+			"ipam": map[string]any{
+				"type":    "esb-ipam",
+				"routes":  []any{map[string]any{"dst": "0.0.0.0/0"}},
+				"dataDir": n.dataDir,
+			},
+		}},
+	})
+	if err != nil {
+		n.tb.Fatalf("marshal conflist: %v", err)
+	}
+	l, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		n.tb.Fatalf("parse conflist: %v", err)
+	}
+	return l
+}
+
+// inNode runs fn on a thread in the node, so that the plugins libcni
+// executes from there run in the node.
+func (n *node) inNode(fn func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	return n.ns.Do(func(ns.NetNS) error { return fn(ctx) })
+}
+
+// worker is a namespace attached to the node's bridge by esb-bridge.
+type worker struct {
+	ns   ns.NetNS
+	name string
+	ip   netip.Addr
+}
+
+// attach makes a worker namespace and runs CNI ADD for it through libcni
+// in the node; DEL runs at cleanup, before the namespace goes.
+func (n *node) attach() *worker {
+	n.tb.Helper()
+	if n.cni == nil {
+		n.cni = libcni.NewCNIConfigWithCacheDir([]string{nstest.PluginDir(n.tb)}, n.tb.TempDir(),
+			&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
+	}
+	n.workers++
+	wns := nstest.NewNS(n.tb)
+	w := &worker{ns: wns, name: filepath.Base(wns.Path())}
+	rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("benchnat-%d", n.workers), NetNS: wns.Path(), IfName: "eth0"}
+	list := n.conflist()
+	var res *current.Result
+	err := n.inNode(func(ctx context.Context) error {
+		r, err := n.cni.AddNetworkList(ctx, list, rt)
+		if err != nil {
+			return err
+		}
+		res, err = current.NewResultFromResult(r)
+		return err
+	})
+	if err != nil {
+		n.tb.Fatalf("CNI ADD %s: %v", rt.ContainerID, err)
+	}
+	n.tb.Cleanup(func() {
+		if err := n.inNode(func(ctx context.Context) error { return n.cni.DelNetworkList(ctx, list, rt) }); err != nil {
+			n.tb.Errorf("CNI DEL %s: %v", rt.ContainerID, err)
+		}
+	})
+	for _, ipc := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP.To4()); ok {
+			w.ip = a
+		}
+	}
+	if !w.ip.IsValid() {
+		n.tb.Fatalf("CNI ADD %s: no IPv4 address in %+v", rt.ContainerID, res)
+	}
+	return w
+}
+
+// serveBackend runs the proxy's backend in the node: smallPath answers
+// smallBody, bigPath bigSize bytes, both with a Content-Length.
+func (n *node) serveBackend() {
+	n.tb.Helper()
+	var l net.Listener
+	err := n.ns.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp4", backend)
+		return err
+	})
+	if err != nil {
+		n.tb.Fatalf("backend listen on %s: %v", backend, err)
+	}
+	big := bytes.Repeat([]byte("esb-benchnat "), bigSize/13+1)[:bigSize]
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body := []byte(smallBody)
+			if r.URL.Path == bigPath {
+				body = big
+			}
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			_, _ = w.Write(body)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(l) }()
+	n.tb.Cleanup(func() { _ = srv.Close(); <-done })
+}
+
+// haproxyConfig is the local proxy: two HTTP frontends on the node address,
+// the Go backend behind it with its connections reused across clients (so
+// a worker's connection costs one accept, not also a connect).
+const haproxyConfig = `global
+	maxconn 4096
+	nbthread 1
+
+defaults
+	mode http
+	timeout connect 2s
+	timeout client 10s
+	timeout server 10s
+	http-reuse always
+
+frontend fe_dnat
+	bind ` + frontend + `
+	default_backend be_go
+
+frontend fe_direct
+	bind ` + direct + `
+	default_backend be_go
+
+backend be_go
+	server go ` + backend + `
+`
+
+// syncBuffer collects a child's output for the failure message.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startHAProxy runs Debian's haproxy in the node in the foreground until
+// the benchmark ends, and waits until its frontends accept connections.
+func (n *node) startHAProxy() {
+	n.tb.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		nstest.Unavailable(n.tb, "haproxy is not installed (run scripts/deps.sh): %v", err)
+	}
+	path := filepath.Join(n.tb.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(haproxyConfig), 0o644); err != nil {
+		n.tb.Fatal(err)
+	}
+	if out, err := run(nil, bin, "-c", "-q", "-f", path); err != nil {
+		n.tb.Fatalf("haproxy -c: %v\n%s", err, out)
+	}
+	// ip netns exec execs haproxy in place: the process is haproxy itself.
+	cmd := exec.Command("ip", "netns", "exec", n.name, bin, "-f", path, "-db")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		n.tb.Fatalf("start haproxy: %v", err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	n.tb.Cleanup(func() {
+		select {
+		case <-exited:
+			n.tb.Errorf("haproxy ended before the benchmark did (%v):\n%s", waitErr, out.String())
+			return
+		default:
+		}
+		_ = cmd.Process.Kill()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			n.tb.Errorf("haproxy (pid %d) did not exit after kill", cmd.Process.Pid)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for _, addr := range []string{frontend, direct} {
+		for {
+			err := n.ns.Do(func(ns.NetNS) error {
+				c, err := net.DialTimeout("tcp4", addr, 200*time.Millisecond)
+				if err == nil {
+					_ = c.Close()
+				}
+				return err
+			})
+			if err == nil {
+				break
+			}
+			select {
+			case <-exited:
+				n.tb.Fatalf("haproxy exited at start:\n%s", out.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				n.tb.Fatalf("haproxy does not accept on %s: %v\n%s", addr, err, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// run runs a command with cmdTimeout, stdin when not nil, and returns its
+// combined output.
+func run(stdin []byte, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// buildLoadgen builds the load generator into a directory removed when the
+// benchmark ends.
+func buildLoadgen(tb testing.TB) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "loadgen")
+	cmd := exec.Command("go", "build", "-o", bin, "./tests/benchnat/loadgen")
+	cmd.Dir = nstest.RepoRoot(tb)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build loadgen: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// load runs one round of the load generator in the worker, taking addrs
+// in turn, after emptying the node's conntrack table; it returns one
+// result per address.
+func (n *node) load(w *worker, loadgen, mode string, addrs []string, path string, d time.Duration, body int64) []LoadResult {
+	n.tb.Helper()
+	n.flushConntrack()
+	args := []string{"netns", "exec", w.name, loadgen, "-mode", mode, "-addr", strings.Join(addrs, ","), "-path", path,
+		"-duration", d.String(), "-body", strconv.FormatInt(body, 10), "-timeout", "3s"}
+	ctx, cancel := context.WithTimeout(context.Background(), d+cmdTimeout)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		n.tb.Fatalf("loadgen in worker: %v\n%s", err, stderr.String())
+	}
+	var res []LoadResult
+	if err := json.Unmarshal(out, &res); err != nil || len(res) != len(addrs) {
+		n.tb.Fatalf("loadgen output %q: %v", out, err)
+	}
+	return res
+}
+
+// --- rule sets ----------------------------------------------------------
+
+// rules returns a rule set of count forwards under open egress (so the
+// worker may also reach the node address directly): tcp/9000 to HAProxy,
+// then tcp/20000, 20001, ... to ports 30000, 30001, ... of the node
+// address. moved moves the last of those to another port (40000 + i).
+func rules(tb testing.TB, count int, moved bool) *conf.NATRules {
+	tb.Helper()
+	c := conf.NATConfig{Egress: conf.EgressOpen, Forwards: []conf.ForwardConfig{{Proto: "tcp", Port: fwdPort, To: frontend}}}
+	for i := 0; i < count-1; i++ {
+		to := 30000 + i
+		if moved && i == count-2 {
+			to = 40000 + i
+		}
+		c.Forwards = append(c.Forwards, conf.ForwardConfig{Proto: "tcp", Port: 20000 + i, To: fmt.Sprintf("%s:%d", nodeAddr, to)})
+	}
+	r, err := c.Validate()
+	if err != nil {
+		tb.Fatalf("rules of %d forwards: %v", count, err)
+	}
+	return r
+}
+
+// iptablesRules is the upstream runtime-node's way for the same forwards:
+// a chain reached from PREROUTING for the gateway, one DNAT rule per port,
+// the used port (9000) last: the worst case of a linear walk.
+func iptablesRules(count int) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*nat\n:ESB - [0:0]\n-A PREROUTING -i %s -d %s/32 -j ESB\n", bridgeName, gatewayIP)
+	for i := 0; i < count-1; i++ {
+		fmt.Fprintf(&b, "-A ESB -p tcp --dport %d -j DNAT --to-destination %s:%d\n", 20000+i, nodeAddr, 30000+i)
+	}
+	fmt.Fprintf(&b, "-A ESB -p tcp --dport %d -j DNAT --to-destination %s\nCOMMIT\n", fwdPort, frontend)
+	return []byte(b.String())
+}
+
+// --- nftables reads -----------------------------------------------------
+
+var (
+	esbTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: nat.TableName}
+	natTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "nat"} // iptables-nft's
+)
+
+// nft opens a lasting nftables connection in the node, closed at cleanup.
+func (n *node) nft() *nftables.Conn {
+	n.tb.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.ns.Fd())), nftables.AsLasting())
+	if err != nil {
+		n.tb.Fatalf("nftables in node: %v", err)
+	}
+	n.tb.Cleanup(func() { _ = c.CloseLasting() })
+	return c
+}
+
+// hasTable reports whether the node has table ip name.
+func hasTable(c *nftables.Conn, name string) (bool, error) {
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == name }), nil
+}
+
+// shape counts what table ip esb holds: rules over all chains, forwards
+// and targets elements. The manager replaces the table in one transaction,
+// so equal counts mean a whole table.
+type shape struct{ rules, forwards, targets int }
+
+func readShape(c *nftables.Conn) (shape, error) {
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return shape{}, err
+	}
+	var s shape
+	for _, ch := range chains {
+		if ch.Table.Name != nat.TableName {
+			continue
+		}
+		rs, err := c.GetRules(esbTable, ch)
+		if err != nil {
+			return shape{}, err
+		}
+		s.rules += len(rs)
+	}
+	for name, count := range map[string]*int{"forwards": &s.forwards, "targets": &s.targets} {
+		set, err := c.GetSetByName(esbTable, name)
+		if err != nil {
+			return s, err
+		}
+		els, err := c.GetSetElements(set)
+		if err != nil {
+			return s, err
+		}
+		*count = len(els)
+	}
+	return s, nil
+}
+
+// deleteIptables removes iptables-nft's table ip nat from the node, if
+// there.
+func (n *node) deleteIptables(c *nftables.Conn) {
+	n.tb.Helper()
+	ok, err := hasTable(c, natTable.Name)
+	if err == nil && ok {
+		c.DelTable(natTable)
+		err = c.Flush()
+	}
+	if err != nil {
+		n.tb.Fatalf("delete table ip nat: %v", err)
+	}
+}
+
+// iptablesHits returns the packets counted by the last rule of chain ESB
+// (the used port's DNAT).
+func iptablesHits(c *nftables.Conn) (uint64, error) {
+	rs, err := c.GetRules(natTable, &nftables.Chain{Table: natTable, Name: "ESB"})
+	if err != nil {
+		return 0, err
+	}
+	if len(rs) == 0 {
+		return 0, errors.New("chain ESB is empty")
+	}
+	for _, e := range rs[len(rs)-1].Exprs {
+		if ct, ok := e.(*expr.Counter); ok {
+			return ct.Packets, nil
+		}
+	}
+	return 0, errors.New("the last rule of chain ESB has no counter")
+}
+
+// genID returns the node's nftables ruleset generation, which every
+// committed transaction moves on by one (NFT_MSG_GETGEN, which the
+// nftables library does not offer).
+func (n *node) genID() (uint32, error) {
+	var id uint32
+	err := n.ns.Do(func(ns.NetNS) error {
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+		if err != nil {
+			return fmt.Errorf("netfilter socket: %w", err)
+		}
+		defer func() { _ = unix.Close(fd) }()
+		tv := unix.Timeval{Sec: 5}
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		// nlmsghdr and nfgenmsg.
+		req := make([]byte, unix.NLMSG_HDRLEN+4)
+		binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
+		binary.NativeEndian.PutUint16(req[4:], unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETGEN)
+		binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST)
+		binary.NativeEndian.PutUint32(req[8:], 1)
+		req[unix.NLMSG_HDRLEN] = unix.AF_UNSPEC
+		req[unix.NLMSG_HDRLEN+1] = unix.NFNETLINK_V0
+		if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return fmt.Errorf("send GETGEN: %w", err)
+		}
+		buf := make([]byte, 1<<16)
+		k, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return fmt.Errorf("receive GETGEN: %w", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:k])
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if m.Header.Type == unix.NLMSG_ERROR {
+				if len(m.Data) >= 4 {
+					if errno := int32(binary.NativeEndian.Uint32(m.Data)); errno != 0 {
+						return fmt.Errorf("GETGEN: %w", syscall.Errno(-errno))
+					}
+				}
+				continue
+			}
+			if m.Header.Type != unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWGEN || len(m.Data) < 4 {
+				continue
+			}
+			ad, err := netlinkAttrs(m.Data[4:])
+			if err != nil {
+				return err
+			}
+			if v, ok := ad[unix.NFTA_GEN_ID]; ok && len(v) == 4 {
+				id = binary.BigEndian.Uint32(v)
+				return nil
+			}
+		}
+		return errors.New("no generation ID in the answer to GETGEN")
+	})
+	return id, err
+}
+
+// netlinkAttrs splits netlink attributes into a map by type.
+func netlinkAttrs(b []byte) (map[uint16][]byte, error) {
+	out := map[uint16][]byte{}
+	for len(b) >= unix.NLA_HDRLEN {
+		l := int(binary.NativeEndian.Uint16(b))
+		if l < unix.NLA_HDRLEN || l > len(b) {
+			return nil, fmt.Errorf("bad netlink attribute length %d", l)
+		}
+		out[binary.NativeEndian.Uint16(b[2:])&^(unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER)] = b[unix.NLA_HDRLEN:l]
+		b = b[min((l+unix.NLA_ALIGNTO-1)&^(unix.NLA_ALIGNTO-1), len(b)):]
+	}
+	return out, nil
+}
+
+// mapHits returns the connections counted by forward tcp/9000.
+func (n *node) mapHits() (uint64, error) {
+	fcs, err := n.mgr.Counters()
+	if err != nil {
+		return 0, err
+	}
+	for _, fc := range fcs {
+		if fc.Forward.Proto == "tcp" && fc.Forward.Port == fwdPort {
+			return fc.Packets, nil
+		}
+	}
+	return 0, errors.New("no forward tcp/9000 installed")
+}
