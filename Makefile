@@ -16,8 +16,9 @@ UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-build: ## build all binaries into bin/
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/... ./cmd/... ./agent/cmd/...
+build: ## build all binaries into bin/ (the CNI plugins static: they start once per CNI call)
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/... ./agent/cmd/...
 
 install: build ## install the plugins to /opt/cni/bin and the conflist to /etc/cni/net.d/10-esb.conflist (root)
 	install -d $(CNI_BIN_DIR)
@@ -54,7 +55,7 @@ test-privileged: deps stack-up ## the namespace, client, stack and end-to-end su
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m -v ./tests/...
 
 bench: deps ## benchmarks side by side with the reference plugins, with a printed table (root)
-	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./ipam/... ./tests/bench/...
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 80m ./ipam/... ./tests/bench/... ./tests/benchbridge/... $(BENCH_MORE)
 
 lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...

@@ -195,38 +195,62 @@ func linkLocal(mac net.HardwareAddr) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-// RemoveGuard deletes every element of port in one transaction. A port
-// that has none, or a missing table, is not an error (DEL is idempotent).
+// RemoveGuard deletes every element of port. A port that has none, or a
+// missing table, is not an error (DEL is idempotent).
+//
+// The elements are found by listing the sets, and a listing taken while
+// other processes delete elements can show one twice or miss one: the keys
+// are deduplicated, and the sets are listed again until none of the port's
+// elements is left (a few rounds at most).
 func RemoveGuard(c *nftables.Conn, port string) error {
-	if ok, err := guardTableExists(c); err != nil || !ok {
-		return err
+	for round := 0; ; round++ {
+		left, err := removeGuardOnce(c, port)
+		if err != nil && round < 4 {
+			continue // a concurrent change may have made the batch stale
+		}
+		if err != nil || left == 0 {
+			return err
+		}
+		if round >= 4 {
+			return fmt.Errorf("remove anti-spoof guard for %s: %d elements remain", port, left)
+		}
 	}
-	found := false
+}
+
+// removeGuardOnce deletes the port's elements it finds and returns how
+// many it found.
+func removeGuardOnce(c *nftables.Conn, port string) (int, error) {
+	if ok, err := guardTableExists(c); err != nil || !ok {
+		return 0, err
+	}
+	found := 0
 	for _, s := range []*nftables.Set{setPorts, setIPv4, setIPv6} {
 		elems, err := c.GetSetElements(s)
 		if err != nil {
-			return fmt.Errorf("list anti-spoof set %s: %w", s.Name, err)
+			return 0, fmt.Errorf("list anti-spoof set %s: %w", s.Name, err)
 		}
+		seen := map[string]bool{}
 		var del []nftables.SetElement
 		for _, e := range elems {
-			if portOf(e.Key) == port {
+			if portOf(e.Key) == port && !seen[string(e.Key)] {
+				seen[string(e.Key)] = true
 				del = append(del, nftables.SetElement{Key: e.Key})
 			}
 		}
 		if len(del) > 0 {
-			found = true
+			found += len(del)
 			if err := c.SetDeleteElements(s, del); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
-	if !found {
-		return nil
+	if found == 0 {
+		return 0, nil
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("remove anti-spoof guard for %s: %w", port, err)
+		return found, fmt.Errorf("remove anti-spoof guard for %s: %w", port, err)
 	}
-	return nil
+	return found, nil
 }
 
 // ListGuards returns the installed guards, one per port, or none when the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,9 @@ func VethName(containerID, ifName string) string {
 	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
 	return "esb" + hex.EncodeToString(sum[:6])
 }
+
+// vethNameRE matches the names VethName makes.
+var vethNameRE = regexp.MustCompile(`^esb[0-9a-f]{12}$`)
 
 // MACFor returns the container interface's MAC for an IPv4 address:
 // 0a:58 followed by the address. 0a is a locally administered unicast

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -285,8 +284,9 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		name := l.Attrs().Name
 		cid, ifName, created, ok := parseAlias(l.Attrs().Alias)
 		stale := ok && !valid[ipam.AttachmentID{ContainerID: cid, IfName: ifName}] && created.Before(cutoff)
-		unlabelled := !ok && protected != nil && l.Type() == "veth" && l.Attrs().MasterIndex == brIndex &&
-			strings.HasPrefix(name, "esb") && !protected[name]
+		// The kill may land before the veth is even on the bridge.
+		unlabelled := !ok && protected != nil && l.Type() == "veth" && vethNameRE.MatchString(name) &&
+			(l.Attrs().MasterIndex == brIndex || l.Attrs().MasterIndex == 0) && !protected[name]
 		if !stale && !unlabelled {
 			present[name] = true
 			continue
