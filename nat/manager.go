@@ -47,11 +47,14 @@ type Manager struct {
 // namespace when n is nil.
 func NewManager(n ns.NetNS) *Manager { return &Manager{netns: n} }
 
+// conn opens the operation's connection: one socket for all its requests
+// (without AsLasting the library opens one per request), closed by the
+// operation with CloseLasting.
 func (m *Manager) conn() (*nftables.Conn, error) {
 	if m.netns == nil {
-		return nftables.New()
+		return nftables.New(nftables.AsLasting())
 	}
-	return nftables.New(nftables.WithNetNSFd(int(m.netns.Fd())))
+	return nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(int(m.netns.Fd())))
 }
 
 // inNS runs fn in the managed namespace (for /proc/sys, which follows the

@@ -42,7 +42,11 @@ func (m *Manager) Watch(ctx context.Context, r *conf.NATRules, interval time.Dur
 	}
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
-	first := true
+	// A pass runs right after each subscription: at the start, and after
+	// the socket failed (a repair of a big table floods it with our own
+	// element notifications until it overflows), so nothing changed while
+	// it was closed goes unseen.
+	passNow, first := true, true
 	for {
 		// Subscribe before the first pass, so a change made right after
 		// it is not left for the periodic read-back.
@@ -53,9 +57,13 @@ func (m *Manager) Watch(ctx context.Context, r *conf.NATRules, interval time.Dur
 			}
 			events = nil // rely on the ticker until the next try
 		}
-		if first {
-			pass("start", time.Now())
-			first = false
+		if passNow {
+			trigger := "start"
+			if !first {
+				trigger = "notification"
+			}
+			pass(trigger, time.Now())
+			passNow, first = false, false
 		}
 		reopen := false
 		for !reopen {
@@ -69,14 +77,12 @@ func (m *Manager) Watch(ctx context.Context, r *conf.NATRules, interval time.Dur
 					reopen = true
 				}
 			case ev, ok := <-events:
-				start := time.Now()
 				if !ok || (ev.GeneratedBy != nil && ev.GeneratedBy.Error != nil) {
-					reopen = true
-					pass("notification", start)
+					reopen, passNow = true, true
 					continue
 				}
 				if touchesUs(ev) {
-					pass("notification", start)
+					pass("notification", time.Now())
 				}
 			}
 		}
