@@ -26,6 +26,8 @@ type DaemonConfig struct {
 	ContainerdNamespace string        `json:"containerd-namespace"`
 	Snapshotter         string        `json:"snapshotter"`
 	PlainHTTPRegistries string        `json:"plain-http-registries"`
+	DockerHost          string        `json:"docker-host"`
+	DockerNamespace     string        `json:"docker-namespace"`
 	Socket              string        `json:"socket"`
 	TCPListen           string        `json:"tcp-listen"`
 	TLSCert             string        `json:"tls-cert"`
@@ -61,11 +63,13 @@ func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Write
 	fs := flag.NewFlagSet("esb-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("config", "", "optional YAML file with any of the settings below (keys are the flag names)")
-	fs.StringVar(&c.Runtime, "runtime", "containerd", "container runtime: containerd (docker: not yet)")
+	fs.StringVar(&c.Runtime, "runtime", "containerd", "container runtime: containerd or docker")
 	fs.StringVar(&c.ContainerdAddress, "containerd-address", "/run/containerd/containerd.sock", "containerd's socket")
 	fs.StringVar(&c.ContainerdNamespace, "containerd-namespace", "esb", "containerd namespace of the workers")
 	fs.StringVar(&c.Snapshotter, "snapshotter", "", "containerd snapshotter (default: containerd's)")
-	fs.StringVar(&c.PlainHTTPRegistries, "plain-http-registries", "127.0.0.1:5000,localhost:5000", "comma-separated registries pulled from over plain HTTP")
+	fs.StringVar(&c.PlainHTTPRegistries, "plain-http-registries", "127.0.0.1:5000,localhost:5000", "comma-separated registries pulled from over plain HTTP (containerd; dockerd decides on its own)")
+	fs.StringVar(&c.DockerHost, "docker-host", "unix:///run/docker.sock", "dockerd's address (runtime docker)")
+	fs.StringVar(&c.DockerNamespace, "docker-namespace", "esb", "value of the esb.namespace label that scopes this agent's Docker workers (runtime docker)")
 	fs.StringVar(&c.Socket, "socket", "/run/esb/agent.sock", "unix socket of the gRPC API (mode 0600)")
 	fs.StringVar(&c.TCPListen, "tcp-listen", "", "optional TCP address of the gRPC API; needs --tls-cert, --tls-key and --tls-client-ca (mutual TLS)")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "server certificate (PEM) for --tcp-listen")

@@ -27,6 +27,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/shim/containerd"
+	"github.com/edge-serverless-box/esbnet/shim/docker"
 )
 
 // Run is esb-agent: it writes the conflist when the network has none,
@@ -154,6 +155,12 @@ func newRuntime(c DaemonConfig) (shim.Runtime, func(), error) {
 	case "containerd":
 		rt, err := containerd.New(containerd.Options{Address: c.ContainerdAddress, Namespace: c.ContainerdNamespace,
 			PlainHTTP: splitList(c.PlainHTTPRegistries, ","), Snapshotter: c.Snapshotter})
+		if err != nil {
+			return nil, nil, err
+		}
+		return rt, func() { _ = rt.Close() }, nil
+	case "docker":
+		rt, err := docker.New(docker.Options{Host: c.DockerHost, Namespace: c.DockerNamespace})
 		if err != nil {
 			return nil, nil, err
 		}

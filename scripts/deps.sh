@@ -9,9 +9,10 @@
 #     (tests/nattest): haproxy, the local proxy behind the gateway's
 #     forwards, and iptables (the nft backend) to build Docker-like tables;
 #     for the runtime stack (scripts/stack.sh, tests/stacktest): containerd
-#     and runc, docker-registry (the local registry), umoci and skopeo (to
-#     build and push the worker image) and curl. Package installs never start
-#     a service: the stack runs its own daemons on loopback and unix sockets.
+#     and runc, docker.io (Docker Engine 20.10, for the Docker runtime mode),
+#     docker-registry (the local registry), umoci and skopeo (to build and
+#     push the worker image) and curl. Package installs never start a
+#     service: the stack runs its own daemons on loopback and unix sockets.
 #   - into $ESB_TOOLS_DIR (default /opt/esbnet-tools/bin), from the Go module
 #     proxy: cnitool v1.3.0 and the reference plugins bridge and host-local
 #     v1.10.0, which the tests and benchmarks drive beside ours.
@@ -26,7 +27,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 pkgs=(iproute2 iputils-ping nftables procps podman containernetworking-plugins busybox-static haproxy iptables
-	containerd runc docker-registry umoci skopeo curl)
+	containerd runc docker.io docker-registry umoci skopeo curl)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,8 +35,9 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "deps.sh: installing ${missing[*]}"
 	# No maintainer script may start a daemon (docker-registry's init script
-	# would listen on every interface): deny service starts while we install,
-	# unless the machine already has its own policy.
+	# would listen on every interface, docker.io's would start a system
+	# dockerd that makes docker0 and iptables rules): deny service starts
+	# while we install, unless the machine already has its own policy.
 	policy=/usr/sbin/policy-rc.d
 	own_policy=
 	if [ ! -e "$policy" ]; then

@@ -2,8 +2,15 @@
 # The runtime stack that esbnet's end-to-end tests and the demo run against:
 #   - containerd (Debian's 1.6, with runc) under its own config, root, state
 #     and socket, so it never touches a system containerd;
+#   - Docker Engine (Debian's docker.io 20.10) under its own config, data
+#     root, exec root and socket, with its own managed containerd, so it never
+#     touches a system dockerd. It runs in the machine's network namespace and
+#     must not change it: no docker0 bridge, no iptables rules, no forwarding
+#     or masquerade (workers run with network mode "none" and get the esb
+#     network from our plugins);
 #   - Debian's docker-registry on 127.0.0.1:5000 only, with its own config and
-#     storage;
+#     storage (dockerd pulls from it over plain HTTP: 127.0.0.0/8 registries
+#     are insecure registries by default);
 #   - the worker image (tests/worker), built and pushed to that registry by
 #     scripts/worker-image.sh as 127.0.0.1:5000/esb/worker:latest.
 # Everything listens on loopback or a unix socket. Run scripts/deps.sh first.
@@ -11,10 +18,11 @@
 # Usage (root): scripts/stack.sh up|down|status|env
 #   up      start what is not running and healthy (a healthy daemon is left
 #           alone), wait (bounded) until each answers, then push the image
-#   down    stop what up started (by its pid file): first the containerd tasks
-#           still running in any namespace (killed and deleted; containers,
-#           images and snapshots stay), then containerd and the registry.
-#           Data directories stay.
+#   down    stop what up started (by its pid file): dockerd (which stops its
+#           running containers; containers and images stay), the containerd
+#           tasks still running in any namespace (killed and deleted;
+#           containers, images and snapshots stay), then containerd and the
+#           registry. Data directories stay.
 #   status  what runs, with pids, health and the image digest; exit 0 when
 #           everything is up, 3 otherwise
 #   env     print the stack's settings as shell assignments (the same lines
@@ -28,6 +36,9 @@
 #   ESB_CONTAINERD_SOCK    containerd gRPC socket [$ESB_CONTAINERD_STATE/containerd.sock]
 #   ESB_SNAPSHOTTER        overlayfs | native | auto: overlayfs when an
 #                          overlay mount works under the root, else native [auto]
+#   ESB_DOCKER_ROOT        dockerd data root (images, containers) [/var/lib/esbnet/docker]
+#   ESB_DOCKER_EXEC        dockerd exec root (its containerd, netns mounts) [/run/esbnet/docker-exec]
+#   ESB_DOCKER_SOCK        dockerd API socket [/run/esbnet/docker.sock]
 #   ESB_REGISTRY           registry listen address, loopback only [127.0.0.1:5000]
 #   ESB_REGISTRY_DIR       registry storage [/var/lib/esbnet/registry]
 #   ESB_WORKER_REPO        worker repository:tag [esb/worker:latest]
@@ -46,6 +57,9 @@ ctd_root=${ESB_CONTAINERD_ROOT:-/var/lib/esbnet/containerd}
 ctd_state=${ESB_CONTAINERD_STATE:-/run/esbnet/containerd}
 ctd_sock=${ESB_CONTAINERD_SOCK:-$ctd_state/containerd.sock}
 snapshotter=${ESB_SNAPSHOTTER:-auto}
+dk_root=${ESB_DOCKER_ROOT:-/var/lib/esbnet/docker}
+dk_exec=${ESB_DOCKER_EXEC:-/run/esbnet/docker-exec}
+dk_sock=${ESB_DOCKER_SOCK:-/run/esbnet/docker.sock}
 registry=${ESB_REGISTRY:-127.0.0.1:5000}
 reg_dir=${ESB_REGISTRY_DIR:-/var/lib/esbnet/registry}
 worker_repo=${ESB_WORKER_REPO:-esb/worker:latest}
@@ -55,6 +69,9 @@ wait_s=${ESB_STACK_WAIT:-30}
 ctd_conf=$run_dir/containerd.toml
 ctd_pid=$run_dir/containerd.pid
 ctd_log=$log_dir/containerd.log
+dk_conf=$run_dir/docker.json
+dk_pid=$run_dir/docker.pid
+dk_log=$log_dir/docker.log
 reg_conf=$run_dir/registry.yml
 reg_pid=$run_dir/registry.pid
 reg_log=$log_dir/registry.log
@@ -71,7 +88,7 @@ need_root() { [ "$(id -u)" -eq 0 ] || die "run as root"; }
 
 need_tools() {
 	local t missing=()
-	for t in containerd containerd-shim-runc-v2 ctr runc docker-registry curl umoci skopeo start-stop-daemon; do
+	for t in containerd containerd-shim-runc-v2 ctr runc dockerd docker-init docker-registry curl umoci skopeo start-stop-daemon; do
 		command -v "$t" >/dev/null || missing+=("$t")
 	done
 	[ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]}: run scripts/deps.sh first"
@@ -210,6 +227,96 @@ ctd_down() {
 	say "containerd: stopped"
 }
 
+# --- dockerd ----------------------------------------------------------------
+
+dk_answers() { [ -S "$dk_sock" ] && [ "$(curl -sf --max-time 3 --unix-socket "$dk_sock" http://docker/_ping 2>/dev/null)" = OK ]; }
+
+dk_running() { start-stop-daemon --status --pidfile "$dk_pid" --exec "$(command -v dockerd)"; }
+
+dk_started() { [ ! -s "$dk_pid" ] || dk_running; }
+
+# dk_info FIELD prints a top-level string field of dockerd's GET /info.
+dk_info() {
+	curl -sf --max-time 5 --unix-socket "$dk_sock" http://docker/info 2>/dev/null |
+		sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"
+}
+
+# The settings keep dockerd off the machine's network: no default bridge
+# (so no docker0), no iptables or ip6tables rules, no masquerade, no
+# ip_forward sysctl, no userland proxy. "containerd" is left unset: dockerd
+# then supervises its own containerd under the exec root, unless a system
+# containerd has /run/containerd/containerd.sock (dockerd 20.10 prefers that
+# one; dk_up warns). The file is dockerd's only configuration: it never
+# reads /etc/docker/daemon.json.
+write_dk_conf() {
+	cat >"$dk_conf" <<EOF
+{
+  "data-root": "$dk_root",
+  "exec-root": "$dk_exec",
+  "pidfile": "$dk_exec/dockerd.pid",
+  "hosts": ["unix://$dk_sock"],
+  "bridge": "none",
+  "iptables": false,
+  "ip6tables": false,
+  "ip-masq": false,
+  "ip-forward": false,
+  "userland-proxy": false,
+  "live-restore": false,
+  "shutdown-timeout": 10,
+  "log-driver": "json-file",
+  "log-opts": {"max-size": "10m", "max-file": "2"}
+}
+EOF
+}
+
+dk_up() {
+	if dk_answers; then
+		if dk_running; then
+			say "dockerd: already running (pid $(cat "$dk_pid")), socket $dk_sock"
+		else
+			say "dockerd: socket $dk_sock answers (not started by this script), leaving it"
+		fi
+		return
+	fi
+	if dk_running; then
+		say "dockerd: pid $(cat "$dk_pid") runs but $dk_sock does not answer; waiting"
+		if wait_for "dockerd" dk_answers; then return; fi
+		say "dockerd: restarting it"
+		dk_down
+	fi
+	if [ -S /run/containerd/containerd.sock ]; then
+		echo "stack.sh: warning: /run/containerd/containerd.sock exists: dockerd 20.10 uses that system containerd instead of its own" >&2
+	fi
+	mkdir -p "$dk_root" "$dk_exec"
+	chmod 0711 "$dk_root" "$dk_exec"
+	rm -f "$dk_pid" "$dk_sock" "$dk_exec/dockerd.pid"
+	write_dk_conf
+	say "dockerd: starting (config $dk_conf, log $dk_log)"
+	start-stop-daemon --start --background --no-close --make-pidfile --pidfile "$dk_pid" \
+		--exec "$(command -v dockerd)" -- --config-file "$dk_conf" \
+		</dev/null >>"$dk_log" 2>&1
+	wait_for "dockerd" dk_answers dk_started || {
+		tail -n 20 "$dk_log" >&2
+		die "dockerd did not answer on $dk_sock within ${wait_s}s (log: $dk_log)"
+	}
+	say "dockerd: up (pid $(cat "$dk_pid")), socket $dk_sock, storage driver $(dk_info Driver)"
+}
+
+# dk_down stops dockerd with SIGTERM: it stops its running containers
+# (within shutdown-timeout), unmounts their network namespaces and stops its
+# containerd.
+dk_down() {
+	if ! dk_running; then
+		rm -f "$dk_pid"
+		say "dockerd: not running (from $dk_pid)"
+		return
+	fi
+	start-stop-daemon --stop --quiet --pidfile "$dk_pid" --exec "$(command -v dockerd)" \
+		--retry TERM/30/KILL/5 || true
+	rm -f "$dk_pid" "$dk_sock"
+	say "dockerd: stopped"
+}
+
 # --- registry ---------------------------------------------------------------
 
 reg_answers() { curl -sf --max-time 3 -o /dev/null "http://$registry/v2/"; }
@@ -341,6 +448,9 @@ ESB_CONTAINERD_SOCK=$ctd_sock
 ESB_CONTAINERD_ROOT=$ctd_root
 ESB_CONTAINERD_STATE=$ctd_state
 ESB_SNAPSHOTTER=$1
+ESB_DOCKER_SOCK=$dk_sock
+ESB_DOCKER_ROOT=$dk_root
+ESB_DOCKER_EXEC=$dk_exec
 ESB_REGISTRY=$registry
 ESB_WORKER_IMAGE=$worker_image
 EOF
@@ -362,6 +472,7 @@ cmd_up() {
 	snap=$(pick_snapshotter)
 	print_env "$snap" >"$env_file"
 	ctd_up
+	dk_up
 	reg_up
 	image_up
 	say "snapshotter: $snap (clients pass it; ctr reads CONTAINERD_SNAPSHOTTER)"
@@ -370,6 +481,7 @@ cmd_up() {
 
 cmd_down() {
 	need_root
+	dk_down
 	ctd_down
 	reg_down
 }
@@ -387,6 +499,19 @@ cmd_status() {
 		say "containerd: socket $ctd_sock answers (not started by this script)"
 	else
 		say "containerd: stopped"
+		rc=3
+	fi
+	if dk_running; then
+		if dk_answers; then
+			say "dockerd: running (pid $(cat "$dk_pid")), socket $dk_sock answers (Docker $(dk_info ServerVersion), $(dk_info Driver))"
+		else
+			say "dockerd: running (pid $(cat "$dk_pid")), socket $dk_sock does NOT answer"
+			rc=3
+		fi
+	elif dk_answers; then
+		say "dockerd: socket $dk_sock answers (not started by this script)"
+	else
+		say "dockerd: stopped"
 		rc=3
 	fi
 	if reg_running; then

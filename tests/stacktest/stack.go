@@ -1,6 +1,7 @@
 // Package stacktest finds the runtime stack that scripts/stack.sh starts
-// (esbnet's own containerd, the local registry on 127.0.0.1:5000 and the
-// worker image in it) for the end-to-end tests, and checks that it answers.
+// (esbnet's own containerd and dockerd, the local registry on 127.0.0.1:5000
+// and the worker image in it) for the end-to-end tests, and checks that it
+// answers.
 // Its own tests prove the stack works: containerd answers, the registry
 // serves the worker image, and the image runs under runc in its own network
 // namespace.
@@ -17,7 +18,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -36,6 +39,8 @@ type Stack struct {
 	// Snapshotter is the snapshotter clients must ask for (ESB_SNAPSHOTTER):
 	// overlayfs, or native where overlay mounts do not work.
 	Snapshotter string
+	// DockerSock is dockerd's API socket (ESB_DOCKER_SOCK).
+	DockerSock string
 	// Registry is the local registry's host:port, plain HTTP (ESB_REGISTRY).
 	Registry string
 	// WorkerImage is the worker image reference (ESB_WORKER_IMAGE).
@@ -47,6 +52,7 @@ const (
 	DefaultRunDir         = "/run/esbnet"
 	DefaultContainerdSock = "/run/esbnet/containerd/containerd.sock"
 	DefaultSnapshotter    = "overlayfs"
+	DefaultDockerSock     = "/run/esbnet/docker.sock"
 	DefaultRegistry       = "127.0.0.1:5000"
 	DefaultWorkerRepo     = "esb/worker:latest"
 )
@@ -74,6 +80,7 @@ func Settings() (Stack, error) {
 	s := Stack{
 		ContainerdSock: get("ESB_CONTAINERD_SOCK", DefaultContainerdSock),
 		Snapshotter:    get("ESB_SNAPSHOTTER", DefaultSnapshotter),
+		DockerSock:     get("ESB_DOCKER_SOCK", DefaultDockerSock),
 		Registry:       get("ESB_REGISTRY", DefaultRegistry),
 	}
 	s.WorkerImage = get("ESB_WORKER_IMAGE", s.Registry+"/"+DefaultWorkerRepo)
@@ -141,6 +148,65 @@ func (s Stack) Ctr(ctx context.Context, ns string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "ctr", append(a, args...)...)
 	cmd.Env = append(os.Environ(), "CONTAINERD_SNAPSHOTTER="+s.Snapshotter)
 	return cmd
+}
+
+// DockerHost is dockerd's address for Docker clients (unix://...).
+func (s Stack) DockerHost() string { return "unix://" + s.DockerSock }
+
+// RequireDocker returns the stack's settings after checking, as root, that
+// dockerd and the registry answer. When they do not it fails under CI and
+// skips elsewhere, saying to run scripts/stack.sh up.
+func RequireDocker(t testing.TB) Stack {
+	t.Helper()
+	nstest.RequirePrivileged(t)
+	s, err := Settings()
+	if err != nil {
+		t.Fatalf("stack settings: %v", err)
+	}
+	if _, err := os.Stat(s.DockerSock); err != nil {
+		nstest.Unavailable(t, "dockerd socket %s is missing (run scripts/deps.sh, then scripts/stack.sh up): %v", s.DockerSock, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.PingDocker(ctx); err != nil {
+		nstest.Unavailable(t, "%v (run scripts/stack.sh up)", err)
+	}
+	if err := s.PingRegistry(ctx); err != nil {
+		nstest.Unavailable(t, "%v (run scripts/stack.sh up)", err)
+	}
+	return s
+}
+
+// PingDocker checks that dockerd answers GET /_ping with OK on its socket.
+func (s Stack) PingDocker(ctx context.Context) error {
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", s.DockerSock)
+	}}}
+	defer c.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/_ping", nil)
+	if err != nil {
+		return fmt.Errorf("ping dockerd: %w", err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("dockerd on %s does not answer: %w", s.DockerSock, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64))
+	if err != nil {
+		return fmt.Errorf("read dockerd's answer to /_ping: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK || string(b) != "OK" {
+		return fmt.Errorf("dockerd on %s answers %s %q to /_ping", s.DockerSock, resp.Status, b)
+	}
+	return nil
+}
+
+// Docker returns a docker CLI command against the stack's dockerd. The
+// command is killed when ctx ends.
+func (s Stack) Docker(ctx context.Context, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "docker", append([]string{"--host", s.DockerHost()}, args...)...)
 }
 
 // PingRegistry checks that the registry answers GET /v2/ with 200.
