@@ -104,7 +104,7 @@ func TestAcquireAndRelease(t *testing.T) {
 	if !r.nses.Exists(w.ID) {
 		t.Error("no pinned namespace")
 	}
-	labels := r.rt.containers[w.ID].Labels
+	labels := r.rt.labels(w.ID)
 	if labels[shim.LabelWorker] != "1" || labels[shim.LabelFunction] != "hello" || labels[shim.LabelOwner] != "o1" {
 		t.Errorf("labels %v", labels)
 	}
@@ -230,7 +230,7 @@ func TestWarmPool(t *testing.T) {
 	if err != nil || !second.Warm || second.Owner != "o2" {
 		t.Fatalf("second acquire %+v %v, want a warm one for o2", second, err)
 	}
-	if r.rt.containers[second.ID].Labels[shim.LabelOwner] != "o2" {
+	if r.rt.labels(second.ID)[shim.LabelOwner] != "o2" {
 		t.Error("pooled worker's owner label not updated")
 	}
 	// Other env: another pool, so a cold start.

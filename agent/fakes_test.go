@@ -160,6 +160,19 @@ func (f *fakeRuntime) Ping(context.Context) error {
 	return nil
 }
 
+// labels returns a copy of a container's labels, under the lock.
+func (f *fakeRuntime) labels(id string) map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]string{}
+	if c, ok := f.containers[id]; ok {
+		for k, v := range c.Labels {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 func (f *fakeRuntime) ids() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
