@@ -1,0 +1,620 @@
+package benchagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	nstest.CleanupBuilt()
+	os.Exit(code)
+}
+
+// The issue's sample sizes and loads.
+const (
+	coldSamples      = 100 // cold acquires, and as many ctr run -d
+	warmSamples      = 50  // warm-pool acquires
+	profileSamples   = 20  // in-process cold and warm acquires taken apart
+	reconcileSamples = 3   // in-process reconciles of the live workers taken apart
+	clients          = 8   // concurrent API clients
+	throughputCycles = 80  // acquire+release cycles of the throughput round
+	liveWorkers      = 200 // workers alive at once
+
+	function = "bench"
+	mib      = 1 << 20
+)
+
+// Targets of the issue.
+const (
+	coldVsCtrLimit = 1.2 // cold acquire p50 / ctr run -d p50
+	p95VsP50Limit  = 2.0 // cold acquire p95 / cold acquire p50
+	warmLimit      = 5 * time.Millisecond
+	rssLimit       = 64 * mib
+	adoptLimit     = 2 * time.Second
+)
+
+// results are the figures of the run; what a failed stage did not
+// measure stays zero and its target "not measured".
+type results struct {
+	cold, coldLogged, ctrRun, ctrReady, release Samples
+	warm                                        Samples
+	warmNotWarm                                 int
+	phases                                      []Row
+	concAcquire, concRelease                    Samples
+	throughputWall                              time.Duration
+	ctrConc                                     Samples
+	ctrThroughputWall                           time.Duration
+	liveWall                                    time.Duration
+	liveMem, adoptMem                           Memory
+	stopWall                                    time.Duration
+	adoptReady, adoptAll                        time.Duration
+	adoptFirst                                  int
+	reconcileTook                               time.Duration
+	reconcileAdopted                            float64
+	releaseAllWall                              time.Duration
+	leftovers                                   []string
+	leftChecked                                 bool
+	workerLogs                                  int // files left in esb-agent's -log-dir
+}
+
+// BenchmarkAgentSideBySide measures, in one run: cold AcquireWorker
+// against `ctr run -d` of the same image (interleaved, so both see the same
+// load), the phases of an acquire, warm-pool acquires, throughput with 8
+// concurrent clients, 200 live workers with the agent's RSS, and the
+// adoption of the 200 by a restarted agent; then it releases everything
+// and checks that nothing is left. It takes its own samples whatever b.N
+// is (run it with -benchtime 1x) and prints a markdown table with the
+// issue's targets.
+func BenchmarkAgentSideBySide(b *testing.B) {
+	e := newEnv(b)
+	var r results
+	begin := time.Now()
+	notes := []string{machineNote(e, "at the start")}
+	var stages []string
+	stage := func(name string, start time.Time) {
+		stages = append(stages, fmt.Sprintf("%s %s", name, time.Since(start).Round(100*time.Millisecond)))
+	}
+	defer func() {
+		notes = append(notes, machineNote(e, "at the end"),
+			fmt.Sprintf("wall time of the stages: %s; whole run %s", strings.Join(stages, ", "), time.Since(begin).Round(time.Second)))
+		notes = append(notes, logNote(e))
+		s := r.summary(e, notes)
+		if err := s.Print(os.Stdout); err != nil {
+			b.Errorf("print summary: %v", err)
+		}
+		r.report(b)
+	}()
+	b.ResetTimer()
+
+	t := time.Now()
+	r.measureWarm(b, e)
+	stage("warm pool", t)
+
+	t = time.Now()
+	p := e.startAgent()
+	if left := e.noTraces(); len(left) > 0 {
+		b.Errorf("the restarted agent's reconcile left the warm pool's idle worker behind:\n  %s", strings.Join(left, "\n  "))
+	}
+	r.measureCold(b, e, p)
+	stage("cold side by side", t)
+
+	t = time.Now()
+	prof, err := e.newProfiler()
+	if err != nil {
+		b.Fatalf("profiler: %v", err)
+	}
+	defer func() { _ = prof.close() }()
+	rows, err := prof.cold(profileSamples)
+	if err != nil {
+		b.Fatalf("profile cold acquires: %v", err)
+	}
+	r.phases = append(r.phases, rows...)
+	rows, err = prof.warm(profileSamples)
+	if err != nil {
+		b.Fatalf("profile warm acquires: %v", err)
+	}
+	r.phases = append(r.phases, rows...)
+	stage("phases", t)
+
+	t = time.Now()
+	r.concAcquire, r.concRelease, r.throughputWall = e.throughput(b, p)
+	r.ctrConc, r.ctrThroughputWall = e.ctrThroughput(b)
+	stage("throughput", t)
+
+	t = time.Now()
+	r.measureLive(b, e, p, prof)
+	stage("200 live, restart, release", t)
+}
+
+// logNote sums up the warnings and errors of the agents stopped so far.
+func logNote(e *env) string {
+	if len(e.logIssues) == 0 {
+		return "esb-agent logs (every run): no warning, no error"
+	}
+	var parts []string
+	for m, n := range e.logIssues {
+		parts = append(parts, fmt.Sprintf("%s ×%d", m, n))
+	}
+	slices.Sort(parts)
+	return "esb-agent logs (every run): " + strings.Join(parts, "; ")
+}
+
+// machineNote describes the machine and its load.
+func machineNote(e *env, when string) string {
+	load, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(load))
+	if len(f) < 3 {
+		f = []string{"?", "?", "?"}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := e.cc.Version(ctx)
+	ctrd := v.Version
+	if err != nil {
+		ctrd = "?"
+	}
+	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, containerd %s, %s",
+		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), ctrd, runtime.Version())
+}
+
+// measureWarm runs an agent with -pool-min-idle 1: after each acquire the
+// pool refills in the background; each timed acquire waits until an idle
+// worker exists. The idle worker left at the end is removed behind the
+// stopped agent's back, for the next agent's reconcile to clean up.
+func (r *results) measureWarm(b *testing.B, e *env) {
+	p := e.startAgent("-pool-min-idle", "1")
+	w, _, err := p.acquire(e.image, "warm-owner", "warm")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := p.release(w); err != nil {
+		b.Fatal(err)
+	}
+	for range warmSamples {
+		if err := waitIdle(p, "warm", time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		w, took, err := p.acquire(e.image, "warm-owner", "warm")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if w.GetWarm() {
+			r.warm = append(r.warm, took)
+		} else {
+			r.warmNotWarm++
+		}
+		if _, err := p.release(w); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := waitIdle(p, "warm", time.Minute); err != nil {
+		b.Fatal(err)
+	}
+	ws, err := p.list()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := e.stopAgent(syscall.SIGTERM); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	for _, w := range ws {
+		if err := e.removeContainer(ctx, w.GetId()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// waitIdle polls every 2 ms until the agent has an idle worker of function.
+func waitIdle(p *agentProc, function string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		ws, err := p.list()
+		if err != nil {
+			return err
+		}
+		for _, w := range ws {
+			if w.GetFunction() == function && w.GetState() == agentv1.WorkerState_WORKER_STATE_IDLE {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no idle worker of %s within %s", function, limit)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// measureCold takes coldSamples cold acquires and as many ctr run -d,
+// interleaved (which goes first alternates), each released or removed
+// before the next sample; one untimed round first warms caches.
+func (r *results) measureCold(b *testing.B, e *env, p *agentProc) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	ctrOnce := func(i int, record bool) {
+		id := fmt.Sprintf("ctr-run-%03d", i+1)
+		run, ready, err := e.ctrRun(id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := e.removeContainer(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+		if record {
+			r.ctrRun, r.ctrReady = append(r.ctrRun, run), append(r.ctrReady, ready)
+		}
+	}
+	agentOnce := func(record bool) {
+		w, took, err := p.acquire(e.image, "cold-owner", function)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rel, err := p.release(w)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if record {
+			r.cold, r.release = append(r.cold, took), append(r.release, rel)
+		}
+	}
+	ctrOnce(-1, false)
+	agentOnce(false)
+	for i := range coldSamples {
+		if i%2 == 0 {
+			ctrOnce(i, true)
+			agentOnce(true)
+		} else {
+			agentOnce(true)
+			ctrOnce(i, true)
+		}
+	}
+	recs := p.logRecords("worker ready")
+	for _, rec := range recs[min(1, len(recs)):] { // the first was the warm-up
+		if d, ok := tookOf(rec); ok {
+			r.coldLogged = append(r.coldLogged, d)
+		}
+	}
+}
+
+// throughput runs throughputCycles acquire+release cycles from clients
+// concurrent clients and returns each call's time and the wall time.
+func (e *env) throughput(b *testing.B, p *agentProc) (acq, rel Samples, wall time.Duration) {
+	var next atomic.Int64
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	start := time.Now()
+	for c := range clients {
+		wg.Go(func() {
+			for next.Add(1) <= throughputCycles {
+				w, a, err := p.acquire(e.image, fmt.Sprintf("tp-owner-%d", c), function)
+				var d time.Duration
+				if err == nil {
+					d, err = p.release(w)
+				}
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					acq, rel = append(acq, a), append(rel, d)
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	wall = time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		b.Fatalf("throughput: %v", err)
+	}
+	return acq, rel, wall
+}
+
+// ctrThroughput runs throughputCycles `ctr run -d` + port ready +
+// removal cycles from clients concurrent goroutines, the counterpart of
+// the agent's throughput round, and returns each ctr run -d's time and the
+// wall time.
+func (e *env) ctrThroughput(b *testing.B) (runs Samples, wall time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	var next atomic.Int64
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range clients {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > throughputCycles {
+					return
+				}
+				id := fmt.Sprintf("ctr-tp-%03d", i)
+				run, _, err := e.ctrRun(id)
+				err = errors.Join(err, e.removeContainer(ctx, id))
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					runs = append(runs, run)
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	wall = time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		b.Fatalf("ctr throughput: %v", err)
+	}
+	return runs, wall
+}
+
+// measureLive acquires liveWorkers workers, clients at a time, reads the
+// agent's RSS, stops the agent gracefully, starts it again and times the
+// adoption (process start to ListWorkers listing all of them), takes a
+// reconcile of them apart in-process, then releases them all and checks
+// that nothing is left.
+func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler) {
+	workers := make([]*agentv1.Worker, liveWorkers)
+	var next atomic.Int64
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	start := time.Now()
+	for c := range clients {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= liveWorkers {
+					return
+				}
+				w, _, err := p.acquire(e.image, fmt.Sprintf("live-owner-%d", c), function)
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+					return
+				}
+				workers[i] = w
+			}
+		})
+	}
+	wg.Wait()
+	r.liveWall = time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		b.Fatalf("acquire %d live workers: %v", liveWorkers, err)
+	}
+	ws, err := p.list()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(ws) != liveWorkers {
+		b.Fatalf("the agent lists %d workers, want %d", len(ws), liveWorkers)
+	}
+	if r.liveMem, err = p.memory(); err != nil {
+		b.Fatal(err)
+	}
+
+	start = time.Now()
+	if err := e.stopAgent(syscall.SIGTERM); err != nil {
+		b.Fatal(err)
+	}
+	r.stopWall = time.Since(start)
+	p = e.startAgent()
+	r.adoptReady, r.adoptFirst = p.ready, p.first
+	for n := p.first; n < liveWorkers; {
+		if time.Since(p.started) > time.Minute {
+			b.Fatalf("the restarted agent lists %d workers after a minute, want %d", n, liveWorkers)
+		}
+		ws, err := p.list()
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(ws)
+	}
+	r.adoptAll = time.Since(p.started)
+	if p.first >= liveWorkers {
+		r.adoptAll = p.ready
+	}
+	if recs := p.logRecords("reconciled"); len(recs) == 1 {
+		r.reconcileTook, _ = tookOf(recs[0])
+		r.reconcileAdopted, _ = recs[0]["adopted"].(float64)
+	}
+	if r.adoptMem, err = p.memory(); err != nil {
+		b.Fatal(err)
+	}
+	// The agent is idle: fresh in-process agents reconcile the same node
+	// to take the adoption apart.
+	rows, err := prof.reconcile(reconcileSamples, liveWorkers)
+	if err != nil {
+		b.Fatalf("profile reconcile: %v", err)
+	}
+	r.phases = append(r.phases, rows...)
+
+	start = time.Now()
+	work := make(chan *agentv1.Worker)
+	for range clients {
+		wg.Go(func() {
+			for w := range work {
+				if _, err := p.release(w); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, w := range workers {
+		work <- w
+	}
+	close(work)
+	wg.Wait()
+	r.releaseAllWall = time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		b.Fatalf("release %d workers: %v", liveWorkers, err)
+	}
+	r.leftovers, r.leftChecked = e.noTraces(), true
+	if len(r.leftovers) > 0 {
+		b.Errorf("after releasing every worker, left on the node:\n  %s", strings.Join(r.leftovers, "\n  "))
+	}
+	logs, _ := filepath.Glob(filepath.Join(e.logDir(), "*.log"))
+	r.workerLogs = len(logs)
+	if err := e.stopAgent(syscall.SIGTERM); err != nil {
+		b.Error(err)
+	}
+}
+
+func mibOf(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/mib) }
+
+func perSecond(n int, d time.Duration) string {
+	if d <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", float64(n)/d.Seconds())
+}
+
+// summary builds the printed table from what was measured.
+func (r *results) summary(e *env, notes []string) *Summary {
+	s := &Summary{
+		Title: "esb-agent beside ctr run -d: acquire, warm pool, throughput, 200 live workers",
+		Notes: append(notes,
+			fmt.Sprintf("image %s, present in the run's containerd namespace; containerd's snapshotter %s", e.image, e.stack.Snapshotter),
+			"esb-agent runs as a process in a node network namespace made for the run (nsenter --net), containerd adapter, "+
+				"esb-bridge + esb-ipam through libcni; API calls are timed by a gRPC client on the agent's unix socket; "+
+				"an acquire returns when the worker's port accepts TCP",
+			"ctr run -d runs in the host's namespace with ctr's default network (a new empty namespace, lo up), no memory limit; "+
+				"it returns when the task has started; the ready column then polls the container's lo as the agent polls its workers",
+			fmt.Sprintf("cold: %d acquire+release and %d ctr run -d + removal, interleaved (order alternating), after one untimed round of each; "+
+				"releases and removals are not in the acquire figures", coldSamples, coldSamples),
+			fmt.Sprintf("phases: agent.Agent built in the test process from esb-agent's parts (containerd adapter, libcni, pins in the run's directory) "+
+				"with its runtime, network and pins wrapped in clocks, plugins and probes run from a thread in the node; "+
+				"%d cold acquire+release, %d warm acquires (pool of 1), and %d reconciles of the %d live workers by fresh agents while esb-agent idles",
+				profileSamples, profileSamples, reconcileSamples, liveWorkers),
+		),
+	}
+	warmNote := fmt.Sprintf("-pool-min-idle 1; each after an idle worker exists; %d of %d not warm", r.warmNotWarm, warmSamples)
+	s.Latency = []Row{
+		{Name: "esb-agent AcquireWorker, cold", Samples: r.cold, Note: "gRPC round trip, port accepts TCP"},
+		{Name: "esb-agent, its log's \"worker ready\" took", Samples: r.coldLogged, Note: "inside the agent, same acquires"},
+		{Name: "ctr run -d", Samples: r.ctrRun, Note: "to the command's exit: task started"},
+		{Name: "ctr run -d + port accepts TCP", Samples: r.ctrReady, Note: "from the same start"},
+		{Name: "esb-agent ReleaseWorker", Samples: r.release, Note: "SIGTERM (2 s grace), CNI DEL, delete, unpin"},
+		{Name: "esb-agent AcquireWorker, warm pool", Samples: r.warm, Note: warmNote},
+		{Name: fmt.Sprintf("AcquireWorker, %d concurrent clients", clients), Samples: r.concAcquire, Note: "cold, throughput round"},
+		{Name: fmt.Sprintf("ReleaseWorker, %d concurrent clients", clients), Samples: r.concRelease, Note: "throughput round"},
+		{Name: fmt.Sprintf("ctr run -d, %d concurrent", clients), Samples: r.ctrConc, Note: "ctr's throughput round"},
+	}
+	s.Phases = r.phases
+	if len(r.cold) > 0 && len(r.ctrReady) > 0 {
+		s.Figures = append(s.Figures, Figure{Name: "cold acquire p50 / (ctr run -d + port accepts TCP) p50",
+			Value: fmt.Sprintf("%.2f×", float64(r.cold.P50())/float64(r.ctrReady.P50())), Note: "same readiness on both sides"})
+	}
+	if r.throughputWall > 0 {
+		s.Figures = append(s.Figures, Figure{Name: fmt.Sprintf("throughput, %d clients, %d acquire+release cycles", clients, throughputCycles),
+			Value: perSecond(throughputCycles, r.throughputWall) + " workers/s", Note: fmt.Sprintf("wall %s", r.throughputWall.Round(time.Millisecond))})
+	}
+	if r.ctrThroughputWall > 0 {
+		s.Figures = append(s.Figures, Figure{Name: fmt.Sprintf("ctr run -d + port ready + removal, %d concurrent, %d cycles", clients, throughputCycles),
+			Value: perSecond(throughputCycles, r.ctrThroughputWall) + " containers/s", Note: fmt.Sprintf("wall %s; containerd's own pace on this machine", r.ctrThroughputWall.Round(time.Millisecond))})
+	}
+	if r.liveWall > 0 {
+		s.Figures = append(s.Figures, Figure{Name: fmt.Sprintf("%d live workers acquired, %d at a time", liveWorkers, clients),
+			Value: r.liveWall.Round(time.Millisecond).String(), Note: perSecond(liveWorkers, r.liveWall) + " workers/s"})
+	}
+	if r.liveMem.RSS > 0 {
+		s.Figures = append(s.Figures, Figure{Name: fmt.Sprintf("esb-agent RSS with %d live workers", liveWorkers),
+			Value: mibOf(r.liveMem.RSS), Note: "VmHWM (peak) " + mibOf(r.liveMem.HWM)})
+	}
+	if r.stopWall > 0 {
+		s.Figures = append(s.Figures, Figure{Name: fmt.Sprintf("esb-agent SIGTERM to exit, %d live workers", liveWorkers),
+			Value: r.stopWall.Round(time.Millisecond).String(), Note: "workers keep running"})
+	}
+	if r.adoptAll > 0 {
+		s.Figures = append(s.Figures, Figure{Name: fmt.Sprintf("restart: process start → ListWorkers lists %d", liveWorkers),
+			Value: r.adoptAll.Round(time.Millisecond).String(),
+			Note: fmt.Sprintf("first answer after %s listed %d; the log's reconcile took %s, adopted %.0f",
+				r.adoptReady.Round(time.Millisecond), r.adoptFirst, r.reconcileTook.Round(time.Millisecond), r.reconcileAdopted)})
+	}
+	if r.adoptMem.RSS > 0 {
+		s.Figures = append(s.Figures, Figure{Name: fmt.Sprintf("esb-agent RSS after adopting %d", liveWorkers),
+			Value: mibOf(r.adoptMem.RSS), Note: "VmHWM (peak) " + mibOf(r.adoptMem.HWM)})
+	}
+	if r.releaseAllWall > 0 {
+		s.Figures = append(s.Figures, Figure{Name: fmt.Sprintf("release of the %d, %d at a time", liveWorkers, clients),
+			Value: r.releaseAllWall.Round(time.Millisecond).String(), Note: perSecond(liveWorkers, r.releaseAllWall) + " workers/s"})
+	}
+	if r.leftChecked {
+		left := "nothing"
+		if len(r.leftovers) > 0 {
+			left = fmt.Sprintf("%d traces", len(r.leftovers))
+		}
+		s.Figures = append(s.Figures, Figure{Name: "left after every release", Value: left,
+			Note: "containers, netns pins, node veths, IPAM addresses, libcni cache entries"},
+			Figure{Name: "worker log files left in esb-agent's -log-dir after every release", Value: fmt.Sprint(r.workerLogs),
+				Note: "one <id>.log per worker ever created: Release does not remove it"})
+	}
+
+	ms := func(d time.Duration) string { return Ms(d) + " ms" }
+	s.Targets = []Target{
+		RatioTarget(fmt.Sprintf("cold acquire p50 ≤ %.1f × ctr run -d p50", coldVsCtrLimit), r.cold.P50(), r.ctrRun.P50(), coldVsCtrLimit,
+			fmt.Sprintf("%s vs %s", ms(r.cold.P50()), ms(r.ctrRun.P50()))),
+		RatioTarget(fmt.Sprintf("cold acquire p95 ≤ %.0f × its p50", p95VsP50Limit), r.cold.P95(), r.cold.P50(), p95VsP50Limit,
+			fmt.Sprintf("%s vs %s", ms(r.cold.P95()), ms(r.cold.P50()))),
+		{Name: "warm-pool acquire p50 under 5 ms", Measured: float64(r.warm.P50()) / float64(time.Millisecond),
+			Limit: float64(warmLimit) / float64(time.Millisecond), Unit: "ms", Strict: true, Known: len(r.warm) > 0},
+		{Name: fmt.Sprintf("esb-agent RSS with %d live workers at most 64 MiB", liveWorkers), Measured: float64(r.liveMem.RSS) / mib,
+			Limit: rssLimit / mib, Unit: "MiB", Known: r.liveMem.RSS > 0},
+		{Name: fmt.Sprintf("%d live workers adopted by a restarted agent within 2 s", liveWorkers), Measured: r.adoptAll.Seconds(),
+			Limit: adoptLimit.Seconds(), Unit: "s", Known: r.adoptAll > 0, Detail: "process start → ListWorkers lists all"},
+	}
+	return s
+}
+
+// report hands the headline figures to the benchmark framework.
+func (r *results) report(b *testing.B) {
+	msOf := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	if len(r.cold) > 0 {
+		b.ReportMetric(msOf(r.cold.P50()), "acquire-p50-ms")
+		b.ReportMetric(msOf(r.cold.P95()), "acquire-p95-ms")
+	}
+	if len(r.ctrRun) > 0 {
+		b.ReportMetric(msOf(r.ctrRun.P50()), "ctr-run-p50-ms")
+	}
+	if len(r.warm) > 0 {
+		b.ReportMetric(msOf(r.warm.P50()), "warm-p50-ms")
+	}
+	if r.throughputWall > 0 {
+		b.ReportMetric(float64(throughputCycles)/r.throughputWall.Seconds(), "workers/s")
+	}
+	if r.liveMem.RSS > 0 {
+		b.ReportMetric(float64(r.liveMem.RSS)/mib, "rss-200-MiB")
+	}
+	if r.adoptAll > 0 {
+		b.ReportMetric(msOf(r.adoptAll), "adopt-200-ms")
+	}
+	b.ReportMetric(0, "ns/op")
+}

@@ -1,0 +1,776 @@
+package benchagent
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+
+	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/ipam"
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+)
+
+const (
+	netName    = "esb"
+	workerPort = 8080 // the agent's default port, and the worker's without PORT
+
+	// Bounds of every wait.
+	agentStartTimeout = time.Minute      // start to the first ListWorkers answer
+	agentStopTimeout  = time.Minute      // signal to exit
+	rpcTimeout        = 2 * time.Minute  // one API call
+	cmdTimeout        = time.Minute      // one ctr command
+	readyTimeout      = 10 * time.Second // a ctr-run worker's port accepting TCP
+	settleTimeout     = 10 * time.Second // the kernel's asynchronous cleanup
+)
+
+// env is the run's world: a node namespace, a containerd namespace with
+// the worker image, a directory with the agent's conflist, IPAM store,
+// libcni cache, worker logs, netns pins and socket, and at most one
+// running agent. Everything is removed when the benchmark ends, even when
+// it fails.
+type env struct {
+	b         *testing.B
+	stack     stacktest.Stack
+	node      ns.NetNS
+	base      string
+	ctrNS     string
+	image     string
+	agentBin  string
+	pluginDir string
+	cc        *client.Client // the run's own containerd client, in ctrNS
+	agent     *agentProc
+	runs      int
+	// logIssues counts the warnings and errors of the stopped agents'
+	// logs, by message.
+	logIssues map[string]int
+}
+
+func newEnv(b *testing.B) *env {
+	b.Helper()
+	s := stacktest.Require(b)
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		nstest.Unavailable(b, "nsenter is not installed (util-linux): %v", err)
+	}
+	base, err := os.MkdirTemp("", "esbbenchagent-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := &env{b: b, stack: s, base: base, ctrNS: "esbbenchagent-" + randomHex(4), image: s.WorkerImage, logIssues: map[string]int{}}
+	// Cleanups run last-registered first: the directory goes after the
+	// node, which goes after the workers and the containerd namespace.
+	b.Cleanup(func() {
+		if err := unmountAll(e.netnsDir()); err != nil {
+			b.Errorf("unmount %s: %v", e.netnsDir(), err)
+		}
+		if err := os.RemoveAll(base); err != nil {
+			b.Errorf("remove %s: %v", base, err)
+		}
+	})
+	e.agentBin = buildAgent(b, filepath.Join(base, "bin"))
+	e.pluginDir = nstest.PluginDir(b)
+	e.node = nstest.NewNS(b)
+	if err := e.node.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	}); err != nil {
+		b.Fatalf("set lo up in the node: %v", err)
+	}
+	e.writeConflist()
+	e.cc, err = client.New(s.ContainerdSock, client.WithDefaultNamespace(e.ctrNS), client.WithTimeout(10*time.Second))
+	if err != nil {
+		b.Fatalf("connect to containerd: %v", err)
+	}
+	b.Cleanup(func() { _ = e.cc.Close() })
+	b.Cleanup(e.teardown)
+	// The agent, in the node, cannot reach the registry on the host's
+	// loopback: the image is pulled here, so every acquire finds it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := s.Ctr(ctx, e.ctrNS, "images", "pull", "--plain-http", "--snapshotter", s.Snapshotter, e.image).CombinedOutput(); err != nil {
+		b.Fatalf("pull %s: %v\n%s", e.image, err, out)
+	}
+	return e
+}
+
+func randomHex(n int) string {
+	p := make([]byte, n)
+	if _, err := rand.Read(p); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(p)
+}
+
+// buildAgent builds esb-agent into dir.
+func buildAgent(b *testing.B, dir string) string {
+	b.Helper()
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./agent/cmd/esb-agent")
+	cmd.Dir = nstest.RepoRoot(b)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("go build esb-agent: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "esb-agent")
+}
+
+func (e *env) socket() string   { return filepath.Join(e.base, "agent.sock") }
+func (e *env) confDir() string  { return filepath.Join(e.base, "conf") }
+func (e *env) ipamDir() string  { return filepath.Join(e.base, "ipam") }
+func (e *env) cacheDir() string { return filepath.Join(e.base, "cache") }
+func (e *env) logDir() string   { return filepath.Join(e.base, "logs") }
+func (e *env) netnsDir() string { return filepath.Join(e.base, "netns") }
+
+// writeConflist writes the esb network of the run: esb-bridge with
+// esb-ipam, whose store lives in the run's directory.
+func (e *env) writeConflist() {
+	e.b.Helper()
+	list := map[string]any{
+		"cniVersion": "1.1.0",
+		"name":       netName,
+		"plugins": []any{map[string]any{
+			"type": "esb-bridge",
+			"ipam": map[string]any{
+				"type":    "esb-ipam",
+				"dataDir": e.ipamDir(),
+				"routes":  []any{map[string]any{"dst": "0.0.0.0/0"}},
+			},
+		}},
+	}
+	p, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	if err := os.MkdirAll(e.confDir(), 0o755); err != nil {
+		e.b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.confDir(), "10-esb.conflist"), p, 0o644); err != nil {
+		e.b.Fatal(err)
+	}
+}
+
+// --- the agent process ---------------------------------------------------
+
+// agentProc is one run of esb-agent in the node. nsenter execs the agent,
+// so the process is the agent itself.
+type agentProc struct {
+	cmd     *exec.Cmd
+	started time.Time
+	logPath string
+	logFile *os.File
+	exited  chan struct{}
+	waitErr error
+	conn    *grpc.ClientConn
+	api     agentv1.AgentServiceClient
+	// ready is the time from the process start to the first answer of
+	// ListWorkers (reconcile, and so adoption, included); first is how
+	// many workers that answer listed.
+	ready time.Duration
+	first int
+}
+
+// startAgent runs esb-agent in the node (nsenter --net only, so the
+// namespaces it pins stay visible to containerd) with the run's settings
+// and extra flags, and waits until ListWorkers answers, polling every
+// millisecond.
+func (e *env) startAgent(extra ...string) *agentProc {
+	e.b.Helper()
+	if e.agent != nil {
+		e.b.Fatal("an agent already runs")
+	}
+	if err := os.Remove(e.socket()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		e.b.Fatal(err)
+	}
+	e.runs++
+	args := []string{"--net=" + e.node.Path(), e.agentBin,
+		"-containerd-address", e.stack.ContainerdSock,
+		"-containerd-namespace", e.ctrNS,
+		"-snapshotter", e.stack.Snapshotter,
+		"-socket", e.socket(),
+		"-cni-conf-dir", e.confDir(),
+		"-cni-bin-dirs", e.pluginDir,
+		"-cni-cache-dir", e.cacheDir(),
+		"-netns-dir", e.netnsDir(),
+		"-log-dir", e.logDir(),
+		"-metrics-listen", "",
+		"-max-workers", "1000",
+	}
+	args = append(args, extra...)
+	p := &agentProc{logPath: filepath.Join(e.base, fmt.Sprintf("agent-%d.log", e.runs)), exited: make(chan struct{})}
+	f, err := os.Create(p.logPath)
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	p.logFile = f
+	p.cmd = exec.Command("nsenter", args...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	start := time.Now()
+	if err := p.cmd.Start(); err != nil {
+		_ = f.Close()
+		e.b.Fatalf("start esb-agent: %v", err)
+	}
+	p.started = start
+	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
+	e.agent = p
+
+	deadline := start.Add(agentStartTimeout)
+	fail := func(format string, args ...any) {
+		e.b.Helper()
+		e.b.Fatalf("esb-agent: %s\n%s", fmt.Sprintf(format, args...), p.log())
+	}
+	// The socket appears once reconcile is done.
+	for {
+		if _, err := os.Stat(e.socket()); err == nil {
+			break
+		}
+		select {
+		case <-p.exited:
+			fail("exited at start (%v)", p.waitErr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			fail("no socket %s within %s", e.socket(), agentStartTimeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	p.conn, err = grpc.NewClient("unix://"+e.socket(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: time.Second,
+			Backoff: backoff.Config{BaseDelay: time.Millisecond, Multiplier: 1.5, MaxDelay: 20 * time.Millisecond}}))
+	if err != nil {
+		fail("grpc client: %v", err)
+	}
+	p.api = agentv1.NewAgentServiceClient(p.conn)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		r, err := p.api.ListWorkers(ctx, &agentv1.ListWorkersRequest{}, grpc.WaitForReady(true))
+		cancel()
+		if err == nil {
+			p.ready, p.first = time.Since(start), len(r.GetWorkers())
+			return p
+		}
+		select {
+		case <-p.exited:
+			fail("exited at start (%v)", p.waitErr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			fail("ListWorkers does not answer within %s: %v", agentStartTimeout, err)
+		}
+	}
+}
+
+func (p *agentProc) log() string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return fmt.Sprintf("(read %s: %v)", p.logPath, err)
+	}
+	return string(b)
+}
+
+// logRecords returns the agent's JSON log records whose msg is msg.
+func (p *agentProc) logRecords(msg string) []map[string]any {
+	return p.records(func(r map[string]any) bool { return r["msg"] == msg })
+}
+
+// logRecordsAt returns the agent's JSON log records of level.
+func (p *agentProc) logRecordsAt(level string) []map[string]any {
+	return p.records(func(r map[string]any) bool { return r["level"] == level })
+}
+
+func (p *agentProc) records(keep func(map[string]any) bool) []map[string]any {
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(p.log()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var r map[string]any
+		if json.Unmarshal(sc.Bytes(), &r) == nil && keep(r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// tookOf reads the "took" attribute of a log record (slog writes a
+// duration as nanoseconds).
+func tookOf(r map[string]any) (time.Duration, bool) {
+	v, ok := r["took"].(float64)
+	return time.Duration(v), ok
+}
+
+// Memory of a process, from /proc/<pid>/status.
+type Memory struct {
+	RSS, HWM uint64 // bytes: resident now, and the peak
+}
+
+// memory reads the agent's VmRSS and VmHWM, after checking that the pid
+// is esb-agent (nsenter exec'd it) and not nsenter.
+func (p *agentProc) memory() (Memory, error) {
+	pid := p.cmd.Process.Pid
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return Memory{}, err
+	}
+	if c := strings.TrimSpace(string(comm)); c != "esb-agent" {
+		return Memory{}, fmt.Errorf("process %d is %q, not esb-agent", pid, c)
+	}
+	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Memory{}, err
+	}
+	var m Memory
+	for _, line := range strings.Split(string(f), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "VmRSS" && k != "VmHWM") {
+			continue
+		}
+		fields := strings.Fields(v)
+		if len(fields) != 2 || fields[1] != "kB" {
+			return m, fmt.Errorf("unexpected %s line %q", k, line)
+		}
+		n, err := strconv.ParseUint(fields[0], 10, 64)
+		if err != nil {
+			return m, err
+		}
+		if k == "VmRSS" {
+			m.RSS = n << 10
+		} else {
+			m.HWM = n << 10
+		}
+	}
+	return m, nil
+}
+
+// stopAgent signals the agent and waits for it to exit; after SIGTERM it
+// must exit 0 (a graceful stop that keeps the workers).
+func (e *env) stopAgent(sig syscall.Signal) error {
+	p := e.agent
+	if p == nil {
+		return nil
+	}
+	e.agent = nil
+	defer func() { _ = p.conn.Close(); _ = p.logFile.Close() }()
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal esb-agent: %w", err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(agentStopTimeout):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		return fmt.Errorf("esb-agent did not exit within %s of %v:\n%s", agentStopTimeout, sig, p.log())
+	}
+	for _, level := range []string{"WARN", "ERROR"} {
+		for _, r := range p.logRecordsAt(level) {
+			e.logIssues[fmt.Sprintf("%s %v", level, r["msg"])]++
+		}
+	}
+	if sig == syscall.SIGTERM && p.waitErr != nil {
+		return fmt.Errorf("esb-agent exited with %v after SIGTERM, want 0:\n%s", p.waitErr, p.log())
+	}
+	return nil
+}
+
+// --- API calls -------------------------------------------------------------
+
+// acquire calls AcquireWorker for owner and function and times it from
+// the client.
+func (p *agentProc) acquire(image, owner, function string) (*agentv1.Worker, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	defer cancel()
+	start := time.Now()
+	r, err := p.api.AcquireWorker(ctx, &agentv1.AcquireWorkerRequest{Function: function, Image: image, OwnerId: owner})
+	took := time.Since(start)
+	if err != nil {
+		return nil, took, fmt.Errorf("acquire %s for %s: %w", function, owner, err)
+	}
+	return r.GetWorker(), took, nil
+}
+
+// release calls ReleaseWorker and times it.
+func (p *agentProc) release(w *agentv1.Worker) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	defer cancel()
+	start := time.Now()
+	_, err := p.api.ReleaseWorker(ctx, &agentv1.ReleaseWorkerRequest{WorkerId: w.GetId(), OwnerId: w.GetOwnerId()})
+	took := time.Since(start)
+	if err != nil {
+		return took, fmt.Errorf("release %s: %w", w.GetId(), err)
+	}
+	return took, nil
+}
+
+// list returns every worker of the agent.
+func (p *agentProc) list() ([]*agentv1.Worker, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	defer cancel()
+	r, err := p.api.ListWorkers(ctx, &agentv1.ListWorkersRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list workers: %w", err)
+	}
+	return r.GetWorkers(), nil
+}
+
+// --- ctr, containerd's own CLI --------------------------------------------------
+
+// ctrRun runs `ctr run -d IMAGE ID` (ctr's default: no network, a new
+// empty network namespace with lo up) and times the command to its return,
+// which comes when the task has started. ready is the time from the same
+// start to the worker's port accepting TCP on the container's loopback,
+// polled as the agent polls its workers.
+func (e *env) ctrRun(id string) (run, ready time.Duration, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	start := time.Now()
+	out, err := e.stack.Ctr(ctx, e.ctrNS, "run", "-d", e.image, id).CombinedOutput()
+	run = time.Since(start)
+	if err != nil {
+		return run, 0, fmt.Errorf("ctr run -d %s: %w: %s", id, err, strings.TrimSpace(string(out)))
+	}
+	pid, err := e.taskPid(ctx, id)
+	if err != nil {
+		return run, 0, err
+	}
+	if err := waitTCP(ctx, fmt.Sprintf("/proc/%d/ns/net", pid), net.JoinHostPort("127.0.0.1", strconv.Itoa(workerPort))); err != nil {
+		return run, 0, fmt.Errorf("ctr-run container %s: %w", id, err)
+	}
+	return run, time.Since(start), nil
+}
+
+// taskPid returns the pid of the container's process: from its cgroup
+// (ctr puts a container of namespace ns in /<ns>/<id>, read in
+// microseconds), else from containerd.
+func (e *env) taskPid(ctx context.Context, id string) (int, error) {
+	for _, ctrl := range []string{"pids", "memory"} {
+		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", ctrl, e.ctrNS, id, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if pid, err := strconv.Atoi(f[0]); err == nil {
+				return pid, nil
+			}
+		}
+	}
+	c, err := e.cc.LoadContainer(ctx, id)
+	if err != nil {
+		return 0, fmt.Errorf("load container %s: %w", id, err)
+	}
+	t, err := c.Task(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("task of %s: %w", id, err)
+	}
+	return int(t.Pid()), nil
+}
+
+// dialSchedule is the agent's readiness poll (agent.waitReady): a probe,
+// then 2 ms, doubling to at most 50 ms, between probes.
+func dialSchedule(ctx context.Context, dial func(context.Context) error) error {
+	delay := 2 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := dial(pctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("port not accepting TCP: %w", err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 50*time.Millisecond)
+	}
+}
+
+// waitTCP waits until addr accepts TCP inside the network namespace at
+// netnsPath.
+func waitTCP(ctx context.Context, netnsPath, addr string) error {
+	target, err := ns.GetNS(netnsPath)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = target.Close() }()
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	return target.Do(func(ns.NetNS) error {
+		return dialSchedule(ctx, func(ctx context.Context) error { return dialOnce(ctx, addr) })
+	})
+}
+
+func dialOnce(ctx context.Context, addr string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// removeContainer kills and deletes a container with its snapshot, as
+// `ctr tasks rm -f` and `ctr containers rm` would, through the run's own
+// client. A missing container is not an error.
+func (e *env) removeContainer(ctx context.Context, id string) error {
+	c, err := e.cc.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load container %s: %w", id, err)
+	}
+	if t, err := c.Task(ctx, nil); err == nil {
+		if _, err := t.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete task of %s: %w", id, err)
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return fmt.Errorf("task of %s: %w", id, err)
+	}
+	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	return nil
+}
+
+// containers lists the IDs of every container in the run's namespace.
+func (e *env) containers(ctx context.Context) ([]string, error) {
+	cs, err := e.cc.Containers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	ids := make([]string, 0, len(cs))
+	for _, c := range cs {
+		ids = append(ids, c.ID())
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// --- what workers leave ----------------------------------------------------------
+
+// traces lists what of any worker is on the node: containers in the
+// run's namespace, netns pins, esb veths in the node, addresses in the
+// IPAM store and results in libcni's cache.
+func (e *env) traces() []string {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	var out []string
+	ids, err := e.containers(ctx)
+	if err != nil {
+		out = append(out, err.Error())
+	}
+	for _, id := range ids {
+		out = append(out, "container "+id)
+	}
+	pins, _ := filepath.Glob(filepath.Join(e.netnsDir(), "esb-*"))
+	for _, p := range pins {
+		out = append(out, "netns pin "+p)
+	}
+	veths, err := e.veths()
+	if err != nil {
+		out = append(out, err.Error())
+	}
+	for _, v := range veths {
+		out = append(out, "veth "+v)
+	}
+	allocs, err := e.allocations()
+	if err != nil {
+		out = append(out, err.Error())
+	}
+	for _, a := range allocs {
+		out = append(out, "address "+a)
+	}
+	results, _ := filepath.Glob(filepath.Join(e.cacheDir(), "results", "*"))
+	for _, r := range results {
+		out = append(out, "libcni cache entry "+filepath.Base(r))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// noTraces waits (bounded: the kernel removes the veths of a dead
+// namespace asynchronously) until traces reports nothing, and else
+// returns what is left.
+func (e *env) noTraces() []string {
+	deadline := time.Now().Add(settleTimeout)
+	for {
+		left := e.traces()
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// veths returns the esb veths in the node, each with its alias.
+func (e *env) veths() ([]string, error) {
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(int(e.node.Fd())))
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle in the node: %w", err)
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links of the node: %w", err)
+	}
+	var out []string
+	for _, l := range links {
+		if l.Type() == "veth" && strings.HasPrefix(l.Attrs().Name, "esb") {
+			out = append(out, fmt.Sprintf("%s (%s)", l.Attrs().Name, l.Attrs().Alias))
+		}
+	}
+	return out, nil
+}
+
+// allocations returns the IPAM store's allocations as "address of attachment".
+func (e *env) allocations() ([]string, error) {
+	if _, err := os.Stat(ipam.DBPath(e.ipamDir(), netName)); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	s, err := ipam.OpenBolt(e.ipamDir(), netName, ipam.BoltOptions{LockWait: 10 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open the IPAM store: %w", err)
+	}
+	var out []string
+	err = s.View(func(tx ipam.Txn) error {
+		return tx.ForEachAllocation(func(a *ipam.Allocation) error {
+			var ips []string
+			for _, p := range a.IPs {
+				ips = append(ips, p.Addr().String())
+			}
+			out = append(out, strings.Join(ips, ",")+" of "+a.ID.String())
+			return nil
+		})
+	})
+	return out, errors.Join(err, s.Close())
+}
+
+// --- teardown ----------------------------------------------------------------------
+
+// teardown stops the agent, then removes whatever is left (so a failed
+// run leaves the machine clean too), the image and the containerd
+// namespace.
+func (e *env) teardown() {
+	b := e.b
+	if e.agent != nil {
+		logPath := e.agent.logPath
+		if err := e.stopAgent(syscall.SIGTERM); err != nil {
+			b.Error(err)
+		}
+		if b.Failed() {
+			if p, err := os.ReadFile(logPath); err == nil {
+				b.Logf("%s (tail):\n%s", filepath.Base(logPath), tail(string(p), 40))
+			}
+		}
+	}
+	if err := e.forceClean(); err != nil {
+		b.Errorf("clean up: %v", err)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// forceClean removes every container (8 at a time), pin and image of the
+// run, its containerd namespace, and runc's cgroups of that namespace.
+func (e *env) forceClean() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	var errs []error
+	ids, err := e.containers(ctx)
+	errs = append(errs, err)
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for id := range work {
+				if err := e.removeContainer(ctx, id); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, id := range ids {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	pins, _ := filepath.Glob(filepath.Join(e.netnsDir(), "esb-*"))
+	for _, p := range pins {
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", p, err))
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	is := e.cc.ImageService()
+	imgs, err := is.List(ctx)
+	errs = append(errs, err)
+	for i, img := range imgs {
+		var opts []images.DeleteOpt
+		if i == len(imgs)-1 {
+			opts = append(opts, images.SynchronousDelete()) // collect the content once, at the end
+		}
+		if err := is.Delete(ctx, img.Name, opts...); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("remove image %s: %w", img.Name, err))
+		}
+	}
+	if err := e.cc.NamespaceService().Delete(ctx, e.ctrNS); err != nil && !errdefs.IsNotFound(err) {
+		errs = append(errs, fmt.Errorf("remove containerd namespace %s: %w", e.ctrNS, err))
+	}
+	// runc leaves the namespace's parent cgroup under each v1 controller.
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + e.ctrNS)
+	for _, d := range append(dirs, "/sys/fs/cgroup/"+e.ctrNS) {
+		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unmountAll unmounts dir (the agent bind-mounts its netns directory on
+// itself, shared), however often it is mounted there.
+func unmountAll(dir string) error {
+	for range 8 {
+		err := unix.Unmount(dir, unix.MNT_DETACH)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("%s is still mounted after 8 unmounts", dir)
+}

@@ -1,0 +1,207 @@
+// Package benchagent measures esb-agent the way a Gateway sees it, beside
+// containerd's own CLI: cold AcquireWorker against `ctr run -d` of the
+// same image (no network, ctr's default: a new empty network namespace),
+// warm-pool acquires, throughput with 8 concurrent clients, 200 live
+// workers with the agent's RSS, and the adoption of those 200 by a
+// restarted agent. The agent runs as a real process (nsenter --net) in a
+// node network namespace made for the run; ctr runs in the host's, as it
+// would on a node. It needs root and the stack of scripts/stack.sh; the
+// benchmark prints a markdown table with the issue's targets.
+//
+// This file holds the arithmetic and the table, which need no privileges.
+package benchagent
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Samples are the durations of repeated runs of one operation.
+type Samples []time.Duration
+
+// Quantile returns the q-quantile (0 ≤ q ≤ 1) by linear interpolation
+// between the closest ranks, or 0 for no samples.
+func (s Samples) Quantile(q float64) time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	c := slices.Clone(s)
+	slices.Sort(c)
+	pos := q * float64(len(c)-1)
+	i := int(pos)
+	if i >= len(c)-1 {
+		return c[len(c)-1]
+	}
+	frac := pos - float64(i)
+	return c[i] + time.Duration(frac*float64(c[i+1]-c[i]))
+}
+
+// P50 returns the median (the mean of the middle two for an even count).
+func (s Samples) P50() time.Duration { return s.Quantile(0.5) }
+
+// P95 returns the 95th percentile.
+func (s Samples) P95() time.Duration { return s.Quantile(0.95) }
+
+// Mean returns the arithmetic mean, or 0 for no samples.
+func (s Samples) Mean() time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, d := range s {
+		sum += d
+	}
+	return sum / time.Duration(len(s))
+}
+
+// Max returns the largest sample, or 0 for no samples.
+func (s Samples) Max() time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	return slices.Max(s)
+}
+
+// Ms renders d in milliseconds: two decimals below 10 ms, one above.
+func Ms(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	if ms < 10 {
+		return fmt.Sprintf("%.2f", ms)
+	}
+	return fmt.Sprintf("%.1f", ms)
+}
+
+// Row is one line of a latency table.
+type Row struct {
+	Name    string
+	Samples Samples
+	Note    string
+}
+
+// Figure is one measured value that is not a latency distribution.
+type Figure struct {
+	Name  string
+	Value string
+	Note  string
+}
+
+// Target is one of the issue's acceptance checks.
+type Target struct {
+	Name     string
+	Measured float64 // in Unit
+	Limit    float64 // in Unit
+	Unit     string  // "×", "ms", "MiB", "s"
+	// Strict makes the check Measured < Limit ("under"); otherwise
+	// Measured ≤ Limit ("at most").
+	Strict bool
+	// Known is false when the figure could not be measured.
+	Known  bool
+	Detail string
+}
+
+// Met reports whether the target was measured and is within its limit.
+func (t Target) Met() bool {
+	if !t.Known {
+		return false
+	}
+	if t.Strict {
+		return t.Measured < t.Limit
+	}
+	return t.Measured <= t.Limit
+}
+
+// Result renders the outcome: met, NOT MET or not measured.
+func (t Target) Result() string {
+	switch {
+	case !t.Known:
+		return "not measured"
+	case t.Met():
+		return "met"
+	default:
+		return "NOT MET"
+	}
+}
+
+// RatioTarget is a target on num/den; it is unknown when den is zero.
+func RatioTarget(name string, num, den time.Duration, limit float64, detail string) Target {
+	t := Target{Name: name, Limit: limit, Unit: "×", Detail: detail}
+	if den > 0 && num > 0 {
+		t.Measured, t.Known = float64(num)/float64(den), true
+	}
+	return t
+}
+
+// Summary is what the benchmark prints.
+type Summary struct {
+	Title   string
+	Notes   []string
+	Latency []Row // end-to-end latencies
+	Phases  []Row // one acquire and release taken apart
+	Figures []Figure
+	Targets []Target
+}
+
+func writeRows(b *strings.Builder, head string, rows []Row) {
+	fmt.Fprintf(b, "| %s | samples | p50 ms | p95 ms | mean ms | max ms | note |\n", head)
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for _, r := range rows {
+		s := r.Samples
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s |\n", r.Name, len(s),
+			Ms(s.P50()), Ms(s.P95()), Ms(s.Mean()), Ms(s.Max()), r.Note)
+	}
+}
+
+func num(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+// Print writes the summary as markdown: the latency table, the phases of
+// one acquire, the other figures, then the targets.
+func (s *Summary) Print(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n## %s\n\n", s.Title)
+	for _, n := range s.Notes {
+		fmt.Fprintf(&b, "- %s\n", n)
+	}
+	if len(s.Latency) > 0 {
+		b.WriteString("\n")
+		writeRows(&b, "operation", s.Latency)
+	}
+	if len(s.Phases) > 0 {
+		b.WriteString("\n")
+		writeRows(&b, "phase (in-process agent, same code)", s.Phases)
+	}
+	if len(s.Figures) > 0 {
+		b.WriteString("\n| figure | value | note |\n| --- | ---: | --- |\n")
+		for _, f := range s.Figures {
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", f.Name, f.Value, f.Note)
+		}
+	}
+	if len(s.Targets) > 0 {
+		b.WriteString("\n| target | measured | limit | result | detail |\n| --- | ---: | ---: | --- | --- |\n")
+		for _, t := range s.Targets {
+			measured := "n/a"
+			if t.Known {
+				measured = num(t.Measured) + " " + t.Unit
+			}
+			op := "≤"
+			if t.Strict {
+				op = "<"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s %s %s | %s | %s |\n", t.Name, measured, op, num(t.Limit), t.Unit, t.Result(), t.Detail)
+		}
+	}
+	b.WriteString("\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}

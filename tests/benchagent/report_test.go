@@ -1,0 +1,78 @@
+package benchagent
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestQuantiles(t *testing.T) {
+	ms := time.Millisecond
+	s := Samples{4 * ms, 1 * ms, 3 * ms, 2 * ms}
+	if got := s.P50(); got != 2500*time.Microsecond {
+		t.Errorf("P50 = %v, want 2.5ms", got)
+	}
+	if got := s.Quantile(1); got != 4*ms {
+		t.Errorf("Quantile(1) = %v, want 4ms", got)
+	}
+	if got := s.Quantile(2.0 / 3); got < 2999*time.Microsecond || got > 3*ms {
+		t.Errorf("Quantile(2/3) = %v, want 3ms", got)
+	}
+	if got, want := s.Mean(), 2500*time.Microsecond; got != want {
+		t.Errorf("Mean = %v, want %v", got, want)
+	}
+	if s[0] != 4*ms {
+		t.Error("Quantile sorted the samples in place")
+	}
+	var none Samples
+	if none.P50() != 0 || none.Mean() != 0 || none.Max() != 0 {
+		t.Error("empty samples give non-zero figures")
+	}
+}
+
+func TestTargets(t *testing.T) {
+	for _, tc := range []struct {
+		t    Target
+		want string
+	}{
+		{Target{Measured: 1.2, Limit: 1.2, Known: true}, "met"},
+		{Target{Measured: 1.21, Limit: 1.2, Known: true}, "NOT MET"},
+		{Target{Measured: 5, Limit: 5, Strict: true, Known: true}, "NOT MET"},
+		{Target{Measured: 4.9, Limit: 5, Strict: true, Known: true}, "met"},
+		{Target{Measured: 0, Limit: 5}, "not measured"},
+		{RatioTarget("r", time.Second, 0, 1.2, ""), "not measured"},
+		{RatioTarget("r", 3*time.Second, 2*time.Second, 1.2, ""), "NOT MET"},
+		{RatioTarget("r", 2*time.Second, 2*time.Second, 1.2, ""), "met"},
+	} {
+		if got := tc.t.Result(); got != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.t, got, tc.want)
+		}
+	}
+}
+
+func TestPrint(t *testing.T) {
+	s := &Summary{
+		Title:   "agent",
+		Notes:   []string{"a note"},
+		Latency: []Row{{Name: "acquire", Samples: Samples{time.Millisecond, 3 * time.Millisecond}, Note: "n"}},
+		Phases:  []Row{{Name: "CNI ADD", Samples: Samples{20 * time.Millisecond}}},
+		Figures: []Figure{{Name: "RSS", Value: "30 MiB"}},
+		Targets: []Target{{Name: "warm p50", Measured: 2, Limit: 5, Unit: "ms", Strict: true, Known: true}},
+	}
+	var b strings.Builder
+	if err := s.Print(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"## agent", "- a note",
+		"| acquire | 2 | 2.00 | 2.90 | 2.00 | 3.00 | n |",
+		"| CNI ADD | 1 | 20.0 | 20.0 | 20.0 | 20.0 |  |",
+		"| RSS | 30 MiB |  |",
+		"| warm p50 | 2.00 ms | < 5.00 ms | met |  |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+}
