@@ -62,17 +62,32 @@ func (n NetNSes) Create(id string) (string, error) {
 	if err := f.Close(); err != nil {
 		return "", err
 	}
-	// The namespace is made on a dedicated, locked thread that is thrown
-	// away afterwards (never unlocked), so no goroutine ever runs in it.
+	// The namespace is made on a locked thread that then switches back to
+	// its old namespace; if it cannot, the thread stays locked and Go throws
+	// it away, so no goroutine ever runs in the new namespace. (The thread
+	// may be the process's main thread, which Go parks instead of killing:
+	// switching back matters.)
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open own network namespace: %w", err)
+			return
+		}
+		defer func() { _ = orig.Close() }()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("unshare network namespace: %w", err)
 			return
 		}
-		if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("pin network namespace at %s: %w", path, err)
+		mountErr := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, "")
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		}
+		if mountErr != nil {
+			errc <- fmt.Errorf("pin network namespace at %s: %w", path, mountErr)
 			return
 		}
 		errc <- nil

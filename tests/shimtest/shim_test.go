@@ -52,7 +52,7 @@ func TestNetNSLifecycle(t *testing.T) {
 	}
 	// It is a new namespace, not ours.
 	var own, theirs os.FileInfo
-	if own, err = os.Stat("/proc/self/ns/net"); err != nil {
+	if own, err = os.Stat("/proc/thread-self/ns/net"); err != nil {
 		t.Fatal(err)
 	}
 	if theirs, err = os.Stat(path); err != nil {
