@@ -393,7 +393,7 @@ func (e *env) stopAgent(sig syscall.Signal) error {
 		}
 	}
 	if sig == syscall.SIGTERM && p.waitErr != nil {
-		return fmt.Errorf("esb-agent exited with %v after SIGTERM, want 0:\n%s", p.waitErr, p.log())
+		return fmt.Errorf("esb-agent exited with %w after SIGTERM, want 0:\n%s", p.waitErr, p.log())
 	}
 	return nil
 }
