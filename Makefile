@@ -54,8 +54,8 @@ test-unit: ## unit tests only, as any user, no daemons
 test-privileged: deps stack-up ## the namespace, client, stack and end-to-end suites only (root)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m -v ./tests/...
 
-bench: deps ## benchmarks side by side with the reference plugins, with a printed table (root)
-	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 80m ./ipam/... ./tests/bench/... ./tests/benchbridge/... ./tests/benchnat/... $(BENCH_MORE)
+bench: deps stack-up ## benchmarks side by side with the reference plugins, with a printed table (root)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 95m ./ipam/... ./tests/bench/... ./tests/benchbridge/... ./tests/benchnat/... ./tests/benchagent/... $(BENCH_MORE)
 
 lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...

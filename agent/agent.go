@@ -607,6 +607,11 @@ func (a *Agent) teardown(ctx context.Context, id, netns string) error {
 			errs = append(errs, fmt.Errorf("remove netns: %w", err))
 		}
 	}
+	// The log goes with the worker (a failed acquire's stays, for the
+	// operator to read why).
+	if err := os.Remove(filepath.Join(a.cfg.LogDir, id+".log")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove log: %w", err))
+	}
 	if len(errs) > 0 {
 		return errf(Internal, errors.Join(errs...), "tear down worker %s", id)
 	}

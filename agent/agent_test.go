@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -120,8 +122,15 @@ func TestAcquireAndRelease(t *testing.T) {
 	if err := r.a.Release(ctx, "nope", "o1"); CodeOf(err) != NotFound {
 		t.Errorf("release of unknown: %v", err)
 	}
+	logPath := filepath.Join(r.a.cfg.LogDir, w.ID+".log") // what the runtime writes
+	if err := os.WriteFile(logPath, []byte("listening\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.a.Release(ctx, w.ID, "o1"); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(logPath); !os.IsNotExist(err) {
+		t.Errorf("the worker's log outlived it: %v", err)
 	}
 	if err := r.a.Release(ctx, w.ID, "o1"); CodeOf(err) != NotFound {
 		t.Errorf("second release: %v", err)

@@ -41,8 +41,9 @@ type AgentServiceClient interface {
 	// address or pool limit), UNAVAILABLE (runtime down), DEADLINE_EXCEEDED
 	// (not ready in time; the worker is torn down).
 	AcquireWorker(ctx context.Context, in *AcquireWorkerRequest, opts ...grpc.CallOption) (*AcquireWorkerResponse, error)
-	// ReleaseWorker tears the worker down (or returns it to the warm pool
-	// when the pool wants it). NOT_FOUND for an unknown worker,
+	// ReleaseWorker tears the worker down: a used worker never goes back to
+	// the warm pool, so no owner inherits another's state (the pool refills
+	// with fresh workers). NOT_FOUND for an unknown worker,
 	// PERMISSION_DENIED when owner_id is not the worker's owner.
 	ReleaseWorker(ctx context.Context, in *ReleaseWorkerRequest, opts ...grpc.CallOption) (*ReleaseWorkerResponse, error)
 	// ListWorkers lists the owner's acquired workers (all when owner_id is empty
@@ -132,8 +133,9 @@ type AgentServiceServer interface {
 	// address or pool limit), UNAVAILABLE (runtime down), DEADLINE_EXCEEDED
 	// (not ready in time; the worker is torn down).
 	AcquireWorker(context.Context, *AcquireWorkerRequest) (*AcquireWorkerResponse, error)
-	// ReleaseWorker tears the worker down (or returns it to the warm pool
-	// when the pool wants it). NOT_FOUND for an unknown worker,
+	// ReleaseWorker tears the worker down: a used worker never goes back to
+	// the warm pool, so no owner inherits another's state (the pool refills
+	// with fresh workers). NOT_FOUND for an unknown worker,
 	// PERMISSION_DENIED when owner_id is not the worker's owner.
 	ReleaseWorker(context.Context, *ReleaseWorkerRequest) (*ReleaseWorkerResponse, error)
 	// ListWorkers lists the owner's acquired workers (all when owner_id is empty
