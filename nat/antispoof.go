@@ -72,11 +72,21 @@ func AddGuard(c *nftables.Conn, g Guard) error {
 	if g.Port == "" || len(g.Port) >= ifNameSize {
 		return fmt.Errorf("guard: port name %q must have 1 to %d characters", g.Port, ifNameSize-1)
 	}
+	// The chain's rules are rebuilt with every guard, so an ADD also
+	// repairs a flushed or edited chain.
 	ensureGuardTable(c)
-	if err := c.SetAddElements(setPorts, []nftables.SetElement{{Key: ifKey(g.Port), Comment: g.Owner}}); err != nil {
+	if err := queueGuardElements(c, g); err != nil {
 		return err
 	}
-	var v4, v6 []nftables.SetElement
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("add anti-spoof guard for %s: %w", g.Port, err)
+	}
+	return nil
+}
+
+// guardElements returns the elements of g, per set.
+func guardElements(g Guard) (ports, v4, v6 []nftables.SetElement) {
+	ports = []nftables.SetElement{{Key: ifKey(g.Port), Comment: g.Owner}}
 	for _, ip := range g.IPs {
 		e := nftables.SetElement{Key: guardKey(g.Port, g.MAC, ip), Comment: g.Owner}
 		if ip.Is4() {
@@ -90,20 +100,45 @@ func AddGuard(c *nftables.Conn, g Guard) error {
 	if len(v6) > 0 {
 		v6 = append(v6, nftables.SetElement{Key: guardKey(g.Port, g.MAC, linkLocal(g.MAC)), Comment: g.Owner})
 	}
-	if len(v4) > 0 {
-		if err := c.SetAddElements(setIPv4, v4); err != nil {
-			return err
+	return ports, v4, v6
+}
+
+// queueGuardElements queues g's elements into the batch.
+func queueGuardElements(c *nftables.Conn, g Guard) error {
+	ports, v4, v6 := guardElements(g)
+	for _, op := range []struct {
+		s  *nftables.Set
+		es []nftables.SetElement
+	}{{setPorts, ports}, {setIPv4, v4}, {setIPv6, v6}} {
+		if len(op.es) > 0 {
+			if err := c.SetAddElements(op.s, op.es); err != nil {
+				return err
+			}
 		}
-	}
-	if len(v6) > 0 {
-		if err := c.SetAddElements(setIPv6, v6); err != nil {
-			return err
-		}
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("add anti-spoof guard for %s: %w", g.Port, err)
 	}
 	return nil
+}
+
+// RemoveGuardKnown removes the guard g describes (port, MAC and addresses
+// known, as on DEL) in one batch without listing the sets; when that fails
+// (an element was already gone, or the table), it falls back to
+// RemoveGuard.
+func RemoveGuardKnown(c *nftables.Conn, g Guard) error {
+	ports, v4, v6 := guardElements(g)
+	for _, op := range []struct {
+		s  *nftables.Set
+		es []nftables.SetElement
+	}{{setPorts, ports}, {setIPv4, v4}, {setIPv6, v6}} {
+		if len(op.es) > 0 {
+			if err := c.SetDeleteElements(op.s, op.es); err != nil {
+				return err
+			}
+		}
+	}
+	if err := c.Flush(); err == nil {
+		return nil
+	}
+	return RemoveGuard(c, g.Port)
 }
 
 // ensureGuardTable queues the table, sets and chain (rules rebuilt) into

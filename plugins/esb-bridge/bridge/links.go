@@ -273,10 +273,18 @@ func addGuard(port string, mac net.HardwareAddr, res *current.Result, args *skel
 	return nil
 }
 
-func removeGuard(port string) error {
-	c, err := nftables.New()
+func removeGuard(port string) error { return removeGuardOf(port, nil) }
+
+// removeGuardOf removes port's guard: by its known elements when g is
+// given (no listing of the sets), else by listing.
+func removeGuardOf(port string, g *nat.Guard) error {
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return err
+	}
+	defer func() { _ = c.CloseLasting() }()
+	if g != nil && len(g.MAC) == 6 {
+		return nat.RemoveGuardKnown(c, *g)
 	}
 	return nat.RemoveGuard(c, port)
 }

@@ -34,7 +34,21 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	}
 	hostName := VethName(args.ContainerID, args.IfName)
 	var errs []error
-	if err := removeGuard(hostName); err != nil {
+	// With the in-process IPAM the guard's elements are known from the
+	// allocation, and removed in one batch without listing the sets.
+	var known *nat.Guard
+	if nc.IPAM != nil {
+		if a, err := ipam.Get(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}); err == nil && a != nil {
+			known = &nat.Guard{Port: hostName}
+			for _, ip := range a.IPs {
+				known.IPs = append(known.IPs, ip.Addr())
+				if ip.Addr().Is4() {
+					known.MAC = MACFor(ip.Addr())
+				}
+			}
+		}
+	}
+	if err := removeGuardOf(hostName, known); err != nil {
 		errs = append(errs, fmt.Errorf("remove anti-spoof guard of %s: %w", hostName, err))
 	}
 	if err := delLink(hostName); err != nil {
@@ -239,19 +253,10 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		valid[ipam.AttachmentID{ContainerID: v.ContainerID, IfName: v.IfName}] = true
 	}
 	grace, _ := time.ParseDuration(conf.DefaultGCGrace)
-	var protected map[string]bool // veth names of the remaining allocations
 	if nc.IPAM != nil {
 		grace = nc.IPAM.GCGrace
 		if _, err := ipam.Collect(nc.IPAM, p.BootID, valid, p.now); err != nil {
 			return ipam.CNIError(err)
-		}
-		remaining, err := ipam.List(nc.IPAM, p.BootID)
-		if err != nil {
-			return ipam.CNIError(err)
-		}
-		protected = map[string]bool{}
-		for _, a := range remaining {
-			protected[VethName(a.ID.ContainerID, a.ID.IfName)] = true
 		}
 	} else if err := invoke.DelegateGC(context.Background(), nc.IPAMType, nc.Raw, p.Exec); err != nil {
 		return err
@@ -270,6 +275,24 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return types.NewError(types.ErrInternal, "list links", err.Error())
+	}
+	// Veths of the remaining allocations and of valid attachments are
+	// protected. The allocations are read after the links: an ADD
+	// allocates before it makes its veth, so every veth in the list above
+	// that belongs to an ADD in flight has its allocation in this one.
+	var protected map[string]bool
+	if nc.IPAM != nil {
+		remaining, err := ipam.List(nc.IPAM, p.BootID)
+		if err != nil {
+			return ipam.CNIError(err)
+		}
+		protected = map[string]bool{}
+		for _, a := range remaining {
+			protected[VethName(a.ID.ContainerID, a.ID.IfName)] = true
+		}
+		for id := range valid {
+			protected[VethName(id.ContainerID, id.IfName)] = true
+		}
 	}
 	brIndex := -1
 	for _, l := range links {
