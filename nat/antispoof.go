@@ -72,8 +72,19 @@ func AddGuard(c *nftables.Conn, g Guard) error {
 	if g.Port == "" || len(g.Port) >= ifNameSize {
 		return fmt.Errorf("guard: port name %q must have 1 to %d characters", g.Port, ifNameSize-1)
 	}
-	// The chain's rules are rebuilt with every guard, so an ADD also
-	// repairs a flushed or edited chain.
+	// Fast path: when the chain holds its rules, one batch of elements is
+	// all an ADD needs. Otherwise (no table yet, a flushed chain, a set
+	// deleted: the elements batch then fails) the table, sets and chain are
+	// made or rebuilt whole with the elements, in one transaction, so an ADD
+	// also repairs a flushed chain.
+	if rules, err := c.GetRules(guardTable, guardChain); err == nil && len(rules) == len(guardRules()) {
+		if err := queueGuardElements(c, g); err != nil {
+			return err
+		}
+		if err := c.Flush(); err == nil {
+			return nil
+		}
+	}
 	ensureGuardTable(c)
 	if err := queueGuardElements(c, g); err != nil {
 		return err

@@ -68,6 +68,17 @@ func TestAntiSpoofTableGolden(t *testing.T) {
 	if again := nftList(t, node.Path(), "bridge", "esb"); again != first {
 		t.Errorf("re-adding a guard changed the table:\n%s", again)
 	}
+	// A flushed chain leaves the ports unguarded; the next ADD's guard
+	// rebuilds it.
+	if out, err := exec.Command("ip", "netns", "exec", filepath.Base(node.Path()), "nft", "flush", "chain", "bridge", "esb", "prerouting").CombinedOutput(); err != nil {
+		t.Fatalf("flush chain: %v\n%s", err, out)
+	}
+	if err := nat.AddGuard(c, g1); err != nil {
+		t.Fatal(err)
+	}
+	if again := nftList(t, node.Path(), "bridge", "esb"); again != first {
+		t.Errorf("a guard added after the chain was flushed did not restore it:\n%s", again)
+	}
 	gs, err := nat.ListGuards(c)
 	if err != nil || len(gs) != 2 || gs[1].Owner != "ctr2/eth0" || len(gs[1].IPs) != 2 {
 		t.Fatalf("ListGuards = %+v, %v", gs, err)

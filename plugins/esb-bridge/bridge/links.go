@@ -263,10 +263,11 @@ func addGuard(port string, mac net.HardwareAddr, res *current.Result, args *skel
 			g.IPs = append(g.IPs, a.Unmap())
 		}
 	}
-	c, err := nftables.New()
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return types.NewError(types.ErrInternal, "open nftables", err.Error())
 	}
+	defer func() { _ = c.CloseLasting() }()
 	if err := nat.AddGuard(c, g); err != nil {
 		return types.NewError(types.ErrInternal, "add anti-spoof guard", err.Error())
 	}
