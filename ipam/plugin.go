@@ -103,19 +103,9 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if a == nil {
 		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("attachment %s holds no address in network %q", id, nc.Name), "")
 	}
-	var pc types.PluginConf
-	if err := json.Unmarshal(nc.Raw, &pc); err != nil {
-		return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
-	}
-	if err := version.ParsePrevResult(&pc); err != nil {
-		return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
-	}
-	if pc.PrevResult == nil {
-		return nil
-	}
-	prev, err := current.NewResultFromResult(pc.PrevResult)
-	if err != nil {
-		return types.NewError(types.ErrDecodingFailure, "convert prevResult", err.Error())
+	prev, err := PrevResult(nc.Raw)
+	if err != nil || prev == nil {
+		return err
 	}
 	for _, ip := range a.IPs {
 		found := false
@@ -162,6 +152,27 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	default:
 		return types.NewError(types.ErrPluginNotAvailable, "esb-ipam cannot allocate", err.Error())
 	}
+}
+
+// PrevResult returns the prevResult of a network configuration as the
+// current result type, or nil when there is none. Errors are CNI errors
+// with code 6.
+func PrevResult(raw []byte) (*current.Result, error) {
+	var pc types.PluginConf
+	if err := json.Unmarshal(raw, &pc); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
+	}
+	if err := version.ParsePrevResult(&pc); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
+	}
+	if pc.PrevResult == nil {
+		return nil, nil
+	}
+	prev, err := current.NewResultFromResult(pc.PrevResult)
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "convert prevResult", err.Error())
+	}
+	return prev, nil
 }
 
 // Result renders an allocation as a CNI result for cfg.

@@ -114,15 +114,21 @@ func guardElements(g Guard) (ports, v4, v6 []nftables.SetElement) {
 	return ports, v4, v6
 }
 
-// queueGuardElements queues g's elements into the batch.
+// queueGuardElements queues the addition of g's elements into the batch.
 func queueGuardElements(c *nftables.Conn, g Guard) error {
+	return eachGuardSet(g, c.SetAddElements)
+}
+
+// eachGuardSet calls queue with each set and g's elements in it, skipping
+// sets where g has none.
+func eachGuardSet(g Guard, queue func(*nftables.Set, []nftables.SetElement) error) error {
 	ports, v4, v6 := guardElements(g)
 	for _, op := range []struct {
 		s  *nftables.Set
 		es []nftables.SetElement
 	}{{setPorts, ports}, {setIPv4, v4}, {setIPv6, v6}} {
 		if len(op.es) > 0 {
-			if err := c.SetAddElements(op.s, op.es); err != nil {
+			if err := queue(op.s, op.es); err != nil {
 				return err
 			}
 		}
@@ -135,16 +141,8 @@ func queueGuardElements(c *nftables.Conn, g Guard) error {
 // (an element was already gone, or the table), it falls back to
 // RemoveGuard.
 func RemoveGuardKnown(c *nftables.Conn, g Guard) error {
-	ports, v4, v6 := guardElements(g)
-	for _, op := range []struct {
-		s  *nftables.Set
-		es []nftables.SetElement
-	}{{setPorts, ports}, {setIPv4, v4}, {setIPv6, v6}} {
-		if len(op.es) > 0 {
-			if err := c.SetDeleteElements(op.s, op.es); err != nil {
-				return err
-			}
-		}
+	if err := eachGuardSet(g, c.SetDeleteElements); err != nil {
+		return err
 	}
 	if err := c.Flush(); err == nil {
 		return nil

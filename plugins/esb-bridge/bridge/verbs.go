@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -14,7 +13,6 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -74,19 +72,12 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	var pc types.PluginConf
-	if err := json.Unmarshal(nc.Raw, &pc); err != nil {
-		return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
-	}
-	if err := version.ParsePrevResult(&pc); err != nil {
-		return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
-	}
-	if pc.PrevResult == nil {
-		return types.NewError(types.ErrInvalidNetworkConfig, "invalid prevResult: CHECK needs the result of the ADD", "")
-	}
-	prev, err := current.NewResultFromResult(pc.PrevResult)
+	prev, err := ipam.PrevResult(nc.Raw)
 	if err != nil {
-		return types.NewError(types.ErrDecodingFailure, "convert prevResult", err.Error())
+		return err
+	}
+	if prev == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "invalid prevResult: CHECK needs the result of the ADD", "")
 	}
 	target, err := openTarget(args.Netns)
 	if err != nil {
