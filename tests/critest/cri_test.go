@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -90,7 +91,9 @@ func TestPodLifecycle(t *testing.T) {
 		t.Errorf("the worker's fetch from the gateway gave %+v, want 200 %q", ans.Fetch, token)
 	}
 
+	began := time.Now()
 	n.crictlRun("stopp", p.id)
+	t.Logf("crictl stopp: %s", time.Since(began).Round(time.Millisecond))
 	if st := n.inspect(p); st.Status.State != "SANDBOX_NOTREADY" {
 		t.Errorf("pod state after stopp %s, want SANDBOX_NOTREADY", st.Status.State)
 	}

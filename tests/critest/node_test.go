@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -133,28 +134,45 @@ func newNode(t *testing.T) *node {
 	n.writeConflist()
 	n.writeConfig(pause)
 	n.writeCrictlConfig()
+	began := time.Now()
 	n.start()
+	started := time.Now()
 	n.pull(pause)
 	n.pull(st.WorkerImage)
+	t.Logf("containerd ready in %s, images pulled in %s", started.Sub(began).Round(time.Millisecond), time.Since(started).Round(time.Millisecond))
 	return n
 }
 
-// pauseImage builds the sandbox image with scripts/pause-image.sh, which
-// pushes it to the stack's registry (reproducibly: an unchanged source
-// pushes nothing new), and returns its reference.
+var pauseBuilt struct {
+	once sync.Once
+	ref  string
+	err  error
+}
+
+// pauseImage builds the sandbox image with scripts/pause-image.sh once per
+// test binary; the script pushes it to the stack's registry (reproducibly:
+// an unchanged source pushes nothing new). It returns its reference.
 func (n *node) pauseImage() string {
 	n.t.Helper()
+	pauseBuilt.once.Do(func() { pauseBuilt.ref, pauseBuilt.err = buildPause(n.t, n.st.Registry) })
+	if pauseBuilt.err != nil {
+		n.t.Fatal(pauseBuilt.err)
+	}
+	return pauseBuilt.ref
+}
+
+func buildPause(t *testing.T, registry string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(nstest.RepoRoot(n.t), "scripts", "pause-image.sh"))
-	cmd.Env = append(os.Environ(), "ESB_REGISTRY="+n.st.Registry)
+	cmd := exec.CommandContext(ctx, filepath.Join(nstest.RepoRoot(t), "scripts", "pause-image.sh"))
+	cmd.Env = append(os.Environ(), "ESB_REGISTRY="+registry)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		n.t.Fatalf("scripts/pause-image.sh: %v\n%s", err, stderr.String())
+		return "", fmt.Errorf("scripts/pause-image.sh: %w\n%s", err, stderr.String())
 	}
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(string(out)), nil
 }
 
 // writeBinDir fills the CNI bin_dir: esb-ipam and loopback as links, and
@@ -431,8 +449,10 @@ func (n *node) runPod(name string) *pod {
 		"log_directory": logs,
 		"linux":         map[string]any{},
 	})
+	began := time.Now()
 	id := n.crictlRun("runp", cfg)
 	n.seen[id] = true
+	n.t.Logf("crictl runp %s: %s", name, time.Since(began).Round(time.Millisecond))
 	return &pod{id: id, name: name, config: cfg}
 }
 
@@ -496,7 +516,9 @@ func (n *node) podIDs() []string {
 // verb is one CNI call containerd made to esb-bridge.
 type verb struct{ Command, ContainerID, IfName, NetNS string }
 
-func (v verb) String() string { return v.Command + " " + v.ContainerID + " " + v.IfName + " " + v.NetNS }
+func (v verb) String() string {
+	return v.Command + " " + v.ContainerID + " " + v.IfName + " " + v.NetNS
+}
 
 // verbs returns the calls to esb-bridge so far, in order, for the
 // sandbox id (all of them when id is empty).
@@ -513,8 +535,8 @@ func (n *node) verbs(id string) []verb {
 	var out []verb
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		// Fields split on runs of spaces; an empty field (DEL without a
-		// netns) is kept by SplitN on single spaces.
+		// Split on single spaces so that an empty field (a DEL without a
+		// netns) keeps its place.
 		p := strings.SplitN(sc.Text(), " ", 4)
 		for len(p) < 4 {
 			p = append(p, "")
@@ -596,7 +618,9 @@ func (n *node) allocs() map[ipam.AttachmentID][]netip.Prefix {
 }
 
 // attachment is the IPAM key of a pod's eth0.
-func attachment(id string) ipam.AttachmentID { return ipam.AttachmentID{ContainerID: id, IfName: ifName} }
+func attachment(id string) ipam.AttachmentID {
+	return ipam.AttachmentID{ContainerID: id, IfName: ifName}
+}
 
 // vethOf is the node-side veth esb-bridge gives a pod's eth0.
 func vethOf(id string) string { return bridge.VethName(id, ifName) }
@@ -610,10 +634,10 @@ func (n *node) wantHeld(what string, ids ...string) {
 		wantVeths = append(wantVeths, vethOf(id))
 	}
 	slices.Sort(wantVeths)
-	if got := n.veths(); !slices.Equal(got, wantVeths) && !(len(got) == 0 && len(wantVeths) == 0) {
+	if got := n.veths(); !slices.Equal(got, wantVeths) {
 		n.t.Errorf("%s: node veths %v, want %v", what, got, wantVeths)
 	}
-	if got := n.guards(); !slices.Equal(got, wantVeths) && !(len(got) == 0 && len(wantVeths) == 0) {
+	if got := n.guards(); !slices.Equal(got, wantVeths) {
 		n.t.Errorf("%s: anti-spoof guards on %v, want %v", what, got, wantVeths)
 	}
 	allocs := n.allocs()
