@@ -90,6 +90,10 @@ func (n *node) socket() string   { return filepath.Join(n.stateDir(), "container
 func (n *node) verbsLog() string { return filepath.Join(n.base, "verbs.log") }
 func (n *node) ctrdLog() string  { return filepath.Join(n.base, "containerd.log") }
 
+// cgroupParent is the cgroup (cgroupfs driver) of the test's pods, one per
+// test, which the cleanup removes.
+func (n *node) cgroupParent() string { return "/" + filepath.Base(n.base) }
+
 // netnsDir is where the CRI plugin pins pods' network namespaces with
 // netns_mounts_under_state_dir.
 func (n *node) netnsDir() string {
@@ -447,7 +451,7 @@ func (n *node) runPod(name string) *pod {
 		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": "uid-" + name, "attempt": 0},
 		"hostname":      name,
 		"log_directory": logs,
-		"linux":         map[string]any{},
+		"linux":         map[string]any{"cgroup_parent": n.cgroupParent()},
 	})
 	began := time.Now()
 	id := n.crictlRun("runp", cfg)
@@ -775,11 +779,35 @@ func (n *node) teardown() {
 			_ = os.Remove(filepath.Join("/run/containerd/s", hex.EncodeToString(sum[:])))
 		}
 	}
+	n.removeCgroups()
 	for id := range n.seen {
 		for _, f := range []string{"esb-" + id + "-" + ifName, "cni-loopback-" + id + "-lo"} {
 			p := filepath.Join("/var/lib/cni/results", f)
 			if err := os.Remove(p); err == nil {
 				t.Logf("teardown: removed %s", p)
+			}
+		}
+	}
+}
+
+// removeCgroups removes the test's pod cgroups, in every hierarchy (cgroup
+// v1) or the unified one (v2), deepest first. runc removes a container's
+// own cgroup when it deletes the container, but not the parent.
+func (n *node) removeCgroups() {
+	roots, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", n.cgroupParent()))
+	roots = append(roots, filepath.Join("/sys/fs/cgroup", n.cgroupParent()))
+	for _, root := range roots {
+		var dirs []string
+		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		slices.SortFunc(dirs, func(a, b string) int { return len(b) - len(a) })
+		for _, d := range dirs {
+			if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				n.t.Errorf("remove cgroup %s: %v", d, err)
 			}
 		}
 	}
