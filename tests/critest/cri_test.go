@@ -60,6 +60,12 @@ func TestPodLifecycle(t *testing.T) {
 	if pin := verbs[0].NetNS; !strings.HasPrefix(pin, n.netnsDir()+"/") {
 		t.Errorf("ADD's netns %q is not pinned under containerd's own state (%s)", pin, n.netnsDir())
 	}
+	for _, kv := range []string{"K8S_POD_NAMESPACE=default", "K8S_POD_NAME=" + p.name, "K8S_POD_INFRA_CONTAINER_ID=" + p.id} {
+		if !slices.Contains(strings.Split(verbs[0].Args, ";"), kv) {
+			t.Errorf("ADD's CNI_ARGS %q lacks %s", verbs[0].Args, kv)
+		}
+	}
+	t.Logf("ADD's CNI_ARGS: %s", verbs[0].Args)
 	st := n.inspect(p)
 	if st.Status.State != "SANDBOX_READY" {
 		t.Fatalf("pod state %s, want SANDBOX_READY", st.Status.State)

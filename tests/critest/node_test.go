@@ -199,7 +199,7 @@ func (n *node) writeBinDir() {
 	}
 	wrapper := fmt.Sprintf("#!/bin/sh\n"+
 		"# tests/critest: record the verb, then run esb-bridge as containerd asked.\n"+
-		"printf '%%s %%s %%s %%s\\n' \"$CNI_COMMAND\" \"$CNI_CONTAINERID\" \"$CNI_IFNAME\" \"$CNI_NETNS\" >>'%s'\n"+
+		"printf '%%s %%s %%s %%s %%s\\n' \"$CNI_COMMAND\" \"$CNI_CONTAINERID\" \"$CNI_IFNAME\" \"$CNI_NETNS\" \"$CNI_ARGS\" >>'%s'\n"+
 		"exec '%s' \"$@\"\n", n.verbsLog(), filepath.Join(n.plugins, "esb-bridge"))
 	if err := os.WriteFile(filepath.Join(n.binDir(), "esb-bridge"), []byte(wrapper), 0o755); err != nil {
 		n.t.Fatal(err)
@@ -518,10 +518,10 @@ func (n *node) podIDs() []string {
 // --- what containerd sent -------------------------------------------------------
 
 // verb is one CNI call containerd made to esb-bridge.
-type verb struct{ Command, ContainerID, IfName, NetNS string }
+type verb struct{ Command, ContainerID, IfName, NetNS, Args string }
 
 func (v verb) String() string {
-	return v.Command + " " + v.ContainerID + " " + v.IfName + " " + v.NetNS
+	return v.Command + " " + v.ContainerID + " " + v.IfName + " " + v.NetNS + " " + v.Args
 }
 
 // verbs returns the calls to esb-bridge so far, in order, for the
@@ -541,11 +541,11 @@ func (n *node) verbs(id string) []verb {
 	for sc.Scan() {
 		// Split on single spaces so that an empty field (a DEL without a
 		// netns) keeps its place.
-		p := strings.SplitN(sc.Text(), " ", 4)
-		for len(p) < 4 {
+		p := strings.SplitN(sc.Text(), " ", 5)
+		for len(p) < 5 {
 			p = append(p, "")
 		}
-		v := verb{p[0], p[1], p[2], p[3]}
+		v := verb{p[0], p[1], p[2], p[3], p[4]}
 		if id == "" || v.ContainerID == id {
 			out = append(out, v)
 		}
