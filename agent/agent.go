@@ -165,6 +165,7 @@ type Agent struct {
 	inflight map[string]chan struct{} // request keys being served
 	refills  map[string]bool          // pool keys being refilled
 	wg       sync.WaitGroup           // background refills
+	drops    sync.WaitGroup           // teardowns of lost workers
 }
 
 // New returns an agent. Call Reconcile before serving.
@@ -563,21 +564,28 @@ func (a *Agent) owned(id, owner string) (*Worker, error) {
 	return w, nil
 }
 
-// Release tears the worker down: stop, detach, delete, unpin.
+// Release tears the worker down (see teardown).
 func (a *Agent) Release(ctx context.Context, id, owner string) error {
 	w, err := a.owned(id, owner)
 	if err != nil {
 		return err
 	}
-	a.mu.Lock()
-	if w.creating { // a concurrent Release got here first
-		a.mu.Unlock()
+	if !a.claim(w.ID) { // a concurrent Release (or the event watch) got here first
 		return errf(NotFound, nil, "no worker %s", id)
 	}
-	w.creating = true // hides it from lookups while it goes
+	return a.remove(ctx, w.ID)
+}
+
+// remove tears down a claimed worker and forgets it with its request IDs.
+func (a *Agent) remove(ctx context.Context, id string) error {
+	a.mu.Lock()
+	netns := ""
+	if w, ok := a.workers[id]; ok {
+		netns = w.NetNS
+	}
 	a.mu.Unlock()
-	err = a.teardown(ctx, w.ID, w.NetNS)
-	a.forget(w.ID)
+	err := a.teardown(ctx, id, netns)
+	a.forget(id)
 	a.mu.Lock()
 	for k, v := range a.requests {
 		if v == id {
@@ -590,14 +598,25 @@ func (a *Agent) Release(ctx context.Context, id, owner string) error {
 }
 
 // teardown removes every trace of a worker; each step runs even when an
-// earlier one failed, and "already gone" is success.
+// earlier one failed, and "already gone" is success. The order is stop,
+// detach, delete, unpin where the agent pins the namespace (containerd);
+// where the runtime owns it (Docker), detach comes first, while the
+// namespace still exists, since stopping the container removes it.
 func (a *Agent) teardown(ctx context.Context, id, netns string) error {
 	var errs []error
+	detach := func() {
+		if err := a.net.Detach(ctx, shim.Attachment{ContainerID: id, NetNS: netns}); err != nil {
+			errs = append(errs, fmt.Errorf("detach: %w", err))
+		}
+	}
+	if a.rt.OwnsNetNS() {
+		detach()
+	}
 	if err := a.rt.Stop(ctx, id, a.cfg.StopGrace); err != nil {
 		errs = append(errs, fmt.Errorf("stop: %w", err))
 	}
-	if err := a.net.Detach(ctx, shim.Attachment{ContainerID: id, NetNS: netns}); err != nil {
-		errs = append(errs, fmt.Errorf("detach: %w", err))
+	if !a.rt.OwnsNetNS() {
+		detach()
 	}
 	if err := a.rt.Delete(ctx, id); err != nil {
 		errs = append(errs, fmt.Errorf("delete: %w", err))

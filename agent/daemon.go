@@ -32,7 +32,7 @@ import (
 
 // Run is esb-agent: it writes the conflist when the network has none,
 // applies and keeps the NAT rules, connects to the runtime, reconciles,
-// serves the API until ctx ends, then stops serving. Workers outlive it: a
+// follows the runtime's events (Agent.Watch), serves the API until ctx ends, then stops serving. Workers outlive it: a
 // restarted agent adopts them.
 func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	var a *Agent
@@ -84,6 +84,10 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	if _, err := a.Reconcile(ctx); err != nil {
 		log.Error("reconcile left errors", "err", err)
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { a.Watch(watchCtx); close(watched) }()
+	defer func() { stopWatch(); <-watched }()
 
 	srv := grpc.NewServer()
 	agentv1.RegisterAgentServiceServer(srv, NewServer(a))
