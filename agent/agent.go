@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -144,6 +145,10 @@ type Options struct {
 	Config  Config
 	Log     *slog.Logger
 	Metrics *Metrics
+	// Records keeps each worker's owner, request and pool outside the
+	// runtime's labels, for reconcile after a restart; nil keeps nothing
+	// (labels alone then say whose a worker is).
+	Records Records
 	// Probe reports whether addr accepts TCP; nil means a real dial.
 	Probe func(ctx context.Context, addr string) error
 }
@@ -158,6 +163,9 @@ type Agent struct {
 	metrics *Metrics
 	probe   func(ctx context.Context, addr string) error
 	sem     chan struct{}
+	recs    Records
+	// immutable is set once the runtime said it cannot change labels.
+	immutable atomic.Bool
 
 	mu       sync.Mutex
 	workers  map[string]*Worker
@@ -173,7 +181,7 @@ func New(o Options) *Agent {
 	cfg := o.Config.withDefaults()
 	a := &Agent{
 		rt: o.Runtime, net: o.Network, nses: o.NetNSes, cfg: cfg, log: o.Log, metrics: o.Metrics,
-		probe: o.Probe, sem: make(chan struct{}, cfg.MaxParallel),
+		probe: o.Probe, sem: make(chan struct{}, cfg.MaxParallel), recs: o.Records,
 		workers: map[string]*Worker{}, requests: map[string]string{},
 		inflight: map[string]chan struct{}{}, refills: map[string]bool{},
 	}
@@ -182,6 +190,9 @@ func New(o Options) *Agent {
 	}
 	if a.probe == nil {
 		a.probe = dialProbe
+	}
+	if a.recs == nil {
+		a.recs = noRecords{}
 	}
 	if a.metrics == nil {
 		a.metrics = NewMetrics(nil)
@@ -300,8 +311,24 @@ func (a *Agent) takeIdle(ctx context.Context, key, owner, request string) (*Work
 	w.State, w.Owner, w.Warm, w.request = StateBusy, owner, true, request
 	c := *w
 	a.mu.Unlock()
-	if err := a.rt.SetLabels(ctx, w.ID, map[string]string{shim.LabelOwner: owner, shim.LabelRequest: request}); err != nil && !errors.Is(err, shim.ErrImmutable) {
-		a.log.Warn("record owner on worker", "worker", w.ID, "err", err)
+	// The record is what says whose the worker is after a restart: without
+	// it the worker goes back to the pool and the caller gets a new one
+	// (whose labels name its owner from the start).
+	if err := a.recs.Put(w.ID, Record{Owner: owner, Request: request, PoolKey: key}); err != nil {
+		a.log.Error("record the owner of a pooled worker; creating a new worker instead", "worker", w.ID, "err", err)
+		a.mu.Lock()
+		w.State, w.Owner, w.Warm, w.request = StateIdle, "", false, ""
+		a.mu.Unlock()
+		return nil, nil
+	}
+	if !a.immutable.Load() {
+		err := a.rt.SetLabels(ctx, w.ID, map[string]string{shim.LabelOwner: owner, shim.LabelRequest: request})
+		switch {
+		case errors.Is(err, shim.ErrImmutable):
+			a.immutable.Store(true)
+		case err != nil:
+			a.log.Warn("record owner on worker", "worker", w.ID, "err", err)
+		}
 	}
 	a.metrics.setStates(a.counts())
 	return &c, nil
@@ -335,6 +362,9 @@ func (a *Agent) create(ctx context.Context, r AcquireRequest, key, owner string)
 		a.forget(w.ID)
 		return nil, err
 	}
+	if err := a.recs.Put(w.ID, Record{Owner: owner, Request: r.RequestID, PoolKey: key}); err != nil {
+		a.log.Warn("record worker (its labels still name its owner)", "worker", w.ID, "err", err)
+	}
 	a.mu.Lock()
 	w.creating = false
 	a.mu.Unlock()
@@ -347,6 +377,9 @@ func (a *Agent) forget(id string) {
 	a.mu.Lock()
 	delete(a.workers, id)
 	a.mu.Unlock()
+	if err := a.recs.Delete(id); err != nil {
+		a.log.Warn("forget worker record", "worker", id, "err", err)
+	}
 }
 
 // start runs the lifecycle of a new worker; on any failure it undoes what

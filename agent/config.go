@@ -49,8 +49,12 @@ type DaemonConfig struct {
 	PoolMinIdle         int           `json:"pool-min-idle"`
 	DefaultMemory       int64         `json:"default-memory"`
 	LogDir              string        `json:"log-dir"`
+	StateFile           string        `json:"state-file"`
 	LogLevel            string        `json:"log-level"`
 }
+
+// DefaultStateFile is where the agent keeps its records of its workers.
+const DefaultStateFile = "/run/esb/agent/state.db"
 
 // ErrHelp is returned by LoadDaemonConfig when --help was asked for.
 var ErrHelp = flag.ErrHelp
@@ -91,6 +95,7 @@ func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Write
 	fs.IntVar(&c.PoolMinIdle, "pool-min-idle", d.PoolMinIdle, "idle workers kept warm per function (image, env and limits)")
 	fs.Int64Var(&c.DefaultMemory, "default-memory", d.DefaultMemoryBytes, "memory limit in bytes of a worker whose request sets none")
 	fs.StringVar(&c.LogDir, "log-dir", d.LogDir, "directory of the per-worker log files")
+	fs.StringVar(&c.StateFile, "state-file", DefaultStateFile, "the agent's own records of its workers (owner, request, pool; bbolt), kept across restarts: put it on tmpfs")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -142,6 +147,8 @@ func (c DaemonConfig) validate() error {
 	switch {
 	case c.Runtime != "containerd" && c.Runtime != "docker":
 		return fmt.Errorf("invalid runtime %q: must be containerd or docker", c.Runtime)
+	case c.StateFile == "":
+		return errors.New("invalid state-file: must not be empty")
 	case c.Socket == "" && c.TCPListen == "":
 		return errors.New("invalid socket: give --socket or --tcp-listen")
 	case c.TCPListen != "" && (c.TLSCert == "" || c.TLSKey == "" || c.TLSClientCA == ""):

@@ -22,8 +22,30 @@ func TestLoadDaemonConfigPrecedence(t *testing.T) {
 	if c.Socket != "/tmp/from-flag.sock" || c.PoolMinIdle != 4 || c.Port != 8081 || c.ReadyTimeout != 3*time.Second {
 		t.Errorf("flag > env > file > default broken: %+v", c)
 	}
-	if c.MaxWorkers != DefaultConfig().MaxWorkers || c.Runtime != "containerd" {
+	if c.MaxWorkers != DefaultConfig().MaxWorkers || c.Runtime != "containerd" || c.StateFile != DefaultStateFile {
 		t.Errorf("defaults: %+v", c)
+	}
+	for _, src := range []struct {
+		args []string
+		env  map[string]string
+		file string
+	}{
+		{args: []string{"--state-file", "/tmp/s.db"}},
+		{env: map[string]string{"ESB_AGENT_STATE_FILE": "/tmp/s.db"}},
+		{file: "state-file: /tmp/s.db\n"},
+	} {
+		args := src.args
+		if src.file != "" {
+			f := filepath.Join(t.TempDir(), "agent.yaml")
+			if err := os.WriteFile(f, []byte(src.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = []string{"--config", f}
+		}
+		c, err := LoadDaemonConfig(args, func(k string) string { return src.env[k] }, io.Discard)
+		if err != nil || c.StateFile != "/tmp/s.db" {
+			t.Errorf("state-file from %+v: %q, %v", src, c.StateFile, err)
+		}
 	}
 }
 
@@ -44,6 +66,7 @@ func TestLoadDaemonConfigErrors(t *testing.T) {
 		{[]string{"--config", bad}, nil, `config key "prot" is not a setting`},
 		{nil, map[string]string{"ESB_AGENT_MAX_WORKERS": "many"}, "ESB_AGENT_MAX_WORKERS"},
 		{[]string{"extra"}, nil, "unexpected arguments"},
+		{[]string{"--state-file", ""}, nil, "invalid state-file"},
 	}
 	for _, tc := range tests {
 		get := none

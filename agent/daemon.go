@@ -71,9 +71,14 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	recs, err := OpenRecords(c.StateFile)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = recs.Close() }()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log,
+	a = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log, Records: recs,
 		Metrics: NewMetrics(reg), Config: Config{Port: c.Port, ReadyTimeout: c.ReadyTimeout, StopGrace: c.StopGrace,
 			MaxWorkers: c.MaxWorkers, MaxParallel: c.MaxParallel, PoolMinIdle: c.PoolMinIdle,
 			DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir}})

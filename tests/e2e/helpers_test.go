@@ -345,6 +345,7 @@ func (e *env) startAgent(extra ...string) *agentProc {
 		"-cni-cache-dir", e.cacheDir(),
 		"-netns-dir", e.netnsDir(),
 		"-log-dir", e.logDir(),
+		"-state-file", filepath.Join(e.base, "state.db"),
 		"-metrics-listen", metricsAddr,
 		"-log-level", "debug",
 	}
