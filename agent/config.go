@@ -52,6 +52,7 @@ type DaemonConfig struct {
 	DefaultMemory       int64         `json:"default-memory"`
 	LogDir              string        `json:"log-dir"`
 	LogLevel            string        `json:"log-level"`
+	ReadOnlyRootfs      bool          `json:"read-only-rootfs"`
 }
 
 // ErrHelp is returned by LoadDaemonConfig when --help was asked for.
@@ -94,6 +95,7 @@ func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Write
 	fs.Int64Var(&c.DefaultMemory, "default-memory", d.DefaultMemoryBytes, "memory limit in bytes of a worker whose request sets none")
 	fs.StringVar(&c.LogDir, "log-dir", d.LogDir, "directory of the per-worker log files")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.ReadOnlyRootfs, "read-only-rootfs", false, "give workers a read-only root file system with a writable tmpfs on /tmp")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
