@@ -51,7 +51,16 @@ func TestBoxesBehindGateway(t *testing.T) {
 			t.Fatalf("box %d gave %s, want an address in its slice %s", box, w.ip, slice)
 		}
 		port := serveTCP(t, w)
-		got, err := dialFrom(gw, netip.AddrPortFrom(w.ip, uint16(port)))
+		// A few attempts (1 s each to connect): the first crossing waits
+		// for two ARP resolutions, slow on a loaded machine.
+		var got string
+		var err error
+		for try := range 5 {
+			if got, err = dialFrom(gw, netip.AddrPortFrom(w.ip, uint16(port))); err == nil {
+				break
+			}
+			t.Logf("gateway → box %d worker, attempt %d: %v", box, try+1, err)
+		}
 		if err != nil || got != "hello from "+w.id+"\n" {
 			t.Errorf("gateway → box %d worker %s: %q, %v", box, w.ip, got, err)
 		}
