@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -40,8 +39,9 @@ type Plugin struct {
 	Now func() time.Time
 	// BootID overrides the kernel's boot ID for the in-process IPAM store.
 	BootID string
-	// Exec runs delegated IPAM plugins; nil means the default.
-	Exec invoke.Exec
+	// Delegate runs delegated IPAM plugins (ipam.type other than
+	// esb-ipam); nil means executing them from CNI_PATH.
+	Delegate Delegator
 }
 
 // Funcs returns the verbs for skel.PluginMainFuncs.
@@ -215,15 +215,11 @@ func (p *Plugin) ipamAdd(nc *conf.BridgeNetConf, args *skel.CmdArgs, undo *undoS
 		return ipam.Result(nc.IPAM, a), nil
 	}
 	ctx := context.Background()
-	r, err := invoke.DelegateAdd(ctx, nc.IPAMType, nc.Raw, p.Exec)
+	res, err := p.delegateAdd(ctx, nc.IPAMType, nc.Raw)
 	if err != nil {
 		return nil, err
 	}
-	undo.push("delegated IPAM DEL", func() error { return invoke.DelegateDel(ctx, nc.IPAMType, nc.Raw, p.Exec) })
-	res, err := current.NewResultFromResult(r)
-	if err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "convert IPAM result", err.Error())
-	}
+	undo.push("delegated IPAM DEL", func() error { return p.delegateVerb(ctx, "DEL", nc.IPAMType, nc.Raw) })
 	return res, nil
 }
 

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -55,7 +54,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if nc.IPAM != nil {
 		errs = append(errs, ipam.Del(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}))
 	} else {
-		errs = append(errs, invoke.DelegateDel(context.Background(), nc.IPAMType, nc.Raw, p.Exec))
+		errs = append(errs, p.delegateVerb(context.Background(), "DEL", nc.IPAMType, nc.Raw))
 	}
 	return ipam.CNIError(errors.Join(errs...))
 }
@@ -116,7 +115,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		}
 	}
 	if nc.IPAM == nil {
-		return invoke.DelegateCheck(context.Background(), nc.IPAMType, nc.Raw, p.Exec)
+		return p.delegateVerb(context.Background(), "CHECK", nc.IPAMType, nc.Raw)
 	}
 	a, err := ipam.Get(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName})
 	if err != nil {
@@ -249,7 +248,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		if _, err := ipam.Collect(nc.IPAM, p.BootID, valid, p.now); err != nil {
 			return ipam.CNIError(err)
 		}
-	} else if err := invoke.DelegateGC(context.Background(), nc.IPAMType, nc.Raw, p.Exec); err != nil {
+	} else if err := p.delegateVerb(context.Background(), "GC", nc.IPAMType, nc.Raw); err != nil {
 		return err
 	}
 	c, err := nftables.New()
@@ -341,7 +340,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 		}
 	}
 	if nc.IPAM == nil {
-		return invoke.DelegateStatus(context.Background(), nc.IPAMType, nc.Raw, p.Exec)
+		return p.delegateVerb(context.Background(), "STATUS", nc.IPAMType, nc.Raw)
 	}
 	if err := checkSubnetFree(nc.Bridge, nc.IPAM.Ranges()); err != nil {
 		return unavailable(err)
