@@ -128,8 +128,18 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	defer func() { _ = target.Close() }()
+	h, err := hostRtnl()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	br, err := lookupBridge(h, nc.Bridge)
+	if err != nil {
+		return err
+	}
+	var held map[netip.Prefix]bool
 	if nc.IPAM != nil {
-		if err := checkSubnetFree(nc.Bridge, nc.IPAM.Ranges()); err != nil {
+		if held, err = checkSubnetFree(h, br, nc.IPAM.Ranges()); err != nil {
 			return err
 		}
 	}
@@ -151,12 +161,12 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	}
 	mac := MACFor(ipv4)
 
-	br, err := ensureBridge(nc.Bridge, gws)
+	br, err = ensureBridge(h, nc.Bridge, br, gws, held)
 	if err != nil {
 		return err
 	}
 	hostName := VethName(args.ContainerID, args.IfName)
-	host, err := addVeth(vethSpec{
+	host, err := addVeth(h, vethSpec{
 		hostName:  hostName,
 		ifName:    args.IfName,
 		mac:       mac,
@@ -169,7 +179,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	undo.push("delete veth "+hostName, func() error { return delLink(hostName) })
+	undo.push("delete veth "+hostName, func() error { return delLink(h, hostName) })
 
 	if err := configureContainer(target, args.IfName, res); err != nil {
 		return err
