@@ -55,6 +55,10 @@ type Config struct {
 	DefaultMemoryBytes int64
 	// LogDir receives one log file per worker.
 	LogDir string
+	// ReadOnlyRootfs gives every worker a read-only root file system with
+	// a writable tmpfs on /tmp. It is the node operator's policy, not a
+	// request field: a Gateway cannot weaken it per call.
+	ReadOnlyRootfs bool
 }
 
 // DefaultConfig returns the defaults.
@@ -439,7 +443,8 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 		return errf(Internal, err, "create worker log dir")
 	}
 	spec := shim.WorkerSpec{ID: w.ID, Image: r.Image, Env: env, Labels: labels, MemoryBytes: memory,
-		CPUMillis: r.CPUMillis, NetNS: att.NetNS, LogPath: filepath.Join(a.cfg.LogDir, w.ID+".log")}
+		CPUMillis: r.CPUMillis, NetNS: att.NetNS, LogPath: filepath.Join(a.cfg.LogDir, w.ID+".log"),
+		ReadOnlyRootfs: a.cfg.ReadOnlyRootfs}
 	if err := a.rt.Create(ctx, spec); err != nil {
 		return a.runtimeErr(err, "create container")
 	}

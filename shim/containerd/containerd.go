@@ -20,6 +20,7 @@ import (
 	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	apievents "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/containerd/v2/pkg/cio"
@@ -158,7 +159,9 @@ func envList(env map[string]string) []string {
 }
 
 // Create implements shim.Runtime. The spec joins spec.NetNS, limits memory
-// and CPU, sets no-new-privileges and keeps runc's default capability set.
+// and CPU, sets no-new-privileges, shim.WorkerCapabilities and containerd's
+// default seccomp profile (the one its CRI plugin uses), and mounts the
+// root file system read-only when spec.ReadOnlyRootfs is set.
 func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	ctx = r.ctx(ctx)
 	img, err := r.c.GetImage(ctx, s.Image)
@@ -170,6 +173,14 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 		oci.WithEnv(envList(s.Env)),
 		oci.WithHostname("esb-" + s.ID[:min(len(s.ID), 12)]),
 		oci.WithNoNewPrivileges,
+		oci.WithCapabilities(shim.WorkerCapabilities),
+		seccomp.WithDefaultProfile(),
+	}
+	if s.ReadOnlyRootfs {
+		specOpts = append(specOpts, oci.WithRootFSReadonly(), oci.WithMounts([]specs.Mount{{
+			Destination: shim.WorkerTmpfsPath, Type: "tmpfs", Source: "tmpfs",
+			Options: strings.Split(shim.WorkerTmpfsOptions, ","),
+		}}))
 	}
 	if s.NetNS != "" {
 		specOpts = append(specOpts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: s.NetNS}))

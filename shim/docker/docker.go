@@ -180,8 +180,10 @@ func envList(env map[string]string) []string {
 }
 
 // Create implements shim.Runtime: a container named esb-<ID> with network
-// mode "none", the memory and CPU limits, no-new-privileges and Docker's
-// default capabilities and seccomp profile, logging to json-file.
+// mode "none", the memory and CPU limits, no-new-privileges,
+// shim.WorkerCapabilities and Docker's default seccomp profile (Docker
+// applies it to every container not given another), a read-only root file
+// system when spec.ReadOnlyRootfs is set, logging to json-file.
 // spec.NetNS and spec.LogPath are not used (Docker makes the namespace and
 // keeps the log).
 func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
@@ -199,11 +201,17 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	host := &container.HostConfig{
 		NetworkMode: container.NetworkMode("none"),
 		SecurityOpt: []string{"no-new-privileges"},
+		CapDrop:     []string{"ALL"},
+		CapAdd:      shim.WorkerCapabilities,
 		LogConfig:   container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "2"}},
 		Resources: container.Resources{
 			Memory:   s.MemoryBytes,
 			NanoCPUs: s.CPUMillis * 1_000_000,
 		},
+	}
+	if s.ReadOnlyRootfs {
+		host.ReadonlyRootfs = true
+		host.Tmpfs = map[string]string{shim.WorkerTmpfsPath: shim.WorkerTmpfsOptions}
 	}
 	if _, err := r.c.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(s.ID)); err != nil {
 		return wrap(err, "create container %s", s.ID)
