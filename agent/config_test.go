@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -149,4 +152,81 @@ func FuzzLoadDaemonConfig(f *testing.F) {
 			t.Fatalf("accepted a TCP listener without mutual TLS: %+v", c)
 		}
 	})
+}
+
+// The file WriteConfig makes holds every DaemonConfig key with a comment and
+// its default, and loads back to the same configuration.
+func TestWriteConfigRoundTrip(t *testing.T) {
+	none := func(string) string { return "" }
+	def, err := LoadDaemonConfig(nil, none, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := WriteConfig(&b, def); err != nil {
+		t.Fatal(err)
+	}
+	text := b.String()
+	lines := strings.Split(text, "\n")
+	typ := reflect.TypeOf(def)
+	for i := range typ.NumField() {
+		key, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+		at := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, key+": ") })
+		if at < 2 {
+			t.Errorf("key %s missing or without comments:\n%s", key, text)
+			continue
+		}
+		if !strings.HasPrefix(lines[at-1], "# default: ") || !strings.HasPrefix(lines[at-2], "# ") || len(lines[at-2]) < 10 {
+			t.Errorf("key %s: want its help and default as comments, got %q, %q", key, lines[at-2], lines[at-1])
+		}
+	}
+	file := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadDaemonConfig([]string{"--config", file}, none, io.Discard)
+	if err != nil {
+		t.Fatalf("load the written defaults: %v\n%s", err, text)
+	}
+	if !reflect.DeepEqual(got, def) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, def)
+	}
+
+	// Changed values survive the round trip too, and --print-config
+	// reports the loaded settings.
+	changed := def
+	changed.Snapshotter, changed.DefaultMemory, changed.NATInterval, changed.Port = "native", 1<<30, 90*time.Second, 9090
+	b.Reset()
+	if err := WriteConfig(&b, changed); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err = LoadDaemonConfig([]string{"--config", file, "--print-config"}, none, io.Discard)
+	if !errors.Is(err, ErrPrintConfig) {
+		t.Fatalf("--print-config: err %v, want ErrPrintConfig", err)
+	}
+	if !reflect.DeepEqual(got, changed) {
+		t.Errorf("round trip of changed values:\n got %+v\nwant %+v", got, changed)
+	}
+	if !strings.Contains(b.String(), "# default: 8080\nport: 9090\n") {
+		t.Errorf("a changed value should keep the default in its comment:\n%s", b.String())
+	}
+}
+
+func TestConfigFileLargeNumbersAndEmpty(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{"big.yaml": "default-memory: 268435456\n", "empty.yaml": "# nothing\n"} {
+		file := filepath.Join(dir, name)
+		if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadDaemonConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		} else if c.DefaultMemory != 268435456 {
+			t.Errorf("%s: default-memory %d", name, c.DefaultMemory)
+		}
+	}
 }
