@@ -54,6 +54,14 @@ type Config struct {
 	DefaultMemoryBytes int64
 	// LogDir receives one log file per worker.
 	LogDir string
+	// RuntimeTimeout bounds every call into the runtime (a pull gets ten
+	// times as long, a stop the grace on top), so a hung daemon makes
+	// calls fail with Unavailable instead of hanging.
+	RuntimeTimeout time.Duration
+	// StateDir holds the journal of worker creations in flight, which
+	// tells a restarted agent which half-made workers were its own; ""
+	// keeps no journal.
+	StateDir string
 }
 
 // DefaultConfig returns the defaults.
@@ -67,6 +75,7 @@ func DefaultConfig() Config {
 		PoolMinIdle:        0,
 		DefaultMemoryBytes: 256 << 20,
 		LogDir:             "/var/log/esb/workers",
+		RuntimeTimeout:     30 * time.Second,
 	}
 }
 
@@ -92,6 +101,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LogDir == "" {
 		c.LogDir = d.LogDir
+	}
+	if c.RuntimeTimeout == 0 {
+		c.RuntimeTimeout = d.RuntimeTimeout
 	}
 	return c
 }
@@ -158,6 +170,7 @@ type Agent struct {
 	metrics *Metrics
 	probe   func(ctx context.Context, addr string) error
 	sem     chan struct{}
+	journal journal
 
 	mu       sync.Mutex
 	workers  map[string]*Worker
@@ -171,8 +184,8 @@ type Agent struct {
 func New(o Options) *Agent {
 	cfg := o.Config.withDefaults()
 	a := &Agent{
-		rt: o.Runtime, net: o.Network, nses: o.NetNSes, cfg: cfg, log: o.Log, metrics: o.Metrics,
-		probe: o.Probe, sem: make(chan struct{}, cfg.MaxParallel),
+		rt: boundedRuntime{Runtime: o.Runtime, call: cfg.RuntimeTimeout}, net: o.Network, nses: o.NetNSes, cfg: cfg,
+		log: o.Log, metrics: o.Metrics, probe: o.Probe, sem: make(chan struct{}, cfg.MaxParallel), journal: journal{dir: cfg.StateDir},
 		workers: map[string]*Worker{}, requests: map[string]string{},
 		inflight: map[string]chan struct{}{}, refills: map[string]bool{},
 	}
@@ -351,23 +364,38 @@ func (a *Agent) forget(id string) {
 // start runs the lifecycle of a new worker; on any failure it undoes what
 // it did, in reverse order, so nothing is left behind.
 func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err error) {
-	var undo []func()
+	if err := a.journal.begin(w.ID); err != nil {
+		return errf(Internal, err, "create worker")
+	}
+	var undo []func() error
 	defer func() {
 		if err == nil {
+			if jerr := a.journal.end(w.ID); jerr != nil {
+				a.log.Warn("journal", "err", jerr)
+			}
 			return
 		}
 		// Tear down with a fresh context: the caller's may be what failed.
+		failed := false
 		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
+			failed = undo[i]() != nil || failed
+		}
+		// What could not be undone stays journalled: the sweep finishes it.
+		if !failed {
+			if jerr := a.journal.end(w.ID); jerr != nil {
+				a.log.Warn("journal", "err", jerr)
+			}
 		}
 	}()
 	cleanup := func(what string, fn func(context.Context) error) {
-		undo = append(undo, func() {
+		undo = append(undo, func() error {
 			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := fn(cctx); err != nil {
+			err := fn(cctx)
+			if err != nil {
 				a.log.Error("rollback of a failed acquire", "worker", w.ID, "step", what, "err", err)
 			}
+			return err
 		})
 	}
 	if err := a.rt.EnsureImage(ctx, r.Image); err != nil {
@@ -386,7 +414,7 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 		if err != nil {
 			return a.cniErr(err)
 		}
-		cleanup("detach network", func(c context.Context) error { return a.net.Detach(c, att) })
+		cleanup("detach network", func(c context.Context) error { return a.detach(c, att) })
 	}
 	memory := r.MemoryBytes
 	if memory == 0 {
@@ -421,7 +449,7 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 		if err != nil {
 			return a.cniErr(err)
 		}
-		cleanup("detach network", func(c context.Context) error { return a.net.Detach(c, att) })
+		cleanup("detach network", func(c context.Context) error { return a.detach(c, att) })
 	}
 	ip, err := ipv4Of(res)
 	if err != nil {
@@ -596,7 +624,7 @@ func (a *Agent) teardown(ctx context.Context, id, netns string) error {
 	if err := a.rt.Stop(ctx, id, a.cfg.StopGrace); err != nil {
 		errs = append(errs, fmt.Errorf("stop: %w", err))
 	}
-	if err := a.net.Detach(ctx, shim.Attachment{ContainerID: id, NetNS: netns}); err != nil {
+	if err := a.detach(ctx, shim.Attachment{ContainerID: id, NetNS: netns}); err != nil {
 		errs = append(errs, fmt.Errorf("detach: %w", err))
 	}
 	if err := a.rt.Delete(ctx, id); err != nil {

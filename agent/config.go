@@ -49,6 +49,9 @@ type DaemonConfig struct {
 	PoolMinIdle         int           `json:"pool-min-idle"`
 	DefaultMemory       int64         `json:"default-memory"`
 	LogDir              string        `json:"log-dir"`
+	StateDir            string        `json:"state-dir"`
+	RuntimeTimeout      time.Duration `json:"runtime-timeout"`
+	SweepInterval       time.Duration `json:"sweep-interval"`
 	LogLevel            string        `json:"log-level"`
 }
 
@@ -91,6 +94,9 @@ func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Write
 	fs.IntVar(&c.PoolMinIdle, "pool-min-idle", d.PoolMinIdle, "idle workers kept warm per function (image, env and limits)")
 	fs.Int64Var(&c.DefaultMemory, "default-memory", d.DefaultMemoryBytes, "memory limit in bytes of a worker whose request sets none")
 	fs.StringVar(&c.LogDir, "log-dir", d.LogDir, "directory of the per-worker log files")
+	fs.StringVar(&c.StateDir, "state-dir", "/run/esb/agent", "the agent's own state: the journal of worker creations in flight (tmpfs: it dies with the workers at reboot)")
+	fs.DurationVar(&c.RuntimeTimeout, "runtime-timeout", d.RuntimeTimeout, "deadline of each call into the runtime (pulls get 10x): a hung daemon gives Unavailable, not a hang")
+	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often leftovers of failed cleanups are removed (unknown worker containers, interrupted creations, CNI GC); 0: never")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -150,6 +156,10 @@ func (c DaemonConfig) validate() error {
 		return fmt.Errorf("invalid port %d: must be from 1 to 65535", c.Port)
 	case c.MaxWorkers < 1 || c.MaxParallel < 1 || c.PoolMinIdle < 0:
 		return errors.New("invalid max-workers, max-parallel or pool-min-idle: must be positive")
+	case c.RuntimeTimeout <= 0:
+		return fmt.Errorf("invalid runtime-timeout %s: must be positive", c.RuntimeTimeout)
+	case c.SweepInterval < 0:
+		return fmt.Errorf("invalid sweep-interval %s: must be 0 (off) or positive", c.SweepInterval)
 	}
 	return nil
 }

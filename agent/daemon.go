@@ -76,7 +76,7 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	a = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log,
 		Metrics: NewMetrics(reg), Config: Config{Port: c.Port, ReadyTimeout: c.ReadyTimeout, StopGrace: c.StopGrace,
 			MaxWorkers: c.MaxWorkers, MaxParallel: c.MaxParallel, PoolMinIdle: c.PoolMinIdle,
-			DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir}})
+			DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir, RuntimeTimeout: c.RuntimeTimeout, StateDir: c.StateDir}})
 	reg.MustRegister(newNodeCollector(a, natMgr, networkCapacity(c)))
 	if err := rt.Ping(ctx); err != nil {
 		return fmt.Errorf("runtime %s does not answer: %w", rt.Name(), err)
@@ -84,6 +84,7 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	if _, err := a.Reconcile(ctx); err != nil {
 		log.Error("reconcile left errors", "err", err)
 	}
+	go a.Maintain(ctx, c.SweepInterval)
 
 	srv := grpc.NewServer()
 	agentv1.RegisterAgentServiceServer(srv, NewServer(a))

@@ -25,6 +25,7 @@ type ReconcileReport struct {
 	Adopted       int
 	Removed       int // worker containers without a network, torn down
 	OrphanNetNSes int // pinned namespaces without a container, removed
+	Interrupted   int // creations in the journal that made no live worker, undone
 	Took          time.Duration
 }
 
@@ -32,8 +33,11 @@ type ReconcileReport struct {
 // worker containers whose network is intact are adopted (with their
 // address from the runtime's CNI result cache, no plugin is run), worker
 // containers without a network are torn down, pinned namespaces without a
-// container are detached and removed, and a CNI GC with the live set
-// releases every address, veth and rule that belongs to nothing.
+// container are detached and removed, creations the journal recorded that
+// made no live worker (the last agent died during them) are undone, and a
+// CNI GC with the live set releases every address, veth and rule that
+// belongs to nothing (and lets the plugins re-register a live worker's
+// address that their store lost).
 func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	start := time.Now()
 	var rep ReconcileReport
@@ -44,7 +48,20 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	live := map[string]bool{}
 	var attachments []shim.Attachment
 	var errs []error
+	// A journalled creation never reached its caller: its worker is undone
+	// even when its container runs (it may not have passed readiness).
+	journalled, err := a.journal.list()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	interrupted := map[string]bool{}
+	for _, id := range journalled {
+		interrupted[id] = true
+	}
 	for _, info := range infos {
+		if interrupted[info.ID] {
+			continue
+		}
 		w, ok := a.adoptable(ctx, info)
 		if !ok {
 			rep.Removed++
@@ -63,6 +80,12 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		attachments = append(attachments, shim.Attachment{ContainerID: w.ID, NetNS: w.NetNS})
 		rep.Adopted++
 	}
+	for _, id := range journalled {
+		rep.Interrupted++
+		if err := a.undoCreation(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if !a.rt.OwnsNetNS() {
 		ids, err := a.nses.List()
 		if err != nil {
@@ -80,7 +103,7 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 				continue
 			}
 			rep.OrphanNetNSes++
-			if err := a.net.Detach(ctx, att); err != nil {
+			if err := a.detach(ctx, att); err != nil {
 				errs = append(errs, err)
 			}
 			if err := a.nses.Remove(id); err != nil {
@@ -93,8 +116,9 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	}
 	rep.Took = time.Since(start)
 	a.metrics.setStates(a.counts())
-	a.log.Info("reconciled", "adopted", rep.Adopted, "removed", rep.Removed, "orphan_netns", rep.OrphanNetNSes, "took", rep.Took)
-	if len(errs) > 0 {
+	a.log.Info("reconciled", "adopted", rep.Adopted, "removed", rep.Removed, "orphan_netns", rep.OrphanNetNSes,
+		"interrupted", rep.Interrupted, "took", rep.Took)
+	if errors.Join(errs...) != nil {
 		return rep, errf(Internal, errors.Join(errs...), "reconcile")
 	}
 	return rep, nil
