@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -24,7 +25,43 @@ func (e *env) leakNode() leakcheck.Node {
 		NetNS: e.node.Path(), IPAMDir: e.ipamDir(), Network: netName, PinDir: e.netnsDir(),
 		CNICacheDir: e.cacheDir(),
 		Containers:  func(context.Context) ([]string, error) { return e.containers() },
+		Snapshots:   e.workerSnapshots,
+		Cgroups:     e.workerCgroups,
 	}
+}
+
+// workerSnapshots lists the active snapshots of the test's containerd
+// namespace (a worker's is keyed by its ID; image layers are committed).
+func (e *env) workerSnapshots(context.Context) ([]string, error) {
+	out, err := e.ctrOut("snapshots", "--snapshotter", e.stack.Snapshotter, "list")
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[2] == "Active" {
+			ids = append(ids, f[0])
+		}
+	}
+	return ids, nil
+}
+
+// workerCgroups lists runc's cgroups of the test's containerd namespace
+// (/<namespace>/<worker ID> under each controller).
+func (e *env) workerCgroups() ([]string, error) {
+	dirs, err := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", e.ctrNS, "*"))
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var ids []string
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() && !seen[filepath.Base(d)] {
+			seen[filepath.Base(d)] = true
+			ids = append(ids, filepath.Base(d))
+		}
+	}
+	return ids, nil
 }
 
 // liveOf maps workers to their reported addresses.

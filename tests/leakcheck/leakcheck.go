@@ -43,6 +43,11 @@ type Node struct {
 	CNICacheDir string
 	// Containers lists the worker containers the runtime holds.
 	Containers func(ctx context.Context) ([]string, error)
+	// Snapshots and Cgroups, when set, list the runtime's per-worker
+	// snapshots and cgroups by worker ID (a creation cut off half-way can
+	// leave them without a container).
+	Snapshots func(ctx context.Context) ([]string, error)
+	Cgroups   func() ([]string, error)
 	// IfName is the workers' interface (default eth0).
 	IfName string
 }
@@ -88,7 +93,7 @@ func Check(ctx context.Context, n Node, live map[string]netip.Addr) (Report, err
 		n.IfName = "eth0"
 	}
 	c := &checker{n: n, live: live, seen: map[string]map[string]bool{}, rep: Report{Found: map[string]int{}}}
-	errs := []error{c.containers(ctx), c.pins(), c.cache()}
+	errs := []error{c.containers(ctx), c.pins(), c.cache(), c.runtimeExtras(ctx)}
 	h, err := c.nodeHandles()
 	if err != nil {
 		errs = append(errs, err)
@@ -173,6 +178,38 @@ func (c *checker) containers(ctx context.Context) error {
 		c.found("container", id, id)
 	}
 	return nil
+}
+
+// runtimeExtras records snapshots and cgroups; they are not required of a
+// live worker (a runtime may keep none), only forbidden for others.
+func (c *checker) runtimeExtras(ctx context.Context) error {
+	var errs []error
+	for kind, list := range map[string]func() ([]string, error){
+		"snapshot": func() ([]string, error) {
+			if c.n.Snapshots == nil {
+				return nil, nil
+			}
+			return c.n.Snapshots(ctx)
+		},
+		"cgroup": func() ([]string, error) {
+			if c.n.Cgroups == nil {
+				return nil, nil
+			}
+			return c.n.Cgroups()
+		},
+	} {
+		ids, err := list()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list %ss: %w", kind, err))
+		}
+		for _, id := range ids {
+			c.rep.Found[kind]++
+			if _, ok := c.live[id]; !ok {
+				c.rep.Orphans = append(c.rep.Orphans, kind+" "+id)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (c *checker) pins() error {
