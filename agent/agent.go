@@ -177,6 +177,7 @@ type Agent struct {
 	requests map[string]string        // owner \x00 request ID -> worker ID
 	inflight map[string]chan struct{} // request keys being served
 	refills  map[string]bool          // pool keys being refilled
+	undoing  map[string]bool          // interrupted creations being undone
 	wg       sync.WaitGroup           // background refills
 }
 
@@ -187,7 +188,7 @@ func New(o Options) *Agent {
 		rt: boundedRuntime{Runtime: o.Runtime, call: cfg.RuntimeTimeout}, net: o.Network, nses: o.NetNSes, cfg: cfg,
 		log: o.Log, metrics: o.Metrics, probe: o.Probe, sem: make(chan struct{}, cfg.MaxParallel), journal: journal{dir: cfg.StateDir},
 		workers: map[string]*Worker{}, requests: map[string]string{},
-		inflight: map[string]chan struct{}{}, refills: map[string]bool{},
+		inflight: map[string]chan struct{}{}, refills: map[string]bool{}, undoing: map[string]bool{},
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -604,7 +605,7 @@ func (a *Agent) Release(ctx context.Context, id, owner string) error {
 	}
 	w.creating = true // hides it from lookups while it goes
 	a.mu.Unlock()
-	err = a.teardown(ctx, w.ID, w.NetNS)
+	err = a.teardown(ctx, w.ID, w.NetNS, a.cfg.StopGrace)
 	a.forget(w.ID)
 	a.mu.Lock()
 	for k, v := range a.requests {
@@ -617,11 +618,12 @@ func (a *Agent) Release(ctx context.Context, id, owner string) error {
 	return err
 }
 
-// teardown removes every trace of a worker; each step runs even when an
-// earlier one failed, and "already gone" is success.
-func (a *Agent) teardown(ctx context.Context, id, netns string) error {
+// teardown removes every trace of a worker, giving its process grace to
+// stop; each step runs even when an earlier one failed, and "already
+// gone" is success.
+func (a *Agent) teardown(ctx context.Context, id, netns string, grace time.Duration) error {
 	var errs []error
-	if err := a.rt.Stop(ctx, id, a.cfg.StopGrace); err != nil {
+	if err := a.rt.Stop(ctx, id, grace); err != nil {
 		errs = append(errs, fmt.Errorf("stop: %w", err))
 	}
 	if err := a.detach(ctx, shim.Attachment{ContainerID: id, NetNS: netns}); err != nil {
@@ -640,8 +642,11 @@ func (a *Agent) teardown(ctx context.Context, id, netns string) error {
 	if err := os.Remove(filepath.Join(a.cfg.LogDir, id+".log")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("remove log: %w", err))
 	}
-	if len(errs) > 0 {
-		return errf(Internal, errors.Join(errs...), "tear down worker %s", id)
+	if err := errors.Join(errs...); err != nil {
+		if errors.Is(err, shim.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			return errf(Unavailable, err, "tear down worker %s (the sweep finishes it when the runtime is back)", id)
+		}
+		return errf(Internal, err, "tear down worker %s", id)
 	}
 	return nil
 }

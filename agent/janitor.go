@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edge-serverless-box/esbnet/shim"
@@ -226,21 +227,20 @@ func (a *Agent) Sweep(ctx context.Context) (SweepReport, error) {
 		if !a.rt.OwnsNetNS() {
 			netns = a.nses.Path(info.ID)
 		}
-		if err := a.teardown(ctx, info.ID, netns); err != nil {
+		if err := a.teardown(ctx, info.ID, netns, 0); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		errs = append(errs, a.journal.end(info.ID))
 	}
+	var undo []string
 	for _, id := range journalled {
-		if known[id] || done[id] {
-			continue
-		}
-		rep.Interrupted++
-		if err := a.undoCreation(ctx, id); err != nil {
-			errs = append(errs, err)
+		if !known[id] && !done[id] {
+			undo = append(undo, id)
 		}
 	}
+	rep.Interrupted = len(undo)
+	errs = append(errs, a.undoCreations(ctx, undo))
 	a.mu.Lock()
 	live := make([]shim.Attachment, 0, len(a.workers))
 	for _, w := range a.workers {
@@ -259,17 +259,43 @@ func (a *Agent) Sweep(ctx context.Context) (SweepReport, error) {
 	return rep, nil
 }
 
-// undoCreation removes whatever an interrupted creation of id made and
-// then its journal entry.
+// undoCreation removes whatever an interrupted creation of id made (its
+// process is killed: no client ever had it) and then its journal entry.
 func (a *Agent) undoCreation(ctx context.Context, id string) error {
 	netns := ""
 	if !a.rt.OwnsNetNS() {
 		netns = a.nses.Path(id)
 	}
-	if err := a.teardown(ctx, id, netns); err != nil {
+	if err := a.teardown(ctx, id, netns, 0); err != nil {
 		return err
 	}
 	return a.journal.end(id)
+}
+
+// undoCreations undoes ids, MaxParallel at a time.
+func (a *Agent) undoCreations(ctx context.Context, ids []string) error {
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, a.cfg.MaxParallel)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		a.mu.Lock()
+		busy := a.undoing[id]
+		a.undoing[id] = true
+		a.mu.Unlock()
+		if busy { // the reconcile's or a sweep's undo has it
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = a.undoCreation(ctx, id)
+			a.mu.Lock()
+			delete(a.undoing, id)
+			a.mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Maintain sweeps every interval until ctx ends (interval <= 0: never).

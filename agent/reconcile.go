@@ -25,7 +25,7 @@ type ReconcileReport struct {
 	Adopted       int
 	Removed       int // worker containers without a network, torn down
 	OrphanNetNSes int // pinned namespaces without a container, removed
-	Interrupted   int // creations in the journal that made no live worker, undone
+	Interrupted   int // creations in the journal that made no live worker, undone in the background
 	Took          time.Duration
 }
 
@@ -65,7 +65,7 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		w, ok := a.adoptable(ctx, info)
 		if !ok {
 			rep.Removed++
-			if err := a.teardown(ctx, info.ID, info.NetNS); err != nil {
+			if err := a.teardown(ctx, info.ID, info.NetNS, 0); err != nil {
 				errs = append(errs, err)
 			}
 			continue
@@ -80,11 +80,21 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		attachments = append(attachments, shim.Attachment{ContainerID: w.ID, NetNS: w.NetNS})
 		rep.Adopted++
 	}
-	for _, id := range journalled {
-		rep.Interrupted++
-		if err := a.undoCreation(ctx, id); err != nil {
-			errs = append(errs, err)
-		}
+	// They are undone in the background, so the agent serves at once.
+	rep.Interrupted = len(journalled)
+	if len(journalled) > 0 {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pullFactor*a.cfg.RuntimeTimeout)
+			defer cancel()
+			start := time.Now()
+			if err := a.undoCreations(uctx, journalled); err != nil {
+				a.log.Error("undo creations a killed agent left", "err", err)
+				return
+			}
+			a.log.Info("undid creations a killed agent left", "count", len(journalled), "took", time.Since(start))
+		}()
 	}
 	if !a.rt.OwnsNetNS() {
 		ids, err := a.nses.List()
@@ -92,7 +102,7 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			errs = append(errs, fmt.Errorf("list pinned namespaces: %w", err))
 		}
 		for _, id := range ids {
-			if live[id] {
+			if live[id] || interrupted[id] {
 				continue
 			}
 			att := shim.Attachment{ContainerID: id, NetNS: a.nses.Path(id)}
