@@ -31,7 +31,9 @@ type ReconcileReport struct {
 
 // Reconcile makes the node consistent before the agent serves: running
 // worker containers whose network is intact are adopted (with their
-// address from the runtime's CNI result cache, no plugin is run), worker
+// address from the runtime's CNI result cache, no plugin is run, and their
+// owner from the agent's records, else their labels), records of workers
+// not adopted are deleted, worker
 // containers without a network are torn down, pinned namespaces without a
 // container are detached and removed, creations the journal recorded that
 // made no live worker (the last agent died during them) are undone, and a
@@ -48,6 +50,10 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	live := map[string]bool{}
 	var attachments []shim.Attachment
 	var errs []error
+	recs, err := a.recs.All()
+	if err != nil {
+		errs = append(errs, err) // labels speak for the workers
+	}
 	// A journalled creation never reached its caller: its worker is undone
 	// even when its container runs (it may not have passed readiness).
 	journalled, err := a.journal.list()
@@ -62,7 +68,7 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		if interrupted[info.ID] {
 			continue
 		}
-		w, ok := a.adoptable(ctx, info)
+		w, ok := a.adoptable(ctx, info, recs)
 		if !ok {
 			rep.Removed++
 			if err := a.teardown(ctx, info.ID, info.NetNS, 0); err != nil {
@@ -121,6 +127,13 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			}
 		}
 	}
+	for id := range recs {
+		if !live[id] {
+			if err := a.recs.Delete(id); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	if err := a.net.GC(ctx, attachments); err != nil {
 		errs = append(errs, err)
 	}
@@ -135,8 +148,9 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 }
 
 // adoptable turns a listed container into a worker when it runs (or is
-// paused) and its network is there.
-func (a *Agent) adoptable(ctx context.Context, info shim.WorkerInfo) (*Worker, bool) {
+// paused) and its network is there. Its owner, request and pool come from
+// the agent's record of it, or from its labels when there is none.
+func (a *Agent) adoptable(ctx context.Context, info shim.WorkerInfo, recs map[string]Record) (*Worker, bool) {
 	if info.State != shim.StateRunning && info.State != shim.StatePaused {
 		return nil, false
 	}
@@ -167,6 +181,9 @@ func (a *Agent) adoptable(ctx context.Context, info shim.WorkerInfo) (*Worker, b
 		ID: info.ID, Function: info.Labels[shim.LabelFunction], Owner: info.Labels[shim.LabelOwner],
 		Image: info.Image, IP: ip, Port: port, Created: info.Created, NetNS: netns,
 		poolKey: info.Labels[shim.LabelPoolKey], State: StateBusy, request: info.Labels[shim.LabelRequest],
+	}
+	if rec, ok := recs[info.ID]; ok {
+		w.Owner, w.request, w.poolKey = rec.Owner, rec.Request, rec.PoolKey
 	}
 	switch {
 	case info.State == shim.StatePaused:

@@ -14,20 +14,16 @@ import (
 	"github.com/edge-serverless-box/esbnet/tests/leakcheck"
 )
 
-// runtimes are the runtimes the reliability suites run against, each as
-// a subtest. Docker joins when the end-to-end env can drive esb-agent
-// --runtime docker.
-var runtimes = []string{"containerd"}
-
 // leakNode is the test's node as leakcheck sees it.
 func (e *env) leakNode() leakcheck.Node {
-	return leakcheck.Node{
-		NetNS: e.node.Path(), IPAMDir: e.ipamDir(), Network: netName, PinDir: e.netnsDir(),
-		CNICacheDir: e.cacheDir(),
-		Containers:  func(context.Context) ([]string, error) { return e.containers() },
-		Snapshots:   e.workerSnapshots,
-		Cgroups:     e.workerCgroups,
+	n := leakcheck.Node{
+		NetNS: e.node.Path(), IPAMDir: e.ipamDir(), Network: netName, CNICacheDir: e.cacheDir(),
+		Containers: func(context.Context) ([]string, error) { return e.containers() },
 	}
+	if !e.ownsNetNS() { // containerd: the agent's pins, containerd's snapshots, runc's cgroups
+		n.PinDir, n.Snapshots, n.Cgroups = e.netnsDir(), e.workerSnapshots, e.workerCgroups
+	}
+	return n
 }
 
 // workerSnapshots lists the active snapshots of the test's containerd
