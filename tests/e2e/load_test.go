@@ -15,9 +15,9 @@ import (
 // Settings of the load and soak tests. make test runs them scaled down;
 // make reliability runs the full counts of issue 7.
 const (
-	defaultLoadCycles  = 100
+	defaultLoadCycles  = 64
 	defaultLoadClients = 16
-	defaultSoak        = 40 * time.Second
+	defaultSoak        = 30 * time.Second
 	defaultSoakClients = 4
 )
 
@@ -66,7 +66,7 @@ func (e *env) runCycle(s *cycleStats, owner string, n int) bool {
 }
 
 // TestLoadAcquireRelease runs ESB_LOAD_CYCLES acquire → invoke → release
-// cycles (default 100; 2,000 under make reliability) from
+// cycles (default 64; 2,000 under make reliability) from
 // ESB_LOAD_CLIENTS concurrent clients (default 16): every cycle must
 // succeed and the node must end with nothing of any worker left. The
 // latencies are logged (LOAD line) for docs/reliability.md.
@@ -120,7 +120,7 @@ type sample struct {
 }
 
 // TestSoak keeps ESB_SOAK_CLIENTS clients (default 4) cycling acquire →
-// invoke → release for ESB_SOAK_DURATION (default 40s; 10m under make
+// invoke → release for ESB_SOAK_DURATION (default 30s; 10m under make
 // reliability), sampling the agent's RSS and open descriptors every
 // ESB_SOAK_INTERVAL (default duration/20). After a warm-up, the last
 // quarter of the samples must not exceed the first quarter (medians;
