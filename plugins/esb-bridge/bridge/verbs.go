@@ -312,7 +312,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		cid, ifName, created, ok := parseAlias(l.Attrs().Alias)
 		stale := ok && !valid[ipam.AttachmentID{ContainerID: cid, IfName: ifName}] && created.Before(cutoff)
 		// The kill may land before the veth is even on the bridge.
-		unlabelled := !ok && protected != nil && l.Type() == "veth" && vethNameRE.MatchString(name) &&
+		unlabelled := !ok && protected != nil && l.Type() == "veth" && isVethName(name) &&
 			(l.Attrs().MasterIndex == brIndex || l.Attrs().MasterIndex == 0) && !protected[name]
 		if !stale && !unlabelled {
 			present[name] = true
