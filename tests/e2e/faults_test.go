@@ -116,18 +116,29 @@ func TestFaultAgentKilledDuringAcquires(t *testing.T) {
 		e.startAgent(e.faultFlags()...)
 		const n = 50
 		got := make([]*agentv1.Worker, n)
+		var mu sync.Mutex
+		ready := 0
 		var wg sync.WaitGroup
 		for i := range n {
 			wg.Go(func() {
 				w, err := e.acquire(e.acquireReq(fmt.Sprintf("kill-%d", i), "killed-agent"))
 				if err == nil {
+					mu.Lock()
 					got[i] = w
+					ready++
+					mu.Unlock()
 				}
 			})
 		}
 		// Kill once some workers are ready and others are half made.
-		deadline := time.Now().Add(2 * time.Minute)
-		for e.countNonNil(got) < 3 && time.Now().Before(deadline) {
+		deadline := time.Now().Add(3 * time.Minute)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			enough := ready >= 3
+			mu.Unlock()
+			if enough {
+				break
+			}
 			time.Sleep(20 * time.Millisecond)
 		}
 		time.Sleep(time.Duration(rand.IntN(400)) * time.Millisecond)
@@ -162,15 +173,6 @@ func TestFaultAgentKilledDuringAcquires(t *testing.T) {
 	})
 }
 
-func (e *env) countNonNil(ws []*agentv1.Worker) int {
-	n := 0
-	for _, w := range ws {
-		if w != nil {
-			n++
-		}
-	}
-	return n
-}
 
 // wantUnavailable fails the test unless err is Unavailable (or, for a
 // call the fault caught late, DeadlineExceeded from readiness is not
