@@ -173,7 +173,6 @@ func TestFaultAgentKilledDuringAcquires(t *testing.T) {
 	})
 }
 
-
 // wantUnavailable fails the test unless err is Unavailable (or, for a
 // call the fault caught late, DeadlineExceeded from readiness is not
 // acceptable: the agent must classify the runtime's failure).
