@@ -197,7 +197,7 @@ func (e *env) pluginKiller(pct, maxMS int) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		e.t.Fatal(err)
 	}
-	real := filepath.Join(nstest.PluginDir(e.t), "esb-bridge")
+	plugin := filepath.Join(nstest.PluginDir(e.t), "esb-bridge")
 	script := fmt.Sprintf(`#!/bin/bash
 # A plugin killed at a random point: the real esb-bridge, SIGKILLed after a
 # random delay for ADD and DEL (issue 7's fault test).
@@ -213,7 +213,7 @@ wait "$pid"
 rc=$?
 kill "$killer" 2>/dev/null
 exit "$rc"
-`, real, pct, maxMS, filepath.Join(e.base, "kills.log"), e.killerOff())
+`, plugin, pct, maxMS, filepath.Join(e.base, "kills.log"), e.killerOff())
 	if err := os.WriteFile(filepath.Join(dir, "esb-bridge"), []byte(script), 0o755); err != nil {
 		e.t.Fatal(err)
 	}
