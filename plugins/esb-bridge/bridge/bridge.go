@@ -215,7 +215,12 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 func (p *Plugin) ipamAdd(nc *conf.BridgeNetConf, args *skel.CmdArgs, undo *undoStack) (*current.Result, error) {
 	if nc.IPAM != nil {
 		id := ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}
-		a, existed, err := ipam.Add(nc.IPAM, p.BootID, id, p.now)
+		// A store created or reset since it was last seeded (its directory
+		// wiped while workers run) first takes in the attachments the
+		// anti-spoof elements show in use, so no address is handed out twice.
+		a, existed, err := ipam.AddSeeded(nc.IPAM, p.BootID, id, p.now, func() ([]*ipam.Allocation, error) {
+			return guardedAllocations(nc.IPAM, p.now(), nil)
+		})
 		if err != nil {
 			return nil, ipam.CNIError(err)
 		}
