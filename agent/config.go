@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -46,8 +48,13 @@ type DaemonConfig struct {
 	PoolMinIdle         int           `json:"pool-min-idle"`
 	DefaultMemory       int64         `json:"default-memory"`
 	LogDir              string        `json:"log-dir"`
+	StateFile           string        `json:"state-file"`
 	LogLevel            string        `json:"log-level"`
+	ReadOnlyRootfs      bool          `json:"read-only-rootfs"`
 }
+
+// DefaultStateFile is where the agent keeps its records of its workers.
+const DefaultStateFile = "/run/esb/agent/state.db"
 
 // ErrHelp is returned by LoadDaemonConfig when --help was asked for.
 var ErrHelp = flag.ErrHelp
@@ -115,7 +122,8 @@ func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Write
 }
 
 // daemonFlags defines one flag per DaemonConfig field, bound to c, named
-// as the field's json tag, with the default and the usage --help shows.
+// as the field's json tag, with the default and the usage --help shows;
+// WriteConfig documents the settings file from the same definitions.
 func daemonFlags(c *DaemonConfig) *flag.FlagSet {
 	d := DefaultConfig()
 	fs := flag.NewFlagSet("esb-agent", flag.ContinueOnError)
@@ -147,14 +155,27 @@ func daemonFlags(c *DaemonConfig) *flag.FlagSet {
 	fs.IntVar(&c.PoolMinIdle, "pool-min-idle", d.PoolMinIdle, "idle workers kept warm per function (image, env and limits)")
 	fs.Int64Var(&c.DefaultMemory, "default-memory", d.DefaultMemoryBytes, "memory limit in bytes of a worker whose request sets none")
 	fs.StringVar(&c.LogDir, "log-dir", d.LogDir, "directory of the per-worker log files")
+	fs.StringVar(&c.StateFile, "state-file", DefaultStateFile, "the agent's own records of its workers (owner, request, pool; bbolt), kept across restarts: put it on tmpfs")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.ReadOnlyRootfs, "read-only-rootfs", false, "give workers a read-only root file system with a writable tmpfs on /tmp")
 	return fs
 }
 
+// Bounds of the daemon's durations.
+const (
+	MaxReadyTimeout = 10 * time.Minute
+	MaxStopGrace    = 5 * time.Minute
+	MinNATInterval  = 100 * time.Millisecond
+)
+
+// validate checks every setting whose bad value would fail late or
+// silently; messages name the setting as its flag is spelled.
 func (c DaemonConfig) validate() error {
 	switch {
 	case c.Runtime != "containerd" && c.Runtime != "docker":
 		return fmt.Errorf("invalid runtime %q: must be containerd or docker", c.Runtime)
+	case c.StateFile == "":
+		return errors.New("invalid state-file: must not be empty")
 	case c.Socket == "" && c.TCPListen == "":
 		return errors.New("invalid socket: give --socket or --tcp-listen")
 	case c.TCPListen != "" && (c.TLSCert == "" || c.TLSKey == "" || c.TLSClientCA == ""):
@@ -163,6 +184,31 @@ func (c DaemonConfig) validate() error {
 		return fmt.Errorf("invalid port %d: must be from 1 to 65535", c.Port)
 	case c.MaxWorkers < 1 || c.MaxParallel < 1 || c.PoolMinIdle < 0:
 		return errors.New("invalid max-workers, max-parallel or pool-min-idle: must be positive")
+	case c.ReadyTimeout <= 0 || c.ReadyTimeout > MaxReadyTimeout:
+		return fmt.Errorf("invalid ready-timeout %s: must be more than 0 and at most %s", c.ReadyTimeout, MaxReadyTimeout)
+	case c.StopGrace < 0 || c.StopGrace > MaxStopGrace:
+		return fmt.Errorf("invalid stop-grace %s: must be from 0 to %s", c.StopGrace, MaxStopGrace)
+	case c.NATRules != "" && c.NATInterval < MinNATInterval:
+		return fmt.Errorf("invalid nat-interval %s: must be at least %s", c.NATInterval, MinNATInterval)
+	case c.DefaultMemory < MinMemoryBytes || c.DefaultMemory > MaxMemoryBytes:
+		return fmt.Errorf("invalid default-memory %d: must be from %d to %d", c.DefaultMemory, MinMemoryBytes, int64(MaxMemoryBytes))
+	case c.PoolMinIdle > c.MaxWorkers:
+		return fmt.Errorf("invalid pool-min-idle %d: more than max-workers %d", c.PoolMinIdle, c.MaxWorkers)
+	}
+	for _, a := range []struct{ name, addr string }{{"tcp-listen", c.TCPListen}, {"metrics-listen", c.MetricsListen}} {
+		if a.addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "" {
+			return fmt.Errorf("invalid %s %q: must be host:port, such as 127.0.0.1:7443", a.name, a.addr)
+		}
+	}
+	if err := conf.ValidateNetworkName("network", c.Network); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("invalid log-level %q: must be debug, info, warn or error", c.LogLevel)
 	}
 	return nil
 }

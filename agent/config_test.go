@@ -25,8 +25,30 @@ func TestLoadDaemonConfigPrecedence(t *testing.T) {
 	if c.Socket != "/tmp/from-flag.sock" || c.PoolMinIdle != 4 || c.Port != 8081 || c.ReadyTimeout != 3*time.Second {
 		t.Errorf("flag > env > file > default broken: %+v", c)
 	}
-	if c.MaxWorkers != DefaultConfig().MaxWorkers || c.Runtime != "containerd" {
+	if c.MaxWorkers != DefaultConfig().MaxWorkers || c.Runtime != "containerd" || c.StateFile != DefaultStateFile {
 		t.Errorf("defaults: %+v", c)
+	}
+	for _, src := range []struct {
+		args []string
+		env  map[string]string
+		file string
+	}{
+		{args: []string{"--state-file", "/tmp/s.db"}},
+		{env: map[string]string{"ESB_AGENT_STATE_FILE": "/tmp/s.db"}},
+		{file: "state-file: /tmp/s.db\n"},
+	} {
+		args := src.args
+		if src.file != "" {
+			f := filepath.Join(t.TempDir(), "agent.yaml")
+			if err := os.WriteFile(f, []byte(src.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = []string{"--config", f}
+		}
+		c, err := LoadDaemonConfig(args, func(k string) string { return src.env[k] }, io.Discard)
+		if err != nil || c.StateFile != "/tmp/s.db" {
+			t.Errorf("state-file from %+v: %q, %v", src, c.StateFile, err)
+		}
 	}
 }
 
@@ -47,6 +69,21 @@ func TestLoadDaemonConfigErrors(t *testing.T) {
 		{[]string{"--config", bad}, nil, `config key "prot" is not a setting`},
 		{nil, map[string]string{"ESB_AGENT_MAX_WORKERS": "many"}, "ESB_AGENT_MAX_WORKERS"},
 		{[]string{"extra"}, nil, "unexpected arguments"},
+		{[]string{"--state-file", ""}, nil, "invalid state-file"},
+		{[]string{"--port", "65536"}, nil, "invalid port 65536"},
+		{[]string{"--ready-timeout", "0s"}, nil, "invalid ready-timeout 0s"},
+		{[]string{"--ready-timeout", "11m"}, nil, "invalid ready-timeout 11m0s"},
+		{[]string{"--stop-grace", "-1s"}, nil, "invalid stop-grace -1s"},
+		{[]string{"--nat-rules", "/x.yaml", "--nat-interval", "0s"}, nil, "invalid nat-interval 0s"},
+		{[]string{"--default-memory", "1"}, nil, "invalid default-memory 1"},
+		{[]string{"--max-workers", "1", "--pool-min-idle", "2"}, nil, "invalid pool-min-idle 2"},
+		{[]string{"--max-parallel", "0"}, nil, "invalid max-workers, max-parallel"},
+		{[]string{"--metrics-listen", "9464"}, nil, `invalid metrics-listen "9464"`},
+		{[]string{"--tcp-listen", "nowhere", "--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca"}, nil, `invalid tcp-listen "nowhere"`},
+		{[]string{"--network", "../etc"}, nil, "invalid network"},
+		{[]string{"--log-level", "loud"}, nil, `invalid log-level "loud"`},
+		{[]string{"--socket", "", "--tcp-listen", ""}, nil, "invalid socket"},
+		{nil, map[string]string{"ESB_AGENT_PORT": "-1"}, "invalid port -1"},
 	}
 	for _, tc := range tests {
 		get := none
@@ -135,4 +172,61 @@ func TestConfigFileLargeNumbersAndEmpty(t *testing.T) {
 			t.Errorf("%s: default-memory %d", name, c.DefaultMemory)
 		}
 	}
+}
+
+func TestLoadDaemonConfigFileErrors(t *testing.T) {
+	tests := []struct{ yaml, want string }{
+		{"port: [1]\n", "config key port"},
+		{"ready-timeout: forever\n", "config key ready-timeout"},
+		{"max-workers: -3\n", "invalid max-workers"},
+		{"log-level: {a: b}\n", "log-level"},
+		{"- a\n", "config "},
+		{"port: 80\nport: 81\n", "config "},
+		{"tcp-listen: 127.0.0.1:7443\n", "requires mutual TLS"},
+	}
+	for _, tc := range tests {
+		file := filepath.Join(t.TempDir(), "agent.yaml")
+		if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadDaemonConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+// FuzzLoadDaemonConfig feeds YAML files to the agent's configuration
+// loader: it never panics, and what it accepts passes validate and keeps
+// the TCP listener behind mutual TLS.
+func FuzzLoadDaemonConfig(f *testing.F) {
+	for _, s := range []string{
+		"port: 8081\npool-min-idle: 2\nready-timeout: 3s\nsocket: /tmp/x.sock\n",
+		"runtime: docker\ndocker-host: unix:///run/esbnet/docker.sock\nmax-workers: 10\n",
+		"tcp-listen: 127.0.0.1:7443\ntls-cert: a\ntls-key: b\ntls-client-ca: c\nsocket: ''\n",
+		"nat-rules: /etc/esb/nat.yaml\nnat-interval: 1ms\n",
+		"default-memory: 1e9\nstop-grace: 0s\n",
+		"log-level: DEBUG\nnetwork: esb2\n",
+		"read-only-rootfs: true\n",
+		"port: 0x50\n", "port: 1e3\n", "prot: 1\n", "config: x\n", "{}", "[]", "", "~", "port: !!binary AAAA\n",
+	} {
+		f.Add([]byte(s))
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file := filepath.Join(dir, "agent.yaml")
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadDaemonConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			return
+		}
+		if verr := c.validate(); verr != nil {
+			t.Fatalf("accepted a config that does not validate: %v", verr)
+		}
+		if c.TCPListen != "" && (c.TLSCert == "" || c.TLSKey == "" || c.TLSClientCA == "") {
+			t.Fatalf("accepted a TCP listener without mutual TLS: %+v", c)
+		}
+	})
 }

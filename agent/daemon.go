@@ -32,7 +32,7 @@ import (
 
 // Run is esb-agent: it writes the conflist when the network has none,
 // applies and keeps the NAT rules, connects to the runtime, reconciles,
-// serves the API until ctx ends, then stops serving. Workers outlive it: a
+// follows the runtime's events (Agent.Watch), serves the API until ctx ends, then stops serving. Workers outlive it: a
 // restarted agent adopts them.
 func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	var a *Agent
@@ -71,12 +71,17 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	recs, err := OpenRecords(c.StateFile)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = recs.Close() }()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log,
+	a = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log, Records: recs,
 		Metrics: NewMetrics(reg), Config: Config{Port: c.Port, ReadyTimeout: c.ReadyTimeout, StopGrace: c.StopGrace,
 			MaxWorkers: c.MaxWorkers, MaxParallel: c.MaxParallel, PoolMinIdle: c.PoolMinIdle,
-			DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir}})
+			DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir, ReadOnlyRootfs: c.ReadOnlyRootfs}})
 	reg.MustRegister(newNodeCollector(a, natMgr, networkCapacity(c)))
 	if err := rt.Ping(ctx); err != nil {
 		return fmt.Errorf("runtime %s does not answer: %w", rt.Name(), err)
@@ -84,6 +89,10 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	if _, err := a.Reconcile(ctx); err != nil {
 		log.Error("reconcile left errors", "err", err)
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { a.Watch(watchCtx); close(watched) }()
+	defer func() { stopWatch(); <-watched }()
 
 	srv := grpc.NewServer()
 	agentv1.RegisterAgentServiceServer(srv, NewServer(a))
@@ -102,16 +111,9 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 		go func() { errc <- srv.Serve(l) }()
 	}
 	if c.TCPListen != "" {
-		creds, err := mutualTLS(c)
+		tcpSrv, l, err := listenTCP(c, NewServer(a), hs)
 		if err != nil {
 			return err
-		}
-		tcpSrv := grpc.NewServer(grpc.Creds(creds))
-		agentv1.RegisterAgentServiceServer(tcpSrv, NewServer(a))
-		healthpb.RegisterHealthServer(tcpSrv, hs)
-		l, err := net.Listen("tcp", c.TCPListen)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", c.TCPListen, err)
 		}
 		go func() { errc <- tcpSrv.Serve(l) }()
 		defer tcpSrv.GracefulStop()
@@ -216,6 +218,23 @@ func listenUnix(path string) (net.Listener, error) {
 		return nil, errors.Join(err, l.Close())
 	}
 	return l, nil
+}
+
+// listenTCP makes the TCP face of the API: a gRPC server that accepts
+// only TLS 1.3 clients presenting a certificate signed by the client CA.
+func listenTCP(c DaemonConfig, api agentv1.AgentServiceServer, hs healthpb.HealthServer) (*grpc.Server, net.Listener, error) {
+	creds, err := mutualTLS(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := grpc.NewServer(grpc.Creds(creds))
+	agentv1.RegisterAgentServiceServer(srv, api)
+	healthpb.RegisterHealthServer(srv, hs)
+	l, err := net.Listen("tcp", c.TCPListen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen on %s: %w", c.TCPListen, err)
+	}
+	return srv, l, nil
 }
 
 func mutualTLS(c DaemonConfig) (credentials.TransportCredentials, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
@@ -62,9 +63,17 @@ func (s *Server) ReleaseWorker(ctx context.Context, r *agentv1.ReleaseWorkerRequ
 	return &agentv1.ReleaseWorkerResponse{}, nil
 }
 
-// ListWorkers implements the API.
-func (s *Server) ListWorkers(_ context.Context, r *agentv1.ListWorkersRequest) (*agentv1.ListWorkersResponse, error) {
-	if err := validateID("owner_id", r.GetOwnerId(), false); err != nil {
+// onUnixSocket reports whether the call came over the unix socket, whose
+// mode 0600 admits only the node's operator.
+func onUnixSocket(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	return ok && p.Addr != nil && p.Addr.Network() == "unix"
+}
+
+// ListWorkers implements the API: every worker for an empty owner_id on
+// the unix socket; over TCP owner_id is required.
+func (s *Server) ListWorkers(ctx context.Context, r *agentv1.ListWorkersRequest) (*agentv1.ListWorkersResponse, error) {
+	if err := validateID("owner_id", r.GetOwnerId(), !onUnixSocket(ctx)); err != nil {
 		return nil, toStatus(err)
 	}
 	out := &agentv1.ListWorkersResponse{}

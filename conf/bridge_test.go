@@ -64,29 +64,3 @@ func TestParseBridgeNetConf(t *testing.T) {
 		})
 	}
 }
-
-func FuzzParseBridgeNetConf(f *testing.F) {
-	for _, s := range []string{
-		`{"cniVersion":"1.1.0","name":"esb","type":"esb-bridge","ipam":{"type":"esb-ipam"}}`,
-		`{"name":"esb","bridge":"br0","mtu":1400,"isolation":false,"ipam":{"type":"host-local"}}`,
-		`{"name":"esb","mtu":1,"ipam":{"type":"esb-ipam"}}`,
-		`{"name":"esb","ipam":null}`, `{`, `1`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := ParseBridgeNetConf(data)
-		if err != nil {
-			if !IsDecodeError(err) && !IsFieldError(err) {
-				t.Fatalf("error of unexpected kind %T: %v", err, err)
-			}
-			return
-		}
-		if len(c.Bridge) == 0 || len(c.Bridge) > MaxIfNameLen || (c.MTU != 0 && (c.MTU < MinMTU || c.MTU > MaxMTU)) || c.IPAMType == "" {
-			t.Fatalf("accepted an invalid config: %+v", c)
-		}
-		if (c.IPAMType == IPAMType) != (c.IPAM != nil) {
-			t.Fatalf("esb-ipam config not validated: %+v", c)
-		}
-	})
-}

@@ -63,30 +63,3 @@ func TestParseNATRules(t *testing.T) {
 		})
 	}
 }
-
-func FuzzParseNATRules(f *testing.F) {
-	for _, s := range []string{
-		"forwards:\n  - {proto: tcp, port: 9000, to: \"127.0.0.1:9000\"}\n",
-		`{"egress":"open","forwards":[{"proto":"udp","port":53,"to":"10.0.0.2:53"}]}`,
-		`forwards: [{proto: tcp, port: 70000, to: "x"}]`, "", "[", "egress: 5",
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := ParseNATRules(data)
-		if err != nil {
-			if !IsDecodeError(err) && !IsFieldError(err) {
-				t.Fatalf("error of unexpected kind %T: %v", err, err)
-			}
-			return
-		}
-		seen := map[string]bool{}
-		for _, f := range r.Forwards {
-			k := f.Proto + "/" + string(rune(f.Port))
-			if f.Port == 0 || seen[k] || !f.To.IsValid() || (f.Proto != "tcp" && f.Proto != "udp") {
-				t.Fatalf("accepted an invalid forward %+v", f)
-			}
-			seen[k] = true
-		}
-	})
-}

@@ -16,6 +16,27 @@ const (
 	LabelRequest  = "esb.request"  // the acquire's request ID, for retries after a restart
 )
 
+// WorkerCapabilities is the capability set of every worker's process
+// (bounding, effective and permitted), in both runtimes: what a function
+// that starts as root and drops to its own user needs, and nothing that
+// reaches the network below the socket layer (no NET_RAW: no raw or
+// packet sockets, so no forged frames; no NET_ADMIN), makes devices
+// (MKNOD), changes file capabilities (SETFCAP, SETPCAP), chroots or
+// writes the audit log. Workers also run with no-new-privileges and the
+// runtime's default seccomp profile.
+var WorkerCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID",
+	"CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID",
+}
+
+// WorkerTmpfs is the writable /tmp a worker with a read-only root file
+// system gets (AWS Lambda's functions may write only there); it counts
+// against the worker's memory limit.
+const (
+	WorkerTmpfsPath    = "/tmp"
+	WorkerTmpfsOptions = "nosuid,nodev,mode=1777,size=64m"
+)
+
 // WorkerSpec is what a runtime needs to create a worker.
 type WorkerSpec struct {
 	// ID names the container (and its network namespace, esb-<ID>).
@@ -32,6 +53,9 @@ type WorkerSpec struct {
 	NetNS string
 	// LogPath receives the worker's stdout and stderr.
 	LogPath string
+	// ReadOnlyRootfs mounts the image's root file system read-only, with a
+	// tmpfs on WorkerTmpfsPath.
+	ReadOnlyRootfs bool
 }
 
 // WorkerInfo is what a runtime reports of a worker container.
@@ -101,6 +125,41 @@ type Runtime interface {
 	List(ctx context.Context) ([]WorkerInfo, error)
 	// Ping fails when the runtime's daemon does not answer.
 	Ping(ctx context.Context) error
+	// Events streams the exits and removals of this runtime's worker
+	// containers until ctx ends (it may report other containers of the
+	// runtime's scope too: callers ignore IDs they do not know). The event channel
+	// closes when the stream ends; the error channel then holds why (nil
+	// when ctx ended). Events lost while no stream runs are not replayed:
+	// a caller that resubscribes catches up with List.
+	Events(ctx context.Context) (<-chan Event, <-chan error)
+}
+
+// EventKind says what happened to a worker container.
+type EventKind int
+
+// Event kinds.
+const (
+	// EventExit: the worker's process ended (killed, crashed, or stopped).
+	EventExit EventKind = iota + 1
+	// EventDelete: the container is gone.
+	EventDelete
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventExit:
+		return "exit"
+	case EventDelete:
+		return "delete"
+	}
+	return "unknown"
+}
+
+// Event is a change of a worker container the agent did not necessarily
+// make itself (its own stops and removals are reported too).
+type Event struct {
+	ID   string // the worker ID
+	Kind EventKind
 }
 
 // Errors runtimes return for callers to act on.

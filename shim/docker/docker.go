@@ -27,6 +27,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
@@ -179,8 +180,10 @@ func envList(env map[string]string) []string {
 }
 
 // Create implements shim.Runtime: a container named esb-<ID> with network
-// mode "none", the memory and CPU limits, no-new-privileges and Docker's
-// default capabilities and seccomp profile, logging to json-file.
+// mode "none", the memory and CPU limits, no-new-privileges,
+// shim.WorkerCapabilities and Docker's default seccomp profile (Docker
+// applies it to every container not given another), a read-only root file
+// system when spec.ReadOnlyRootfs is set, logging to json-file.
 // spec.NetNS and spec.LogPath are not used (Docker makes the namespace and
 // keeps the log).
 func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
@@ -198,11 +201,17 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	host := &container.HostConfig{
 		NetworkMode: container.NetworkMode("none"),
 		SecurityOpt: []string{"no-new-privileges"},
+		CapDrop:     []string{"ALL"},
+		CapAdd:      shim.WorkerCapabilities,
 		LogConfig:   container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "2"}},
 		Resources: container.Resources{
 			Memory:   s.MemoryBytes,
 			NanoCPUs: s.CPUMillis * 1_000_000,
 		},
+	}
+	if s.ReadOnlyRootfs {
+		host.ReadonlyRootfs = true
+		host.Tmpfs = map[string]string{shim.WorkerTmpfsPath: shim.WorkerTmpfsOptions}
 	}
 	if _, err := r.c.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(s.ID)); err != nil {
 		return wrap(err, "create container %s", s.ID)
@@ -407,4 +416,62 @@ func stateOf(status container.ContainerState) shim.State {
 		return shim.StateStopped
 	}
 	return shim.StateUnknown // restarting, or a status this adapter does not know
+}
+
+// Events implements shim.Runtime with dockerd's event stream, filtered
+// there on this adapter's labels: "die" is EventExit, "destroy" is
+// EventDelete.
+func (r *Runtime) Events(ctx context.Context) (<-chan shim.Event, <-chan error) {
+	out, errc := make(chan shim.Event), make(chan error, 1)
+	msgs, errs := r.c.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("type", string(events.ContainerEventType)),
+		filters.Arg("event", string(events.ActionDie)),
+		filters.Arg("event", string(events.ActionDestroy)),
+		filters.Arg("label", shim.LabelWorker+"=1"),
+		filters.Arg("label", LabelNamespace+"="+r.opts.Namespace),
+	)})
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case m := <-msgs:
+				ev, ok := eventOf(m)
+				if !ok {
+					continue
+				}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					errc <- nil
+					return
+				}
+			case err := <-errs:
+				if ctx.Err() != nil {
+					err = nil
+				} else if err == nil || errors.Is(err, io.EOF) {
+					err = fmt.Errorf("docker event stream ended: %w", shim.ErrUnavailable)
+				} else {
+					err = wrap(err, "docker event stream")
+				}
+				errc <- err
+				return
+			}
+		}
+	}()
+	return out, errc
+}
+
+// eventOf maps a container event of dockerd to a worker event.
+func eventOf(m events.Message) (shim.Event, bool) {
+	id, ok := workerID([]string{m.Actor.Attributes["name"]})
+	if !ok {
+		return shim.Event{}, false
+	}
+	switch m.Action {
+	case events.ActionDie:
+		return shim.Event{ID: id, Kind: shim.EventExit}, true
+	case events.ActionDestroy:
+		return shim.Event{ID: id, Kind: shim.EventDelete}, true
+	}
+	return shim.Event{}, false
 }

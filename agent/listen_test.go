@@ -1,0 +1,232 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/status"
+
+	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+)
+
+// TestUnixSocketMode: the API socket is a socket of mode 0600 owned by
+// the agent's user (root in production), replaces a stale file, and
+// refuses to take over a socket another agent serves.
+func TestUnixSocketMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run", "agent.sock")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("stale"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	l, err := listenUnix(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 || int(st.Uid) != os.Getuid() {
+		t.Errorf("socket %s is %v owned by %d, want a socket of mode 0600 owned by %d", path, fi.Mode(), st.Uid, os.Getuid())
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	if l2, err := listenUnix(path); err == nil {
+		_ = l2.Close()
+		t.Error("a second listener took over a served socket")
+	}
+}
+
+// pki is a throw-away CA with the files a TCP listener needs.
+type pki struct {
+	dir    string
+	ca     *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+	caFile string
+}
+
+func newPKI(t *testing.T, name string) *pki {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pki{dir: t.TempDir(), ca: ca, caKey: key}
+	p.caFile = p.write(t, name+"-ca.pem", "CERTIFICATE", der)
+	return p
+}
+
+func (p *pki) write(t *testing.T, name, typ string, der []byte) string {
+	t.Helper()
+	path := filepath.Join(p.dir, name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// issue signs a leaf for server or client use and returns its files and
+// the loaded pair.
+func (p *pki) issue(t *testing.T, name string, server bool) (certFile, keyFile string, pair tls.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile = p.write(t, name+".pem", "CERTIFICATE", der)
+	keyFile = p.write(t, name+"-key.pem", "PRIVATE KEY", kder)
+	pair, err = tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile, pair
+}
+
+// TestTCPListenerRequiresMutualTLS serves the API on loopback TCP with the
+// listener esb-agent uses and calls it as a plain client, a TLS client
+// without a certificate, one with a certificate of another CA, a TLS 1.2
+// client, and a client with a good certificate: only the last gets in, and
+// over TCP a call must name its owner.
+func TestTCPListenerRequiresMutualTLS(t *testing.T) {
+	ours, theirs := newPKI(t, "esb"), newPKI(t, "other")
+	srvCert, srvKey, _ := ours.issue(t, "agent", true)
+	_, _, good := ours.issue(t, "gateway", false)
+	_, _, foreign := theirs.issue(t, "intruder", false)
+
+	r := newRig(t, Config{})
+	c := DaemonConfig{TCPListen: "127.0.0.1:0", TLSCert: srvCert, TLSKey: srvKey, TLSClientCA: ours.caFile}
+	srv, l, err := listenTCP(c, NewServer(r.a), health.NewServer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+	addr := l.Addr().String()
+
+	roots := x509.NewCertPool()
+	roots.AddCert(ours.ca)
+	call := func(creds credentials.TransportCredentials, owner string) error {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = conn.Close() }()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = agentv1.NewAgentServiceClient(conn).ListWorkers(ctx, &agentv1.ListWorkersRequest{OwnerId: owner})
+		return err
+	}
+	tlsClient := func(certs []tls.Certificate, maxVersion uint16) credentials.TransportCredentials {
+		return credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: certs, MaxVersion: maxVersion, ServerName: "127.0.0.1"})
+	}
+	refused := []struct {
+		name  string
+		creds credentials.TransportCredentials
+	}{
+		{"plain gRPC", insecure.NewCredentials()},
+		{"TLS without a client certificate", tlsClient(nil, 0)},
+		{"TLS with a certificate of another CA", tlsClient([]tls.Certificate{foreign}, 0)},
+		{"TLS 1.2", tlsClient([]tls.Certificate{good}, tls.VersionTLS12)},
+		{"TLS with the server's own CA but no client certificate", credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})},
+	}
+	for _, tc := range refused {
+		err := call(tc.creds, "tenant")
+		if st, _ := status.FromError(err); err == nil || st.Code() != codes.Unavailable {
+			t.Errorf("%s: %v, want the connection refused (Unavailable)", tc.name, err)
+		}
+	}
+	// A raw TCP peer that sends plain HTTP/2 gets no answer but a closed
+	// connection.
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := raw.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, err := raw.Read(buf); err == nil && n > 0 && string(buf[:n]) != "" && buf[0] != 0x15 {
+		t.Errorf("a plain-text peer got %q, want a TLS alert or a closed connection", buf[:n])
+	}
+	_ = raw.Close()
+
+	if err := call(tlsClient([]tls.Certificate{good}, 0), "tenant"); err != nil {
+		t.Errorf("client with a good certificate: %v", err)
+	}
+	err = call(tlsClient([]tls.Certificate{good}, 0), "")
+	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || err == nil {
+		t.Errorf("list without owner over TCP: %v, want InvalidArgument", err)
+	}
+}
+
+func TestListenTCPRefusesBadFiles(t *testing.T) {
+	p := newPKI(t, "esb")
+	cert, key, _ := p.issue(t, "agent", true)
+	for _, c := range []DaemonConfig{
+		{TCPListen: "127.0.0.1:0", TLSCert: cert, TLSKey: cert, TLSClientCA: p.caFile},
+		{TCPListen: "127.0.0.1:0", TLSCert: cert, TLSKey: key, TLSClientCA: key},
+		{TCPListen: "127.0.0.1:0", TLSCert: cert, TLSKey: key, TLSClientCA: filepath.Join(p.dir, "missing.pem")},
+	} {
+		if srv, l, err := listenTCP(c, NewServer(newRig(t, Config{}).a), health.NewServer()); err == nil {
+			_ = l.Close()
+			srv.Stop()
+			t.Errorf("listenTCP(%+v) accepted bad files", c)
+		}
+	}
+}
