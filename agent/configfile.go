@@ -25,7 +25,7 @@ func readConfigFile(path string) (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	j, err := yaml.YAMLToJSON(b)
+	j, err := yaml.YAMLToJSONStrict(b)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
