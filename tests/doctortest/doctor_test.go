@@ -183,6 +183,14 @@ func newNode(t *testing.T) *node {
 	return n
 }
 
+// with returns the node for subtest t, so that failures and cleanups
+// belong to the subtest.
+func (n *node) with(t *testing.T) *node {
+	m := *n
+	m.t = t
+	return &m
+}
+
 func acceptLoop(l net.Listener) {
 	for {
 		c, err := l.Accept()
@@ -335,6 +343,7 @@ func TestDoctor(t *testing.T) {
 	gw := "10.88.0.1/16"
 
 	t.Run("kernel", func(t *testing.T) {
+		n := n.with(t)
 		// A kernel without veth: /sys/module and the kernel config as such
 		// a kernel shows them.
 		dir := t.TempDir()
@@ -349,17 +358,20 @@ func TestDoctor(t *testing.T) {
 			"no veth", "kernel", doctor.Fail, "veth (CONFIG_VETH)")
 	})
 	t.Run("ip_forward", func(t *testing.T) {
+		n := n.with(t)
 		n.inNode("sysctl", "-qw", "net.ipv4.ip_forward=0")
 		// The only forward targets the node's loopback: a warning.
 		n.expect("ip_forward off", "sysctl", doctor.Warn, "net.ipv4.ip_forward")
 		n.inNode("sysctl", "-qw", "net.ipv4.ip_forward=1")
 	})
 	t.Run("route_localnet", func(t *testing.T) {
+		n := n.with(t)
 		n.inNode("sysctl", "-qw", "net.ipv4.conf.esb-cni0.route_localnet=0")
 		n.expect("route_localnet off", "sysctl", doctor.Fail, "route_localnet")
 		n.inNode("sysctl", "-qw", "net.ipv4.conf.esb-cni0.route_localnet=1")
 	})
 	t.Run("conflist", func(t *testing.T) {
+		n := n.with(t)
 		good, err := os.ReadFile(n.confFile)
 		if err != nil {
 			t.Fatal(err)
@@ -371,6 +383,7 @@ func TestDoctor(t *testing.T) {
 		n.writeFile(n.confFile, string(good))
 	})
 	t.Run("plugins", func(t *testing.T) {
+		n := n.with(t)
 		ipamBin := filepath.Join(n.binDir, conf.IPAMType)
 		if err := os.Rename(ipamBin, ipamBin+".away"); err != nil {
 			t.Fatal(err)
@@ -394,6 +407,7 @@ func TestDoctor(t *testing.T) {
 		}
 	})
 	t.Run("bridge", func(t *testing.T) {
+		n := n.with(t)
 		n.inNode("ip", "addr", "del", gw, "dev", conf.BridgeName)
 		n.expect("gateway address gone", "bridge", doctor.Fail, "lacks the gateway address "+gw)
 		n.inNode("ip", "addr", "add", gw, "dev", conf.BridgeName)
@@ -402,6 +416,7 @@ func TestDoctor(t *testing.T) {
 		n.inNode("ip", "link", "set", conf.BridgeName, "up")
 	})
 	t.Run("subnet", func(t *testing.T) {
+		n := n.with(t)
 		// containerd's example config: cni0 on 10.88.0.0/16.
 		n.inNode("ip", "link", "add", "cni0", "type", "bridge")
 		n.inNode("ip", "addr", "add", "10.88.200.1/24", "dev", "cni0")
@@ -409,6 +424,7 @@ func TestDoctor(t *testing.T) {
 		n.inNode("ip", "link", "del", "cni0")
 	})
 	t.Run("nftables", func(t *testing.T) {
+		n := n.with(t)
 		n.inNode("nft", "flush", "chain", "ip", "esb", "prerouting")
 		n.expect("NAT chain flushed", "nftables", doctor.Fail, "differs from "+n.natFile)
 		n.inNode("nft", "delete", "table", "ip", "esb")
@@ -416,6 +432,7 @@ func TestDoctor(t *testing.T) {
 		n.applyNAT()
 	})
 	t.Run("runtime", func(t *testing.T) {
+		n := n.with(t)
 		// A containerd that died and left its socket behind.
 		sock := filepath.Join(t.TempDir(), "containerd.sock")
 		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
@@ -426,7 +443,10 @@ func TestDoctor(t *testing.T) {
 		_ = l.Close()
 		n.expectWith([]string{"-runtime-address", sock}, "stale containerd socket", "runtime", doctor.Fail, sock)
 	})
+	parent := n
 	t.Run("proxy", func(t *testing.T) {
+		n := n.with(t)
+		defer func() { parent.proxy = n.proxy }()
 		// The proxy stops: its port refuses connections.
 		addr := n.proxy.Addr().String()
 		_ = n.proxy.Close()
@@ -441,12 +461,16 @@ func TestDoctor(t *testing.T) {
 		}
 		go acceptLoop(n.proxy)
 	})
+	// Every problem so far was undone: the node is healthy again.
+	n.healthy("after the repairs")
 	t.Run("registry", func(t *testing.T) {
+		n := n.with(t)
 		_ = n.registry.Close()
 		n.expect("registry down", "registry", doctor.Fail, n.regAddr)
 	})
 	// From here on the node is not restored: IPAM and anti-spoofing last.
 	t.Run("ipam", func(t *testing.T) {
+		n := n.with(t)
 		n.add("w2")
 		n.expectWith([]string{"-registry", "none"}, "range full", "ipam", doctor.Fail, "exhausted", "2 of 2")
 		// w2's veth removed behind esb-bridge's back: its address is stale.
@@ -454,6 +478,7 @@ func TestDoctor(t *testing.T) {
 		n.expectWith([]string{"-registry", "none"}, "stale allocation", "ipam", doctor.Fail, "1 stale allocation", "w2/eth0")
 	})
 	t.Run("antispoof", func(t *testing.T) {
+		n := n.with(t)
 		n.inNode("nft", "delete", "table", "bridge", "esb")
 		n.expectWith([]string{"-registry", "none"}, "anti-spoof table deleted", "antispoof", doctor.Fail, bridge.VethName("w1", "eth0"))
 	})
