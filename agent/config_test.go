@@ -97,6 +97,63 @@ func TestLoadDaemonConfigErrors(t *testing.T) {
 	}
 }
 
+func TestLoadDaemonConfigFileErrors(t *testing.T) {
+	tests := []struct{ yaml, want string }{
+		{"port: [1]\n", "config key port"},
+		{"ready-timeout: forever\n", "config key ready-timeout"},
+		{"max-workers: -3\n", "invalid max-workers"},
+		{"log-level: {a: b}\n", "log-level"},
+		{"- a\n", "config "},
+		{"port: 80\nport: 81\n", "config "},
+		{"tcp-listen: 127.0.0.1:7443\n", "requires mutual TLS"},
+	}
+	for _, tc := range tests {
+		file := filepath.Join(t.TempDir(), "agent.yaml")
+		if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadDaemonConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+// FuzzLoadDaemonConfig feeds YAML files to the agent's configuration
+// loader: it never panics, and what it accepts passes validate and keeps
+// the TCP listener behind mutual TLS.
+func FuzzLoadDaemonConfig(f *testing.F) {
+	for _, s := range []string{
+		"port: 8081\npool-min-idle: 2\nready-timeout: 3s\nsocket: /tmp/x.sock\n",
+		"runtime: docker\ndocker-host: unix:///run/esbnet/docker.sock\nmax-workers: 10\n",
+		"tcp-listen: 127.0.0.1:7443\ntls-cert: a\ntls-key: b\ntls-client-ca: c\nsocket: ''\n",
+		"nat-rules: /etc/esb/nat.yaml\nnat-interval: 1ms\n",
+		"default-memory: 1e9\nstop-grace: 0s\n",
+		"log-level: DEBUG\nnetwork: esb2\n",
+		"read-only-rootfs: true\n",
+		"port: 0x50\n", "port: 1e3\n", "prot: 1\n", "config: x\n", "{}", "[]", "", "~", "port: !!binary AAAA\n",
+	} {
+		f.Add([]byte(s))
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file := filepath.Join(dir, "agent.yaml")
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadDaemonConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			return
+		}
+		if verr := c.validate(); verr != nil {
+			t.Fatalf("accepted a config that does not validate: %v", verr)
+		}
+		if c.TCPListen != "" && (c.TLSCert == "" || c.TLSKey == "" || c.TLSClientCA == "") {
+			t.Fatalf("accepted a TCP listener without mutual TLS: %+v", c)
+		}
+	})
+}
+
 // The file WriteConfig makes holds every DaemonConfig key with a comment and
 // its default, and loads back to the same configuration.
 func TestWriteConfigRoundTrip(t *testing.T) {
@@ -172,61 +229,4 @@ func TestConfigFileLargeNumbersAndEmpty(t *testing.T) {
 			t.Errorf("%s: default-memory %d", name, c.DefaultMemory)
 		}
 	}
-}
-
-func TestLoadDaemonConfigFileErrors(t *testing.T) {
-	tests := []struct{ yaml, want string }{
-		{"port: [1]\n", "config key port"},
-		{"ready-timeout: forever\n", "config key ready-timeout"},
-		{"max-workers: -3\n", "invalid max-workers"},
-		{"log-level: {a: b}\n", "log-level"},
-		{"- a\n", "config "},
-		{"port: 80\nport: 81\n", "config "},
-		{"tcp-listen: 127.0.0.1:7443\n", "requires mutual TLS"},
-	}
-	for _, tc := range tests {
-		file := filepath.Join(t.TempDir(), "agent.yaml")
-		if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		_, err := LoadDaemonConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
-		}
-	}
-}
-
-// FuzzLoadDaemonConfig feeds YAML files to the agent's configuration
-// loader: it never panics, and what it accepts passes validate and keeps
-// the TCP listener behind mutual TLS.
-func FuzzLoadDaemonConfig(f *testing.F) {
-	for _, s := range []string{
-		"port: 8081\npool-min-idle: 2\nready-timeout: 3s\nsocket: /tmp/x.sock\n",
-		"runtime: docker\ndocker-host: unix:///run/esbnet/docker.sock\nmax-workers: 10\n",
-		"tcp-listen: 127.0.0.1:7443\ntls-cert: a\ntls-key: b\ntls-client-ca: c\nsocket: ''\n",
-		"nat-rules: /etc/esb/nat.yaml\nnat-interval: 1ms\n",
-		"default-memory: 1e9\nstop-grace: 0s\n",
-		"log-level: DEBUG\nnetwork: esb2\n",
-		"read-only-rootfs: true\n",
-		"port: 0x50\n", "port: 1e3\n", "prot: 1\n", "config: x\n", "{}", "[]", "", "~", "port: !!binary AAAA\n",
-	} {
-		f.Add([]byte(s))
-	}
-	dir := f.TempDir()
-	f.Fuzz(func(t *testing.T, data []byte) {
-		file := filepath.Join(dir, "agent.yaml")
-		if err := os.WriteFile(file, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		c, err := LoadDaemonConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
-		if err != nil {
-			return
-		}
-		if verr := c.validate(); verr != nil {
-			t.Fatalf("accepted a config that does not validate: %v", verr)
-		}
-		if c.TCPListen != "" && (c.TLSCert == "" || c.TLSKey == "" || c.TLSClientCA == "") {
-			t.Fatalf("accepted a TCP listener without mutual TLS: %+v", c)
-		}
-	})
 }

@@ -24,6 +24,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/shim/containerd"
@@ -42,7 +43,7 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	warnPrivateMountNS(log)
 	var natMgr *nat.Manager
 	if c.NATRules != "" {
-		rules, err := conf.LoadNATRules(c.NATRules)
+		rules, err := natfile.Load(c.NATRules)
 		if err != nil {
 			return err
 		}

@@ -26,6 +26,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/plugins/esb-bridge/bridge"
@@ -302,7 +303,7 @@ func (d *doctor) loadNAT() {
 	if d.o.NATRules == "" {
 		return
 	}
-	r, err := conf.LoadNATRules(d.o.NATRules)
+	r, err := natfile.Load(d.o.NATRules)
 	if err != nil {
 		d.add("nftables", Fail, "fix the rule file (esbctl nat apply -f "+d.o.NATRules+" names the bad field)", "NAT rules %s: %v", d.o.NATRules, err)
 		return

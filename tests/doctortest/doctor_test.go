@@ -24,6 +24,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/internal/doctor"
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/plugins/esb-bridge/bridge"
@@ -167,7 +168,7 @@ func newNode(t *testing.T) *node {
 
 	n.natFile = filepath.Join(n.base, "nat.yaml")
 	n.writeFile(n.natFile, fmt.Sprintf("forwards:\n  - {proto: tcp, port: 9000, to: %q}\n", n.proxy.Addr().String()))
-	if n.rules, err = conf.LoadNATRules(n.natFile); err != nil {
+	if n.rules, err = natfile.Load(n.natFile); err != nil {
 		t.Fatal(err)
 	}
 	// esb-agent's settings, as make install writes them: doctor reads
