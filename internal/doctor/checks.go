@@ -714,7 +714,10 @@ func (d *doctor) registry(ctx context.Context) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err == nil {
 		var resp *http.Response
-		if resp, err = http.DefaultClient.Do(req); err == nil {
+		// Straight to the registry: an HTTP_PROXY of the operator's shell
+		// is not the path the runtime takes to a local registry.
+		client := &http.Client{Transport: &http.Transport{Proxy: nil}}
+		if resp, err = client.Do(req); err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
 				err = fmt.Errorf("%s", resp.Status)
