@@ -25,7 +25,7 @@ build: ## build all binaries into bin/ (the CNI plugins static: they start once 
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/...
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/... ./agent/cmd/...
 
-install: $(INSTALL_BUILD) ## install plugins (/opt/cni/bin), esbctl and esb-agent ($(PREFIX)/bin), the conflist, /etc/esb/agent.yaml and the systemd unit; a changed config file is kept (DESTDIR, PREFIX; root)
+install: $(INSTALL_BUILD) ## install plugins (/opt/cni/bin), esbctl and esb-agent (/usr/local/bin), the conflist, /etc/esb/agent.yaml and the systemd unit; a changed config file is kept (DESTDIR, PREFIX; root)
 	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BIN="$(BIN)" CNI_BIN_DIR="$(CNI_BIN_DIR)" CNI_CONF="$(CNI_CONF)" ESB_CONF="$(ESB_CONF)" UNIT_DIR="$(UNIT_DIR)" scripts/install.sh install
 
 uninstall: ## remove what install added, keeping config files changed since (same DESTDIR, PREFIX as install)
