@@ -128,15 +128,11 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	defer func() { _ = target.Close() }()
-	h, err := hostRtnl()
+	h, br, err := hostBridge(nc.Bridge)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	br, err := lookupBridge(h, nc.Bridge)
-	if err != nil {
-		return err
-	}
 	var held map[netip.Prefix]bool
 	if nc.IPAM != nil {
 		if held, err = checkSubnetFree(h, br, nc.IPAM.Ranges()); err != nil {
@@ -215,7 +211,12 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 func (p *Plugin) ipamAdd(nc *conf.BridgeNetConf, args *skel.CmdArgs, undo *undoStack) (*current.Result, error) {
 	if nc.IPAM != nil {
 		id := ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}
-		a, existed, err := ipam.Add(nc.IPAM, p.BootID, id, p.now)
+		// A store created or reset since it was last seeded (its directory
+		// wiped while workers run) first takes in the attachments the
+		// anti-spoof elements show in use, so no address is handed out twice.
+		a, existed, err := ipam.AddSeeded(nc.IPAM, p.BootID, id, p.now, func() ([]*ipam.Allocation, error) {
+			return guardedAllocations(nc.IPAM, p.now(), nil)
+		})
 		if err != nil {
 			return nil, ipam.CNIError(err)
 		}

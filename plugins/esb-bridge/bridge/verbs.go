@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -284,6 +285,16 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	grace, _ := time.ParseDuration(conf.DefaultGCGrace)
 	if nc.IPAM != nil {
 		grace = nc.IPAM.GCGrace
+		// A valid attachment whose allocation the store lost (its directory
+		// wiped while workers run) gets it back from its anti-spoof
+		// elements before anything is collected.
+		lost, err := guardedAllocations(nc.IPAM, p.now(), valid)
+		if err != nil {
+			return types.NewError(types.ErrInternal, "list anti-spoof guards", err.Error())
+		}
+		if _, err := ipam.Readopt(nc.IPAM, p.BootID, lost); err != nil {
+			return ipam.CNIError(err)
+		}
 		if _, err := ipam.Collect(nc.IPAM, p.BootID, valid, p.now); err != nil {
 			return ipam.CNIError(err)
 		}
@@ -362,6 +373,41 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	return ipam.CNIError(errors.Join(errs...))
 }
 
+// guardedAllocations returns the allocations the node's anti-spoof
+// elements show in use: one per guarded port, owned by the guard's
+// attachment, with its addresses inside the configured ranges; only the
+// attachments in only when it is not nil.
+func guardedAllocations(cfg *conf.IPAM, now time.Time, only map[ipam.AttachmentID]bool) ([]*ipam.Allocation, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, err
+	}
+	guards, err := nat.ListGuards(c)
+	if err != nil {
+		return nil, err
+	}
+	var out []*ipam.Allocation
+	for _, g := range guards {
+		cid, ifName, ok := strings.Cut(g.Owner, "/")
+		id := ipam.AttachmentID{ContainerID: cid, IfName: ifName}
+		if !ok || !g.Active || (only != nil && !only[id]) {
+			continue
+		}
+		a := &ipam.Allocation{ID: id, Created: now}
+		for _, ip := range g.IPs {
+			for _, r := range cfg.Ranges() {
+				if r.Contains(ip) {
+					a.IPs = append(a.IPs, netip.PrefixFrom(ip, r.Subnet.Bits()))
+				}
+			}
+		}
+		if len(a.IPs) > 0 {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
 // Status reports whether an ADD can succeed: no other interface owns the
 // subnet, the bridge name is free or a bridge, and IPAM can allocate.
 // Failures are code 50 (plugin not available).
@@ -373,15 +419,11 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	unavailable := func(err error) error {
 		return types.NewError(types.ErrPluginNotAvailable, "esb-bridge cannot attach workers: "+err.Error(), "")
 	}
-	h, err := hostRtnl()
+	h, br, err := hostBridge(nc.Bridge)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	br, err := lookupBridge(h, nc.Bridge)
-	if err != nil {
-		return err
-	}
 	if br != nil {
 		if _, ok := br.(*netlink.Bridge); !ok {
 			return unavailable(fmt.Errorf("%s exists but is a %s, not a bridge", nc.Bridge, br.Type()))
