@@ -110,6 +110,9 @@ func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Write
 		if err != nil {
 			return c, fmt.Errorf("read config: %w", err)
 		}
+		if len(b) > conf.MaxFileBytes {
+			return c, fmt.Errorf("config %s: %d bytes, at most %d", *file, len(b), conf.MaxFileBytes)
+		}
 		if err := yaml.UnmarshalStrict(b, &fromFile); err != nil {
 			return c, fmt.Errorf("config %s: %w", *file, err)
 		}

@@ -80,9 +80,17 @@ func LoadNATRules(path string) (*NATRules, error) {
 	return r, nil
 }
 
+// MaxFileBytes bounds a YAML file (NAT rules, the agent's configuration):
+// YAML decoding is slow on large inputs (an 8 MB rule file takes about a
+// minute), and no real file comes near it.
+const MaxFileBytes = 1 << 20
+
 // ParseNATRules validates a rule set written as YAML or JSON (JSON is YAML).
 // Errors name the field: "forwards[1].port", "egress", ...
 func ParseNATRules(data []byte) (*NATRules, error) {
+	if len(data) > MaxFileBytes {
+		return nil, &DecodeError{Err: fmt.Errorf("NAT rules are %d bytes, at most %d", len(data), MaxFileBytes)}
+	}
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
 		return nil, &DecodeError{Err: err}

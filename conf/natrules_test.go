@@ -63,3 +63,19 @@ func TestParseNATRules(t *testing.T) {
 		})
 	}
 }
+
+func TestParseNATRulesRefusesHugeFiles(t *testing.T) {
+	big := "forwards:\n" + strings.Repeat("  - {proto: tcp, port: 1, to: 1.2.3.4:5}\n", MaxFileBytes/40)
+	if _, err := ParseNATRules([]byte(big)); !IsDecodeError(err) || !strings.Contains(err.Error(), "at most") {
+		t.Errorf("ParseNATRules of %d bytes: %v, want a decode error naming the limit", len(big), err)
+	}
+	bomb := "a: &a [x,x,x,x,x,x,x,x,x]\n"
+	prev := "a"
+	for _, n := range []string{"b", "c", "d", "e", "f", "g", "h", "i"} {
+		bomb += n + ": &" + n + " [" + strings.TrimSuffix(strings.Repeat("*"+prev+",", 9), ",") + "]\n"
+		prev = n
+	}
+	if _, err := ParseNATRules([]byte(bomb)); !IsDecodeError(err) {
+		t.Errorf("ParseNATRules of an alias bomb: %v, want a decode error", err)
+	}
+}
