@@ -11,7 +11,7 @@ CNI_CONF    ?= /etc/cni/net.d/10-esb.conflist
 PLUGINS     := esb-bridge esb-ipam
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 
-.PHONY: help build install uninstall deps stack-up stack-down stack-status worker-image test test-unit test-privileged bench lint proto demo clean
+.PHONY: help build install uninstall deps stack-up stack-down stack-status worker-image test test-unit test-privileged bench fuzz lint proto demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ test-privileged: deps stack-up ## the namespace, client, stack and end-to-end su
 
 bench: deps stack-up ## benchmarks side by side with the reference plugins, with a printed table (root)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 95m ./ipam/... ./tests/bench/... ./tests/benchbridge/... ./tests/benchnat/... ./tests/benchagent/... $(BENCH_MORE)
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 2m), one at a time; a failing input becomes a seed under testdata/fuzz
+	FUZZTIME=$(or $(FUZZTIME),2m) scripts/fuzz.sh
 
 lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
