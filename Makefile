@@ -8,7 +8,11 @@ LDFLAGS     := -X github.com/edge-serverless-box/esbnet/internal/buildinfo.Versi
 BIN         := bin
 CNI_BIN_DIR ?= /opt/cni/bin
 CNI_CONF    ?= /etc/cni/net.d/10-esb.conflist
-PLUGINS     := esb-bridge esb-ipam
+PREFIX      ?= /usr/local
+ESB_CONF    ?= /etc/esb/agent.yaml
+UNIT_DIR    ?= /etc/systemd/system
+# "make build && sudo make install INSTALL_BUILD=" installs bin/ without building as root.
+INSTALL_BUILD ?= build
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 
 .PHONY: help build install uninstall deps stack-up stack-down stack-status worker-image test test-unit test-privileged bench fuzz lint proto demo clean
@@ -20,14 +24,11 @@ build: ## build all binaries into bin/ (the CNI plugins static: they start once 
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/...
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/... ./agent/cmd/...
 
-install: build ## install the plugins to /opt/cni/bin and the conflist to /etc/cni/net.d/10-esb.conflist (root)
-	install -d $(CNI_BIN_DIR)
-	for p in $(PLUGINS); do install -m 0755 $(BIN)/$$p $(CNI_BIN_DIR)/$$p; done
-	$(BIN)/esbctl conflist -o $(CNI_CONF)
+install: $(INSTALL_BUILD) ## install plugins (/opt/cni/bin), esbctl and esb-agent ($(PREFIX)/bin), the conflist, /etc/esb/agent.yaml and the systemd unit; a changed config file is kept (DESTDIR, PREFIX; root)
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BIN="$(BIN)" CNI_BIN_DIR="$(CNI_BIN_DIR)" CNI_CONF="$(CNI_CONF)" ESB_CONF="$(ESB_CONF)" UNIT_DIR="$(UNIT_DIR)" scripts/install.sh install
 
-uninstall: ## remove what install added (the conflist only when it is still the default)
-	for p in $(PLUGINS); do rm -f $(CNI_BIN_DIR)/$$p; done
-	if [ -f $(CNI_CONF) ] && $(BIN)/esbctl conflist | cmp -s - $(CNI_CONF); then rm -f $(CNI_CONF); fi
+uninstall: ## remove what install added, keeping config files changed since (same DESTDIR, PREFIX as install)
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BIN="$(BIN)" CNI_BIN_DIR="$(CNI_BIN_DIR)" CNI_CONF="$(CNI_CONF)" ESB_CONF="$(ESB_CONF)" UNIT_DIR="$(UNIT_DIR)" scripts/install.sh uninstall
 
 deps: ## install the Debian packages and test tools the tests need (root)
 	scripts/deps.sh

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -148,6 +149,10 @@ type Options struct {
 	Config  Config
 	Log     *slog.Logger
 	Metrics *Metrics
+	// Records keeps each worker's owner, request and pool outside the
+	// runtime's labels, for reconcile after a restart; nil keeps nothing
+	// (labels alone then say whose a worker is).
+	Records Records
 	// Probe reports whether addr accepts TCP; nil means a real dial.
 	Probe func(ctx context.Context, addr string) error
 }
@@ -162,6 +167,9 @@ type Agent struct {
 	metrics *Metrics
 	probe   func(ctx context.Context, addr string) error
 	sem     chan struct{}
+	recs    Records
+	// immutable is set once the runtime said it cannot change labels.
+	immutable atomic.Bool
 
 	mu       sync.Mutex
 	workers  map[string]*Worker
@@ -169,6 +177,7 @@ type Agent struct {
 	inflight map[string]chan struct{} // request keys being served
 	refills  map[string]bool          // pool keys being refilled
 	wg       sync.WaitGroup           // background refills
+	drops    sync.WaitGroup           // teardowns of lost workers
 }
 
 // New returns an agent. Call Reconcile before serving.
@@ -176,7 +185,7 @@ func New(o Options) *Agent {
 	cfg := o.Config.withDefaults()
 	a := &Agent{
 		rt: o.Runtime, net: o.Network, nses: o.NetNSes, cfg: cfg, log: o.Log, metrics: o.Metrics,
-		probe: o.Probe, sem: make(chan struct{}, cfg.MaxParallel),
+		probe: o.Probe, sem: make(chan struct{}, cfg.MaxParallel), recs: o.Records,
 		workers: map[string]*Worker{}, requests: map[string]string{},
 		inflight: map[string]chan struct{}{}, refills: map[string]bool{},
 	}
@@ -185,6 +194,9 @@ func New(o Options) *Agent {
 	}
 	if a.probe == nil {
 		a.probe = dialProbe
+	}
+	if a.recs == nil {
+		a.recs = noRecords{}
 	}
 	if a.metrics == nil {
 		a.metrics = NewMetrics(nil)
@@ -303,8 +315,24 @@ func (a *Agent) takeIdle(ctx context.Context, key, owner, request string) (*Work
 	w.State, w.Owner, w.Warm, w.request = StateBusy, owner, true, request
 	c := *w
 	a.mu.Unlock()
-	if err := a.rt.SetLabels(ctx, w.ID, map[string]string{shim.LabelOwner: owner, shim.LabelRequest: request}); err != nil && !errors.Is(err, shim.ErrImmutable) {
-		a.log.Warn("record owner on worker", "worker", w.ID, "err", err)
+	// The record is what says whose the worker is after a restart: without
+	// it the worker goes back to the pool and the caller gets a new one
+	// (whose labels name its owner from the start).
+	if err := a.recs.Put(w.ID, Record{Owner: owner, Request: request, PoolKey: key}); err != nil {
+		a.log.Error("record the owner of a pooled worker; creating a new worker instead", "worker", w.ID, "err", err)
+		a.mu.Lock()
+		w.State, w.Owner, w.Warm, w.request = StateIdle, "", false, ""
+		a.mu.Unlock()
+		return nil, nil
+	}
+	if !a.immutable.Load() {
+		err := a.rt.SetLabels(ctx, w.ID, map[string]string{shim.LabelOwner: owner, shim.LabelRequest: request})
+		switch {
+		case errors.Is(err, shim.ErrImmutable):
+			a.immutable.Store(true)
+		case err != nil:
+			a.log.Warn("record owner on worker", "worker", w.ID, "err", err)
+		}
 	}
 	a.metrics.setStates(a.counts())
 	return &c, nil
@@ -338,6 +366,9 @@ func (a *Agent) create(ctx context.Context, r AcquireRequest, key, owner string)
 		a.forget(w.ID)
 		return nil, err
 	}
+	if err := a.recs.Put(w.ID, Record{Owner: owner, Request: r.RequestID, PoolKey: key}); err != nil {
+		a.log.Warn("record worker (its labels still name its owner)", "worker", w.ID, "err", err)
+	}
 	a.mu.Lock()
 	w.creating = false
 	a.mu.Unlock()
@@ -350,6 +381,9 @@ func (a *Agent) forget(id string) {
 	a.mu.Lock()
 	delete(a.workers, id)
 	a.mu.Unlock()
+	if err := a.recs.Delete(id); err != nil {
+		a.log.Warn("forget worker record", "worker", id, "err", err)
+	}
 }
 
 // start runs the lifecycle of a new worker; on any failure it undoes what
@@ -568,21 +602,28 @@ func (a *Agent) owned(id, owner string) (*Worker, error) {
 	return w, nil
 }
 
-// Release tears the worker down: stop, detach, delete, unpin.
+// Release tears the worker down (see teardown).
 func (a *Agent) Release(ctx context.Context, id, owner string) error {
 	w, err := a.owned(id, owner)
 	if err != nil {
 		return err
 	}
-	a.mu.Lock()
-	if w.creating { // a concurrent Release got here first
-		a.mu.Unlock()
+	if !a.claim(w.ID) { // a concurrent Release (or the event watch) got here first
 		return errf(NotFound, nil, "no worker %s", id)
 	}
-	w.creating = true // hides it from lookups while it goes
+	return a.remove(ctx, w.ID)
+}
+
+// remove tears down a claimed worker and forgets it with its request IDs.
+func (a *Agent) remove(ctx context.Context, id string) error {
+	a.mu.Lock()
+	netns := ""
+	if w, ok := a.workers[id]; ok {
+		netns = w.NetNS
+	}
 	a.mu.Unlock()
-	err = a.teardown(ctx, w.ID, w.NetNS)
-	a.forget(w.ID)
+	err := a.teardown(ctx, id, netns)
+	a.forget(id)
 	a.mu.Lock()
 	for k, v := range a.requests {
 		if v == id {
@@ -595,14 +636,25 @@ func (a *Agent) Release(ctx context.Context, id, owner string) error {
 }
 
 // teardown removes every trace of a worker; each step runs even when an
-// earlier one failed, and "already gone" is success.
+// earlier one failed, and "already gone" is success. The order is stop,
+// detach, delete, unpin where the agent pins the namespace (containerd);
+// where the runtime owns it (Docker), detach comes first, while the
+// namespace still exists, since stopping the container removes it.
 func (a *Agent) teardown(ctx context.Context, id, netns string) error {
 	var errs []error
+	detach := func() {
+		if err := a.net.Detach(ctx, shim.Attachment{ContainerID: id, NetNS: netns}); err != nil {
+			errs = append(errs, fmt.Errorf("detach: %w", err))
+		}
+	}
+	if a.rt.OwnsNetNS() {
+		detach()
+	}
 	if err := a.rt.Stop(ctx, id, a.cfg.StopGrace); err != nil {
 		errs = append(errs, fmt.Errorf("stop: %w", err))
 	}
-	if err := a.net.Detach(ctx, shim.Attachment{ContainerID: id, NetNS: netns}); err != nil {
-		errs = append(errs, fmt.Errorf("detach: %w", err))
+	if !a.rt.OwnsNetNS() {
+		detach()
 	}
 	if err := a.rt.Delete(ctx, id); err != nil {
 		errs = append(errs, fmt.Errorf("delete: %w", err))

@@ -23,6 +23,7 @@ type rig struct {
 func newRig(t *testing.T, cfg Config, mutate ...func(*rig)) *rig {
 	t.Helper()
 	r := &rig{rt: newFakeRuntime(), net: newFakeNetwork(), nses: newFakeNetNSes()}
+	r.net.note = r.rt.note
 	for _, m := range mutate {
 		m(r)
 	}

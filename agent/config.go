@@ -7,12 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
@@ -51,21 +48,84 @@ type DaemonConfig struct {
 	PoolMinIdle         int           `json:"pool-min-idle"`
 	DefaultMemory       int64         `json:"default-memory"`
 	LogDir              string        `json:"log-dir"`
+	StateFile           string        `json:"state-file"`
 	LogLevel            string        `json:"log-level"`
 	ReadOnlyRootfs      bool          `json:"read-only-rootfs"`
 }
 
+// DefaultStateFile is where the agent keeps its records of its workers.
+const DefaultStateFile = "/run/esb/agent/state.db"
+
 // ErrHelp is returned by LoadDaemonConfig when --help was asked for.
 var ErrHelp = flag.ErrHelp
+
+// ErrPrintConfig is returned by LoadDaemonConfig, with the loaded and valid
+// configuration, when --print-config was asked for: the caller prints it
+// with WriteConfig and exits.
+var ErrPrintConfig = errors.New("print the configuration")
 
 // LoadDaemonConfig builds the configuration from args, the environment
 // (getenv) and the file named by --config.
 func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Writer) (DaemonConfig, error) {
-	d := DefaultConfig()
 	c := DaemonConfig{}
-	fs := flag.NewFlagSet("esb-agent", flag.ContinueOnError)
+	fs := daemonFlags(&c)
 	fs.SetOutput(stderr)
 	file := fs.String("config", "", "optional YAML file with any of the settings below (keys are the flag names)")
+	printConfig := fs.Bool("print-config", false, "print the resulting settings as a commented YAML file (for --config) and exit")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fromFile := map[string]any{}
+	if *file != "" {
+		var err error
+		if fromFile, err = readConfigFile(*file); err != nil {
+			return c, err
+		}
+	}
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || !isSetting(f.Name) {
+			return
+		}
+		if v := getenv("ESB_AGENT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("environment ESB_AGENT_%s: %w", strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")), err))
+			}
+			return
+		}
+		if v, ok := fromFile[f.Name]; ok {
+			if err := f.Value.Set(fmt.Sprint(v)); err != nil {
+				errs = append(errs, fmt.Errorf("config key %s: %w", f.Name, err))
+			}
+		}
+	})
+	for k := range fromFile {
+		if fs.Lookup(k) == nil || !isSetting(k) {
+			errs = append(errs, fmt.Errorf("config key %q is not a setting of esb-agent", k))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	if err := c.validate(); err != nil {
+		return c, err
+	}
+	if *printConfig {
+		return c, ErrPrintConfig
+	}
+	return c, nil
+}
+
+// daemonFlags defines one flag per DaemonConfig field, bound to c, named
+// as the field's json tag, with the default and the usage --help shows.
+func daemonFlags(c *DaemonConfig) *flag.FlagSet {
+	d := DefaultConfig()
+	fs := flag.NewFlagSet("esb-agent", flag.ContinueOnError)
 	fs.StringVar(&c.Runtime, "runtime", "containerd", "container runtime: containerd or docker")
 	fs.StringVar(&c.ContainerdAddress, "containerd-address", "/run/containerd/containerd.sock", "containerd's socket")
 	fs.StringVar(&c.ContainerdNamespace, "containerd-namespace", "esb", "containerd namespace of the workers")
@@ -94,55 +154,10 @@ func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Write
 	fs.IntVar(&c.PoolMinIdle, "pool-min-idle", d.PoolMinIdle, "idle workers kept warm per function (image, env and limits)")
 	fs.Int64Var(&c.DefaultMemory, "default-memory", d.DefaultMemoryBytes, "memory limit in bytes of a worker whose request sets none")
 	fs.StringVar(&c.LogDir, "log-dir", d.LogDir, "directory of the per-worker log files")
+	fs.StringVar(&c.StateFile, "state-file", DefaultStateFile, "the agent's own records of its workers (owner, request, pool; bbolt), kept across restarts: put it on tmpfs")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.ReadOnlyRootfs, "read-only-rootfs", false, "give workers a read-only root file system with a writable tmpfs on /tmp")
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	fromFile := map[string]any{}
-	if *file != "" {
-		b, err := os.ReadFile(*file)
-		if err != nil {
-			return c, fmt.Errorf("read config: %w", err)
-		}
-		if len(b) > conf.MaxFileBytes {
-			return c, fmt.Errorf("config %s: %d bytes, at most %d", *file, len(b), conf.MaxFileBytes)
-		}
-		if err := yaml.UnmarshalStrict(b, &fromFile); err != nil {
-			return c, fmt.Errorf("config %s: %w", *file, err)
-		}
-	}
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || f.Name == "config" {
-			return
-		}
-		if v := getenv("ESB_AGENT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); v != "" {
-			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("environment ESB_AGENT_%s: %w", strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")), err))
-			}
-			return
-		}
-		if v, ok := fromFile[f.Name]; ok {
-			if err := f.Value.Set(fmt.Sprint(v)); err != nil {
-				errs = append(errs, fmt.Errorf("config key %s: %w", f.Name, err))
-			}
-		}
-	})
-	for k := range fromFile {
-		if fs.Lookup(k) == nil || k == "config" {
-			errs = append(errs, fmt.Errorf("config key %q is not a setting of esb-agent", k))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return c, err
-	}
-	return c, c.validate()
+	return fs
 }
 
 // Bounds of the daemon's durations.
@@ -158,6 +173,8 @@ func (c DaemonConfig) validate() error {
 	switch {
 	case c.Runtime != "containerd" && c.Runtime != "docker":
 		return fmt.Errorf("invalid runtime %q: must be containerd or docker", c.Runtime)
+	case c.StateFile == "":
+		return errors.New("invalid state-file: must not be empty")
 	case c.Socket == "" && c.TCPListen == "":
 		return errors.New("invalid socket: give --socket or --tcp-listen")
 	case c.TCPListen != "" && (c.TLSCert == "" || c.TLSKey == "" || c.TLSClientCA == ""):

@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,8 +25,30 @@ func TestLoadDaemonConfigPrecedence(t *testing.T) {
 	if c.Socket != "/tmp/from-flag.sock" || c.PoolMinIdle != 4 || c.Port != 8081 || c.ReadyTimeout != 3*time.Second {
 		t.Errorf("flag > env > file > default broken: %+v", c)
 	}
-	if c.MaxWorkers != DefaultConfig().MaxWorkers || c.Runtime != "containerd" {
+	if c.MaxWorkers != DefaultConfig().MaxWorkers || c.Runtime != "containerd" || c.StateFile != DefaultStateFile {
 		t.Errorf("defaults: %+v", c)
+	}
+	for _, src := range []struct {
+		args []string
+		env  map[string]string
+		file string
+	}{
+		{args: []string{"--state-file", "/tmp/s.db"}},
+		{env: map[string]string{"ESB_AGENT_STATE_FILE": "/tmp/s.db"}},
+		{file: "state-file: /tmp/s.db\n"},
+	} {
+		args := src.args
+		if src.file != "" {
+			f := filepath.Join(t.TempDir(), "agent.yaml")
+			if err := os.WriteFile(f, []byte(src.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = []string{"--config", f}
+		}
+		c, err := LoadDaemonConfig(args, func(k string) string { return src.env[k] }, io.Discard)
+		if err != nil || c.StateFile != "/tmp/s.db" {
+			t.Errorf("state-file from %+v: %q, %v", src, c.StateFile, err)
+		}
 	}
 }
 
@@ -44,6 +69,7 @@ func TestLoadDaemonConfigErrors(t *testing.T) {
 		{[]string{"--config", bad}, nil, `config key "prot" is not a setting`},
 		{nil, map[string]string{"ESB_AGENT_MAX_WORKERS": "many"}, "ESB_AGENT_MAX_WORKERS"},
 		{[]string{"extra"}, nil, "unexpected arguments"},
+		{[]string{"--state-file", ""}, nil, "invalid state-file"},
 		{[]string{"--port", "65536"}, nil, "invalid port 65536"},
 		{[]string{"--ready-timeout", "0s"}, nil, "invalid ready-timeout 0s"},
 		{[]string{"--ready-timeout", "11m"}, nil, "invalid ready-timeout 11m0s"},
@@ -126,4 +152,81 @@ func FuzzLoadDaemonConfig(f *testing.F) {
 			t.Fatalf("accepted a TCP listener without mutual TLS: %+v", c)
 		}
 	})
+}
+
+// The file WriteConfig makes holds every DaemonConfig key with a comment and
+// its default, and loads back to the same configuration.
+func TestWriteConfigRoundTrip(t *testing.T) {
+	none := func(string) string { return "" }
+	def, err := LoadDaemonConfig(nil, none, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := WriteConfig(&b, def); err != nil {
+		t.Fatal(err)
+	}
+	text := b.String()
+	lines := strings.Split(text, "\n")
+	typ := reflect.TypeOf(def)
+	for i := range typ.NumField() {
+		key, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+		at := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, key+": ") })
+		if at < 2 {
+			t.Errorf("key %s missing or without comments:\n%s", key, text)
+			continue
+		}
+		if !strings.HasPrefix(lines[at-1], "# default: ") || !strings.HasPrefix(lines[at-2], "# ") || len(lines[at-2]) < 10 {
+			t.Errorf("key %s: want its help and default as comments, got %q, %q", key, lines[at-2], lines[at-1])
+		}
+	}
+	file := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadDaemonConfig([]string{"--config", file}, none, io.Discard)
+	if err != nil {
+		t.Fatalf("load the written defaults: %v\n%s", err, text)
+	}
+	if !reflect.DeepEqual(got, def) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, def)
+	}
+
+	// Changed values survive the round trip too, and --print-config
+	// reports the loaded settings.
+	changed := def
+	changed.Snapshotter, changed.DefaultMemory, changed.NATInterval, changed.Port = "native", 1<<30, 90*time.Second, 9090
+	b.Reset()
+	if err := WriteConfig(&b, changed); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err = LoadDaemonConfig([]string{"--config", file, "--print-config"}, none, io.Discard)
+	if !errors.Is(err, ErrPrintConfig) {
+		t.Fatalf("--print-config: err %v, want ErrPrintConfig", err)
+	}
+	if !reflect.DeepEqual(got, changed) {
+		t.Errorf("round trip of changed values:\n got %+v\nwant %+v", got, changed)
+	}
+	if !strings.Contains(b.String(), "# default: 8080\nport: 9090\n") {
+		t.Errorf("a changed value should keep the default in its comment:\n%s", b.String())
+	}
+}
+
+func TestConfigFileLargeNumbersAndEmpty(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{"big.yaml": "default-memory: 268435456\n", "empty.yaml": "# nothing\n"} {
+		file := filepath.Join(dir, name)
+		if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadDaemonConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		} else if c.DefaultMemory != 268435456 {
+			t.Errorf("%s: default-memory %d", name, c.DefaultMemory)
+		}
+	}
 }

@@ -24,6 +24,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/shim/containerd"
@@ -32,7 +33,7 @@ import (
 
 // Run is esb-agent: it writes the conflist when the network has none,
 // applies and keeps the NAT rules, connects to the runtime, reconciles,
-// serves the API until ctx ends, then stops serving. Workers outlive it: a
+// follows the runtime's events (Agent.Watch), serves the API until ctx ends, then stops serving. Workers outlive it: a
 // restarted agent adopts them.
 func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	var a *Agent
@@ -42,7 +43,7 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	warnPrivateMountNS(log)
 	var natMgr *nat.Manager
 	if c.NATRules != "" {
-		rules, err := conf.LoadNATRules(c.NATRules)
+		rules, err := natfile.Load(c.NATRules)
 		if err != nil {
 			return err
 		}
@@ -71,9 +72,14 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	recs, err := OpenRecords(c.StateFile)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = recs.Close() }()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log,
+	a = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log, Records: recs,
 		Metrics: NewMetrics(reg), Config: Config{Port: c.Port, ReadyTimeout: c.ReadyTimeout, StopGrace: c.StopGrace,
 			MaxWorkers: c.MaxWorkers, MaxParallel: c.MaxParallel, PoolMinIdle: c.PoolMinIdle,
 			DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir, ReadOnlyRootfs: c.ReadOnlyRootfs}})
@@ -84,6 +90,10 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	if _, err := a.Reconcile(ctx); err != nil {
 		log.Error("reconcile left errors", "err", err)
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { a.Watch(watchCtx); close(watched) }()
+	defer func() { stopWatch(); <-watched }()
 
 	srv := grpc.NewServer()
 	agentv1.RegisterAgentServiceServer(srv, NewServer(a))

@@ -24,13 +24,91 @@ type fakeRuntime struct {
 	containers map[string]*shim.WorkerInfo
 	calls      []string
 	failCreate error
+	events     chan shim.Event // what emit sends to the current subscriber
+	brk        chan struct{}   // closed by breakEvents
+	subs       int             // subscriptions so far
 }
 
 var _ shim.Runtime = (*fakeRuntime)(nil)
 
-func newFakeRuntime() *fakeRuntime { return &fakeRuntime{containers: map[string]*shim.WorkerInfo{}} }
+func newFakeRuntime() *fakeRuntime {
+	return &fakeRuntime{containers: map[string]*shim.WorkerInfo{}, events: make(chan shim.Event)}
+}
 
 func (f *fakeRuntime) record(c string) { f.calls = append(f.calls, c) }
+
+// note records a call made elsewhere (the network), for the order of calls.
+func (f *fakeRuntime) note(c string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record(c)
+}
+
+// Events streams what emit sends until breakEvents breaks the stream.
+func (f *fakeRuntime) Events(ctx context.Context) (<-chan shim.Event, <-chan error) {
+	out, errc := make(chan shim.Event), make(chan error, 1)
+	f.mu.Lock()
+	f.subs++
+	brk := make(chan struct{})
+	f.brk = brk
+	f.mu.Unlock()
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case ev := <-f.events:
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					errc <- nil
+					return
+				}
+			case <-brk:
+				errc <- fmt.Errorf("event stream broke: %w", shim.ErrUnavailable)
+				return
+			case <-ctx.Done():
+				errc <- nil
+				return
+			}
+		}
+	}()
+	return out, errc
+}
+
+// emit hands ev to the subscriber (blocking until it takes it).
+func (f *fakeRuntime) emit(ev shim.Event) { f.events <- ev }
+
+// breakEvents ends the current subscription with an error.
+func (f *fakeRuntime) breakEvents() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.brk != nil {
+		close(f.brk)
+		f.brk = nil
+	}
+}
+
+func (f *fakeRuntime) subscriptions() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.subs
+}
+
+// kill ends a worker's process behind the agent's back, as docker kill
+// or ctr task kill would (no event: the caller emits one or not).
+func (f *fakeRuntime) kill(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.containers[id]; ok {
+		c.State = shim.StateStopped
+	}
+}
+
+func (f *fakeRuntime) callLog() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
 
 func (f *fakeRuntime) Name() string    { return "fake" }
 func (f *fakeRuntime) OwnsNetNS() bool { return f.ownsNetNS }
@@ -193,6 +271,7 @@ type fakeNetwork struct {
 	gcLive    []string
 	detached  []string
 	broken    map[string]bool // attachments whose interface vanished
+	note      func(string)    // records Detach in the runtime's call log
 }
 
 var _ shim.Network = (*fakeNetwork)(nil)
@@ -222,6 +301,9 @@ func (n *fakeNetwork) Detach(_ context.Context, a shim.Attachment) error {
 	defer n.mu.Unlock()
 	delete(n.attached, a.ContainerID)
 	n.detached = append(n.detached, a.ContainerID)
+	if n.note != nil {
+		n.note("detach " + a.ContainerID)
+	}
 	return nil
 }
 

@@ -11,6 +11,7 @@ type Metrics struct {
 	acquire *prometheus.HistogramVec
 	workers *prometheus.GaugeVec
 	errors  *prometheus.CounterVec
+	lostN   prometheus.Counter
 }
 
 // NewMetrics registers the metrics with reg (nil: a private registry).
@@ -29,11 +30,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "esb", Subsystem: "agent", Name: "acquire_errors_total",
 			Help: "Failed acquisitions by class.",
 		}, []string{"class"}),
+		lostN: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "esb", Subsystem: "agent", Name: "workers_lost_total",
+			Help: "Workers whose container exited or vanished behind the agent's back, and were removed.",
+		}),
 	}
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	reg.MustRegister(m.acquire, m.workers, m.errors)
+	reg.MustRegister(m.acquire, m.workers, m.errors, m.lostN)
 	return m
 }
 
@@ -57,3 +62,5 @@ func (m *Metrics) setStates(c map[State]int) {
 		m.workers.WithLabelValues(s.String()).Set(float64(c[s]))
 	}
 }
+
+func (m *Metrics) lost() { m.lostN.Inc() }

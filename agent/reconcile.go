@@ -30,7 +30,9 @@ type ReconcileReport struct {
 
 // Reconcile makes the node consistent before the agent serves: running
 // worker containers whose network is intact are adopted (with their
-// address from the runtime's CNI result cache, no plugin is run), worker
+// address from the runtime's CNI result cache, no plugin is run, and their
+// owner from the agent's records, else their labels), records of workers
+// not adopted are deleted, worker
 // containers without a network are torn down, pinned namespaces without a
 // container are detached and removed, and a CNI GC with the live set
 // releases every address, veth and rule that belongs to nothing.
@@ -44,8 +46,12 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	live := map[string]bool{}
 	var attachments []shim.Attachment
 	var errs []error
+	recs, err := a.recs.All()
+	if err != nil {
+		errs = append(errs, err) // labels speak for the workers
+	}
 	for _, info := range infos {
-		w, ok := a.adoptable(ctx, info)
+		w, ok := a.adoptable(ctx, info, recs)
 		if !ok {
 			rep.Removed++
 			if err := a.teardown(ctx, info.ID, info.NetNS); err != nil {
@@ -88,6 +94,13 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			}
 		}
 	}
+	for id := range recs {
+		if !live[id] {
+			if err := a.recs.Delete(id); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	if err := a.net.GC(ctx, attachments); err != nil {
 		errs = append(errs, err)
 	}
@@ -101,8 +114,9 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 }
 
 // adoptable turns a listed container into a worker when it runs (or is
-// paused) and its network is there.
-func (a *Agent) adoptable(ctx context.Context, info shim.WorkerInfo) (*Worker, bool) {
+// paused) and its network is there. Its owner, request and pool come from
+// the agent's record of it, or from its labels when there is none.
+func (a *Agent) adoptable(ctx context.Context, info shim.WorkerInfo, recs map[string]Record) (*Worker, bool) {
 	if info.State != shim.StateRunning && info.State != shim.StatePaused {
 		return nil, false
 	}
@@ -133,6 +147,9 @@ func (a *Agent) adoptable(ctx context.Context, info shim.WorkerInfo) (*Worker, b
 		ID: info.ID, Function: info.Labels[shim.LabelFunction], Owner: info.Labels[shim.LabelOwner],
 		Image: info.Image, IP: ip, Port: port, Created: info.Created, NetNS: netns,
 		poolKey: info.Labels[shim.LabelPoolKey], State: StateBusy, request: info.Labels[shim.LabelRequest],
+	}
+	if rec, ok := recs[info.ID]; ok {
+		w.Owner, w.request, w.poolKey = rec.Owner, rec.Request, rec.PoolKey
 	}
 	switch {
 	case info.State == shim.StatePaused:

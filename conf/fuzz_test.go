@@ -3,7 +3,6 @@ package conf
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 
@@ -152,51 +151,6 @@ func FuzzConflist(f *testing.F) {
 				continue
 			}
 			checkBridge(t, nc)
-		}
-	})
-}
-
-// FuzzParseNATRules: any rule file (YAML or JSON) gives a rule set whose
-// forwards are all usable, or a decode or field error.
-func FuzzParseNATRules(f *testing.F) {
-	for _, s := range []string{
-		"forwards:\n  - {proto: tcp, port: 9000, to: 127.0.0.1:9000}\n  - {proto: udp, port: 53, to: 10.0.0.2:53}\n",
-		"egress: open\nbridge: br0\ngateway: 10.1.0.1\nsubnet: 10.1.0.0/24\nforwards: []\n",
-		`{"forwards":[{"proto":"TCP","port":80,"to":"192.0.2.1:8080"}]}`,
-		"forwards:\n  - {proto: tcp, port: 9000, to: 127.0.0.1:9000}\n  - {proto: tcp, port: 9000, to: 127.0.0.1:9001}\n",
-		"forwards:\n  - {proto: sctp, port: 0, to: '[::1]:9'}\n",
-		"forwards:\n  - {proto: tcp, port: 9000, to: 0.0.0.0:1}\n",
-		"egress: closed\n", "gateway: 10.9.0.1\n", "subnet: 10.88.0.0/33\n",
-		`forwards: [{proto: tcp, port: 70000, to: "x"}]`, "[", "egress: 5",
-		"forwards: {a: b}\n", "- a\n- b\n", "&a [*a]\n", "", "null", "{",
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := ParseNATRules(data)
-		if err != nil {
-			checkErrKind(t, err)
-			return
-		}
-		if r.Egress != EgressOpen && r.Egress != EgressProxyOnly {
-			t.Fatalf("accepted egress %q", r.Egress)
-		}
-		if err := ValidateIfName("bridge", r.Bridge); err != nil {
-			t.Fatalf("accepted bridge %q: %v", r.Bridge, err)
-		}
-		if !r.Gateway.Is4() || !r.Subnet.Contains(r.Gateway) {
-			t.Fatalf("accepted gateway %s outside subnet %s", r.Gateway, r.Subnet)
-		}
-		seen := map[string]bool{}
-		for _, fw := range r.Forwards {
-			key := fmt.Sprintf("%s/%d", fw.Proto, fw.Port)
-			if (fw.Proto != "tcp" && fw.Proto != "udp") || fw.Port == 0 || seen[key] {
-				t.Fatalf("accepted forward %+v", fw)
-			}
-			seen[key] = true
-			if !fw.To.Addr().Is4() || fw.To.Port() == 0 || fw.To.Addr().IsUnspecified() || fw.To.Addr().IsMulticast() {
-				t.Fatalf("accepted target %s", fw.To)
-			}
 		}
 	})
 }

@@ -9,7 +9,6 @@ import (
 	"math"
 	"net/netip"
 	"path/filepath"
-	"regexp"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -206,15 +205,28 @@ func jsonKind(goKind string) string {
 	}
 }
 
-var networkNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+// networkNamePattern is what a network name must match (a regexp, for
+// messages; validNetworkName checks it without compiling one at init in
+// every plugin process).
+const networkNamePattern = `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`
+
+func validNetworkName(name string) bool {
+	for i, r := range name {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && (i == 0 || r != '_' && r != '.' && r != '-') {
+			return false
+		}
+	}
+	return name != ""
+}
 
 // ValidateNetworkName checks a CNI network name; it becomes a file name.
 func ValidateNetworkName(field, name string) error {
 	if name == "" {
 		return fieldErr(field, "", "is required")
 	}
-	if len(name) > 128 || !networkNameRE.MatchString(name) {
-		return fieldErr(field, name, "must match %s and be at most 128 characters", networkNameRE)
+	if len(name) > 128 || !validNetworkName(name) {
+		return fieldErr(field, name, "must match %s and be at most 128 characters", networkNamePattern)
 	}
 	return nil
 }

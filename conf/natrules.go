@@ -1,15 +1,12 @@
 package conf
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
-
-	"sigs.k8s.io/yaml"
 )
 
 // Egress policies of the NAT rule set.
@@ -67,33 +64,14 @@ func (r *NATRules) Loopback() bool {
 	return false
 }
 
-// LoadNATRules reads and validates a rule file, YAML or JSON.
-func LoadNATRules(path string) (*NATRules, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read NAT rules: %w", err)
-	}
-	r, err := ParseNATRules(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
-	}
-	return r, nil
-}
-
-// MaxFileBytes bounds a YAML file (NAT rules, the agent's configuration):
-// YAML decoding is slow on large inputs (an 8 MB rule file takes about a
-// minute), and no real file comes near it.
-const MaxFileBytes = 1 << 20
-
-// ParseNATRules validates a rule set written as YAML or JSON (JSON is YAML).
-// Errors name the field: "forwards[1].port", "egress", ...
-func ParseNATRules(data []byte) (*NATRules, error) {
-	if len(data) > MaxFileBytes {
-		return nil, &DecodeError{Err: fmt.Errorf("NAT rules are %d bytes, at most %d", len(data), MaxFileBytes)}
-	}
-	js, err := yaml.YAMLToJSON(data)
-	if err != nil {
-		return nil, &DecodeError{Err: err}
+// DecodeNATRules validates a rule set given as JSON (empty or null: no
+// forwards, the defaults). Errors name the field: "forwards[1].port",
+// "egress", ... Rule files are YAML or JSON: package conf/natfile reads
+// them (conf itself links no YAML decoder, for the plugins' sake: each CNI
+// call starts a plugin process, and YAML's package init costs it time).
+func DecodeNATRules(js []byte) (*NATRules, error) {
+	if len(bytes.TrimSpace(js)) == 0 {
+		js = []byte("null")
 	}
 	// Forwards are decoded one by one so a type error names its index.
 	var raw struct {

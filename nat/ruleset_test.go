@@ -7,11 +7,12 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/conf/natfile"
 )
 
 func rules(t *testing.T, yaml string) *conf.NATRules {
 	t.Helper()
-	r, err := conf.ParseNATRules([]byte(yaml))
+	r, err := natfile.Parse([]byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,7 @@ sed "s|/run/esb/ipam|$work/ipam|" <(bin/esbctl conflist) >"$work/conf/10-esb.con
 say "starting esb-agent in the node namespace"
 nsenter --net="$ns_path" bin/esb-agent -containerd-address "$ESB_CONTAINERD_SOCK" -containerd-namespace "$ctd_ns" \
 	-socket "$sock" -cni-conf-dir "$work/conf" -cni-bin-dirs "$PWD/bin" -cni-cache-dir "$work/cache" \
-	-log-dir "$work/logs" -metrics-listen "" -nat-rules "$work/nat.yaml" 2>"$work/agent.log" &
+	-log-dir "$work/logs" -state-file "$work/state.db" -metrics-listen "" -nat-rules "$work/nat.yaml" 2>"$work/agent.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$sock" ] && bin/esbctl status -socket "$sock" >/dev/null 2>&1 && break; sleep 0.1; done
 bin/esbctl status -socket "$sock"

@@ -15,7 +15,9 @@
 #     service: the stack runs its own daemons on loopback and unix sockets.
 #   - into $ESB_TOOLS_DIR (default /opt/esbnet-tools/bin), from the Go module
 #     proxy: cnitool v1.3.0 and the reference plugins bridge and host-local
-#     v1.10.0, which the tests and benchmarks drive beside ours.
+#     v1.10.0, which the tests and benchmarks drive beside ours, and crictl
+#     v1.37.0 (cri-tools), which tests/critest drives containerd's CRI
+#     plugin with.
 set -euo pipefail
 
 tools_dir=${ESB_TOOLS_DIR:-/opt/esbnet-tools/bin}
@@ -64,4 +66,5 @@ go_tool() { # name module@version
 go_tool cnitool github.com/containernetworking/cni/cnitool@v1.3.0
 go_tool bridge github.com/containernetworking/plugins/plugins/main/bridge@v1.10.0
 go_tool host-local github.com/containernetworking/plugins/plugins/ipam/host-local@v1.10.0
+go_tool crictl sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0
 echo "deps.sh: ready (tools in $tools_dir)"

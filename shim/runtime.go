@@ -125,6 +125,41 @@ type Runtime interface {
 	List(ctx context.Context) ([]WorkerInfo, error)
 	// Ping fails when the runtime's daemon does not answer.
 	Ping(ctx context.Context) error
+	// Events streams the exits and removals of this runtime's worker
+	// containers until ctx ends (it may report other containers of the
+	// runtime's scope too: callers ignore IDs they do not know). The event channel
+	// closes when the stream ends; the error channel then holds why (nil
+	// when ctx ended). Events lost while no stream runs are not replayed:
+	// a caller that resubscribes catches up with List.
+	Events(ctx context.Context) (<-chan Event, <-chan error)
+}
+
+// EventKind says what happened to a worker container.
+type EventKind int
+
+// Event kinds.
+const (
+	// EventExit: the worker's process ended (killed, crashed, or stopped).
+	EventExit EventKind = iota + 1
+	// EventDelete: the container is gone.
+	EventDelete
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventExit:
+		return "exit"
+	case EventDelete:
+		return "delete"
+	}
+	return "unknown"
+}
+
+// Event is a change of a worker container the agent did not necessarily
+// make itself (its own stops and removals are reported too).
+type Event struct {
+	ID   string // the worker ID
+	Kind EventKind
 }
 
 // Errors runtimes return for callers to act on.

@@ -22,6 +22,7 @@ Usage:
   esbctl nat apply|show|delete|watch   manage the nftables DNAT of 10.88.0.1 to the local proxy ("esbctl nat -h")
   esbctl acquire|release|ls|pause|resume|metrics|invoke|status
                                        talk to esb-agent ("esbctl acquire -h")
+  esbctl doctor [-o json] [flags]      check this node; each finding with the command that fixes it ("esbctl doctor -h")
   esbctl version                       print the version
   esbctl help                          print this help
 `
@@ -41,6 +42,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = natCmd(args[1:], stdout, stderr)
 	case "acquire", "release", "ls", "pause", "resume", "metrics", "invoke", "status":
 		err = agentMain(args[0], args[1:], stdout, stderr)
+	case "doctor":
+		err = doctorCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		_, err = fmt.Fprintln(stdout, "esbctl", buildinfo.Version)
 	case "help", "-h", "--help":

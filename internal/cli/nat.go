@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/nat"
 )
 
@@ -60,7 +61,7 @@ func natCmd(args []string, stdout, stderr io.Writer) error {
 		if *file == "" {
 			return nil, usageError{errors.New("-f FILE is required")}
 		}
-		return conf.LoadNATRules(*file)
+		return natfile.Load(*file)
 	}
 	switch args[0] {
 	case "apply":

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"os"
 	"runtime"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -16,6 +17,9 @@ import (
 func init() { runtime.LockOSThread() }
 
 func main() {
+	if buildinfo.PrintPluginVersion(os.Args, os.Getenv, os.Stdout, "esb-bridge") {
+		return
+	}
 	p := &bridge.Plugin{}
-	skel.PluginMainFuncs(p.Funcs(), version.All, buildinfo.About("esb-bridge"))
+	skel.PluginMainFuncs(p.Funcs(), buildinfo.PluginInfo("esb-bridge", version.All), buildinfo.About("esb-bridge"))
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"os"
 	"runtime"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -15,6 +16,9 @@ import (
 func init() { runtime.LockOSThread() }
 
 func main() {
+	if buildinfo.PrintPluginVersion(os.Args, os.Getenv, os.Stdout, "esb-ipam") {
+		return
+	}
 	p := &ipam.Plugin{}
-	skel.PluginMainFuncs(p.Funcs(), version.All, buildinfo.About("esb-ipam"))
+	skel.PluginMainFuncs(p.Funcs(), buildinfo.PluginInfo("esb-ipam", version.All), buildinfo.About("esb-ipam"))
 }

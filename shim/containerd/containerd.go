@@ -18,6 +18,7 @@ import (
 	"time"
 
 	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	apievents "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
@@ -448,4 +449,69 @@ func (r *Runtime) List(ctx context.Context) ([]shim.WorkerInfo, error) {
 		out = append(out, w)
 	}
 	return out, nil
+}
+
+// Events implements shim.Runtime with containerd's event service: the
+// exits of init processes (/tasks/exit) and container deletions
+// (/containers/delete) in the adapter's namespace.
+func (r *Runtime) Events(ctx context.Context) (<-chan shim.Event, <-chan error) {
+	out, errc := make(chan shim.Event), make(chan error, 1)
+	envs, errs := r.c.Subscribe(ctx,
+		fmt.Sprintf(`namespace==%q,topic=="/tasks/exit"`, r.opts.Namespace),
+		fmt.Sprintf(`namespace==%q,topic=="/containers/delete"`, r.opts.Namespace))
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case env := <-envs:
+				if env == nil {
+					continue
+				}
+				ev, ok := eventOf(env.Event)
+				if !ok {
+					continue
+				}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					errc <- nil
+					return
+				}
+			case err := <-errs:
+				switch {
+				case ctx.Err() != nil:
+					err = nil
+				case err == nil:
+					err = fmt.Errorf("containerd event stream ended: %w", shim.ErrUnavailable)
+				default:
+					err = wrap(err, "containerd event stream")
+				}
+				errc <- err
+				return
+			}
+		}
+	}()
+	return out, errc
+}
+
+// eventOf maps a containerd event to a worker event; exits of exec'd
+// processes (ID other than the container's) are not the worker's.
+func eventOf(a typeurl.Any) (shim.Event, bool) {
+	if a == nil {
+		return shim.Event{}, false
+	}
+	v, err := typeurl.UnmarshalAny(a)
+	if err != nil {
+		return shim.Event{}, false
+	}
+	switch e := v.(type) {
+	case *apievents.TaskExit:
+		if e.ID != "" && e.ID != e.ContainerID {
+			return shim.Event{}, false
+		}
+		return shim.Event{ID: e.ContainerID, Kind: shim.EventExit}, true
+	case *apievents.ContainerDelete:
+		return shim.Event{ID: e.ID, Kind: shim.EventDelete}, true
+	}
+	return shim.Event{}, false
 }

@@ -27,6 +27,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
@@ -415,4 +416,62 @@ func stateOf(status container.ContainerState) shim.State {
 		return shim.StateStopped
 	}
 	return shim.StateUnknown // restarting, or a status this adapter does not know
+}
+
+// Events implements shim.Runtime with dockerd's event stream, filtered
+// there on this adapter's labels: "die" is EventExit, "destroy" is
+// EventDelete.
+func (r *Runtime) Events(ctx context.Context) (<-chan shim.Event, <-chan error) {
+	out, errc := make(chan shim.Event), make(chan error, 1)
+	msgs, errs := r.c.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("type", string(events.ContainerEventType)),
+		filters.Arg("event", string(events.ActionDie)),
+		filters.Arg("event", string(events.ActionDestroy)),
+		filters.Arg("label", shim.LabelWorker+"=1"),
+		filters.Arg("label", LabelNamespace+"="+r.opts.Namespace),
+	)})
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case m := <-msgs:
+				ev, ok := eventOf(m)
+				if !ok {
+					continue
+				}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					errc <- nil
+					return
+				}
+			case err := <-errs:
+				if ctx.Err() != nil {
+					err = nil
+				} else if err == nil || errors.Is(err, io.EOF) {
+					err = fmt.Errorf("docker event stream ended: %w", shim.ErrUnavailable)
+				} else {
+					err = wrap(err, "docker event stream")
+				}
+				errc <- err
+				return
+			}
+		}
+	}()
+	return out, errc
+}
+
+// eventOf maps a container event of dockerd to a worker event.
+func eventOf(m events.Message) (shim.Event, bool) {
+	id, ok := workerID([]string{m.Actor.Attributes["name"]})
+	if !ok {
+		return shim.Event{}, false
+	}
+	switch m.Action {
+	case events.ActionDie:
+		return shim.Event{ID: id, Kind: shim.EventExit}, true
+	case events.ActionDestroy:
+		return shim.Event{ID: id, Kind: shim.EventDelete}, true
+	}
+	return shim.Event{}, false
 }

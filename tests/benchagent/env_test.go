@@ -220,6 +220,7 @@ func (e *env) startAgent(extra ...string) *agentProc {
 		"-cni-cache-dir", e.cacheDir(),
 		"-netns-dir", e.netnsDir(),
 		"-log-dir", e.logDir(),
+		"-state-file", filepath.Join(e.base, "state.db"),
 		"-metrics-listen", "",
 		"-max-workers", "1000",
 	}

@@ -218,3 +218,67 @@ func TestUnavailableDaemon(t *testing.T) {
 		t.Errorf("List of a missing daemon: %v, want ErrUnavailable", err)
 	}
 }
+
+// nextEvent returns the next event of the stream, failing after a bound.
+func nextEvent(t *testing.T, evs <-chan shim.Event, errc <-chan error) shim.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-evs:
+		if !ok {
+			t.Fatalf("event stream ended: %v", <-errc)
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+	}
+	return shim.Event{}
+}
+
+// TestEvents: ctr task kill of a worker is an exit event, deleting its
+// container a delete event; another namespace's workers are not reported;
+// the stream ends without error when its context does.
+func TestEvents(t *testing.T) {
+	st := stacktest.Require(t)
+	ctx := context.Background()
+	rt, ns := newRuntime(t, st, []string{st.Registry})
+	other, otherNS := newRuntime(t, st, []string{st.Registry})
+	start := func(rt *containerd.Runtime) string {
+		if err := rt.EnsureImage(ctx, st.WorkerImage); err != nil {
+			t.Fatal(err)
+		}
+		id := randomHex(t, 8)
+		if err := rt.Create(ctx, shim.WorkerSpec{ID: id, Image: st.WorkerImage, Labels: map[string]string{shim.LabelWorker: "1"}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rt.Start(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	id, foreign := start(rt), start(other)
+	sctx, cancel := context.WithCancel(ctx)
+	evs, errc := rt.Events(sctx)
+	if out, err := st.Ctr(ctx, otherNS, "tasks", "kill", "--signal", "SIGKILL", foreign).CombinedOutput(); err != nil {
+		t.Fatalf("ctr tasks kill (other namespace): %v: %s", err, out)
+	}
+	killed := time.Now()
+	if out, err := st.Ctr(ctx, ns, "tasks", "kill", "--signal", "SIGKILL", id).CombinedOutput(); err != nil {
+		t.Fatalf("ctr tasks kill: %v: %s", err, out)
+	}
+	if ev := nextEvent(t, evs, errc); ev != (shim.Event{ID: id, Kind: shim.EventExit}) {
+		t.Errorf("after ctr tasks kill: %+v, want the exit of %s", ev, id)
+	}
+	t.Logf("exit event %s after the kill", time.Since(killed))
+	if err := rt.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextEvent(t, evs, errc); ev != (shim.Event{ID: id, Kind: shim.EventDelete}) {
+		t.Errorf("after delete: %+v, want the delete of %s", ev, id)
+	}
+	cancel()
+	for range evs {
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("stream ended by its context with %v, want nil", err)
+	}
+}

@@ -461,3 +461,54 @@ func TestUnavailableDaemon(t *testing.T) {
 		_ = rt.Close()
 	}
 }
+
+// nextEvent returns the next event of the stream, failing after a bound.
+func nextEvent(t *testing.T, evs <-chan shim.Event, errc <-chan error) shim.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-evs:
+		if !ok {
+			t.Fatalf("event stream ended: %v", <-errc)
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+	}
+	return shim.Event{}
+}
+
+// TestEvents: docker kill of a worker is an exit event, docker rm a
+// delete event; another namespace's workers are not reported; the stream
+// ends without error when its context does.
+func TestEvents(t *testing.T) {
+	st := stacktest.RequireDocker(t)
+	ctx := testCtx(t)
+	rt, dc := newRuntime(t, st)
+	other, _ := newRuntime(t, st)
+	id, foreign := startWorker(t, rt, st), startWorker(t, other, st)
+	sctx, cancel := context.WithCancel(ctx)
+	evs, errc := rt.Events(sctx)
+	if err := dc.ContainerKill(ctx, docker.ContainerName(foreign), "SIGKILL"); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	if err := dc.ContainerKill(ctx, docker.ContainerName(id), "SIGKILL"); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextEvent(t, evs, errc); ev != (shim.Event{ID: id, Kind: shim.EventExit}) {
+		t.Errorf("after docker kill: %+v, want the exit of %s", ev, id)
+	}
+	t.Logf("exit event %s after the kill", time.Since(killed))
+	if err := dc.ContainerRemove(ctx, docker.ContainerName(id), container.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextEvent(t, evs, errc); ev != (shim.Event{ID: id, Kind: shim.EventDelete}) {
+		t.Errorf("after docker rm: %+v, want the delete of %s", ev, id)
+	}
+	cancel()
+	for range evs {
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("stream ended by its context with %v, want nil", err)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/docker/docker/client"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"google.golang.org/grpc"
@@ -100,10 +101,12 @@ func cleanupBinaries() {
 // agent.
 type env struct {
 	t     *testing.T
+	rt    string         // rtContainerd or rtDocker
+	dc    *client.Client // dockerd's client (rtDocker)
 	stack stacktest.Stack
 	node  ns.NetNS
 	base  string // every file of the test
-	ctrNS string // containerd namespace of the test's workers
+	ctrNS string // containerd namespace, or Docker esb.namespace label, of the test's workers
 	image string
 
 	agent *agentProc // nil while no agent runs
@@ -117,7 +120,22 @@ type env struct {
 // check that nothing of a worker is left.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	s := stacktest.Require(t)
+	return newEnvFor(t, rtContainerd)
+}
+
+// newEnvFor is newEnv for the runtime rt. With Docker, dockerd (in the
+// host's network namespace) pulls the image itself; nothing is pre-pulled
+// and the shared image is left in place at the end.
+func newEnvFor(t *testing.T, rt string) *env {
+	t.Helper()
+	var s stacktest.Stack
+	var dc *client.Client
+	if rt == rtDocker {
+		s = stacktest.RequireDocker(t)
+		dc = dockerClient(t, s)
+	} else {
+		s = stacktest.Require(t)
+	}
 	runDir := os.Getenv("ESB_RUN_DIR")
 	if runDir == "" {
 		runDir = stacktest.DefaultRunDir
@@ -135,7 +153,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, stack: s, base: base, ctrNS: "esbe2e-" + randomHex(t, 4), image: s.WorkerImage, seen: map[string]bool{}}
+	e := &env{t: t, rt: rt, dc: dc, stack: s, base: base, ctrNS: "esbe2e-" + randomHex(t, 4), image: s.WorkerImage, seen: map[string]bool{}}
 	// Cleanups run last-registered first: the directory goes after the
 	// node, which goes after the workers and the containerd namespace.
 	t.Cleanup(func() {
@@ -158,7 +176,9 @@ func newEnv(t *testing.T) *env {
 	}
 	e.writeConflist()
 	t.Cleanup(e.teardown)
-	e.ctr("images", "pull", "--plain-http", "--snapshotter", s.Snapshotter, s.WorkerImage)
+	if rt == rtContainerd {
+		e.ctr("images", "pull", "--plain-http", "--snapshotter", s.Snapshotter, s.WorkerImage)
+	}
 	return e
 }
 
@@ -244,6 +264,9 @@ func (e *env) ctr(args ...string) string {
 
 // containers lists the IDs of the containers in the test's namespace.
 func (e *env) containers() ([]string, error) {
+	if e.rt == rtDocker {
+		return e.dockerWorkers()
+	}
 	out, err := e.ctrOut("containers", "list", "-q")
 	if err != nil {
 		return nil, err
@@ -257,6 +280,9 @@ func (e *env) containers() ([]string, error) {
 // it has no task).
 func (e *env) taskStatus(id string) string {
 	e.t.Helper()
+	if e.rt == rtDocker {
+		return dockerStatus(e.dockerInspect(id))
+	}
 	sc := bufio.NewScanner(strings.NewReader(e.ctr("tasks", "list")))
 	for sc.Scan() {
 		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == id {
@@ -269,6 +295,9 @@ func (e *env) taskStatus(id string) string {
 // containerLabels returns the labels of container id.
 func (e *env) containerLabels(id string) map[string]string {
 	e.t.Helper()
+	if e.rt == rtDocker {
+		return e.dockerLabels(id)
+	}
 	var info struct{ Labels map[string]string }
 	if err := json.Unmarshal([]byte(e.ctr("containers", "info", id)), &info); err != nil {
 		e.t.Fatalf("decode ctr containers info %s: %v", id, err)
@@ -286,6 +315,9 @@ func (e *env) removeContainer(id string) {
 }
 
 func removeContainer(e *env, id string) error {
+	if e.rt == rtDocker {
+		return e.removeDockerWorker(id)
+	}
 	var errs []error
 	if out, err := e.ctrOut("tasks", "kill", "--signal", "SIGKILL", id); err != nil && !strings.Contains(out, "not found") {
 		errs = append(errs, err)
@@ -335,19 +367,18 @@ func (e *env) startAgent(extra ...string) *agentProc {
 	}
 	agentBin, _ := binaries(e.t)
 	e.runs++
-	args := []string{"--net=" + e.node.Path(), agentBin,
-		"-containerd-address", e.stack.ContainerdSock,
-		"-containerd-namespace", e.ctrNS,
-		"-snapshotter", e.stack.Snapshotter,
+	args := append([]string{"--net=" + e.node.Path(), agentBin}, e.runtimeFlags()...)
+	args = append(args,
 		"-socket", e.socket(),
 		"-cni-conf-dir", e.confDir(),
 		"-cni-bin-dirs", nstest.PluginDir(e.t),
 		"-cni-cache-dir", e.cacheDir(),
 		"-netns-dir", e.netnsDir(),
 		"-log-dir", e.logDir(),
+		"-state-file", filepath.Join(e.base, "state.db"),
 		"-metrics-listen", metricsAddr,
 		"-log-level", "debug",
-	}
+	)
 	args = append(args, extra...)
 	p := &agentProc{logPath: filepath.Join(e.base, fmt.Sprintf("agent-%d.log", e.runs)), exited: make(chan struct{})}
 	f, err := os.Create(p.logPath)

@@ -19,8 +19,9 @@ import (
 // and libcni cache entry; it answers an invoke from the node; its call to
 // the gateway 10.88.0.1:9000 goes through the agent's NAT rules to HAProxy
 // and the data service behind it; release removes every trace.
-func TestAcquireInvokeRelease(t *testing.T) {
-	e := newEnv(t)
+func TestAcquireInvokeRelease(t *testing.T) { forRuntimes(t, testAcquireInvokeRelease) }
+
+func testAcquireInvokeRelease(t *testing.T, e *env) {
 	rules := e.startProxy()
 	e.startAgent("-nat-rules", rules)
 
@@ -80,8 +81,9 @@ func TestAcquireInvokeRelease(t *testing.T) {
 // TestPauseResume freezes a worker: it stops answering (its port still
 // completes the handshake, but no answer comes) until it is resumed;
 // metrics report its cgroup's figures; a paused worker can be released.
-func TestPauseResume(t *testing.T) {
-	e := newEnv(t)
+func TestPauseResume(t *testing.T) { forRuntimes(t, testPauseResume) }
+
+func testPauseResume(t *testing.T, e *env) {
 	e.startAgent()
 	w := e.mustAcquire(e.acquireReq("owner-p", "freezer"))
 	e.mustInvoke(w, `{"before":"pause"}`)

@@ -16,8 +16,9 @@ import (
 // leave the worker alone; an unknown worker is NotFound; a missing or
 // malformed owner and bad acquire fields are InvalidArgument naming the
 // field, and create nothing.
-func TestOwnerChecks(t *testing.T) {
-	e := newEnv(t)
+func TestOwnerChecks(t *testing.T) { forRuntimes(t, testOwnerChecks) }
+
+func testOwnerChecks(t *testing.T, e *env) {
 	e.startAgent()
 	w := e.mustAcquire(e.acquireReq("alice", "owned"))
 	id := w.GetId()

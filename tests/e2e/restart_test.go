@@ -37,8 +37,9 @@ func sameWorkers(t *testing.T, got, want []*agentv1.Worker) {
 // workers: they keep serving while it is down, and the restarted agent
 // adopts them (same IDs, IPs and owners) without running a plugin; they
 // answer and can be released.
-func TestRestartAdoptsWorkers(t *testing.T) {
-	e := newEnv(t)
+func TestRestartAdoptsWorkers(t *testing.T) { forRuntimes(t, testRestartAdoptsWorkers) }
+
+func testRestartAdoptsWorkers(t *testing.T, e *env) {
 	e.startAgent()
 	workers := make([]*agentv1.Worker, 3)
 	errs := make([]error, 3)

@@ -32,6 +32,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
@@ -588,7 +589,7 @@ func (n *node) startProxyStack() {
 // rules parses a rule file's text.
 func rules(t *testing.T, text string) *conf.NATRules {
 	t.Helper()
-	r, err := conf.ParseNATRules([]byte(text))
+	r, err := natfile.Parse([]byte(text))
 	if err != nil {
 		t.Fatalf("parse rules: %v\n%s", err, text)
 	}

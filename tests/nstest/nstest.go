@@ -116,7 +116,7 @@ func PluginDir(t testing.TB) string {
 		cmd.Dir = RepoRoot(t)
 		// As make build does: static binaries start faster, and a plugin
 		// is a process per CNI call.
-		// cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("go build ./plugins/...: %v\n%s", err, out)
 			return

@@ -20,12 +20,19 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
+	if buildinfo.IsVersionFlag(os.Args) {
 		fmt.Println("esb-agent", buildinfo.Version)
 		return
 	}
 	cfg, err := agent.LoadDaemonConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, agent.ErrHelp) {
+		return
+	}
+	if errors.Is(err, agent.ErrPrintConfig) {
+		if err := agent.WriteConfig(os.Stdout, cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "esb-agent:", err)
+			os.Exit(1)
+		}
 		return
 	}
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -40,8 +39,9 @@ type Plugin struct {
 	Now func() time.Time
 	// BootID overrides the kernel's boot ID for the in-process IPAM store.
 	BootID string
-	// Exec runs delegated IPAM plugins; nil means the default.
-	Exec invoke.Exec
+	// Delegate runs delegated IPAM plugins (ipam.type other than
+	// esb-ipam); nil means executing them from CNI_PATH.
+	Delegate Delegator
 }
 
 // Funcs returns the verbs for skel.PluginMainFuncs.
@@ -128,8 +128,18 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	defer func() { _ = target.Close() }()
+	h, err := hostRtnl()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	br, err := lookupBridge(h, nc.Bridge)
+	if err != nil {
+		return err
+	}
+	var held map[netip.Prefix]bool
 	if nc.IPAM != nil {
-		if err := checkSubnetFree(nc.Bridge, nc.IPAM.Ranges()); err != nil {
+		if held, err = checkSubnetFree(h, br, nc.IPAM.Ranges()); err != nil {
 			return err
 		}
 	}
@@ -151,12 +161,12 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	}
 	mac := MACFor(ipv4)
 
-	br, err := ensureBridge(nc.Bridge, gws)
+	br, err = ensureBridge(h, nc.Bridge, br, gws, held)
 	if err != nil {
 		return err
 	}
 	hostName := VethName(args.ContainerID, args.IfName)
-	host, err := addVeth(vethSpec{
+	host, err := addVeth(h, vethSpec{
 		hostName:  hostName,
 		ifName:    args.IfName,
 		mac:       mac,
@@ -169,7 +179,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	undo.push("delete veth "+hostName, func() error { return delLink(hostName) })
+	undo.push("delete veth "+hostName, func() error { return delLink(h, hostName) })
 
 	if err := configureContainer(target, args.IfName, res); err != nil {
 		return err
@@ -215,15 +225,11 @@ func (p *Plugin) ipamAdd(nc *conf.BridgeNetConf, args *skel.CmdArgs, undo *undoS
 		return ipam.Result(nc.IPAM, a), nil
 	}
 	ctx := context.Background()
-	r, err := invoke.DelegateAdd(ctx, nc.IPAMType, nc.Raw, p.Exec)
+	res, err := p.delegateAdd(ctx, nc.IPAMType, nc.Raw)
 	if err != nil {
 		return nil, err
 	}
-	undo.push("delegated IPAM DEL", func() error { return invoke.DelegateDel(ctx, nc.IPAMType, nc.Raw, p.Exec) })
-	res, err := current.NewResultFromResult(r)
-	if err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "convert IPAM result", err.Error())
-	}
+	undo.push("delegated IPAM DEL", func() error { return p.delegateVerb(ctx, "DEL", nc.IPAMType, nc.Raw) })
 	return res, nil
 }
 

@@ -53,50 +53,111 @@ func openTarget(path string) (ns.NetNS, error) {
 	return target, nil
 }
 
-// checkSubnetFree fails when an interface other than the bridge holds an
-// address inside one of the ranges' subnets (Podman's podman0 and
-// cni-podman0 default to 10.88.0.0/16 too): routing to the workers would
-// then be ambiguous.
-func checkSubnetFree(bridge string, ranges []conf.Range) error {
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		addrs, err := netlinksafe.AddrList(nil, fam)
-		if err != nil {
-			return types.NewError(types.ErrInternal, "list addresses", err.Error())
-		}
-		for _, a := range addrs {
-			ip, ok := netip.AddrFromSlice(a.IP)
-			if !ok {
-				continue
-			}
-			ones, _ := a.Mask.Size()
-			theirs := netip.PrefixFrom(ip.Unmap(), ones).Masked()
-			for _, r := range ranges {
-				if !theirs.Overlaps(r.Subnet) {
-					continue
-				}
-				link, err := netlink.LinkByIndex(a.LinkIndex)
-				name := fmt.Sprintf("interface %d", a.LinkIndex)
-				if err == nil {
-					name = link.Attrs().Name
-				}
-				if name == bridge {
-					continue
-				}
-				return types.NewError(CodeSubnetConflict,
-					fmt.Sprintf("subnet %s is already used by %s (%s); remove that network or give esb another subnet", r.Subnet, name, a.IPNet), "")
-			}
-		}
+// hostRtnl opens one rtnetlink socket in the plugin's (the node's)
+// namespace for all of a verb's link and address calls: netlink's package
+// functions open a socket per call.
+func hostRtnl() (netlinksafe.Handle, error) {
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return h, types.NewError(types.ErrInternal, "open rtnetlink", err.Error())
 	}
-	return nil
+	return h, nil
 }
 
-// ensureBridge returns the bridge, creating it when missing (up, with a
-// fixed MAC so it does not change as ports come and go), and makes sure it
-// is up and holds every gateway address. Concurrent first ADDs converge.
-func ensureBridge(name string, gws []netip.Prefix) (netlink.Link, error) {
-	link, err := netlinksafe.LinkByName(name)
+// nsRtnl opens an rtnetlink socket in the container's namespace. Only
+// NETLINK_ROUTE: a handle opened without families opens a socket for every
+// family netlink knows, each with a pair of setns calls.
+func nsRtnl(target interface{ Fd() uintptr }) (netlinksafe.Handle, error) {
+	h, err := netlinksafe.NewHandleAt(nsHandle(target), unix.NETLINK_ROUTE)
+	if err != nil {
+		return h, types.NewError(types.ErrInternal, "open netlink in CNI_NETNS", err.Error())
+	}
+	return h, nil
+}
+
+// lookupBridge returns the link named name, or nil when there is none.
+func lookupBridge(h netlinksafe.Handle, name string) (netlink.Link, error) {
+	link, err := h.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, "look up bridge "+name, err.Error())
+	}
+	return link, nil
+}
+
+// addrList is Handle.AddrList retried while the kernel reports the dump as
+// interrupted (as netlinksafe does for the package function).
+func addrList(h netlinksafe.Handle, family int) (addrs []netlink.Addr, err error) {
+	for range 5 {
+		addrs, err = h.AddrList(nil, family)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	return addrs, err
+}
+
+// checkSubnetFree fails when an interface other than the bridge br (nil
+// when it does not exist yet) holds an address inside one of the ranges'
+// subnets (Podman's podman0 and cni-podman0 default to 10.88.0.0/16 too):
+// routing to the workers would then be ambiguous. It returns the addresses
+// the bridge already holds.
+func checkSubnetFree(h netlinksafe.Handle, br netlink.Link, ranges []conf.Range) (map[netip.Prefix]bool, error) {
+	family := netlink.FAMILY_ALL
+	v4, v6 := false, false
+	for _, r := range ranges {
+		v4 = v4 || r.Subnet.Addr().Is4()
+		v6 = v6 || r.Subnet.Addr().Is6()
+	}
+	if v4 && !v6 {
+		family = netlink.FAMILY_V4
+	} else if v6 && !v4 {
+		family = netlink.FAMILY_V6
+	}
+	brIndex := -1
+	if br != nil {
+		brIndex = br.Attrs().Index
+	}
+	addrs, err := addrList(h, family)
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, "list addresses", err.Error())
+	}
+	held := map[netip.Prefix]bool{}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		if a.LinkIndex == brIndex {
+			held[netip.PrefixFrom(ip.Unmap(), ones)] = true
+			continue
+		}
+		theirs := netip.PrefixFrom(ip.Unmap(), ones).Masked()
+		for _, r := range ranges {
+			if !theirs.Overlaps(r.Subnet) {
+				continue
+			}
+			name := fmt.Sprintf("interface %d", a.LinkIndex)
+			if link, err := h.LinkByIndex(a.LinkIndex); err == nil {
+				name = link.Attrs().Name
+			}
+			return nil, types.NewError(CodeSubnetConflict,
+				fmt.Sprintf("subnet %s is already used by %s (%s); remove that network or give esb another subnet", r.Subnet, name, a.IPNet), "")
+		}
+	}
+	return held, nil
+}
+
+// ensureBridge returns the bridge, creating it when link is nil (up, with
+// a fixed MAC so it does not change as ports come and go), and makes sure
+// it is up and holds every gateway address (those in held are known to be
+// there). Concurrent first ADDs converge.
+func ensureBridge(h netlinksafe.Handle, name string, link netlink.Link, gws []netip.Prefix, held map[netip.Prefix]bool) (netlink.Link, error) {
+	if link == nil {
 		var mac net.HardwareAddr
 		for _, gw := range gws {
 			if gw.Addr().Is4() {
@@ -105,28 +166,32 @@ func ensureBridge(name string, gws []netip.Prefix) (netlink.Link, error) {
 			}
 		}
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, HardwareAddr: mac, Flags: net.FlagUp}}
-		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := h.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
 			return nil, types.NewError(types.ErrInternal, "create bridge "+name, err.Error())
 		}
-		link, err = netlinksafe.LinkByName(name)
-	}
-	if err != nil {
-		return nil, types.NewError(types.ErrInternal, "look up bridge "+name, err.Error())
+		var err error
+		if link, err = h.LinkByName(name); err != nil {
+			return nil, types.NewError(types.ErrInternal, "look up bridge "+name, err.Error())
+		}
+		held = nil
 	}
 	if _, ok := link.(*netlink.Bridge); !ok {
 		return nil, types.NewError(CodeLinkConflict, fmt.Sprintf("%s exists but is a %s, not a bridge", name, link.Type()), "")
 	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(link); err != nil {
+		if err := h.LinkSetUp(link); err != nil {
 			return nil, types.NewError(types.ErrInternal, "set bridge "+name+" up", err.Error())
 		}
 	}
 	for _, gw := range gws {
+		if held[gw] {
+			continue
+		}
 		addr := &netlink.Addr{IPNet: ipNet(gw)}
 		if gw.Addr().Is6() {
 			addr.Flags = unix.IFA_F_NODAD
 		}
-		if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := h.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
 			return nil, types.NewError(types.ErrInternal, fmt.Sprintf("add gateway %s to %s", gw, name), err.Error())
 		}
 	}
@@ -151,7 +216,7 @@ type vethSpec struct {
 // enslaved to the bridge, the peer created directly in the container's
 // namespace under its final name and MAC. Then it sets the host end's
 // alias and, with isolation, the bridge port's isolated flag.
-func addVeth(s vethSpec) (netlink.Link, error) {
+func addVeth(h netlinksafe.Handle, s vethSpec) (netlink.Link, error) {
 	mtu := s.mtu
 	if mtu == 0 {
 		mtu = s.bridge.Attrs().MTU
@@ -168,9 +233,9 @@ func addVeth(s vethSpec) (netlink.Link, error) {
 		PeerMTU:          uint32(mtu),
 		PeerNamespace:    netlink.NsFd(int(s.target.Fd())),
 	}
-	if err := netlink.LinkAdd(veth); err != nil {
+	if err := h.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			if _, lerr := netlinksafe.LinkByName(s.hostName); lerr == nil {
+			if _, lerr := h.LinkByName(s.hostName); lerr == nil {
 				return nil, types.NewError(CodeLinkConflict, fmt.Sprintf("veth %s already exists: the attachment is already set up (DEL it first)", s.hostName), "")
 			}
 			return nil, types.NewError(CodeLinkConflict, fmt.Sprintf("the container already has an interface named %s", s.ifName), "")
@@ -178,24 +243,24 @@ func addVeth(s vethSpec) (netlink.Link, error) {
 		return nil, types.NewError(types.ErrInternal, "create veth "+s.hostName, err.Error())
 	}
 	// From here on the caller's rollback deletes the veth by name.
-	host, err := netlinksafe.LinkByName(s.hostName)
+	host, err := h.LinkByName(s.hostName)
 	if err != nil {
-		return nil, errors.Join(types.NewError(types.ErrInternal, "look up veth "+s.hostName, err.Error()), delLink(s.hostName))
+		return nil, errors.Join(types.NewError(types.ErrInternal, "look up veth "+s.hostName, err.Error()), delLink(h, s.hostName))
 	}
-	if err := netlink.LinkSetAlias(host, s.alias); err != nil {
-		return nil, errors.Join(types.NewError(types.ErrInternal, "set alias of "+s.hostName, err.Error()), delLink(s.hostName))
+	if err := h.LinkSetAlias(host, s.alias); err != nil {
+		return nil, errors.Join(types.NewError(types.ErrInternal, "set alias of "+s.hostName, err.Error()), delLink(h, s.hostName))
 	}
 	if s.isolation {
-		if err := netlink.LinkSetIsolated(host, true); err != nil {
-			return nil, errors.Join(types.NewError(types.ErrInternal, "isolate bridge port "+s.hostName, err.Error()), delLink(s.hostName))
+		if err := h.LinkSetIsolated(host, true); err != nil {
+			return nil, errors.Join(types.NewError(types.ErrInternal, "isolate bridge port "+s.hostName, err.Error()), delLink(h, s.hostName))
 		}
 	}
 	return host, nil
 }
 
 // delLink deletes a host link by name; a missing link is success.
-func delLink(name string) error {
-	link, err := netlinksafe.LinkByName(name)
+func delLink(h netlinksafe.Handle, name string) error {
+	link, err := h.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
 		return nil
@@ -203,7 +268,7 @@ func delLink(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+	if err := h.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	return nil
@@ -213,9 +278,9 @@ func delLink(name string) error {
 // duplicate-address wait) and routes, and sets it up, through a netlink
 // handle bound to the container's namespace: no thread switching.
 func configureContainer(target ns.NetNS, ifName string, res *current.Result) error {
-	h, err := netlinksafe.NewHandleAt(nsHandle(target))
+	h, err := nsRtnl(target)
 	if err != nil {
-		return types.NewError(types.ErrInternal, "open netlink in CNI_NETNS", err.Error())
+		return err
 	}
 	defer h.Close()
 	link, err := h.LinkByName(ifName)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -20,8 +19,19 @@ func VethName(containerID, ifName string) string {
 	return "esb" + hex.EncodeToString(sum[:6])
 }
 
-// vethNameRE matches the names VethName makes.
-var vethNameRE = regexp.MustCompile(`^esb[0-9a-f]{12}$`)
+// isVethName tells whether name has the form VethName makes: "esb" and 12
+// lower-case hex digits.
+func isVethName(name string) bool {
+	if len(name) != 15 || !strings.HasPrefix(name, "esb") {
+		return false
+	}
+	for _, c := range name[3:] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // MACFor returns the container interface's MAC for an IPv4 address:
 // 0a:58 followed by the address. 0a is a locally administered unicast

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -49,13 +48,16 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err := removeGuardOf(hostName, known); err != nil {
 		errs = append(errs, fmt.Errorf("remove anti-spoof guard of %s: %w", hostName, err))
 	}
-	if err := delLink(hostName); err != nil {
+	if h, err := hostRtnl(); err != nil {
 		errs = append(errs, err)
+	} else {
+		errs = append(errs, delLink(h, hostName))
+		h.Close()
 	}
 	if nc.IPAM != nil {
 		errs = append(errs, ipam.Del(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}))
 	} else {
-		errs = append(errs, invoke.DelegateDel(context.Background(), nc.IPAMType, nc.Raw, p.Exec))
+		errs = append(errs, p.delegateVerb(context.Background(), "DEL", nc.IPAMType, nc.Raw))
 	}
 	return ipam.CNIError(errors.Join(errs...))
 }
@@ -116,7 +118,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		}
 	}
 	if nc.IPAM == nil {
-		return invoke.DelegateCheck(context.Background(), nc.IPAMType, nc.Raw, p.Exec)
+		return p.delegateVerb(context.Background(), "CHECK", nc.IPAMType, nc.Raw)
 	}
 	a, err := ipam.Get(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName})
 	if err != nil {
@@ -145,9 +147,9 @@ func resultHas(res *current.Result, a netip.Addr) bool {
 // checkContainer verifies the container interface holds prevResult's
 // addresses and routes, and returns its MAC.
 func checkContainer(target interface{ Fd() uintptr }, ifName string, prev *current.Result) (net.HardwareAddr, error) {
-	h, err := netlinksafe.NewHandleAt(nsHandle(target))
+	h, err := nsRtnl(target)
 	if err != nil {
-		return nil, types.NewError(types.ErrInternal, "open netlink in CNI_NETNS", err.Error())
+		return nil, err
 	}
 	defer h.Close()
 	link, err := h.LinkByName(ifName)
@@ -249,7 +251,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		if _, err := ipam.Collect(nc.IPAM, p.BootID, valid, p.now); err != nil {
 			return ipam.CNIError(err)
 		}
-	} else if err := invoke.DelegateGC(context.Background(), nc.IPAMType, nc.Raw, p.Exec); err != nil {
+	} else if err := p.delegateVerb(context.Background(), "GC", nc.IPAMType, nc.Raw); err != nil {
 		return err
 	}
 	c, err := nftables.New()
@@ -299,7 +301,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		cid, ifName, created, ok := parseAlias(l.Attrs().Alias)
 		stale := ok && !valid[ipam.AttachmentID{ContainerID: cid, IfName: ifName}] && created.Before(cutoff)
 		// The kill may land before the veth is even on the bridge.
-		unlabelled := !ok && protected != nil && l.Type() == "veth" && vethNameRE.MatchString(name) &&
+		unlabelled := !ok && protected != nil && l.Type() == "veth" && isVethName(name) &&
 			(l.Attrs().MasterIndex == brIndex || l.Attrs().MasterIndex == 0) && !protected[name]
 		if !stale && !unlabelled {
 			present[name] = true
@@ -335,15 +337,24 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	unavailable := func(err error) error {
 		return types.NewError(types.ErrPluginNotAvailable, "esb-bridge cannot attach workers: "+err.Error(), "")
 	}
-	if link, err := netlinksafe.LinkByName(nc.Bridge); err == nil {
-		if _, ok := link.(*netlink.Bridge); !ok {
-			return unavailable(fmt.Errorf("%s exists but is a %s, not a bridge", nc.Bridge, link.Type()))
+	h, err := hostRtnl()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	br, err := lookupBridge(h, nc.Bridge)
+	if err != nil {
+		return err
+	}
+	if br != nil {
+		if _, ok := br.(*netlink.Bridge); !ok {
+			return unavailable(fmt.Errorf("%s exists but is a %s, not a bridge", nc.Bridge, br.Type()))
 		}
 	}
 	if nc.IPAM == nil {
-		return invoke.DelegateStatus(context.Background(), nc.IPAMType, nc.Raw, p.Exec)
+		return p.delegateVerb(context.Background(), "STATUS", nc.IPAMType, nc.Raw)
 	}
-	if err := checkSubnetFree(nc.Bridge, nc.IPAM.Ranges()); err != nil {
+	if _, err := checkSubnetFree(h, br, nc.IPAM.Ranges()); err != nil {
 		return unavailable(err)
 	}
 	if err := ipam.Ready(nc.IPAM, p.BootID); err != nil {
