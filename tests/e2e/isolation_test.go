@@ -48,8 +48,9 @@ const (
 // shows the target answers the node. Finally frames from the worker's
 // namespace with a forged source address or MAC get no answer, while its
 // own do.
-func TestWorkerIsolation(t *testing.T) {
-	e := newEnv(t)
+func TestWorkerIsolation(t *testing.T) { forRuntimes(t, testWorkerIsolation) }
+
+func testWorkerIsolation(t *testing.T, e *env) {
 	rules := e.startProxy()
 	e.serveHostService()
 	ca := testpki.New(t, "esb-e2e")
@@ -94,7 +95,7 @@ func TestWorkerIsolation(t *testing.T) {
 	}
 
 	// The worker process: confined, read-only root, no agent socket.
-	pid := e.taskPID(a.GetId())
+	pid := e.workerPID(a.GetId())
 	stacktest.CheckWorkerConfinement(t, pid, true)
 	for _, p := range []string{e.socket(), filepath.Dir(e.socket())} {
 		if _, err := os.Lstat(filepath.Join(fmt.Sprintf("/proc/%d/root", pid), p)); !os.IsNotExist(err) {
@@ -217,9 +218,16 @@ func (e *env) serveHostService() {
 	e.t.Cleanup(func() { _ = srv.Close(); <-done })
 }
 
-// taskPID returns the host PID of worker id's process.
-func (e *env) taskPID(id string) int {
+// workerPID returns the host PID of worker id's process.
+func (e *env) workerPID(id string) int {
 	e.t.Helper()
+	if e.rt == rtDocker {
+		info := e.dockerInspect(id)
+		if info.State == nil || info.State.Pid <= 0 {
+			e.t.Fatalf("worker %s has no process", id)
+		}
+		return info.State.Pid
+	}
 	sc := bufio.NewScanner(strings.NewReader(e.ctr("tasks", "list")))
 	for sc.Scan() {
 		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == id {
@@ -239,7 +247,11 @@ func (e *env) taskPID(id string) int {
 func (e *env) inWorkerNS(w *agentv1.Worker, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + e.pinPath(w.GetId())}, args...)...).CombinedOutput()
+	netns := e.pinPath(w.GetId())
+	if e.rt == rtDocker {
+		netns = e.dockerInspect(w.GetId()).NetworkSettings.SandboxKey
+	}
+	out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netns}, args...)...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
