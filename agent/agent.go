@@ -55,6 +55,14 @@ type Config struct {
 	DefaultMemoryBytes int64
 	// LogDir receives one log file per worker.
 	LogDir string
+	// RuntimeTimeout bounds every call into the runtime (a pull gets ten
+	// times as long, a stop the grace on top), so a hung daemon makes
+	// calls fail with Unavailable instead of hanging.
+	RuntimeTimeout time.Duration
+	// StateDir holds the journal of worker creations in flight, which
+	// tells a restarted agent which half-made workers were its own; ""
+	// keeps no journal.
+	StateDir string
 	// ReadOnlyRootfs gives every worker a read-only root file system with
 	// a writable tmpfs on /tmp. It is the node operator's policy, not a
 	// request field: a Gateway cannot weaken it per call.
@@ -72,6 +80,7 @@ func DefaultConfig() Config {
 		PoolMinIdle:        0,
 		DefaultMemoryBytes: 256 << 20,
 		LogDir:             "/var/log/esb/workers",
+		RuntimeTimeout:     30 * time.Second,
 	}
 }
 
@@ -97,6 +106,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LogDir == "" {
 		c.LogDir = d.LogDir
+	}
+	if c.RuntimeTimeout == 0 {
+		c.RuntimeTimeout = d.RuntimeTimeout
 	}
 	return c
 }
@@ -167,6 +179,7 @@ type Agent struct {
 	metrics *Metrics
 	probe   func(ctx context.Context, addr string) error
 	sem     chan struct{}
+	journal journal
 	recs    Records
 	// immutable is set once the runtime said it cannot change labels.
 	immutable atomic.Bool
@@ -176,6 +189,7 @@ type Agent struct {
 	requests map[string]string        // owner \x00 request ID -> worker ID
 	inflight map[string]chan struct{} // request keys being served
 	refills  map[string]bool          // pool keys being refilled
+	undoing  map[string]bool          // interrupted creations being undone
 	wg       sync.WaitGroup           // background refills
 	drops    sync.WaitGroup           // teardowns of lost workers
 }
@@ -184,10 +198,11 @@ type Agent struct {
 func New(o Options) *Agent {
 	cfg := o.Config.withDefaults()
 	a := &Agent{
-		rt: o.Runtime, net: o.Network, nses: o.NetNSes, cfg: cfg, log: o.Log, metrics: o.Metrics,
-		probe: o.Probe, sem: make(chan struct{}, cfg.MaxParallel), recs: o.Records,
+		rt: boundedRuntime{Runtime: o.Runtime, call: cfg.RuntimeTimeout}, net: o.Network, nses: o.NetNSes, cfg: cfg,
+		log: o.Log, metrics: o.Metrics, probe: o.Probe, sem: make(chan struct{}, cfg.MaxParallel), journal: journal{dir: cfg.StateDir},
+		recs: o.Records,
 		workers: map[string]*Worker{}, requests: map[string]string{},
-		inflight: map[string]chan struct{}{}, refills: map[string]bool{},
+		inflight: map[string]chan struct{}{}, refills: map[string]bool{}, undoing: map[string]bool{},
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -389,23 +404,38 @@ func (a *Agent) forget(id string) {
 // start runs the lifecycle of a new worker; on any failure it undoes what
 // it did, in reverse order, so nothing is left behind.
 func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err error) {
-	var undo []func()
+	if err := a.journal.begin(w.ID); err != nil {
+		return errf(Internal, err, "create worker")
+	}
+	var undo []func() error
 	defer func() {
 		if err == nil {
+			if jerr := a.journal.end(w.ID); jerr != nil {
+				a.log.Warn("journal", "err", jerr)
+			}
 			return
 		}
 		// Tear down with a fresh context: the caller's may be what failed.
+		failed := false
 		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
+			failed = undo[i]() != nil || failed
+		}
+		// What could not be undone stays journalled: the sweep finishes it.
+		if !failed {
+			if jerr := a.journal.end(w.ID); jerr != nil {
+				a.log.Warn("journal", "err", jerr)
+			}
 		}
 	}()
 	cleanup := func(what string, fn func(context.Context) error) {
-		undo = append(undo, func() {
+		undo = append(undo, func() error {
 			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := fn(cctx); err != nil {
+			err := fn(cctx)
+			if err != nil {
 				a.log.Error("rollback of a failed acquire", "worker", w.ID, "step", what, "err", err)
 			}
+			return err
 		})
 	}
 	if err := a.rt.EnsureImage(ctx, r.Image); err != nil {
@@ -424,7 +454,7 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 		if err != nil {
 			return a.cniErr(err)
 		}
-		cleanup("detach network", func(c context.Context) error { return a.net.Detach(c, att) })
+		cleanup("detach network", func(c context.Context) error { return a.detach(c, att) })
 	}
 	memory := r.MemoryBytes
 	if memory == 0 {
@@ -460,7 +490,7 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 		if err != nil {
 			return a.cniErr(err)
 		}
-		cleanup("detach network", func(c context.Context) error { return a.net.Detach(c, att) })
+		cleanup("detach network", func(c context.Context) error { return a.detach(c, att) })
 	}
 	ip, err := ipv4Of(res)
 	if err != nil {
@@ -622,7 +652,7 @@ func (a *Agent) remove(ctx context.Context, id string) error {
 		netns = w.NetNS
 	}
 	a.mu.Unlock()
-	err := a.teardown(ctx, id, netns)
+	err := a.teardown(ctx, id, netns, a.cfg.StopGrace)
 	a.forget(id)
 	a.mu.Lock()
 	for k, v := range a.requests {
@@ -635,22 +665,23 @@ func (a *Agent) remove(ctx context.Context, id string) error {
 	return err
 }
 
-// teardown removes every trace of a worker; each step runs even when an
-// earlier one failed, and "already gone" is success. The order is stop,
-// detach, delete, unpin where the agent pins the namespace (containerd);
-// where the runtime owns it (Docker), detach comes first, while the
-// namespace still exists, since stopping the container removes it.
-func (a *Agent) teardown(ctx context.Context, id, netns string) error {
+// teardown removes every trace of a worker, giving its process grace to
+// stop; each step runs even when an earlier one failed, and "already
+// gone" is success. The order is stop, detach, delete, unpin where the
+// agent pins the namespace (containerd); where the runtime owns it
+// (Docker), detach comes first, while the namespace still exists, since
+// stopping the container removes it.
+func (a *Agent) teardown(ctx context.Context, id, netns string, grace time.Duration) error {
 	var errs []error
 	detach := func() {
-		if err := a.net.Detach(ctx, shim.Attachment{ContainerID: id, NetNS: netns}); err != nil {
+		if err := a.detach(ctx, shim.Attachment{ContainerID: id, NetNS: netns}); err != nil {
 			errs = append(errs, fmt.Errorf("detach: %w", err))
 		}
 	}
 	if a.rt.OwnsNetNS() {
 		detach()
 	}
-	if err := a.rt.Stop(ctx, id, a.cfg.StopGrace); err != nil {
+	if err := a.rt.Stop(ctx, id, grace); err != nil {
 		errs = append(errs, fmt.Errorf("stop: %w", err))
 	}
 	if !a.rt.OwnsNetNS() {
@@ -669,8 +700,11 @@ func (a *Agent) teardown(ctx context.Context, id, netns string) error {
 	if err := os.Remove(filepath.Join(a.cfg.LogDir, id+".log")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("remove log: %w", err))
 	}
-	if len(errs) > 0 {
-		return errf(Internal, errors.Join(errs...), "tear down worker %s", id)
+	if err := errors.Join(errs...); err != nil {
+		if errors.Is(err, shim.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			return errf(Unavailable, err, "tear down worker %s (the sweep finishes it when the runtime is back)", id)
+		}
+		return errf(Internal, err, "tear down worker %s", id)
 	}
 	return nil
 }

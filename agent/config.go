@@ -49,6 +49,8 @@ type DaemonConfig struct {
 	DefaultMemory       int64         `json:"default-memory"`
 	LogDir              string        `json:"log-dir"`
 	StateFile           string        `json:"state-file"`
+	RuntimeTimeout      time.Duration `json:"runtime-timeout"`
+	SweepInterval       time.Duration `json:"sweep-interval"`
 	LogLevel            string        `json:"log-level"`
 	ReadOnlyRootfs      bool          `json:"read-only-rootfs"`
 }
@@ -122,7 +124,8 @@ func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Write
 }
 
 // daemonFlags defines one flag per DaemonConfig field, bound to c, named
-// as the field's json tag, with the default and the usage --help shows.
+// as the field's json tag, with the default and the usage --help shows;
+// WriteConfig documents the settings file from the same definitions.
 func daemonFlags(c *DaemonConfig) *flag.FlagSet {
 	d := DefaultConfig()
 	fs := flag.NewFlagSet("esb-agent", flag.ContinueOnError)
@@ -154,7 +157,9 @@ func daemonFlags(c *DaemonConfig) *flag.FlagSet {
 	fs.IntVar(&c.PoolMinIdle, "pool-min-idle", d.PoolMinIdle, "idle workers kept warm per function (image, env and limits)")
 	fs.Int64Var(&c.DefaultMemory, "default-memory", d.DefaultMemoryBytes, "memory limit in bytes of a worker whose request sets none")
 	fs.StringVar(&c.LogDir, "log-dir", d.LogDir, "directory of the per-worker log files")
-	fs.StringVar(&c.StateFile, "state-file", DefaultStateFile, "the agent's own records of its workers (owner, request, pool; bbolt), kept across restarts: put it on tmpfs")
+	fs.StringVar(&c.StateFile, "state-file", DefaultStateFile, "the agent's own records of its workers (owner, request, pool; bbolt), kept across restarts: put it on tmpfs; its directory also holds the journal of creations in flight (creating/)")
+	fs.DurationVar(&c.RuntimeTimeout, "runtime-timeout", d.RuntimeTimeout, "deadline of each call into the runtime (pulls get 10x): a hung daemon gives Unavailable, not a hang")
+	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often leftovers of failed cleanups are removed (unknown worker containers, interrupted creations, CNI GC); 0: never")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.ReadOnlyRootfs, "read-only-rootfs", false, "give workers a read-only root file system with a writable tmpfs on /tmp")
 	return fs
@@ -183,6 +188,10 @@ func (c DaemonConfig) validate() error {
 		return fmt.Errorf("invalid port %d: must be from 1 to 65535", c.Port)
 	case c.MaxWorkers < 1 || c.MaxParallel < 1 || c.PoolMinIdle < 0:
 		return errors.New("invalid max-workers, max-parallel or pool-min-idle: must be positive")
+	case c.RuntimeTimeout <= 0 || c.RuntimeTimeout > MaxReadyTimeout:
+		return fmt.Errorf("invalid runtime-timeout %s: must be more than 0 and at most %s", c.RuntimeTimeout, MaxReadyTimeout)
+	case c.SweepInterval < 0:
+		return fmt.Errorf("invalid sweep-interval %s: must be 0 (off) or positive", c.SweepInterval)
 	case c.ReadyTimeout <= 0 || c.ReadyTimeout > MaxReadyTimeout:
 		return fmt.Errorf("invalid ready-timeout %s: must be more than 0 and at most %s", c.ReadyTimeout, MaxReadyTimeout)
 	case c.StopGrace < 0 || c.StopGrace > MaxStopGrace:

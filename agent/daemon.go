@@ -82,7 +82,8 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	a = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log, Records: recs,
 		Metrics: NewMetrics(reg), Config: Config{Port: c.Port, ReadyTimeout: c.ReadyTimeout, StopGrace: c.StopGrace,
 			MaxWorkers: c.MaxWorkers, MaxParallel: c.MaxParallel, PoolMinIdle: c.PoolMinIdle,
-			DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir, ReadOnlyRootfs: c.ReadOnlyRootfs}})
+			DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir, ReadOnlyRootfs: c.ReadOnlyRootfs,
+			RuntimeTimeout: c.RuntimeTimeout, StateDir: journalDir(c.StateFile)}})
 	reg.MustRegister(newNodeCollector(a, natMgr, networkCapacity(c)))
 	if err := rt.Ping(ctx); err != nil {
 		return fmt.Errorf("runtime %s does not answer: %w", rt.Name(), err)
@@ -94,6 +95,9 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	watched := make(chan struct{})
 	go func() { a.Watch(watchCtx); close(watched) }()
 	defer func() { stopWatch(); <-watched }()
+	swept := make(chan struct{})
+	go func() { a.Maintain(watchCtx, c.SweepInterval); close(swept) }()
+	defer func() { stopWatch(); <-swept }()
 
 	srv := grpc.NewServer()
 	agentv1.RegisterAgentServiceServer(srv, NewServer(a))
@@ -151,6 +155,15 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	}
 	log.Info("esb-agent stopped; workers keep running")
 	return nil
+}
+
+// journalDir is where the agent journals creations in flight: beside its
+// state file ("" when it keeps none).
+func journalDir(stateFile string) string {
+	if stateFile == "" {
+		return ""
+	}
+	return filepath.Dir(stateFile)
 }
 
 func newRuntime(c DaemonConfig) (shim.Runtime, func(), error) {

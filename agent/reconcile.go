@@ -25,6 +25,7 @@ type ReconcileReport struct {
 	Adopted       int
 	Removed       int // worker containers without a network, torn down
 	OrphanNetNSes int // pinned namespaces without a container, removed
+	Interrupted   int // creations in the journal that made no live worker, undone in the background
 	Took          time.Duration
 }
 
@@ -34,8 +35,11 @@ type ReconcileReport struct {
 // owner from the agent's records, else their labels), records of workers
 // not adopted are deleted, worker
 // containers without a network are torn down, pinned namespaces without a
-// container are detached and removed, and a CNI GC with the live set
-// releases every address, veth and rule that belongs to nothing.
+// container are detached and removed, creations the journal recorded that
+// made no live worker (the last agent died during them) are undone, and a
+// CNI GC with the live set releases every address, veth and rule that
+// belongs to nothing (and lets the plugins re-register a live worker's
+// address that their store lost).
 func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	start := time.Now()
 	var rep ReconcileReport
@@ -50,11 +54,24 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	if err != nil {
 		errs = append(errs, err) // labels speak for the workers
 	}
+	// A journalled creation never reached its caller: its worker is undone
+	// even when its container runs (it may not have passed readiness).
+	journalled, err := a.journal.list()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	interrupted := map[string]bool{}
+	for _, id := range journalled {
+		interrupted[id] = true
+	}
 	for _, info := range infos {
+		if interrupted[info.ID] {
+			continue
+		}
 		w, ok := a.adoptable(ctx, info, recs)
 		if !ok {
 			rep.Removed++
-			if err := a.teardown(ctx, info.ID, info.NetNS); err != nil {
+			if err := a.teardown(ctx, info.ID, info.NetNS, 0); err != nil {
 				errs = append(errs, err)
 			}
 			continue
@@ -69,13 +86,29 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		attachments = append(attachments, shim.Attachment{ContainerID: w.ID, NetNS: w.NetNS})
 		rep.Adopted++
 	}
+	// They are undone in the background, so the agent serves at once.
+	rep.Interrupted = len(journalled)
+	if len(journalled) > 0 {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pullFactor*a.cfg.RuntimeTimeout)
+			defer cancel()
+			start := time.Now()
+			if err := a.undoCreations(uctx, journalled); err != nil {
+				a.log.Error("undo creations a killed agent left", "err", err)
+				return
+			}
+			a.log.Info("undid creations a killed agent left", "count", len(journalled), "took", time.Since(start))
+		}()
+	}
 	if !a.rt.OwnsNetNS() {
 		ids, err := a.nses.List()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("list pinned namespaces: %w", err))
 		}
 		for _, id := range ids {
-			if live[id] {
+			if live[id] || interrupted[id] {
 				continue
 			}
 			att := shim.Attachment{ContainerID: id, NetNS: a.nses.Path(id)}
@@ -86,7 +119,7 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 				continue
 			}
 			rep.OrphanNetNSes++
-			if err := a.net.Detach(ctx, att); err != nil {
+			if err := a.detach(ctx, att); err != nil {
 				errs = append(errs, err)
 			}
 			if err := a.nses.Remove(id); err != nil {
@@ -106,8 +139,9 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	}
 	rep.Took = time.Since(start)
 	a.metrics.setStates(a.counts())
-	a.log.Info("reconciled", "adopted", rep.Adopted, "removed", rep.Removed, "orphan_netns", rep.OrphanNetNSes, "took", rep.Took)
-	if len(errs) > 0 {
+	a.log.Info("reconciled", "adopted", rep.Adopted, "removed", rep.Removed, "orphan_netns", rep.OrphanNetNSes,
+		"interrupted", rep.Interrupted, "took", rep.Took)
+	if errors.Join(errs...) != nil {
 		return rep, errf(Internal, errors.Join(errs...), "reconcile")
 	}
 	return rep, nil

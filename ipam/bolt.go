@@ -14,6 +14,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sys/unix"
+
+	"github.com/edge-serverless-box/esbnet/conf"
 )
 
 const schemaVersion = "1"
@@ -26,6 +28,9 @@ var (
 	bucketCursors = []byte("cursors")
 	keyBootID     = []byte("boot_id")
 	keySchema     = []byte("schema")
+	// keyUnseeded marks a store created or reset and not yet seeded with
+	// the attachments the node has in use (UpdateSeeded, Readopt).
+	keyUnseeded = []byte("unseeded")
 )
 
 // BoltOptions tunes OpenBolt.
@@ -121,6 +126,9 @@ func (s *BoltStore) stamp(bootID string) error {
 		if err := m.Put(keySchema, []byte(schemaVersion)); err != nil {
 			return err
 		}
+		if err := m.Put(keyUnseeded, []byte("1")); err != nil {
+			return err
+		}
 		return m.Put(keyBootID, []byte(bootID))
 	})
 }
@@ -128,6 +136,28 @@ func (s *BoltStore) stamp(bootID string) error {
 // Update implements Store.
 func (s *BoltStore) Update(fn func(Txn) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return fn(boltTxn{tx}) })
+}
+
+// UpdateSeeded runs fn in an Update. When the store was created or reset
+// and not yet seeded, the same transaction first adopts (Adopt) what seed
+// returns, the attachments the node has in use, and marks the store
+// seeded; seed is not called otherwise.
+func (s *BoltStore) UpdateSeeded(cfg *conf.IPAM, seed func() ([]*Allocation, error), fn func(Txn) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if m := tx.Bucket(bucketMeta); seed != nil && m.Get(keyUnseeded) != nil {
+			allocs, err := seed()
+			if err != nil {
+				return fmt.Errorf("list the attachments in use to seed a new IPAM store: %w", err)
+			}
+			if _, err := Adopt(boltTxn{tx}, cfg, allocs); err != nil {
+				return err
+			}
+			if err := m.Delete(keyUnseeded); err != nil {
+				return err
+			}
+		}
+		return fn(boltTxn{tx})
+	})
 }
 
 // View implements Store.

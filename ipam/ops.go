@@ -35,18 +35,50 @@ func withStore(cfg *conf.IPAM, bootID string, fn func(Store) error) error {
 // creation time must not predate the wait for the lock, or GC's grace
 // period would shrink by that wait.
 func Add(cfg *conf.IPAM, bootID string, id AttachmentID, now func() time.Time) (a *Allocation, existed bool, err error) {
-	err = withStore(cfg, bootID, func(s Store) error {
-		return s.Update(func(tx Txn) error {
-			prev, err := tx.Allocation(id)
-			if err != nil {
-				return err
-			}
-			existed = prev != nil
-			a, err = Allocate(tx, cfg, id, now())
+	return AddSeeded(cfg, bootID, id, now, nil)
+}
+
+// AddSeeded is Add for a caller that can tell which attachments the node
+// has in use (esb-bridge reads them from its anti-spoof elements): when
+// the store was created or reset since it was last seeded (its directory
+// wiped while workers run), seed's allocations are adopted first, in the
+// same transaction, so the new allocation cannot take an address a live
+// attachment holds. seed runs only then; nil seeds nothing.
+func AddSeeded(cfg *conf.IPAM, bootID string, id AttachmentID, now func() time.Time, seed func() ([]*Allocation, error)) (a *Allocation, existed bool, err error) {
+	s, err := Open(cfg, bootID)
+	if err != nil {
+		return nil, false, err
+	}
+	defer func() { err = errors.Join(err, s.Close()) }()
+	err = s.UpdateSeeded(cfg, seed, func(tx Txn) error {
+		prev, err := tx.Allocation(id)
+		if err != nil {
+			return err
+		}
+		existed = prev != nil
+		a, err = Allocate(tx, cfg, id, now())
+		return err
+	})
+	return a, existed, err
+}
+
+// Readopt adopts allocs (see Adopt), the attachments the node has in use
+// that the store lost, and marks the store seeded. It returns what it
+// adopted.
+func Readopt(cfg *conf.IPAM, bootID string, allocs []*Allocation) ([]*Allocation, error) {
+	var out []*Allocation
+	err := withStore(cfg, bootID, func(s Store) error {
+		bs, ok := s.(*BoltStore)
+		if !ok {
+			return fmt.Errorf("readopt: unexpected store %T", s)
+		}
+		return bs.UpdateSeeded(cfg, func() ([]*Allocation, error) { return nil, nil }, func(tx Txn) error {
+			var err error
+			out, err = Adopt(tx, cfg, allocs)
 			return err
 		})
 	})
-	return a, existed, err
+	return out, err
 }
 
 // Del releases id's addresses; an unknown id is not an error.

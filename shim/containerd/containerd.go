@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -86,7 +88,7 @@ func wrap(err error, format string, args ...any) error {
 	switch {
 	case errdefs.IsNotFound(err):
 		return fmt.Errorf("%s: %w: %w", msg, shim.ErrNotFound, err)
-	case errdefs.IsUnavailable(err) || status.Code(err) == codes.Unavailable || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) ||
+	case errdefs.IsUnavailable(err) || status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "no such file or directory"):
 		return fmt.Errorf("%s: %w: %w", msg, shim.ErrUnavailable, err)
 	}
@@ -318,12 +320,14 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) erro
 	return nil
 }
 
-// Delete implements shim.Runtime: the container and its snapshot.
+// Delete implements shim.Runtime: the container and its snapshot, and
+// what a creation interrupted half-way leaves without a container (its
+// snapshot, runc's empty cgroups).
 func (r *Runtime) Delete(ctx context.Context, id string) error {
 	ctx = r.ctx(ctx)
 	c, err := r.c.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
-		return nil
+		return r.removeLeftovers(ctx, id)
 	}
 	if err != nil {
 		return wrap(err, "load container %s", id)
@@ -336,7 +340,29 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return wrap(err, "delete container %s", id)
 	}
-	return nil
+	return r.removeLeftovers(ctx, id)
+}
+
+// removeLeftovers removes the snapshot of id (made before the container,
+// so a creation stopped between the two leaves it) and the empty cgroups
+// runc made for it at /<namespace>/<id> (left when a task's creation was
+// cut off). A cgroup that still holds processes stays.
+func (r *Runtime) removeLeftovers(ctx context.Context, id string) error {
+	var errs []error
+	sn := r.opts.Snapshotter
+	if sn == "" {
+		sn = defaults.DefaultSnapshotter
+	}
+	if err := r.c.SnapshotService(sn).Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+		errs = append(errs, wrap(err, "remove snapshot %s", id))
+	}
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", r.opts.Namespace, id))
+	for _, d := range append(dirs, filepath.Join("/sys/fs/cgroup", r.opts.Namespace, id)) {
+		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.EBUSY) {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (r *Runtime) task(ctx context.Context, id string) (client.Task, error) {

@@ -174,7 +174,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		bridge:    br,
 		target:    target,
 		isolation: nc.Isolation,
-		alias:     vethAlias(args.ContainerID, args.IfName, p.now()),
+		alias:     vethAlias(args.ContainerID, args.IfName, p.now(), resultAddrs(res)),
 	})
 	if err != nil {
 		return err
@@ -185,7 +185,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	if nc.AntiSpoof {
-		if err := addGuard(hostName, mac, res, args); err != nil {
+		if err := addGuard(hostName, mac, resultAddrs(res), args); err != nil {
 			return err
 		}
 		undo.push("remove anti-spoof guard of "+hostName, func() error { return removeGuard(hostName) })
@@ -215,7 +215,12 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 func (p *Plugin) ipamAdd(nc *conf.BridgeNetConf, args *skel.CmdArgs, undo *undoStack) (*current.Result, error) {
 	if nc.IPAM != nil {
 		id := ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}
-		a, existed, err := ipam.Add(nc.IPAM, p.BootID, id, p.now)
+		// A store created or reset since it was last seeded (its directory
+		// wiped while workers run) first takes in the attachments the
+		// anti-spoof elements show in use, so no address is handed out twice.
+		a, existed, err := ipam.AddSeeded(nc.IPAM, p.BootID, id, p.now, func() ([]*ipam.Allocation, error) {
+			return guardedAllocations(nc.IPAM, p.now(), nil)
+		})
 		if err != nil {
 			return nil, ipam.CNIError(err)
 		}

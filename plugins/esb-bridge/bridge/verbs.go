@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -15,6 +16,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
@@ -31,28 +33,37 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	}
 	hostName := VethName(args.ContainerID, args.IfName)
 	var errs []error
-	// With the in-process IPAM the guard's elements are known from the
-	// allocation, and removed in one batch without listing the sets.
-	var known *nat.Guard
-	if nc.IPAM != nil {
+	var host netlink.Link
+	h, err := hostRtnl()
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		defer h.Close()
+		var notFound netlink.LinkNotFoundError
+		if host, err = h.LinkByName(hostName); err != nil && !errors.As(err, &notFound) {
+			errs = append(errs, fmt.Errorf("look up %s: %w", hostName, err))
+		}
+	}
+	// The guard's elements are known from the veth's alias, or else from
+	// the in-process IPAM's allocation, and are removed in one batch
+	// without listing the sets; failing both, by listing.
+	known := guardOf(hostName, host)
+	if known == nil && nc.IPAM != nil {
 		if a, err := ipam.Get(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}); err == nil && a != nil {
-			known = &nat.Guard{Port: hostName}
-			for _, ip := range a.IPs {
-				known.IPs = append(known.IPs, ip.Addr())
-				if ip.Addr().Is4() {
-					known.MAC = MACFor(ip.Addr())
-				}
+			ips := make([]netip.Addr, len(a.IPs))
+			for i, ip := range a.IPs {
+				ips[i] = ip.Addr()
 			}
+			known = knownGuard(hostName, ips)
 		}
 	}
 	if err := removeGuardOf(hostName, known); err != nil {
 		errs = append(errs, fmt.Errorf("remove anti-spoof guard of %s: %w", hostName, err))
 	}
-	if h, err := hostRtnl(); err != nil {
-		errs = append(errs, err)
-	} else {
-		errs = append(errs, delLink(h, hostName))
-		h.Close()
+	if host != nil {
+		if err := h.LinkDel(host); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", hostName, err))
+		}
 	}
 	if nc.IPAM != nil {
 		errs = append(errs, ipam.Del(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}))
@@ -60,6 +71,32 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		errs = append(errs, p.delegateVerb(context.Background(), "DEL", nc.IPAMType, nc.Raw))
 	}
 	return ipam.CNIError(errors.Join(errs...))
+}
+
+// guardOf returns the guard a host veth's alias records (its addresses,
+// and the MAC derived from the IPv4 one), or nil.
+func guardOf(port string, host netlink.Link) *nat.Guard {
+	if host == nil {
+		return nil
+	}
+	rec, ok := parseAlias(host.Attrs().Alias)
+	if !ok || len(rec.ips) == 0 {
+		return nil
+	}
+	return knownGuard(port, rec.ips)
+}
+
+// knownGuard is port's guard for the addresses ips, or nil when none is
+// IPv4 (the MAC derives from it).
+func knownGuard(port string, ips []netip.Addr) *nat.Guard {
+	g := &nat.Guard{Port: port, IPs: ips}
+	for _, ip := range ips {
+		if ip.Is4() {
+			g.MAC = MACFor(ip)
+			return g
+		}
+	}
+	return nil
 }
 
 func drift(format string, args ...any) error {
@@ -248,6 +285,16 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	grace, _ := time.ParseDuration(conf.DefaultGCGrace)
 	if nc.IPAM != nil {
 		grace = nc.IPAM.GCGrace
+		// A valid attachment whose allocation the store lost (its directory
+		// wiped while workers run) gets it back from its anti-spoof
+		// elements before anything is collected.
+		lost, err := guardedAllocations(nc.IPAM, p.now(), valid)
+		if err != nil {
+			return types.NewError(types.ErrInternal, "list anti-spoof guards", err.Error())
+		}
+		if _, err := ipam.Readopt(nc.IPAM, p.BootID, lost); err != nil {
+			return ipam.CNIError(err)
+		}
 		if _, err := ipam.Collect(nc.IPAM, p.BootID, valid, p.now); err != nil {
 			return ipam.CNIError(err)
 		}
@@ -298,8 +345,8 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	var errs []error
 	for _, l := range links {
 		name := l.Attrs().Name
-		cid, ifName, created, ok := parseAlias(l.Attrs().Alias)
-		stale := ok && !valid[ipam.AttachmentID{ContainerID: cid, IfName: ifName}] && created.Before(cutoff)
+		rec, ok := parseAlias(l.Attrs().Alias)
+		stale := ok && !valid[ipam.AttachmentID{ContainerID: rec.containerID, IfName: rec.ifName}] && rec.created.Before(cutoff)
 		// The kill may land before the veth is even on the bridge.
 		unlabelled := !ok && protected != nil && l.Type() == "veth" && isVethName(name) &&
 			(l.Attrs().MasterIndex == brIndex || l.Attrs().MasterIndex == 0) && !protected[name]
@@ -324,6 +371,41 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		}
 	}
 	return ipam.CNIError(errors.Join(errs...))
+}
+
+// guardedAllocations returns the allocations the node's anti-spoof
+// elements show in use: one per guarded port, owned by the guard's
+// attachment, with its addresses inside the configured ranges; only the
+// attachments in only when it is not nil.
+func guardedAllocations(cfg *conf.IPAM, now time.Time, only map[ipam.AttachmentID]bool) ([]*ipam.Allocation, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, err
+	}
+	guards, err := nat.ListGuards(c)
+	if err != nil {
+		return nil, err
+	}
+	var out []*ipam.Allocation
+	for _, g := range guards {
+		cid, ifName, ok := strings.Cut(g.Owner, "/")
+		id := ipam.AttachmentID{ContainerID: cid, IfName: ifName}
+		if !ok || !g.Active || (only != nil && !only[id]) {
+			continue
+		}
+		a := &ipam.Allocation{ID: id, Created: now}
+		for _, ip := range g.IPs {
+			for _, r := range cfg.Ranges() {
+				if r.Contains(ip) {
+					a.IPs = append(a.IPs, netip.PrefixFrom(ip, r.Subnet.Bits()))
+				}
+			}
+		}
+		if len(a.IPs) > 0 {
+			out = append(out, a)
+		}
+	}
+	return out, nil
 }
 
 // Status reports whether an ADD can succeed: no other interface owns the

@@ -1,0 +1,102 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/edge-serverless-box/esbnet/shim"
+)
+
+// TestSweepFinishesFailedCleanups: a worker container the agent does not
+// know (a rollback that could not reach the runtime) and a journalled
+// creation with a pin and an attachment (an agent killed mid-way) are
+// removed; a live worker is left alone and stays valid in the GC.
+func TestSweepFinishesFailedCleanups(t *testing.T) {
+	state := t.TempDir()
+	r := newRig(t, Config{StateDir: state})
+	w, err := r.a.Acquire(context.Background(), req("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.rt.containers["stray"] = &shim.WorkerInfo{ID: "stray", State: shim.StateRunning, Labels: map[string]string{shim.LabelWorker: "1"}}
+	if err := r.a.journal.begin("half"); err != nil {
+		t.Fatal(err)
+	}
+	path, _ := r.nses.Create("half")
+	if _, err := r.net.Attach(context.Background(), shim.Attachment{ContainerID: "half", NetNS: path}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.a.Sweep(context.Background())
+	if err != nil || rep.Removed != 1 || rep.Interrupted != 1 {
+		t.Fatalf("Sweep = %+v, %v; want 1 removed, 1 interrupted", rep, err)
+	}
+	if ids := r.rt.ids(); len(ids) != 1 || ids[0] != w.ID {
+		t.Errorf("containers after the sweep: %v, want just %s", ids, w.ID)
+	}
+	if r.nses.Exists("half") || r.net.count() != 1 {
+		t.Errorf("the interrupted creation keeps its pin (%v) or attachment (%d attachments)", r.nses.Exists("half"), r.net.count())
+	}
+	if ents, _ := os.ReadDir(filepath.Join(state, "creating")); len(ents) != 0 {
+		t.Errorf("journal after the sweep: %d entries", len(ents))
+	}
+	if len(r.net.gcLive) != 1 || r.net.gcLive[0] != w.ID {
+		t.Errorf("GC kept %v, want just %s", r.net.gcLive, w.ID)
+	}
+	if err := r.a.Release(context.Background(), w.ID, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	r.assertEmpty(t)
+}
+
+// TestReconcileUndoesJournalledCreations: a creation the journal holds
+// never reached its caller, so even a running, attached container of it
+// is not adopted but undone (in the background).
+func TestReconcileUndoesJournalledCreations(t *testing.T) {
+	state := t.TempDir()
+	r := newRig(t, Config{StateDir: state})
+	w, err := r.a.Acquire(context.Background(), req("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.a.journal.begin(w.ID); err != nil { // as if killed before readiness
+		t.Fatal(err)
+	}
+	b := New(Options{Runtime: r.rt, Network: r.net, NetNSes: r.nses, Config: Config{StateDir: state, LogDir: t.TempDir()}})
+	rep, err := b.Reconcile(context.Background())
+	if err != nil || rep.Adopted != 0 || rep.Interrupted != 1 {
+		t.Fatalf("Reconcile = %+v, %v; want nothing adopted, 1 interrupted", rep, err)
+	}
+	b.Wait()
+	if len(b.List("")) != 0 {
+		t.Errorf("the interrupted worker was adopted")
+	}
+	r.assertEmpty(t)
+}
+
+// hangingRuntime is a daemon that accepts calls and never answers.
+type hangingRuntime struct{ *fakeRuntime }
+
+func (h hangingRuntime) Ping(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+func (h hangingRuntime) Create(ctx context.Context, _ shim.WorkerSpec) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestHungRuntimeAnswersUnavailable: with a hung daemon an acquire whose
+// caller set no deadline answers Unavailable after the runtime timeout.
+func TestHungRuntimeAnswersUnavailable(t *testing.T) {
+	rt := hangingRuntime{newFakeRuntime()}
+	a := New(Options{Runtime: rt, Network: newFakeNetwork(), NetNSes: newFakeNetNSes(),
+		Config: Config{RuntimeTimeout: 50 * time.Millisecond, LogDir: t.TempDir()}})
+	start := time.Now()
+	_, err := a.Acquire(context.Background(), req("o1"))
+	if CodeOf(err) != Unavailable {
+		t.Errorf("acquire with a hung runtime: %v, want Unavailable", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("acquire with a hung runtime took %s", took)
+	}
+}

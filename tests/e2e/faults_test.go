@@ -1,0 +1,560 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/leakcheck"
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
+)
+
+// Settings of the fault tests: leftovers of a failure are removed by the
+// agent's sweep once the plugins' GC grace has passed, so both are short.
+const (
+	faultGCGrace = "2s"
+	faultSweep   = "2s"
+	// faultSettle bounds the wait for the sweep to finish a failure's
+	// cleanup: grace + two sweeps + the kernel's veth removal, on a
+	// loaded machine.
+	faultSettle = 45 * time.Second
+)
+
+// faultFlags are the agent's settings in the fault tests.
+func (e *env) faultFlags(extra ...string) []string {
+	return append([]string{"-sweep-interval", faultSweep}, extra...)
+}
+
+// journalDir is the agent's journal of creations in flight (beside its
+// state file, which the env puts in its directory).
+func (e *env) journalDir() string { return filepath.Join(e.base, "creating") }
+
+// setGCGrace rewrites the test's conflist with the plugins' GC grace.
+func (e *env) setGCGrace(grace string) {
+	e.t.Helper()
+	path := filepath.Join(e.confDir(), "10-esb.conflist")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var list map[string]any
+	if err := json.Unmarshal(b, &list); err != nil {
+		e.t.Fatal(err)
+	}
+	list["plugins"].([]any)[0].(map[string]any)["ipam"].(map[string]any)["gcGrace"] = grace
+	if b, err = json.MarshalIndent(list, "", "  "); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// expectSettled waits up to faultSettle until the node holds exactly
+// live's traces and the agent's journal is empty, else fails the test.
+func (e *env) expectSettled(what string, live []*agentv1.Worker) leakcheck.Report {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), faultSettle+time.Minute)
+	defer cancel()
+	rep, err := leakcheck.Wait(ctx, e.leakNode(), liveOf(live), faultSettle)
+	if err != nil {
+		e.t.Errorf("%s: read the node: %v", what, err)
+	}
+	if !rep.Clean() {
+		e.t.Errorf("%s: after %s the node does not match the %d live workers:\n%s", what, faultSettle, len(live), rep)
+	}
+	// The undo of interrupted creations runs in the background: its last
+	// step, the journal entry, may follow the node's last trace.
+	deadline := time.Now().Add(faultSettle)
+	for {
+		ents, _ := os.ReadDir(e.journalDir())
+		if len(ents) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			e.t.Errorf("%s: the agent's journal still holds %d creations after %s", what, len(ents), faultSettle)
+			break
+		}
+		time.Sleep(pollInterval)
+	}
+	return rep
+}
+
+// releaseAll releases ws and fails the test on an error.
+func (e *env) releaseAll(ws []*agentv1.Worker) {
+	e.t.Helper()
+	for _, w := range ws {
+		if err := e.release(w); err != nil {
+			e.t.Errorf("release %s: %v", w.GetId(), err)
+		}
+	}
+}
+
+// TestFaultAgentKilledDuringAcquires kills esb-agent with SIGKILL while 50
+// acquires run (16 creations at once, the rest queued), restarts it, and
+// checks that reconcile leaves exactly the workers it reports: each one
+// answers, every worker handed to a client before the kill is among them,
+// and nothing else of any worker (half-made containers, pins, veths,
+// addresses, guards, cache entries) is left once the sweep has run.
+func TestFaultAgentKilledDuringAcquires(t *testing.T) {
+	forRuntimes(t, func(t *testing.T, e *env) {
+		e.setGCGrace(faultGCGrace)
+		e.startAgent(e.faultFlags()...)
+		const n = 50
+		got := make([]*agentv1.Worker, n)
+		var mu sync.Mutex
+		ready := 0
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				w, err := e.acquire(e.acquireReq(fmt.Sprintf("kill-%d", i), "killed-agent"))
+				if err == nil {
+					mu.Lock()
+					got[i] = w
+					ready++
+					mu.Unlock()
+				}
+			})
+		}
+		// Kill once some workers are ready and others are half made.
+		deadline := time.Now().Add(3 * time.Minute)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			enough := ready >= 3
+			mu.Unlock()
+			if enough {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(rand.IntN(400)) * time.Millisecond)
+		e.stopAgent(syscall.SIGKILL)
+		wg.Wait()
+		var handed []*agentv1.Worker
+		for _, w := range got {
+			if w != nil {
+				handed = append(handed, w)
+			}
+		}
+
+		p := e.startAgent(e.faultFlags()...)
+		recs := p.logRecords("reconciled")
+		listed := e.list("")
+		if len(recs) != 1 || recs[0]["adopted"] != float64(len(listed)) {
+			t.Errorf("reconcile reported %v; the agent lists %d workers", recs, len(listed))
+		}
+		for _, w := range handed {
+			if !slices.ContainsFunc(listed, func(l *agentv1.Worker) bool { return l.GetId() == w.GetId() && l.GetIp() == w.GetIp() }) {
+				t.Errorf("worker %s (%s) was handed out before the kill but is not listed after the restart", w.GetId(), w.GetIp())
+			}
+		}
+		rep := e.expectSettled("after the restart", listed)
+		for _, w := range listed {
+			e.mustInvoke(w, `{"after":"kill"}`)
+		}
+		t.Logf("FAULT agent-sigkill runtime=%s acquires=%d handed-before-kill=%d adopted=%d reconcile=%v found=%v",
+			e.rt, n, len(handed), len(listed), recs, rep.Found)
+		e.releaseAll(listed)
+		e.expectSettled("after releasing the adopted workers", nil)
+	})
+}
+
+// wantUnavailable fails the test unless err is Unavailable (or, for a
+// call the fault caught late, DeadlineExceeded from readiness is not
+// acceptable: the agent must classify the runtime's failure).
+func wantUnavailableOrOK(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable {
+		t.Errorf("%s: %v, want Unavailable", what, err)
+	}
+}
+
+// pluginKiller is a CNI_PATH directory whose esb-bridge runs the real one
+// and, for ADD and DEL, SIGKILLs it after a random delay in [0, maxMS) ms
+// with probability pct%, until the file killerOff exists.
+func (e *env) killerOff() string { return filepath.Join(e.base, "killer-off") }
+
+func (e *env) pluginKiller(pct, maxMS int) string {
+	e.t.Helper()
+	dir := filepath.Join(e.base, "killer-bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	plugin := filepath.Join(nstest.PluginDir(e.t), "esb-bridge")
+	script := fmt.Sprintf(`#!/bin/bash
+# A plugin killed at a random point: the real esb-bridge, SIGKILLed after a
+# random delay for ADD and DEL (issue 7's fault test).
+case "$CNI_COMMAND" in ADD|DEL) ;; *) exec %[1]q ;; esac
+if [ -e %[5]q ]; then exec %[1]q; fi
+if (( RANDOM %% 100 >= %[2]d )); then exec %[1]q; fi
+ms=$(( RANDOM %% %[3]d ))
+%[1]q <&0 &
+pid=$!
+( sleep "$(printf '0.%%03d' "$ms")"; kill -9 "$pid" 2>/dev/null && echo "killed $CNI_COMMAND $CNI_CONTAINERID after ${ms}ms" >>%[4]q ) &
+killer=$!
+wait "$pid"
+rc=$?
+kill "$killer" 2>/dev/null
+exit "$rc"
+`, plugin, pct, maxMS, filepath.Join(e.base, "kills.log"), e.killerOff())
+	if err := os.WriteFile(filepath.Join(dir, "esb-bridge"), []byte(script), 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(nstest.PluginDir(e.t), "esb-ipam"), filepath.Join(dir, "esb-ipam")); err != nil {
+		e.t.Fatal(err)
+	}
+	return dir
+}
+
+// TestFaultPluginKilled drives acquires and releases through the agent
+// while esb-bridge is SIGKILLed at random points of half of its ADDs and
+// DELs: an acquire may fail (Internal) but never hands out a broken or
+// doubled worker, every worker handed out answers, and once the sweep has
+// run the node holds exactly the live workers.
+func TestFaultPluginKilled(t *testing.T) {
+	forRuntimes(t, func(t *testing.T, e *env) {
+		e.setGCGrace(faultGCGrace)
+		killer := e.pluginKiller(50, 80)
+		e.startAgent(e.faultFlags("-cni-bin-dirs", killer)...)
+		const rounds, par = 8, 4
+		var mu sync.Mutex
+		var live []*agentv1.Worker
+		acquired, failedAcq, failedRel := 0, 0, 0
+		var wg sync.WaitGroup
+		for c := range par {
+			wg.Go(func() {
+				for i := range rounds {
+					w, err := e.acquire(e.acquireReq(fmt.Sprintf("plug-%d", c), "killed-plugin"))
+					mu.Lock()
+					if err != nil {
+						failedAcq++
+						mu.Unlock()
+						continue
+					}
+					acquired++
+					mu.Unlock()
+					if _, err := e.invoke(w, `{}`, invokeTimeout); err != nil {
+						t.Errorf("worker %s handed out by the agent does not answer: %v", w.GetId(), err)
+					}
+					if i%2 == 1 { // keep half of them
+						mu.Lock()
+						live = append(live, w)
+						mu.Unlock()
+						continue
+					}
+					if err := e.release(w); err != nil {
+						mu.Lock()
+						failedRel++
+						mu.Unlock()
+						t.Logf("release %s under plugin kills: %v", w.GetId(), err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		kills, _ := os.ReadFile(filepath.Join(e.base, "kills.log"))
+		nk := strings.Count(string(kills), "\n")
+		if nk == 0 {
+			t.Errorf("the wrapper killed no plugin: the test proves nothing")
+		}
+		sameWorkers(t, e.list(""), live)
+		rep := e.expectSettled("after the plugin kills", live)
+		for _, w := range live {
+			e.mustInvoke(w, `{"after":"plugin kills"}`)
+		}
+		t.Logf("FAULT plugin-kill runtime=%s attempts=%d acquired=%d failed-acquires=%d failed-releases=%d plugin-kills=%d live=%d found=%v\n%s",
+			e.rt, rounds*par, acquired, failedAcq, failedRel, nk, len(live), rep.Found, kills)
+		// Disarmed: the survivors' releases must succeed.
+		if err := os.WriteFile(e.killerOff(), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.releaseAll(live)
+		e.expectSettled("after releasing the survivors", nil)
+	})
+}
+
+// TestFaultIPAMStoreWiped removes the IPAM state directory (as a reboot of
+// a tmpfs /run would, but with the workers still running) twice: once
+// before an agent restart, whose reconcile must re-register the live
+// workers' addresses, and once before new acquires, which must not be
+// handed an address a live worker holds.
+func TestFaultIPAMStoreWiped(t *testing.T) {
+	forRuntimes(t, func(t *testing.T, e *env) {
+		e.startAgent(e.faultFlags()...)
+		var live []*agentv1.Worker
+		for i := range 3 {
+			live = append(live, e.mustAcquire(e.acquireReq("wipe", fmt.Sprintf("wiped-%d", i))))
+		}
+		e.wipeIPAM()
+		e.stopAgent(syscall.SIGTERM)
+		e.startAgent(e.faultFlags()...)
+		sameWorkers(t, e.list(""), live)
+		e.expectSettled("after a restart on a wiped IPAM store", live)
+
+		e.wipeIPAM()
+		for i := range 3 {
+			live = append(live, e.mustAcquire(e.acquireReq("wipe", fmt.Sprintf("after-wipe-%d", i))))
+		}
+		rep := e.expectSettled("after acquires on a wiped IPAM store", live)
+		for _, w := range live {
+			e.mustInvoke(w, `{"after":"wipe"}`)
+		}
+		t.Logf("FAULT ipam-wipe runtime=%s live=%d found=%v", e.rt, len(live), rep.Found)
+		e.releaseAll(live)
+		e.expectSettled("after release", nil)
+	})
+}
+
+func (e *env) wipeIPAM() {
+	e.t.Helper()
+	if err := os.RemoveAll(e.ipamDir()); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// ownContainerd is a containerd of the test's own (own config, root,
+// state and socket under the test's directory), which the test may stop:
+// the stack's daemons are shared and never stopped.
+type ownContainerd struct {
+	t      *testing.T
+	dir    string
+	cmd    *exec.Cmd
+	exited chan struct{}
+	starts int
+}
+
+func (c *ownContainerd) sock() string { return filepath.Join(c.dir, "containerd.sock") }
+
+// useOwnContainerd starts a containerd of the test's own, points the env
+// (its ctr calls and the agents it starts) at it and pulls the worker
+// image into it. Its containers are removed and it is stopped when the
+// test ends, before the env's own teardown.
+func (e *env) useOwnContainerd() *ownContainerd {
+	e.t.Helper()
+	c := &ownContainerd{t: e.t, dir: filepath.Join(e.base, "ctd")}
+	for _, d := range []string{"root", "state"} {
+		if err := os.MkdirAll(filepath.Join(c.dir, d), 0o711); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	cfg := fmt.Sprintf(`# containerd of one reliability test
+version = 2
+root = %[1]q
+state = %[2]q
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
+[grpc]
+  address = %[3]q
+[ttrpc]
+  address = %[4]q
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = %[5]q
+`, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock(), c.sock()+".ttrpc", filepath.Join(c.dir, "root", "opt"))
+	if err := os.WriteFile(filepath.Join(c.dir, "config.toml"), []byte(cfg), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	shared := e.stack
+	c.start()
+	e.stack.ContainerdSock = c.sock()
+	e.t.Cleanup(func() {
+		if e.agent != nil {
+			if err := e.stopAgentErr(syscall.SIGTERM); err != nil {
+				e.t.Error(err)
+			}
+		}
+		if c.cmd == nil {
+			c.start() // the test failed while it was down
+		}
+		if err := e.forceClean(); err != nil {
+			e.t.Errorf("clean the test's containerd: %v", err)
+		}
+		c.stop(syscall.SIGTERM)
+		e.stack = shared
+	})
+	e.ctr("images", "pull", "--plain-http", "--snapshotter", e.stack.Snapshotter, e.image)
+	return c
+}
+
+// start runs the daemon and waits until it answers.
+func (c *ownContainerd) start() {
+	c.t.Helper()
+	c.starts++
+	log, err := os.Create(filepath.Join(c.dir, fmt.Sprintf("containerd-%d.log", c.starts)))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.cmd = exec.Command("containerd", "--config", filepath.Join(c.dir, "config.toml"))
+	c.cmd.Stdout, c.cmd.Stderr = log, log
+	if err := c.cmd.Start(); err != nil {
+		c.t.Fatalf("start containerd: %v", err)
+	}
+	c.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); _ = log.Close(); close(done) }(c.cmd, c.exited)
+	deadline := time.Now().Add(agentStartTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		out, err := exec.CommandContext(ctx, "ctr", "--address", c.sock(), "version").CombinedOutput()
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the test's containerd does not answer on %s: %v\n%s", c.sock(), err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stop signals the daemon and waits for it to exit.
+func (c *ownContainerd) stop(sig syscall.Signal) {
+	c.t.Helper()
+	if c.cmd == nil {
+		return
+	}
+	_ = c.cmd.Process.Signal(sig)
+	select {
+	case <-c.exited:
+	case <-time.After(agentStopTimeout):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+	c.cmd = nil
+}
+
+// signal sends sig (SIGSTOP, SIGCONT) to the running daemon.
+func (c *ownContainerd) signal(sig syscall.Signal) {
+	c.t.Helper()
+	if err := c.cmd.Process.Signal(sig); err != nil {
+		c.t.Fatalf("signal containerd: %v", err)
+	}
+}
+
+// timedAcquire acquires and says how long the answer took.
+func (e *env) timedAcquire(owner, function string) (*agentv1.Worker, time.Duration, error) {
+	start := time.Now()
+	w, err := e.acquire(e.acquireReq(owner, function))
+	return w, time.Since(start), err
+}
+
+// runtimeBound is the longest an answer may take while the runtime is
+// down or hung: the agent's per-call deadline (3s here) over the few
+// calls of an acquire and its rollback, on a loaded machine.
+const runtimeBound = 45 * time.Second
+
+// TestFaultRuntimeStopped stops the runtime daemon (a containerd of the
+// test's own) while acquires run, and later freezes it (SIGSTOP, a hung
+// daemon): every acquire answers within a bound, with a worker or
+// Unavailable; a live worker keeps serving; once the daemon is back
+// acquires work again, and after the sweep nothing of the interrupted
+// acquires is left.
+func TestFaultRuntimeStopped(t *testing.T) {
+	// TODO(docker): the same with a dockerd of the test's own (own
+	// --data-root, --exec-root, --pidfile, -H, --bridge=none
+	// --iptables=false); dockerd stops its containers when it stops, so
+	// the expectation after its return differs (workers lost, dropped by
+	// the event watch).
+	t.Run(rtContainerd, func(t *testing.T) {
+		e := newEnv(t)
+		e.setGCGrace(faultGCGrace)
+		ctd := e.useOwnContainerd()
+		e.startAgent(e.faultFlags("-runtime-timeout", "3s")...)
+		live := []*agentv1.Worker{e.mustAcquire(e.acquireReq("outage", "survivor"))}
+
+		// Stopped during acquires.
+		const n = 6
+		type answer struct {
+			w   *agentv1.Worker
+			d   time.Duration
+			err error
+		}
+		answers := make([]answer, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				w, d, err := e.timedAcquire("outage", "interrupted")
+				answers[i] = answer{w, d, err}
+			})
+		}
+		time.Sleep(time.Duration(200+rand.IntN(400)) * time.Millisecond)
+		ctd.stop(syscall.SIGTERM)
+		wg.Wait()
+		var slowest time.Duration
+		unavailable := 0
+		for i, a := range answers {
+			slowest = max(slowest, a.d)
+			wantUnavailableOrOK(t, fmt.Sprintf("acquire %d as containerd stopped", i), a.err)
+			if a.d > runtimeBound {
+				t.Errorf("acquire %d answered after %s (bound %s)", i, a.d, runtimeBound)
+			}
+			if a.err == nil {
+				live = append(live, a.w)
+			} else {
+				unavailable++
+			}
+		}
+		_, downTook, err := e.timedAcquire("outage", "while-down")
+		wantUnavailableOrOK(t, "acquire while containerd is down", err)
+		if err == nil || downTook > runtimeBound {
+			t.Errorf("acquire while containerd is down: %v after %s; want Unavailable within %s", err, downTook, runtimeBound)
+		}
+		e.mustInvoke(live[0], `{"containerd":"down"}`)
+
+		// Back: acquires work again (the client reconnects on its own).
+		ctd.start()
+		back := time.Now()
+		var w *agentv1.Worker
+		for w == nil {
+			w, _, err = e.timedAcquire("outage", "after")
+			if err != nil && time.Since(back) > time.Minute {
+				t.Fatalf("no acquire works within a minute of containerd's return: %v", err)
+			}
+			if err != nil {
+				time.Sleep(500 * time.Millisecond)
+			}
+		}
+		recovered := time.Since(back)
+		live = append(live, w)
+		e.mustInvoke(w, `{"containerd":"back"}`)
+		e.expectSettled("after containerd came back", live)
+
+		// Hung: SIGSTOP, an acquire must still answer, Unavailable.
+		ctd.signal(syscall.SIGSTOP)
+		_, hungTook, err := e.timedAcquire("outage", "while-hung")
+		ctd.signal(syscall.SIGCONT)
+		wantUnavailableOrOK(t, "acquire while containerd is frozen", err)
+		if err == nil || hungTook > runtimeBound {
+			t.Errorf("acquire while containerd is frozen: %v after %s; want Unavailable within %s", err, hungTook, runtimeBound)
+		}
+		w = e.mustAcquire(e.acquireReq("outage", "after-thaw"))
+		live = append(live, w)
+		rep := e.expectSettled("after containerd thawed", live)
+		t.Logf("FAULT runtime-stopped runtime=%s in-flight=%d unavailable=%d slowest-answer=%s down-answer=%s "+
+			"recovered-after=%s hung-answer=%s live=%d found=%v",
+			e.rt, n, unavailable, slowest.Round(time.Millisecond), downTook.Round(time.Millisecond),
+			recovered.Round(time.Millisecond), hungTook.Round(time.Millisecond), len(live), rep.Found)
+		e.releaseAll(live)
+		e.expectSettled("after release", nil)
+	})
+}
