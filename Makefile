@@ -6,6 +6,7 @@ export PATH := $(PATH):/usr/local/go/bin
 VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/edge-serverless-box/esbnet/internal/buildinfo.Version=$(VERSION)
 BIN         := bin
+RUNTIME     ?= containerd
 CNI_BIN_DIR ?= /opt/cni/bin
 CNI_CONF    ?= /etc/cni/net.d/10-esb.conflist
 PREFIX      ?= /usr/local
@@ -68,8 +69,8 @@ lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 proto: ## regenerate the gRPC code in agent/api/v1 from agent.proto (installs protoc and its Go plugins)
 	scripts/proto.sh
 
-demo: deps build ## the main job: start the stack, serve a worker through esb-agent, invoke it through the proxy, release it (root)
-	scripts/demo.sh
+demo: deps build ## the main job: start the stack, serve a worker through esb-agent, invoke it through the proxy, release it (root; RUNTIME=containerd|docker)
+	RUNTIME=$(RUNTIME) scripts/demo.sh
 
 clean: ## remove build output
 	rm -rf $(BIN)

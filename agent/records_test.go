@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -128,5 +130,44 @@ func TestRecordsKeepPooledOwnersAcrossRestart(t *testing.T) {
 		if all, _ := recs.All(); len(all) != 1 {
 			t.Errorf("records after reconcile: %v, want only the idle worker's", all)
 		}
+	}
+}
+
+// failingRecords cannot write.
+type failingRecords struct{ noRecords }
+
+func (failingRecords) Put(string, Record) error { return errors.New("disk full") }
+
+// TestUnrecordedPoolHandOut: when the owner of a pooled worker cannot be
+// recorded, the worker stays in the pool (a restart could not tell whose
+// it is) and the caller gets a new worker, labelled with its owner.
+func TestUnrecordedPoolHandOut(t *testing.T) {
+	r := newRig(t, Config{PoolMinIdle: 1}, func(r *rig) { r.rt.ownsNetNS, r.rt.immutable = true, true })
+	r.a.recs = failingRecords{}
+	ctx := context.Background()
+	if _, err := r.a.Acquire(ctx, req("o1")); err != nil {
+		t.Fatal(err)
+	}
+	r.a.Wait()
+	idle := r.a.List("")
+	w, err := r.a.Acquire(ctx, req("o2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.a.Wait()
+	if w.Warm || slices.ContainsFunc(idle, func(x Worker) bool { return x.ID == w.ID }) {
+		t.Errorf("an unrecorded pooled worker was handed out: %+v", w)
+	}
+	if l := r.rt.labels(w.ID); l["esb.owner"] != "o2" {
+		t.Errorf("the new worker's labels %v, want esb.owner=o2", l)
+	}
+	n := 0
+	for _, x := range r.a.List("") {
+		if x.State == StateIdle && x.Owner == "" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d idle workers, want the pooled one back in the pool", n)
 	}
 }

@@ -2,7 +2,8 @@
 # The esbnet demo (the README's main job): start the stack, serve a worker,
 # show it working, and stop what was started.
 #
-#   1. containerd, the local registry and the worker image (scripts/stack.sh);
+#   1. containerd, dockerd, the local registry and the worker image
+#      (scripts/stack.sh);
 #   2. a "node" network namespace that plays the host, so this machine's own
 #      network is never changed; in it, a demo data service (busybox httpd) and
 #      HAProxy in front of it on 127.0.0.1:9000, the local proxy;
@@ -12,6 +13,9 @@
 #      worker fetch http://10.88.0.1:9000/ (through the DNAT and HAProxy),
 #      prints its IP, the answer and the timings, and releases it.
 #
+# RUNTIME=containerd (default) or RUNTIME=docker picks the agent's runtime:
+# the same agent, API and network, workers made by containerd or by Docker
+# Engine (network mode none, attached to esb-cni0 by our plugins).
 # KEEP=1 leaves everything running for a look (the agent socket is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +26,11 @@ ns_path=/run/netns/$node
 work=$(mktemp -d /tmp/esb-demo.XXXXXX)
 sock=$work/agent.sock
 ctd_ns=esb-demo
+runtime=${RUNTIME:-containerd}
+case "$runtime" in
+containerd | docker) ;;
+*) echo "demo: RUNTIME must be containerd or docker, not '$runtime'" >&2; exit 2 ;;
+esac
 image=127.0.0.1:5000/esb/worker:latest
 pids=()
 stack_was_up=0
@@ -38,6 +47,11 @@ cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
 	# Workers outlive the agent by design: remove what the demo left.
+	if [ "$runtime" = docker ]; then
+		for c in $(docker --host "unix://$ESB_DOCKER_SOCK" ps -aq --filter "label=esb.namespace=$ctd_ns" 2>/dev/null); do
+			docker --host "unix://$ESB_DOCKER_SOCK" rm -f "$c" >/dev/null 2>&1
+		done
+	fi
 	for c in $(ctr --address "$ESB_CONTAINERD_SOCK" -n "$ctd_ns" containers ls -q 2>/dev/null); do
 		ctr --address "$ESB_CONTAINERD_SOCK" -n "$ctd_ns" tasks kill -s SIGKILL "$c" >/dev/null 2>&1
 		sleep 0.2
@@ -55,15 +69,21 @@ say "installing what the demo needs (only what is missing)"
 scripts/deps.sh >/dev/null
 make -s build
 if scripts/stack.sh status >/dev/null 2>&1; then stack_was_up=1; fi
-say "starting containerd, the local registry and the worker image"
+say "starting containerd, dockerd, the local registry and the worker image"
 t0=$(now_ms)
 scripts/stack.sh up >/dev/null
 # shellcheck disable=SC1091
 . /run/esbnet/stack.env
-echo "   stack ready in $(( $(now_ms) - t0 )) ms (containerd at $ESB_CONTAINERD_SOCK, image $image)"
-# The agent runs in the node namespace, which has no route to the host's
-# 127.0.0.1:5000: the image is pulled from here first.
-ctr --address "$ESB_CONTAINERD_SOCK" -n "$ctd_ns" images pull --plain-http "$image" >/dev/null
+echo "   stack ready in $(( $(now_ms) - t0 )) ms (runtime $runtime, containerd at $ESB_CONTAINERD_SOCK, dockerd at $ESB_DOCKER_SOCK, image $image)"
+if [ "$runtime" = docker ]; then
+	# dockerd lives in the host's network namespace and pulls by itself.
+	runtime_flags=(-runtime docker -docker-host "unix://$ESB_DOCKER_SOCK" -docker-namespace "$ctd_ns")
+else
+	# The agent runs in the node namespace, which has no route to the host's
+	# 127.0.0.1:5000: the image is pulled from here first.
+	ctr --address "$ESB_CONTAINERD_SOCK" -n "$ctd_ns" images pull --plain-http "$image" >/dev/null
+	runtime_flags=(-runtime containerd -containerd-address "$ESB_CONTAINERD_SOCK" -containerd-namespace "$ctd_ns")
+fi
 
 say "making the node namespace $node with a data service behind HAProxy"
 if ip netns list | grep -qw "$node"; then ip netns del "$node"; fi
@@ -96,8 +116,8 @@ forwards:
 YAML
 sed "s|/run/esb/ipam|$work/ipam|" <(bin/esbctl conflist) >"$work/conf/10-esb.conflist"
 
-say "starting esb-agent in the node namespace"
-nsenter --net="$ns_path" bin/esb-agent -containerd-address "$ESB_CONTAINERD_SOCK" -containerd-namespace "$ctd_ns" \
+say "starting esb-agent ($runtime) in the node namespace"
+nsenter --net="$ns_path" bin/esb-agent "${runtime_flags[@]}" \
 	-socket "$sock" -cni-conf-dir "$work/conf" -cni-bin-dirs "$PWD/bin" -cni-cache-dir "$work/cache" \
 	-log-dir "$work/logs" -state-file "$work/state.db" -metrics-listen "" -nat-rules "$work/nat.yaml" 2>"$work/agent.log" &
 pids+=($!)
@@ -123,7 +143,11 @@ nsenter --net="$ns_path" bin/esbctl nat show | sed 's/^/   /'
 if [ -z "${KEEP:-}" ]; then
 	say "releasing the worker"
 	bin/esbctl release -socket "$sock" -owner demo "$id"
-	left=$(ctr --address "$ESB_CONTAINERD_SOCK" -n "$ctd_ns" containers ls -q | wc -l)
+	if [ "$runtime" = docker ]; then
+		left=$(docker --host "unix://$ESB_DOCKER_SOCK" ps -aq --filter "label=esb.namespace=$ctd_ns" | wc -l)
+	else
+		left=$(ctr --address "$ESB_CONTAINERD_SOCK" -n "$ctd_ns" containers ls -q | wc -l)
+	fi
 	echo "   containers left: $left; worker namespaces left: $(ls /run/netns | grep -cE '^esb-[0-9a-f]{16}$' || true)"
 fi
 say "done"

@@ -69,7 +69,8 @@ type results struct {
 	releaseAllWall                              time.Duration
 	leftovers                                   []string
 	leftChecked                                 bool
-	workerLogs                                  int // files left in esb-agent's -log-dir
+	workerLogs                                  int    // files left in esb-agent's -log-dir
+	baseline                                    string // the baseline CLI when not ctr ("docker")
 }
 
 // BenchmarkAgentSideBySide measures, in one run: cold AcquireWorker
@@ -164,13 +165,16 @@ func machineNote(e *env, when string) string {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	v, err := e.cc.Version(ctx)
-	ctrd := v.Version
-	if err != nil {
-		ctrd = "?"
+	daemon := "containerd ?"
+	if e.dc != nil {
+		if v, err := e.dc.ServerVersion(ctx); err == nil {
+			daemon = fmt.Sprintf("Docker %s (API %s)", v.Version, e.dc.ClientVersion())
+		}
+	} else if v, err := e.cc.Version(ctx); err == nil {
+		daemon = "containerd " + v.Version
 	}
-	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, containerd %s, %s",
-		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), ctrd, runtime.Version())
+	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, %s, %s",
+		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), daemon, runtime.Version())
 }
 
 // measureWarm runs an agent with -pool-min-idle 1: after each acquire the
@@ -242,15 +246,16 @@ func waitIdle(p *agentProc, function string, limit time.Duration) error {
 	}
 }
 
-// measureCold takes coldSamples cold acquires and as many ctr run -d,
+// measureCold takes coldSamples cold acquires and as many runs of the
+// runtime's CLI (ctr run -d, or docker run -d --network none),
 // interleaved (which goes first alternates), each released or removed
 // before the next sample; one untimed round first warms caches.
 func (r *results) measureCold(b *testing.B, e *env, p *agentProc) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	ctrOnce := func(i int, record bool) {
-		id := fmt.Sprintf("ctr-run-%03d", i+1)
-		run, ready, err := e.ctrRun(id)
+		id := fmt.Sprintf("%s-run-%03d", e.rt, i+1)
+		run, ready, err := e.baselineRun(id)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -594,6 +599,14 @@ func (r *results) summary(e *env, notes []string) *Summary {
 	return s
 }
 
+// baselineMetric names the baseline CLI's p50 metric.
+func (r *results) baselineMetric() string {
+	if r.baseline != "" {
+		return r.baseline + "-run-p50-ms"
+	}
+	return "ctr-run-p50-ms"
+}
+
 // report hands the headline figures to the benchmark framework.
 func (r *results) report(b *testing.B) {
 	msOf := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -602,7 +615,7 @@ func (r *results) report(b *testing.B) {
 		b.ReportMetric(msOf(r.cold.P95()), "acquire-p95-ms")
 	}
 	if len(r.ctrRun) > 0 {
-		b.ReportMetric(msOf(r.ctrRun.P50()), "ctr-run-p50-ms")
+		b.ReportMetric(msOf(r.ctrRun.P50()), r.baselineMetric())
 	}
 	if len(r.warm) > 0 {
 		b.ReportMetric(msOf(r.warm.P50()), "warm-p50-ms")

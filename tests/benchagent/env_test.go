@@ -25,6 +25,9 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	dockerclient "github.com/docker/docker/client"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -58,6 +61,7 @@ const (
 // it fails.
 type env struct {
 	b         *testing.B
+	rt        string // rtContainerd or rtDocker: the agent's runtime, and the baseline's CLI
 	stack     stacktest.Stack
 	node      ns.NetNS
 	base      string
@@ -65,7 +69,8 @@ type env struct {
 	image     string
 	agentBin  string
 	pluginDir string
-	cc        *client.Client // the run's own containerd client, in ctrNS
+	cc        *client.Client       // the run's own containerd client, in ctrNS (rtContainerd)
+	dc        *dockerclient.Client // dockerd's client (rtDocker); ctrNS is then the esb.namespace label
 	agent     *agentProc
 	runs      int
 	// logIssues counts the warnings and errors of the stopped agents'
@@ -73,9 +78,27 @@ type env struct {
 	logIssues map[string]int
 }
 
+// The runtimes the agent benchmark runs against.
+const (
+	rtContainerd = "containerd"
+	rtDocker     = "docker"
+)
+
 func newEnv(b *testing.B) *env {
 	b.Helper()
-	s := stacktest.Require(b)
+	return newEnvFor(b, rtContainerd)
+}
+
+// newEnvFor is newEnv for runtime rt. With Docker the image is pulled by
+// dockerd (in the host's namespace) and left there, as it is shared.
+func newEnvFor(b *testing.B, rt string) *env {
+	b.Helper()
+	var s stacktest.Stack
+	if rt == rtDocker {
+		s = stacktest.RequireDocker(b)
+	} else {
+		s = stacktest.Require(b)
+	}
 	if _, err := exec.LookPath("nsenter"); err != nil {
 		nstest.Unavailable(b, "nsenter is not installed (util-linux): %v", err)
 	}
@@ -83,7 +106,7 @@ func newEnv(b *testing.B) *env {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := &env{b: b, stack: s, base: base, ctrNS: "esbbenchagent-" + randomHex(4), image: s.WorkerImage, logIssues: map[string]int{}}
+	e := &env{b: b, rt: rt, stack: s, base: base, ctrNS: "esbbenchagent-" + randomHex(4), image: s.WorkerImage, logIssues: map[string]int{}}
 	// Cleanups run last-registered first: the directory goes after the
 	// node, which goes after the workers and the containerd namespace.
 	b.Cleanup(func() {
@@ -107,6 +130,20 @@ func newEnv(b *testing.B) *env {
 		b.Fatalf("set lo up in the node: %v", err)
 	}
 	e.writeConflist()
+	if rt == rtDocker {
+		e.dc, err = dockerclient.NewClientWithOpts(dockerclient.WithHost(s.DockerHost()), dockerclient.WithAPIVersionNegotiation())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = e.dc.Close() })
+		b.Cleanup(e.teardown)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if out, err := e.docker(ctx, "pull", "-q", e.image).CombinedOutput(); err != nil {
+			b.Fatalf("docker pull %s: %v\n%s", e.image, err, out)
+		}
+		return e
+	}
 	e.cc, err = client.New(s.ContainerdSock, client.WithDefaultNamespace(e.ctrNS), client.WithTimeout(10*time.Second))
 	if err != nil {
 		b.Fatalf("connect to containerd: %v", err)
@@ -210,10 +247,14 @@ func (e *env) startAgent(extra ...string) *agentProc {
 		e.b.Fatal(err)
 	}
 	e.runs++
-	args := []string{"--net=" + e.node.Path(), e.agentBin,
-		"-containerd-address", e.stack.ContainerdSock,
-		"-containerd-namespace", e.ctrNS,
-		"-snapshotter", e.stack.Snapshotter,
+	args := []string{"--net=" + e.node.Path(), e.agentBin}
+	if e.rt == rtDocker {
+		args = append(args, "-runtime", "docker", "-docker-host", e.stack.DockerHost(), "-docker-namespace", e.ctrNS)
+	} else {
+		args = append(args, "-containerd-address", e.stack.ContainerdSock,
+			"-containerd-namespace", e.ctrNS, "-snapshotter", e.stack.Snapshotter)
+	}
+	args = append(args,
 		"-socket", e.socket(),
 		"-cni-conf-dir", e.confDir(),
 		"-cni-bin-dirs", e.pluginDir,
@@ -223,7 +264,7 @@ func (e *env) startAgent(extra ...string) *agentProc {
 		"-state-file", filepath.Join(e.base, "state.db"),
 		"-metrics-listen", "",
 		"-max-workers", "1000",
-	}
+	)
 	args = append(args, extra...)
 	p := &agentProc{logPath: filepath.Join(e.base, fmt.Sprintf("agent-%d.log", e.runs)), exited: make(chan struct{})}
 	f, err := os.Create(p.logPath)
@@ -465,6 +506,58 @@ func (e *env) ctrRun(id string) (run, ready time.Duration, err error) {
 	return run, time.Since(start), nil
 }
 
+// baselineRun runs the runtime's own CLI on the same image: ctr run -d,
+// or docker run -d --network none (see dockerRun).
+func (e *env) baselineRun(id string) (run, ready time.Duration, err error) {
+	if e.rt == rtDocker {
+		return e.dockerRun(id)
+	}
+	return e.ctrRun(id)
+}
+
+// baselineName names the baseline's command in the tables.
+func (e *env) baselineName() string {
+	if e.rt == rtDocker {
+		return "docker run -d --network none"
+	}
+	return "ctr run -d"
+}
+
+// docker returns a docker CLI command against the stack's dockerd.
+func (e *env) docker(ctx context.Context, args ...string) *exec.Cmd {
+	return e.stack.Docker(ctx, args...)
+}
+
+// dockerRun runs `docker run -d --network none IMAGE` named id (labelled
+// with the run's esb.namespace, so cleanup finds it) and times the command
+// to its return, which comes when the container has started; ready is the
+// time from the same start to the worker's port accepting TCP on the
+// container's loopback.
+func (e *env) dockerRun(id string) (run, ready time.Duration, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	start := time.Now()
+	out, err := e.docker(ctx, "run", "-d", "--network", "none", "--label", dockerNamespaceLabel+"="+e.ctrNS, "--name", id, e.image).CombinedOutput()
+	run = time.Since(start)
+	if err != nil {
+		return run, 0, fmt.Errorf("docker run -d %s: %w: %s", id, err, strings.TrimSpace(string(out)))
+	}
+	info, err := e.dc.ContainerInspect(ctx, id)
+	if err != nil {
+		return run, 0, fmt.Errorf("inspect %s: %w", id, err)
+	}
+	if info.State == nil || info.State.Pid == 0 {
+		return run, 0, fmt.Errorf("docker-run container %s has no process", id)
+	}
+	if err := waitTCP(ctx, fmt.Sprintf("/proc/%d/ns/net", info.State.Pid), net.JoinHostPort("127.0.0.1", strconv.Itoa(workerPort))); err != nil {
+		return run, 0, fmt.Errorf("docker-run container %s: %w", id, err)
+	}
+	return run, time.Since(start), nil
+}
+
+// dockerNamespaceLabel is shim/docker's LabelNamespace.
+const dockerNamespaceLabel = "esb.namespace"
+
 // taskPid returns the pid of the container's process: from its cgroup
 // (ctr puts a container of namespace ns in /<ns>/<id>, read in
 // microseconds), else from containerd.
@@ -539,6 +632,9 @@ func dialOnce(ctx context.Context, addr string) error {
 // `ctr tasks rm -f` and `ctr containers rm` would, through the run's own
 // client. A missing container is not an error.
 func (e *env) removeContainer(ctx context.Context, id string) error {
+	if e.rt == rtDocker {
+		return e.removeDockerContainer(ctx, id)
+	}
 	c, err := e.cc.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
 		return nil
@@ -559,8 +655,39 @@ func (e *env) removeContainer(ctx context.Context, id string) error {
 	return nil
 }
 
-// containers lists the IDs of every container in the run's namespace.
+// removeDockerContainer removes, as docker rm -f would, the container
+// named id, or the agent's worker id (named esb-<id>).
+func (e *env) removeDockerContainer(ctx context.Context, id string) error {
+	for _, name := range []string{id, "esb-" + id} {
+		err := e.dc.ContainerRemove(ctx, name, container.RemoveOptions{Force: true})
+		if err == nil {
+			return nil
+		}
+		if !errdefs.IsNotFound(err) {
+			return fmt.Errorf("docker rm -f %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// containers lists the IDs of every container in the run's namespace
+// (with Docker: the names of the containers labelled with it).
 func (e *env) containers(ctx context.Context) ([]string, error) {
+	if e.rt == rtDocker {
+		cs, err := e.dc.ContainerList(ctx, container.ListOptions{All: true,
+			Filters: filters.NewArgs(filters.Arg("label", dockerNamespaceLabel+"="+e.ctrNS))})
+		if err != nil {
+			return nil, fmt.Errorf("docker ps: %w", err)
+		}
+		var names []string
+		for _, c := range cs {
+			if len(c.Names) > 0 {
+				names = append(names, strings.TrimPrefix(c.Names[0], "/"))
+			}
+		}
+		slices.Sort(names)
+		return names, nil
+	}
 	cs, err := e.cc.Containers(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
@@ -727,6 +854,9 @@ func (e *env) forceClean() error {
 	}
 	close(work)
 	wg.Wait()
+	if e.rt == rtDocker {
+		return errors.Join(errs...) // the image is dockerd's, shared
+	}
 	pins, _ := filepath.Glob(filepath.Join(e.netnsDir(), "esb-*"))
 	for _, p := range pins {
 		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {

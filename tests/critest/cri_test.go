@@ -28,8 +28,11 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
 func TestMain(m *testing.M) {
@@ -60,6 +63,12 @@ func TestPodLifecycle(t *testing.T) {
 	if pin := verbs[0].NetNS; !strings.HasPrefix(pin, n.netnsDir()+"/") {
 		t.Errorf("ADD's netns %q is not pinned under containerd's own state (%s)", pin, n.netnsDir())
 	}
+	for _, kv := range []string{"K8S_POD_NAMESPACE=default", "K8S_POD_NAME=" + p.name, "K8S_POD_INFRA_CONTAINER_ID=" + p.id} {
+		if !slices.Contains(strings.Split(verbs[0].Args, ";"), kv) {
+			t.Errorf("ADD's CNI_ARGS %q lacks %s", verbs[0].Args, kv)
+		}
+	}
+	t.Logf("ADD's CNI_ARGS: %s", verbs[0].Args)
 	st := n.inspect(p)
 	if st.Status.State != "SANDBOX_READY" {
 		t.Fatalf("pod state %s, want SANDBOX_READY", st.Status.State)
@@ -184,6 +193,56 @@ func TestGCAndStatusBesideCRI(t *testing.T) {
 	n.crictlRun("stopp", p.id)
 	n.crictlRun("rmp", p.id)
 	n.wantHeld("after stopp and rmp")
+}
+
+// TestSandboxOOMScoreNeedsCapability shows the cause of runc's "can't get
+// final child's PID from pipe: EOF" under the CRI plugin: with
+// restrict_oom_score_adj off (containerd's default), every sandbox asks for
+// oom_score_adj -998, and lowering a score needs CAP_SYS_RESOURCE. Where
+// containerd runs without it (as on the machine this project is developed
+// on), runp fails with that error and the pod's network is rolled back
+// (containerd sends DEL; no veth, address or anti-spoof element is left);
+// where containerd has it, runp works and the sandbox's score is -998.
+func TestSandboxOOMScoreNeedsCapability(t *testing.T) {
+	n := newNode(t, override{"restrict_oom_score_adj", false})
+	c, err := stacktest.ReadConfinement(n.ctrd.Process.Pid)
+	if err != nil {
+		t.Fatalf("containerd's capabilities: %v", err)
+	}
+	capable := c.CapEff&(1<<unix.CAP_SYS_RESOURCE) != 0
+	t.Logf("containerd has CAP_SYS_RESOURCE: %v (CapEff %016x)", capable, c.CapEff)
+
+	cfg := n.podConfig("esbcri-oom")
+	out, err := n.crictlOut("runp", cfg)
+	if capable {
+		if err != nil {
+			t.Fatalf("runp with CAP_SYS_RESOURCE: %v\n%s", err, n.logTail())
+		}
+		p := &pod{id: strings.TrimSpace(out), name: "esbcri-oom", config: cfg}
+		n.seen[p.id] = true
+		if adj := n.inspect(p).Info.RuntimeSpec.Process.OOMScoreAdj; adj == nil || *adj != -998 {
+			t.Errorf("sandbox oomScoreAdj %v, want -998", adj)
+		}
+		n.crictlRun("stopp", p.id)
+		n.crictlRun("rmp", p.id)
+		n.wantHeld("after stopp and rmp")
+		return
+	}
+	const want = "can't get final child's PID from pipe: EOF"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("runp without CAP_SYS_RESOURCE: got %q, %v; want an error with %q", out, err, want)
+	}
+	verbs := n.verbs("")
+	if len(verbs) != 2 || verbs[0].Command != "ADD" || verbs[1].Command != "DEL" || verbs[1].ContainerID != verbs[0].ContainerID {
+		t.Errorf("esb-bridge got %v, want the pod's ADD and its roll-back DEL", verbs)
+	}
+	for _, v := range verbs {
+		n.seen[v.ContainerID] = true
+	}
+	n.wantHeld("after the failed runp")
+	if ids := n.podIDs(); len(ids) != 0 {
+		t.Errorf("pods listed after the failed runp: %v", ids)
+	}
 }
 
 // --- helpers -------------------------------------------------------------------

@@ -100,9 +100,17 @@ func (n *node) netnsDir() string {
 	return filepath.Join(n.stateDir(), "io.containerd.grpc.v1.cri", "netns")
 }
 
-// newNode makes the node and starts its containerd; everything is stopped
-// and removed when the test ends, whether it passed or not.
-func newNode(t *testing.T) *node {
+// override changes one setting of the CRI plugin's table in the checked-in
+// configuration (a key it must already have).
+type override struct {
+	key   string
+	value any
+}
+
+// newNode makes the node and starts its containerd with the checked-in
+// configuration (with overrides); everything is stopped and removed when
+// the test ends, whether it passed or not.
+func newNode(t *testing.T, overrides ...override) *node {
 	t.Helper()
 	st := stacktest.Require(t)
 	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "nsenter"} {
@@ -136,7 +144,7 @@ func newNode(t *testing.T) *node {
 	}
 	n.writeBinDir()
 	n.writeConflist()
-	n.writeConfig(pause)
+	n.writeConfig(pause, overrides)
 	n.writeCrictlConfig()
 	began := time.Now()
 	n.start()
@@ -199,7 +207,7 @@ func (n *node) writeBinDir() {
 	}
 	wrapper := fmt.Sprintf("#!/bin/sh\n"+
 		"# tests/critest: record the verb, then run esb-bridge as containerd asked.\n"+
-		"printf '%%s %%s %%s %%s\\n' \"$CNI_COMMAND\" \"$CNI_CONTAINERID\" \"$CNI_IFNAME\" \"$CNI_NETNS\" >>'%s'\n"+
+		"printf '%%s %%s %%s %%s %%s\\n' \"$CNI_COMMAND\" \"$CNI_CONTAINERID\" \"$CNI_IFNAME\" \"$CNI_NETNS\" \"$CNI_ARGS\" >>'%s'\n"+
 		"exec '%s' \"$@\"\n", n.verbsLog(), filepath.Join(n.plugins, "esb-bridge"))
 	if err := os.WriteFile(filepath.Join(n.binDir(), "esb-bridge"), []byte(wrapper), 0o755); err != nil {
 		n.t.Fatal(err)
@@ -239,7 +247,7 @@ func (n *node) writeConflist() {
 // writeConfig writes deploy/containerd/config.toml with the paths it
 // marks "test: moved" moved under base, the stack's snapshotter and the
 // pause image just pushed; every other setting is the file's own.
-func (n *node) writeConfig(pause string) {
+func (n *node) writeConfig(pause string, overrides []override) {
 	n.t.Helper()
 	raw, err := os.ReadFile(filepath.Join(nstest.RepoRoot(n.t), deployConfig))
 	if err != nil {
@@ -274,6 +282,9 @@ func (n *node) writeConfig(pause string) {
 	set(n.runcRoot(), "plugins", cri, "containerd", "runtimes", "runc", "options", "Root")
 	set(pause, "plugins", cri, "sandbox_image")
 	set(n.st.Snapshotter, "plugins", cri, "containerd", "snapshotter")
+	for _, o := range overrides {
+		set(o.value, "plugins", cri, o.key)
+	}
 	out, err := toml.Marshal(cfg)
 	if err != nil {
 		n.t.Fatal(err)
@@ -440,19 +451,26 @@ type pod struct {
 	config   string // the pod config file, which crictl create needs too
 }
 
-// runPod creates a pod sandbox named name with crictl runp.
-func (n *node) runPod(name string) *pod {
+// podConfig writes the crictl pod config of a pod named name, in the
+// test's cgroup parent, and returns its path.
+func (n *node) podConfig(name string) string {
 	n.t.Helper()
 	logs := filepath.Join(n.base, "logs", name)
 	if err := os.MkdirAll(logs, 0o755); err != nil {
 		n.t.Fatal(err)
 	}
-	cfg := n.writeJSON("pod-"+name+".json", map[string]any{
+	return n.writeJSON("pod-"+name+".json", map[string]any{
 		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": "uid-" + name, "attempt": 0},
 		"hostname":      name,
 		"log_directory": logs,
 		"linux":         map[string]any{"cgroup_parent": n.cgroupParent()},
 	})
+}
+
+// runPod creates a pod sandbox named name with crictl runp.
+func (n *node) runPod(name string) *pod {
+	n.t.Helper()
+	cfg := n.podConfig(name)
 	began := time.Now()
 	id := n.crictlRun("runp", cfg)
 	n.seen[id] = true
@@ -518,10 +536,10 @@ func (n *node) podIDs() []string {
 // --- what containerd sent -------------------------------------------------------
 
 // verb is one CNI call containerd made to esb-bridge.
-type verb struct{ Command, ContainerID, IfName, NetNS string }
+type verb struct{ Command, ContainerID, IfName, NetNS, Args string }
 
 func (v verb) String() string {
-	return v.Command + " " + v.ContainerID + " " + v.IfName + " " + v.NetNS
+	return v.Command + " " + v.ContainerID + " " + v.IfName + " " + v.NetNS + " " + v.Args
 }
 
 // verbs returns the calls to esb-bridge so far, in order, for the
@@ -541,11 +559,11 @@ func (n *node) verbs(id string) []verb {
 	for sc.Scan() {
 		// Split on single spaces so that an empty field (a DEL without a
 		// netns) keeps its place.
-		p := strings.SplitN(sc.Text(), " ", 4)
-		for len(p) < 4 {
+		p := strings.SplitN(sc.Text(), " ", 5)
+		for len(p) < 5 {
 			p = append(p, "")
 		}
-		v := verb{p[0], p[1], p[2], p[3]}
+		v := verb{p[0], p[1], p[2], p[3], p[4]}
 		if id == "" || v.ContainerID == id {
 			out = append(out, v)
 		}

@@ -174,7 +174,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		bridge:    br,
 		target:    target,
 		isolation: nc.Isolation,
-		alias:     vethAlias(args.ContainerID, args.IfName, p.now()),
+		alias:     vethAlias(args.ContainerID, args.IfName, p.now(), resultAddrs(res)),
 	})
 	if err != nil {
 		return err
@@ -185,7 +185,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	if nc.AntiSpoof {
-		if err := addGuard(hostName, mac, res, args); err != nil {
+		if err := addGuard(hostName, mac, resultAddrs(res), args); err != nil {
 			return err
 		}
 		undo.push("remove anti-spoof guard of "+hostName, func() error { return removeGuard(hostName) })

@@ -321,13 +321,19 @@ func gatewayFor(res *current.Result, v4 bool) net.IP {
 	return nil
 }
 
-func addGuard(port string, mac net.HardwareAddr, res *current.Result, args *skel.CmdArgs) error {
-	g := nat.Guard{Port: port, MAC: mac, Owner: args.ContainerID + "/" + args.IfName}
+// resultAddrs returns the addresses of a result.
+func resultAddrs(res *current.Result) []netip.Addr {
+	var out []netip.Addr
 	for _, ip := range res.IPs {
 		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok {
-			g.IPs = append(g.IPs, a.Unmap())
+			out = append(out, a.Unmap())
 		}
 	}
+	return out
+}
+
+func addGuard(port string, mac net.HardwareAddr, ips []netip.Addr, args *skel.CmdArgs) error {
+	g := nat.Guard{Port: port, MAC: mac, IPs: ips, Owner: args.ContainerID + "/" + args.IfName}
 	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return types.NewError(types.ErrInternal, "open nftables", err.Error())

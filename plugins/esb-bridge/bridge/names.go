@@ -42,26 +42,49 @@ func MACFor(ip netip.Addr) net.HardwareAddr {
 	return net.HardwareAddr{0x0a, 0x58, b[0], b[1], b[2], b[3]}
 }
 
-// The host veth's alias records whose it is, for GC:
-// "esb-bridge <unix-seconds> <containerID> <ifname>".
+// The host veth's alias records whose it is and which addresses it was
+// given, for GC and DEL: "esb-bridge <unix-seconds> <containerID> <ifname>
+// <ip>[,<ip>...]" (aliases of earlier versions lack the addresses).
 const aliasPrefix = "esb-bridge "
 
-func vethAlias(containerID, ifName string, created time.Time) string {
-	return fmt.Sprintf("%s%d %s %s", aliasPrefix, created.Unix(), containerID, ifName)
+// vethAlias is the alias of an attachment's host veth.
+func vethAlias(containerID, ifName string, created time.Time, ips []netip.Addr) string {
+	s := make([]string, len(ips))
+	for i, ip := range ips {
+		s[i] = ip.String()
+	}
+	return fmt.Sprintf("%s%d %s %s %s", aliasPrefix, created.Unix(), containerID, ifName, strings.Join(s, ","))
 }
 
-// parseAlias returns the attachment and creation time an alias records.
-func parseAlias(alias string) (containerID, ifName string, created time.Time, ok bool) {
+// vethRecord is what a host veth's alias records.
+type vethRecord struct {
+	containerID, ifName string
+	created             time.Time
+	ips                 []netip.Addr // nil when the alias does not list them
+}
+
+// parseAlias returns what an alias records.
+func parseAlias(alias string) (r vethRecord, ok bool) {
 	if !strings.HasPrefix(alias, aliasPrefix) {
-		return "", "", time.Time{}, false
+		return r, false
 	}
 	f := strings.Fields(strings.TrimPrefix(alias, aliasPrefix))
-	if len(f) != 3 {
-		return "", "", time.Time{}, false
+	if len(f) != 3 && len(f) != 4 {
+		return r, false
 	}
 	sec, err := strconv.ParseInt(f[0], 10, 64)
 	if err != nil {
-		return "", "", time.Time{}, false
+		return r, false
 	}
-	return f[1], f[2], time.Unix(sec, 0), true
+	r = vethRecord{containerID: f[1], ifName: f[2], created: time.Unix(sec, 0)}
+	if len(f) == 4 {
+		for _, s := range strings.Split(f[3], ",") {
+			ip, err := netip.ParseAddr(s)
+			if err != nil {
+				return r, false
+			}
+			r.ips = append(r.ips, ip)
+		}
+	}
+	return r, true
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
@@ -32,28 +33,37 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	}
 	hostName := VethName(args.ContainerID, args.IfName)
 	var errs []error
-	// With the in-process IPAM the guard's elements are known from the
-	// allocation, and removed in one batch without listing the sets.
-	var known *nat.Guard
-	if nc.IPAM != nil {
+	var host netlink.Link
+	h, err := hostRtnl()
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		defer h.Close()
+		var notFound netlink.LinkNotFoundError
+		if host, err = h.LinkByName(hostName); err != nil && !errors.As(err, &notFound) {
+			errs = append(errs, fmt.Errorf("look up %s: %w", hostName, err))
+		}
+	}
+	// The guard's elements are known from the veth's alias, or else from
+	// the in-process IPAM's allocation, and are removed in one batch
+	// without listing the sets; failing both, by listing.
+	known := guardOf(hostName, host)
+	if known == nil && nc.IPAM != nil {
 		if a, err := ipam.Get(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}); err == nil && a != nil {
-			known = &nat.Guard{Port: hostName}
-			for _, ip := range a.IPs {
-				known.IPs = append(known.IPs, ip.Addr())
-				if ip.Addr().Is4() {
-					known.MAC = MACFor(ip.Addr())
-				}
+			ips := make([]netip.Addr, len(a.IPs))
+			for i, ip := range a.IPs {
+				ips[i] = ip.Addr()
 			}
+			known = knownGuard(hostName, ips)
 		}
 	}
 	if err := removeGuardOf(hostName, known); err != nil {
 		errs = append(errs, fmt.Errorf("remove anti-spoof guard of %s: %w", hostName, err))
 	}
-	if h, err := hostRtnl(); err != nil {
-		errs = append(errs, err)
-	} else {
-		errs = append(errs, delLink(h, hostName))
-		h.Close()
+	if host != nil {
+		if err := h.LinkDel(host); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", hostName, err))
+		}
 	}
 	if nc.IPAM != nil {
 		errs = append(errs, ipam.Del(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}))
@@ -61,6 +71,32 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		errs = append(errs, p.delegateVerb(context.Background(), "DEL", nc.IPAMType, nc.Raw))
 	}
 	return ipam.CNIError(errors.Join(errs...))
+}
+
+// guardOf returns the guard a host veth's alias records (its addresses,
+// and the MAC derived from the IPv4 one), or nil.
+func guardOf(port string, host netlink.Link) *nat.Guard {
+	if host == nil {
+		return nil
+	}
+	rec, ok := parseAlias(host.Attrs().Alias)
+	if !ok || len(rec.ips) == 0 {
+		return nil
+	}
+	return knownGuard(port, rec.ips)
+}
+
+// knownGuard is port's guard for the addresses ips, or nil when none is
+// IPv4 (the MAC derives from it).
+func knownGuard(port string, ips []netip.Addr) *nat.Guard {
+	g := &nat.Guard{Port: port, IPs: ips}
+	for _, ip := range ips {
+		if ip.Is4() {
+			g.MAC = MACFor(ip)
+			return g
+		}
+	}
+	return nil
 }
 
 func drift(format string, args ...any) error {
@@ -309,8 +345,8 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	var errs []error
 	for _, l := range links {
 		name := l.Attrs().Name
-		cid, ifName, created, ok := parseAlias(l.Attrs().Alias)
-		stale := ok && !valid[ipam.AttachmentID{ContainerID: cid, IfName: ifName}] && created.Before(cutoff)
+		rec, ok := parseAlias(l.Attrs().Alias)
+		stale := ok && !valid[ipam.AttachmentID{ContainerID: rec.containerID, IfName: rec.ifName}] && rec.created.Before(cutoff)
 		// The kill may land before the veth is even on the bridge.
 		unlabelled := !ok && protected != nil && l.Type() == "veth" && isVethName(name) &&
 			(l.Attrs().MasterIndex == brIndex || l.Attrs().MasterIndex == 0) && !protected[name]
