@@ -80,7 +80,7 @@ func DefaultConfig() Config {
 		PoolMinIdle:        0,
 		DefaultMemoryBytes: 256 << 20,
 		LogDir:             "/var/log/esb/workers",
-		RuntimeTimeout:     30 * time.Second,
+		RuntimeTimeout:     time.Minute,
 	}
 }
 
@@ -531,6 +531,11 @@ func (a *Agent) waitReady(ctx context.Context, w *Worker) error {
 		}
 		select {
 		case <-ctx.Done():
+			// A runtime that went away (and took the worker with it) is
+			// Unavailable, not a slow worker.
+			if perr := a.rt.Ping(context.WithoutCancel(ctx)); perr != nil {
+				return a.runtimeErr(perr, "worker %s did not accept TCP on %s: the runtime does not answer", w.ID, addr)
+			}
 			return errf(NotReady, err, "worker %s did not accept TCP on %s within %s", w.ID, addr, a.cfg.ReadyTimeout)
 		case <-time.After(delay):
 		}
