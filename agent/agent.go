@@ -379,6 +379,13 @@ func (a *Agent) create(ctx context.Context, r AcquireRequest, key, owner string)
 	<-a.sem
 	if err != nil {
 		a.forget(w.ID)
+		// A step that failed oddly while the runtime went away (a container
+		// that exited as dockerd shut down) is the runtime's unavailability.
+		if CodeOf(err) == Internal {
+			if perr := a.rt.Ping(context.WithoutCancel(ctx)); perr != nil {
+				return nil, a.runtimeErr(errors.Join(perr, err), "create worker: the runtime does not answer")
+			}
+		}
 		return nil, err
 	}
 	if err := a.recs.Put(w.ID, Record{Owner: owner, Request: r.RequestID, PoolKey: key}); err != nil {
