@@ -16,7 +16,7 @@ UNIT_DIR    ?= /etc/systemd/system
 INSTALL_BUILD ?= build
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 
-.PHONY: help build install uninstall deps stack-up stack-down stack-status worker-image test test-unit test-privileged bench reliability lint proto demo clean
+.PHONY: help build install uninstall deps stack-up stack-down stack-status worker-image test test-unit test-privileged bench reliability fuzz lint proto demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ build: ## build all binaries into bin/ (the CNI plugins static: they start once 
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/...
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/... ./agent/cmd/...
 
-install: $(INSTALL_BUILD) ## install plugins (/opt/cni/bin), esbctl and esb-agent ($(PREFIX)/bin), the conflist, /etc/esb/agent.yaml and the systemd unit; a changed config file is kept (DESTDIR, PREFIX; root)
+install: $(INSTALL_BUILD) ## install plugins (/opt/cni/bin), esbctl and esb-agent (/usr/local/bin), the conflist, /etc/esb/agent.yaml and the systemd unit; a changed config file is kept (DESTDIR, PREFIX; root)
 	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BIN="$(BIN)" CNI_BIN_DIR="$(CNI_BIN_DIR)" CNI_CONF="$(CNI_CONF)" ESB_CONF="$(ESB_CONF)" UNIT_DIR="$(UNIT_DIR)" scripts/install.sh install
 
 uninstall: ## remove what install added, keeping config files changed since (same DESTDIR, PREFIX as install)
@@ -62,6 +62,9 @@ bench: deps stack-up ## benchmarks side by side with the reference plugins, with
 reliability: deps stack-up ## issue 7 at full size, both runtimes: 2,000 acquire/invoke/release cycles from 16 clients (ESB_LOAD_CYCLES, ESB_LOAD_CLIENTS), a 10-minute soak (ESB_SOAK_DURATION) and the fault tests; make test runs them scaled down (root)
 	ESB_REQUIRE_PRIVILEGED=1 ESB_LOAD_CYCLES=$${ESB_LOAD_CYCLES:-2000} ESB_SOAK_DURATION=$${ESB_SOAK_DURATION:-10m} ESB_SOAK_INTERVAL=$${ESB_SOAK_INTERVAL:-20s} \
 		$(GO) test -p 1 -count=1 -timeout 240m -v -run '^(TestLoadAcquireRelease|TestSoak|TestFault.*)$$' ./tests/e2e/
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 2m), one at a time; a failing input becomes a seed under testdata/fuzz
+	FUZZTIME=$(or $(FUZZTIME),2m) scripts/fuzz.sh
 
 lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...

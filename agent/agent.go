@@ -200,7 +200,7 @@ func New(o Options) *Agent {
 	a := &Agent{
 		rt: boundedRuntime{Runtime: o.Runtime, call: cfg.RuntimeTimeout}, net: o.Network, nses: o.NetNSes, cfg: cfg,
 		log: o.Log, metrics: o.Metrics, probe: o.Probe, sem: make(chan struct{}, cfg.MaxParallel), journal: journal{dir: cfg.StateDir},
-		recs: o.Records,
+		recs:    o.Records,
 		workers: map[string]*Worker{}, requests: map[string]string{},
 		inflight: map[string]chan struct{}{}, refills: map[string]bool{}, undoing: map[string]bool{},
 	}

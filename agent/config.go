@@ -124,7 +124,8 @@ func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Write
 }
 
 // daemonFlags defines one flag per DaemonConfig field, bound to c, named
-// as the field's json tag, with the default and the usage --help shows.
+// as the field's json tag, with the default and the usage --help shows;
+// WriteConfig documents the settings file from the same definitions.
 func daemonFlags(c *DaemonConfig) *flag.FlagSet {
 	d := DefaultConfig()
 	fs := flag.NewFlagSet("esb-agent", flag.ContinueOnError)

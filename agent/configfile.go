@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/edge-serverless-box/esbnet/conf"
 )
 
 // isSetting tells the flags that are settings (in the file, the
@@ -24,6 +26,9 @@ func readConfigFile(path string) (map[string]any, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(b) > conf.MaxFileBytes {
+		return nil, fmt.Errorf("config %s: %d bytes, at most %d", path, len(b), conf.MaxFileBytes)
 	}
 	j, err := yaml.YAMLToJSONStrict(b)
 	if err != nil {

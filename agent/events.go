@@ -9,9 +9,9 @@ import (
 
 // Bounds of the event watch.
 const (
-	watchRetryMin = 100 * time.Millisecond // first wait before resubscribing
-	watchRetryMax = 5 * time.Second        // longest wait between attempts
-	dropTimeout   = 30 * time.Second       // one lost worker's teardown
+	watchRetryFirst = 100 * time.Millisecond // first wait before resubscribing
+	watchRetryMax   = 5 * time.Second        // longest wait between attempts
+	dropTimeout     = 30 * time.Second       // one lost worker's teardown
 )
 
 // Watch follows the runtime's events until ctx ends: a worker whose
@@ -24,7 +24,7 @@ const (
 // started have finished.
 func (a *Agent) Watch(ctx context.Context) {
 	defer a.drops.Wait()
-	retry := watchRetryMin
+	retry := watchRetryFirst
 	for ctx.Err() == nil {
 		sctx, cancel := context.WithCancel(ctx)
 		evs, errc := a.rt.Events(sctx)
@@ -42,7 +42,7 @@ func (a *Agent) Watch(ctx context.Context) {
 			return
 		}
 		if n > 0 || caught {
-			retry = watchRetryMin
+			retry = watchRetryFirst
 		}
 		a.log.Warn("runtime event stream broke; resubscribing", "runtime", a.rt.Name(), "err", err, "in", retry)
 		select {

@@ -2,14 +2,7 @@ package agent
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/internal/testpki"
 )
 
 // TestUnixSocketMode: the API socket is a socket of mode 0600 owned by
@@ -66,90 +60,19 @@ func TestUnixSocketMode(t *testing.T) {
 	}
 }
 
-// pki is a throw-away CA with the files a TCP listener needs.
-type pki struct {
-	dir    string
-	ca     *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	caFile string
-}
-
-func newPKI(t *testing.T, name string) *pki {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &pki{dir: t.TempDir(), ca: ca, caKey: key}
-	p.caFile = p.write(t, name+"-ca.pem", "CERTIFICATE", der)
-	return p
-}
-
-func (p *pki) write(t *testing.T, name, typ string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(p.dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// issue signs a leaf for server or client use and returns its files and
-// the loaded pair.
-func (p *pki) issue(t *testing.T, name string, server bool) (certFile, keyFile string, pair tls.Certificate) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile = p.write(t, name+".pem", "CERTIFICATE", der)
-	keyFile = p.write(t, name+"-key.pem", "PRIVATE KEY", kder)
-	pair, err = tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile, pair
-}
-
 // TestTCPListenerRequiresMutualTLS serves the API on loopback TCP with the
 // listener esb-agent uses and calls it as a plain client, a TLS client
 // without a certificate, one with a certificate of another CA, a TLS 1.2
 // client, and a client with a good certificate: only the last gets in, and
 // over TCP a call must name its owner.
 func TestTCPListenerRequiresMutualTLS(t *testing.T) {
-	ours, theirs := newPKI(t, "esb"), newPKI(t, "other")
-	srvCert, srvKey, _ := ours.issue(t, "agent", true)
-	_, _, good := ours.issue(t, "gateway", false)
-	_, _, foreign := theirs.issue(t, "intruder", false)
+	ours, theirs := testpki.New(t, "esb"), testpki.New(t, "other")
+	srvCert, srvKey, _ := ours.Issue(t, "agent", true, net.IPv4(127, 0, 0, 1))
+	_, _, good := ours.Issue(t, "gateway", false)
+	_, _, foreign := theirs.Issue(t, "intruder", false)
 
 	r := newRig(t, Config{})
-	c := DaemonConfig{TCPListen: "127.0.0.1:0", TLSCert: srvCert, TLSKey: srvKey, TLSClientCA: ours.caFile}
+	c := DaemonConfig{TCPListen: "127.0.0.1:0", TLSCert: srvCert, TLSKey: srvKey, TLSClientCA: ours.File}
 	srv, l, err := listenTCP(c, NewServer(r.a), health.NewServer())
 	if err != nil {
 		t.Fatal(err)
@@ -158,8 +81,7 @@ func TestTCPListenerRequiresMutualTLS(t *testing.T) {
 	t.Cleanup(srv.Stop)
 	addr := l.Addr().String()
 
-	roots := x509.NewCertPool()
-	roots.AddCert(ours.ca)
+	roots := ours.Pool()
 	call := func(creds credentials.TransportCredentials, owner string) error {
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
@@ -216,12 +138,12 @@ func TestTCPListenerRequiresMutualTLS(t *testing.T) {
 }
 
 func TestListenTCPRefusesBadFiles(t *testing.T) {
-	p := newPKI(t, "esb")
-	cert, key, _ := p.issue(t, "agent", true)
+	p := testpki.New(t, "esb")
+	cert, key, _ := p.Issue(t, "agent", true, net.IPv4(127, 0, 0, 1))
 	for _, c := range []DaemonConfig{
-		{TCPListen: "127.0.0.1:0", TLSCert: cert, TLSKey: cert, TLSClientCA: p.caFile},
+		{TCPListen: "127.0.0.1:0", TLSCert: cert, TLSKey: cert, TLSClientCA: p.File},
 		{TCPListen: "127.0.0.1:0", TLSCert: cert, TLSKey: key, TLSClientCA: key},
-		{TCPListen: "127.0.0.1:0", TLSCert: cert, TLSKey: key, TLSClientCA: filepath.Join(p.dir, "missing.pem")},
+		{TCPListen: "127.0.0.1:0", TLSCert: cert, TLSKey: key, TLSClientCA: filepath.Join(p.Dir, "missing.pem")},
 	} {
 		if srv, l, err := listenTCP(c, NewServer(newRig(t, Config{}).a), health.NewServer()); err == nil {
 			_ = l.Close()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Record is what the agent keeps of a worker outside the runtime: whose it
@@ -62,7 +63,7 @@ func OpenRecords(path string) (*BoltRecords, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: true, NoFreelistSync: true})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("open state file %s: another agent holds it", path)
 		}
 		return nil, fmt.Errorf("open state file %s: %w", path, err)

@@ -38,7 +38,7 @@ type AcquireRequest struct {
 // Validate checks every field and names the first bad one.
 func (r *AcquireRequest) Validate() error {
 	if !functionRE.MatchString(r.Function) {
-		return invalid("function", "%q must be 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit", r.Function)
+		return invalid("function", "%q must be 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit", truncate(r.Function))
 	}
 	if r.Image == "" {
 		return invalid("image", "is required")

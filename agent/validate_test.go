@@ -63,6 +63,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"function with NUL", func(r *AcquireRequest) { r.Function = "a\x00b" }, "function", `\x00`},
 		{"function of 64", func(r *AcquireRequest) { r.Function = strings.Repeat("f", 64) }, "function", "63"},
 		{"function starting with -", func(r *AcquireRequest) { r.Function = "-x" }, "function", "starting with"},
+		{"function of 1000 bytes, cut in the message", func(r *AcquireRequest) { r.Function = strings.Repeat("\xff\"", 500) }, "function", "..."},
 		{"function with space", func(r *AcquireRequest) { r.Function = "a b" }, "function", `"a b"`},
 		{"function unicode", func(r *AcquireRequest) { r.Function = "fünf" }, "function", "f"},
 		{"no image", func(r *AcquireRequest) { r.Image = "" }, "image", "required"},

@@ -29,6 +29,11 @@ const (
 	DefaultGCGrace = "30s"
 )
 
+// MaxFileBytes bounds a YAML file (NAT rules, the agent's configuration):
+// YAML decoding is slow on large inputs (an 8 MB rule file took about a
+// minute), and no real file comes near it.
+const MaxFileBytes = 1 << 20
+
 // FieldError reports a configuration field whose value is not acceptable.
 // Field is the JSON path of the field, for example "ipam.rangeStart".
 type FieldError struct {

@@ -216,7 +216,7 @@ func lockFile(path string, wait time.Duration) (*os.File, error) {
 		return f, nil
 	case <-timer.C:
 		go func() {
-			<-done // closing the file drops the lock if it was granted
+			_ = <-done // closing the file drops the lock if it was granted
 			_ = f.Close()
 		}()
 		return nil, fmt.Errorf("%w: %s held for more than %s", ErrLockTimeout, path, wait)

@@ -37,7 +37,7 @@ func TestBoltPersistsWithinABoot(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	s = openT(t, dir, "boot-1")
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	if got := mustAddr(t, s, cfg, id(1)); got != a {
 		t.Errorf("after reopen got %s, want %s", got, a)
 	}
@@ -57,7 +57,7 @@ func TestBoltDropsAllocationsOfAnEarlierBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openT(t, dir, "boot-2")
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	if n := count(t, s); n != 0 {
 		t.Fatalf("after a reboot %d allocations survived, want 0", n)
 	}
@@ -101,10 +101,10 @@ func TestBoltNetworksAreSeparate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
+	defer func() { _ = a.Close() }()
 	b, err := OpenBolt(dir, "net-b", BoltOptions{BootID: "b", LockWait: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("a second network's store is locked by the first: %v", err)
 	}
-	defer b.Close()
+	defer func() { _ = b.Close() }()
 }

@@ -143,7 +143,7 @@ func TestPluginErrorsCarryCNICodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer held.Close()
+	defer func() { _ = held.Close() }()
 	err = p.Add(args("c8", string(netconf("1.1.0", dir, `,"lockWait":"50ms"`))))
 	if cniCode(t, err) != types.ErrTryAgainLater {
 		t.Errorf("locked store: %v", err)

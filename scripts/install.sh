@@ -80,11 +80,11 @@ do_install() {
 	# variables do not end up in the file.
 	env -i "$BIN/esb-agent" --cni-conf-dir "$(dirname "$CNI_CONF")" --cni-bin-dirs "$CNI_BIN_DIR" \
 		--print-config >"$tmp/agent.yaml"
-	sed -e "s|@BINDIR@|$BINDIR|g" -e "s|@ESB_CONF@|$ESB_CONF|g" "$here/dist/esb-agent.service.in" >"$tmp/unit"
+	sed -e "s|@BINDIR@|$BINDIR|g" -e "s|@ESB_CONF@|$ESB_CONF|g" "$here/deploy/systemd/esb-agent.service.in" >"$tmp/unit"
 	kept=0
 	for pair in "conflist|$CNI_CONF|esbctl conflist" \
 		"agent.yaml|$ESB_CONF|esb-agent --cni-conf-dir $(dirname "$CNI_CONF") --cni-bin-dirs $CNI_BIN_DIR --print-config" \
-		"unit|$UNIT|sed -e s,@BINDIR@,$BINDIR, -e s,@ESB_CONF@,$ESB_CONF, dist/esb-agent.service.in"; do
+		"unit|$UNIT|sed -e s,@BINDIR@,$BINDIR, -e s,@ESB_CONF@,$ESB_CONF, deploy/systemd/esb-agent.service.in"; do
 		IFS='|' read -r name path how <<-EOF
 			$pair
 		EOF

@@ -1,73 +1,14 @@
 #!/usr/bin/env bash
-# Builds the esbnet test worker (tests/worker) statically and pushes it, as
-# an OCI image with no base layer (just the binary /esb-worker, which is the
-# entrypoint, ExposedPorts 8080/tcp), to the local registry that
-# scripts/stack.sh starts. Prints the image reference on stdout; progress goes
-# to stderr.
+# Builds the esbnet test worker (tests/worker) and pushes it to the local
+# registry as an OCI image with just the binary /esb-worker (the
+# entrypoint, ExposedPorts 8080/tcp); see scripts/go-image.sh, which does
+# the work, for the reproducible build and the other settings. Prints the
+# image reference on stdout.
 #
-# The image is reproducible: the same source gives the same digest (fixed
-# timestamps, -trimpath), so running this again pushes nothing new and a
-# runtime that already pulled the image keeps it.
-#
-# Tools: go, umoci and skopeo (scripts/deps.sh installs them).
-#
-# Environment:
-#   ESB_REGISTRY        registry host:port, plain HTTP   (default 127.0.0.1:5000)
-#   ESB_WORKER_REPO     repository:tag in that registry  (default esb/worker:latest)
-#   ESB_IMAGE_CREATED   creation time in the image, RFC 3339
-#                       (default 1970-01-01T00:00:00Z, for reproducibility)
-#   ESB_WORKER_OCI      keep the OCI layout in this directory instead of a
-#                       temporary one (it is rebuilt from scratch each run)
-#   GOARCH              image architecture (default: go env GOARCH)
+# Environment (besides go-image.sh's):
+#   ESB_WORKER_REPO     repository:tag in the registry   (default esb/worker:latest)
+#   ESB_WORKER_OCI      keep the OCI layout in this directory (ESB_IMAGE_OCI)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PATH=$PATH:/usr/local/go/bin
-
-registry=${ESB_REGISTRY:-127.0.0.1:5000}
-repo=${ESB_WORKER_REPO:-esb/worker:latest}
-created=${ESB_IMAGE_CREATED:-1970-01-01T00:00:00Z}
-ref="$registry/$repo"
-arch=${GOARCH:-$(go env GOARCH)}
-log() { echo "worker-image.sh: $*" >&2; }
-
-for t in go umoci skopeo; do
-	command -v "$t" >/dev/null || { log "$t is missing (run scripts/deps.sh)"; exit 1; }
-done
-
-work=$(mktemp -d /tmp/esb-worker-image.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-layout=${ESB_WORKER_OCI:-$work/oci}
-rm -rf "$layout"
-
-version=$(git describe --always --dirty 2>/dev/null || echo dev)
-log "building tests/worker ($version, linux/$arch, static)"
-CGO_ENABLED=0 GOOS=linux GOARCH=$arch GOFLAGS=-buildvcs=false go build -trimpath \
-	-ldflags "-s -w -X github.com/edge-serverless-box/esbnet/internal/buildinfo.Version=$version" \
-	-o "$work/esb-worker" ./tests/worker
-# The layer's tar carries the file's mtime: pin it so the digest only moves
-# with the binary.
-touch -d "$created" "$work/esb-worker"
-
-tag=latest
-img="$layout:$tag"
-umoci init --layout "$layout"
-umoci new --image "$img"
-umoci insert --image "$img" --history.created "$created" \
-	--history.created_by "scripts/worker-image.sh" "$work/esb-worker" /esb-worker
-umoci config --image "$img" --created "$created" --history.created "$created" \
-	--history.created_by "scripts/worker-image.sh" \
-	--os linux --architecture "$arch" \
-	--config.entrypoint /esb-worker --config.exposedports 8080/tcp \
-	--config.workingdir / \
-	--config.label org.opencontainers.image.title=esb-worker \
-	--config.label org.opencontainers.image.version="$version"
-umoci gc --layout "$layout" # drop the intermediate manifests and configs
-
-# Our own signature policy, so the push does not depend on the machine's
-# /etc/containers/policy.json: the source is the layout we just built.
-printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' >"$work/policy.json"
-log "pushing to $ref"
-skopeo --policy "$work/policy.json" copy --quiet --dest-tls-verify=false \
-	--digestfile "$work/digest" "oci:$img" "docker://$ref" >&2
-log "pushed $ref@$(cat "$work/digest")"
-echo "$ref"
+here=$(dirname "$0")
+ESB_IMAGE_BY=scripts/worker-image.sh ESB_IMAGE_OCI=${ESB_WORKER_OCI:-${ESB_IMAGE_OCI:-}} \
+	exec "$here/go-image.sh" ./tests/worker esb-worker "${ESB_WORKER_REPO:-esb/worker:latest}" 8080/tcp

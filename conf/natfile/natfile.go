@@ -28,8 +28,12 @@ func Load(path string) (*conf.NATRules, error) {
 }
 
 // Parse validates a rule set written as YAML or JSON. Errors name the
-// field: "forwards[1].port", "egress", ...
+// field: "forwards[1].port", "egress", ... Files above conf.MaxFileBytes
+// are refused before decoding.
 func Parse(data []byte) (*conf.NATRules, error) {
+	if len(data) > conf.MaxFileBytes {
+		return nil, &conf.DecodeError{Err: fmt.Errorf("NAT rules are %d bytes, at most %d", len(data), conf.MaxFileBytes)}
+	}
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
 		return nil, &conf.DecodeError{Err: err}

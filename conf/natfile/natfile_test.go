@@ -125,3 +125,19 @@ func checkErrKind(t *testing.T, err error) {
 		t.Fatalf("field error does not name its field: %v", err)
 	}
 }
+
+func TestParseRefusesHugeFiles(t *testing.T) {
+	big := "forwards:\n" + strings.Repeat("  - {proto: tcp, port: 1, to: 1.2.3.4:5}\n", conf.MaxFileBytes/40)
+	if _, err := Parse([]byte(big)); !conf.IsDecodeError(err) || !strings.Contains(err.Error(), "at most") {
+		t.Errorf("Parse of %d bytes: %v, want a decode error naming the limit", len(big), err)
+	}
+	bomb := "a: &a [x,x,x,x,x,x,x,x,x]\n"
+	prev := "a"
+	for _, n := range []string{"b", "c", "d", "e", "f", "g", "h", "i"} {
+		bomb += n + ": &" + n + " [" + strings.TrimSuffix(strings.Repeat("*"+prev+",", 9), ",") + "]\n"
+		prev = n
+	}
+	if _, err := Parse([]byte(bomb)); !conf.IsDecodeError(err) {
+		t.Errorf("Parse of an alias bomb: %v, want a decode error", err)
+	}
+}

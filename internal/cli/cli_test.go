@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,5 +70,45 @@ func TestNatApplyNamesBadField(t *testing.T) {
 	code, _, errOut := run("nat", "apply", "-f", path)
 	if code != 1 || !strings.Contains(errOut, `invalid forwards[0].port "70000"`) {
 		t.Errorf("bad rules: %d %s", code, errOut)
+	}
+}
+
+// esbctl doctor takes its paths from esb-agent's settings file, prints a
+// JSON report with -o json and exits 1 when a finding blocks workers.
+func TestDoctorCLI(t *testing.T) {
+	if code, _, errOut := run("doctor", "-o", "xml"); code != 2 || !strings.Contains(errOut, "-o must be text or json") {
+		t.Errorf("-o xml: %d %s", code, errOut)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	body := "cni-conf-dir: " + filepath.Join(dir, "net.d") + "\ncni-bin-dirs: " + dir + "\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run("doctor", "-config", cfg, "-runtime", "none", "-registry", "none", "-o", "json")
+	var r struct {
+		OK       bool
+		Findings []struct{ Check, Status, Message, Fix string }
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("doctor -o json: %v\n%s\n%s", err, out, errOut)
+	}
+	if code != 1 || r.OK || !strings.Contains(errOut, "block workers") {
+		t.Errorf("a node without a conflist: exit %d, ok %v, %s", code, r.OK, errOut)
+	}
+	found := false
+	for _, f := range r.Findings {
+		if f.Check == "conflist" {
+			found = f.Status == "fail" && strings.Contains(f.Message, filepath.Join(dir, "net.d")) && strings.Contains(f.Fix, "esbctl conflist -o")
+		}
+		if f.Check == "runtime" || f.Check == "registry" {
+			t.Errorf("%s was to be skipped: %+v", f.Check, f)
+		}
+	}
+	if !found {
+		t.Errorf("no conflist failure naming %s: %+v", dir, r.Findings)
+	}
+	if code, _, errOut := run("doctor", "-config", filepath.Join(dir, "missing.yaml")); code != 1 || !strings.Contains(errOut, "missing.yaml") {
+		t.Errorf("a missing -config: %d %s", code, errOut)
 	}
 }

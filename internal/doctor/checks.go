@@ -206,7 +206,14 @@ func (d *doctor) conflist() netState {
 		if p.Network.Type != conf.BridgeType {
 			continue
 		}
-		nc, err := conf.ParseBridgeNetConf(p.Bytes)
+		// The plugin gets name and cniVersion from the list, as libcni
+		// passes them.
+		pc, err := libcni.InjectConf(p, map[string]any{"name": list.Name, "cniVersion": list.CNIVersion})
+		if err != nil {
+			d.add("conflist", Fail, fixWrite, "%s: %v", st.path, err)
+			return st
+		}
+		nc, err := conf.ParseBridgeNetConf(pc.Bytes)
 		if err != nil {
 			d.add("conflist", Fail, fixWrite, "%s: %v", st.path, err)
 			return st
@@ -319,11 +326,11 @@ func (d *doctor) sysctls(st netState) {
 		// esb-bridge turns it on at every ADD; off means something turned
 		// it off since. Forwards to addresses off the node need it now.
 		s := Warn
-		if d.nat.rules != nil && slices.ContainsFunc(d.nat.rules.Forwards, func(f conf.Forward) bool { return !f.To.Addr().IsLoopback() }) {
+		if d.nat.rules != nil && slices.ContainsFunc(d.nat.rules.Forwards, func(f conf.Forward) bool { return !isLocal(f.To.Addr()) }) {
 			s = Fail
 		}
 		status = worse(status, s)
-		bad = append(bad, fmt.Sprintf("net.ipv4.ip_forward is %q (workers' traffic to forwards off the node and, with egress open, beyond it is dropped)", fwd))
+		bad = append(bad, fmt.Sprintf("net.ipv4.ip_forward is %q (esb-bridge sets it at each ADD; until then workers' traffic to forwards off the node, and with egress open beyond it, is dropped)", fwd))
 		fixes = append(fixes, "sysctl -w net.ipv4.ip_forward=1")
 	}
 	if d.nat.rules != nil && d.nat.rules.Loopback() {
@@ -345,6 +352,22 @@ func (d *doctor) sysctls(st netState) {
 		return
 	}
 	d.add("sysctl", status, strings.Join(fixes, "; "), "%s", strings.Join(bad, "; "))
+}
+
+// isLocal reports whether a is an address of this namespace (traffic DNAT-ed
+// to it is delivered here, not forwarded).
+func isLocal(a netip.Addr) bool {
+	if a.IsLoopback() {
+		return true
+	}
+	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(addrs, func(x netlink.Addr) bool {
+		ip, _ := netip.AddrFromSlice(x.IP)
+		return ip.Unmap() == a
+	})
 }
 
 func (d *doctor) bridge(st netState) {
@@ -574,17 +597,25 @@ func (d *doctor) ipam(st netState) {
 		}
 	}
 	usage := fmt.Sprintf("%d of %d addresses of %s in use", used, capacity, cfg.V4.String())
+	status, msgs, fixes := OK, []string{usage}, []string{}
 	switch {
 	case capacity > 0 && used >= capacity:
-		d.add("ipam", Fail, "release workers, or widen ipam.rangeStart/rangeEnd/subnet in "+st.pathOr(), "the range is exhausted: %s", usage)
-	case len(stale) > 0:
-		d.add("ipam", Warn, "systemctl restart esb-agent (its start-up reconcile runs CNI GC with the live workers), or cnitool gc "+d.o.Network+" with the live attachments",
-			"%s; %d stale allocation(s) without a veth: %s", usage, len(stale), strings.Join(stale, ", "))
+		status = Fail
+		msgs[0] = "the range is exhausted: " + usage
+		fixes = append(fixes, "release workers, or widen ipam.rangeStart/rangeEnd/subnet in "+st.pathOr())
 	case capacity > 0 && used*10 >= capacity*9:
-		d.add("ipam", Warn, "release idle workers (lower pool-min-idle), or widen the range in "+st.pathOr(), "the range is nearly full: %s", usage)
-	default:
-		d.add("ipam", OK, "", "%s, none stale", usage)
+		status = Warn
+		msgs[0] = "the range is nearly full: " + usage
+		fixes = append(fixes, "release idle workers (lower pool-min-idle), or widen the range in "+st.pathOr())
 	}
+	if len(stale) > 0 {
+		status = worse(status, Warn)
+		msgs = append(msgs, fmt.Sprintf("%d stale allocation(s) without a veth: %s", len(stale), strings.Join(stale, ", ")))
+		fixes = append(fixes, "systemctl restart esb-agent (its start-up reconcile runs CNI GC with the live workers), or cnitool gc "+d.o.Network+" with the live attachments")
+	} else {
+		msgs = append(msgs, "none stale")
+	}
+	d.add("ipam", status, strings.Join(fixes, "; "), "%s", strings.Join(msgs, "; "))
 }
 
 func prefixes(ps []netip.Prefix) string {
@@ -683,7 +714,10 @@ func (d *doctor) registry(ctx context.Context) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err == nil {
 		var resp *http.Response
-		if resp, err = http.DefaultClient.Do(req); err == nil {
+		// Straight to the registry: an HTTP_PROXY of the operator's shell
+		// is not the path the runtime takes to a local registry.
+		client := &http.Client{Transport: &http.Transport{Proxy: nil}}
+		if resp, err = client.Do(req); err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
 				err = fmt.Errorf("%s", resp.Status)

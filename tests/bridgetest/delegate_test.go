@@ -62,6 +62,6 @@ func TestDelegatedIPAM(t *testing.T) {
 	n.ipam["type"] = "esb-no-such-ipam"
 	w2 := n.newWorker("delegated-missing")
 	err = n.add(w2)
-	wantCNIError(t, err, types.ErrInvalidEnvironmentVariables, "ADD with an IPAM plugin missing from CNI_PATH", "esb-no-such-ipam", "CNI_PATH")
+	_ = wantCNIError(t, err, types.ErrInvalidEnvironmentVariables, "ADD with an IPAM plugin missing from CNI_PATH", "esb-no-such-ipam", "CNI_PATH")
 	n.assertClean("after the failed ADD")
 }

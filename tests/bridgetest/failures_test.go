@@ -50,7 +50,7 @@ func TestMissingNetns(t *testing.T) {
 	n := newNode(t, nil, nil)
 	missing := "/run/netns/esb-bridgetest-no-such-netns"
 	w := &worker{path: missing, id: "missing-netns"}
-	wantCNIError(t, n.add(w), types.ErrInvalidEnvironmentVariables, "ADD with a missing netns", missing)
+	_ = wantCNIError(t, n.add(w), types.ErrInvalidEnvironmentVariables, "ADD with a missing netns", missing)
 	n.assertClean("after the failed ADD")
 }
 

@@ -425,7 +425,12 @@ func pingWorks(nsName string, src, dst netip.Addr) bool {
 
 // pingBlocked sends two single pings and reports whether neither got a reply.
 func pingBlocked(nsName string, src, dst netip.Addr) bool {
-	return !pingOnce(nsName, src, dst) && !pingOnce(nsName, src, dst)
+	for range 2 {
+		if pingOnce(nsName, src, dst) {
+			return false
+		}
+	}
+	return true
 }
 
 // serveTCP listens on a TCP port in w's namespace until the test ends; each
@@ -466,7 +471,7 @@ func dialFrom(n ns.NetNS, addr netip.AddrPort) (string, error) {
 		if err != nil {
 			return err
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
 			return err
 		}

@@ -118,7 +118,7 @@ func sourceSeenBy(gw ns.NetNS, w *worker, addr netip.Addr) (netip.Addr, error) {
 	}); err != nil {
 		return netip.Addr{}, err
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	seen := make(chan netip.Addr, 1)
 	go func() {
 		c, err := l.Accept()

@@ -208,7 +208,7 @@ func TestUnavailableDaemon(t *testing.T) {
 		}
 		return
 	}
-	defer rt.Close()
+	defer func() { _ = rt.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := rt.Ping(ctx); !errors.Is(err, shim.ErrUnavailable) {

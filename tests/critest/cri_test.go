@@ -288,7 +288,7 @@ func (n *node) invoke(ip netip.Addr, payload any) answer {
 	if err != nil {
 		n.t.Fatalf("invoke %s from the node: %v", url, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		n.t.Fatalf("invoke %s: %s %v: %s", url, resp.Status, err, body)

@@ -313,7 +313,7 @@ func (n *node) start() {
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	defer logf.Close()
+	defer func() { _ = logf.Close() }()
 	containerd, _ := exec.LookPath("containerd")
 	n.ctrd = exec.Command("nsenter", "--net="+n.netns.Path(), containerd, "--config", filepath.Join(n.base, "containerd.toml"))
 	n.ctrd.Stdout, n.ctrd.Stderr = logf, logf
@@ -553,7 +553,7 @@ func (n *node) verbs(id string) []verb {
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var out []verb
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

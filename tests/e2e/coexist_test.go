@@ -261,7 +261,10 @@ func TestCoexistWithDockerBridge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bridged := &agentv1.Worker{Id: "bridged", Ip: info.NetworkSettings.IPAddress, Port: 8080}
+	bridged := &agentv1.Worker{Id: "bridged", Port: 8080}
+	if ep := info.NetworkSettings.Networks["bridge"]; ep != nil {
+		bridged.Ip = ep.IPAddress
+	}
 	if bridged.Ip == "" {
 		t.Fatalf("the container on Docker's bridge has no address: %+v", info.NetworkSettings)
 	}

@@ -75,7 +75,7 @@ func binaries(t testing.TB) (agentBin, esbctlBin string) {
 		cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./agent/cmd/esb-agent", "./cmd/esbctl")
 		cmd.Dir = nstest.RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build esb-agent and esbctl: %v\n%s", err, out)
+			built.err = fmt.Errorf("go build esb-agent and esbctl: %w\n%s", err, out)
 			return
 		}
 		built.agent, built.esbctl = filepath.Join(dir, "esb-agent"), filepath.Join(dir, "esbctl")
@@ -475,7 +475,7 @@ func (e *env) stopAgentErr(sig syscall.Signal) error {
 		return fmt.Errorf("esb-agent did not exit within %s of %v:\n%s", agentStopTimeout, sig, p.log())
 	}
 	if sig == syscall.SIGTERM && p.waitErr != nil {
-		return fmt.Errorf("esb-agent exited with %v after SIGTERM, want 0:\n%s", p.waitErr, p.log())
+		return fmt.Errorf("esb-agent exited with %w after SIGTERM, want 0:\n%s", p.waitErr, p.log())
 	}
 	return nil
 }

@@ -291,3 +291,57 @@ func TestVersions(t *testing.T) {
 		}
 	}
 }
+
+// Without DESTDIR, install talks to systemd only where systemd runs (PID 1
+// is systemd: /run/systemd/system exists), and says so elsewhere. Every
+// path is under a temporary directory; systemctl is a stand-in that logs
+// its arguments, so a real systemd's units are never touched.
+func TestSystemdReload(t *testing.T) {
+	repo := nstest.RepoRoot(t)
+	bin := buildOnce(t, repo)
+	root := t.TempDir()
+	logFile := filepath.Join(root, "systemctl.log")
+	fake := filepath.Join(root, "systemctl")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho \"$*\" >>"+logFile+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	vars := []string{"BIN=" + bin, "VERSION=" + version, "INSTALL_BUILD=", "PREFIX=" + root + "/usr",
+		"CNI_BIN_DIR=" + root + "/cni/bin", "CNI_CONF=" + root + "/net.d/10-esb.conflist",
+		"ESB_CONF=" + root + "/esb/agent.yaml", "UNIT_DIR=" + root + "/systemd"}
+	mk := func(target string) string {
+		t.Helper()
+		cmd := exec.Command("make", append([]string{"-C", repo, "--no-print-directory", target}, vars...)...)
+		cmd.Env = append(os.Environ(), "SYSTEMCTL="+fake)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("make %s: %v\n%s", target, err, out)
+		}
+		return string(out)
+	}
+	out := mk("install")
+	unit, err := os.ReadFile(filepath.Join(root, "systemd/esb-agent.service"))
+	if err != nil || !strings.Contains(string(unit), "ExecStart="+root+"/usr/bin/esb-agent --config "+root+"/esb/agent.yaml\n") {
+		t.Errorf("unit with PREFIX and ESB_CONF (%v):\n%s", err, unit)
+	}
+	out += mk("uninstall")
+	calls, _ := os.ReadFile(logFile)
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		if string(calls) != "daemon-reload\ndisable --now esb-agent.service\ndaemon-reload\n" {
+			t.Errorf("systemctl calls with systemd running: %q\n%s", calls, out)
+		}
+	} else {
+		if len(calls) != 0 || !strings.Contains(out, "systemd is not running here: no daemon-reload") {
+			t.Errorf("without systemd: systemctl calls %q\n%s", calls, out)
+		}
+	}
+	var left []string
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && p != fake && p != logFile {
+			left = append(left, p)
+		}
+		return err
+	})
+	if len(left) > 0 {
+		t.Errorf("uninstall left %q", left)
+	}
+}

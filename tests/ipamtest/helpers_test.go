@@ -112,7 +112,7 @@ func (n *ipamNet) confWith(cniVersion string, over map[string]any) *libcni.Plugi
 // list is the 1.1.0 configuration as a one-plugin list, for GC and STATUS.
 func (n *ipamNet) list(over map[string]any) *libcni.NetworkConfigList {
 	n.t.Helper()
-	l, err := libcni.ConfListFromConf(n.confWith("1.1.0", over))
+	l, err := libcni.ConfListFromConf(n.confWith("1.1.0", over)) //nolint:staticcheck // a one-plugin list of the plugin config under test is exactly what this helper wants
 	if err != nil {
 		n.t.Fatalf("config list: %v", err)
 	}

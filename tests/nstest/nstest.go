@@ -118,7 +118,7 @@ func PluginDir(t testing.TB) string {
 		// is a process per CNI call.
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build ./plugins/...: %v\n%s", err, out)
+			built.err = fmt.Errorf("go build ./plugins/...: %w\n%s", err, out)
 			return
 		}
 		built.dir = dir

@@ -128,15 +128,11 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	defer func() { _ = target.Close() }()
-	h, err := hostRtnl()
+	h, br, err := hostBridge(nc.Bridge)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	br, err := lookupBridge(h, nc.Bridge)
-	if err != nil {
-		return err
-	}
 	var held map[netip.Prefix]bool
 	if nc.IPAM != nil {
 		if held, err = checkSubnetFree(h, br, nc.IPAM.Ranges()); err != nil {

@@ -75,17 +75,23 @@ func nsRtnl(target interface{ Fd() uintptr }) (netlinksafe.Handle, error) {
 	return h, nil
 }
 
-// lookupBridge returns the link named name, or nil when there is none.
-func lookupBridge(h netlinksafe.Handle, name string) (netlink.Link, error) {
+// hostBridge opens the node's rtnetlink (see hostRtnl) and looks up the
+// link named name: nil when there is none. The caller closes the handle.
+func hostBridge(name string) (netlinksafe.Handle, netlink.Link, error) {
+	h, err := hostRtnl()
+	if err != nil {
+		return h, nil, err
+	}
 	link, err := h.LinkByName(name)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
-		return nil, nil
+		return h, nil, nil
 	}
 	if err != nil {
-		return nil, types.NewError(types.ErrInternal, "look up bridge "+name, err.Error())
+		h.Close()
+		return h, nil, types.NewError(types.ErrInternal, "look up bridge "+name, err.Error())
 	}
-	return link, nil
+	return h, link, nil
 }
 
 // addrList is Handle.AddrList retried while the kernel reports the dump as

@@ -26,7 +26,7 @@ func isVethName(name string) bool {
 		return false
 	}
 	for _, c := range name[3:] {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
 			return false
 		}
 	}

@@ -419,15 +419,11 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	unavailable := func(err error) error {
 		return types.NewError(types.ErrPluginNotAvailable, "esb-bridge cannot attach workers: "+err.Error(), "")
 	}
-	h, err := hostRtnl()
+	h, br, err := hostBridge(nc.Bridge)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	br, err := lookupBridge(h, nc.Bridge)
-	if err != nil {
-		return err
-	}
 	if br != nil {
 		if _, ok := br.(*netlink.Bridge); !ok {
 			return unavailable(fmt.Errorf("%s exists but is a %s, not a bridge", nc.Bridge, br.Type()))
