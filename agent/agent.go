@@ -80,7 +80,7 @@ func DefaultConfig() Config {
 		PoolMinIdle:        0,
 		DefaultMemoryBytes: 256 << 20,
 		LogDir:             "/var/log/esb/workers",
-		RuntimeTimeout:     30 * time.Second,
+		RuntimeTimeout:     time.Minute,
 	}
 }
 
@@ -379,6 +379,13 @@ func (a *Agent) create(ctx context.Context, r AcquireRequest, key, owner string)
 	<-a.sem
 	if err != nil {
 		a.forget(w.ID)
+		// A step that failed oddly while the runtime went away (a container
+		// that exited as dockerd shut down) is the runtime's unavailability.
+		if CodeOf(err) == Internal {
+			if perr := a.rt.Ping(context.WithoutCancel(ctx)); perr != nil {
+				return nil, a.runtimeErr(errors.Join(perr, err), "create worker: the runtime does not answer")
+			}
+		}
 		return nil, err
 	}
 	if err := a.recs.Put(w.ID, Record{Owner: owner, Request: r.RequestID, PoolKey: key}); err != nil {
@@ -531,6 +538,11 @@ func (a *Agent) waitReady(ctx context.Context, w *Worker) error {
 		}
 		select {
 		case <-ctx.Done():
+			// A runtime that went away (and took the worker with it) is
+			// Unavailable, not a slow worker.
+			if perr := a.rt.Ping(context.WithoutCancel(ctx)); perr != nil {
+				return a.runtimeErr(perr, "worker %s did not accept TCP on %s: the runtime does not answer", w.ID, addr)
+			}
 			return errf(NotReady, err, "worker %s did not accept TCP on %s within %s", w.ID, addr, a.cfg.ReadyTimeout)
 		case <-time.After(delay):
 		}

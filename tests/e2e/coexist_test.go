@@ -34,9 +34,58 @@ type nodeDockerd struct {
 	dc               *client.Client // its client
 	stackDC          *client.Client // the stack's, given back to the env at the end
 	stackSock        string
+	args             []string // nsenter's, to start (and restart) it
 	cmd              *exec.Cmd
 	exited           chan struct{}
 	log              *syncBuffer
+}
+
+// start runs the dockerd and waits until it answers.
+func (d *nodeDockerd) start(t *testing.T) {
+	t.Helper()
+	d.cmd = exec.Command("nsenter", d.args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start dockerd: %v", err)
+	}
+	d.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(d.cmd, d.exited)
+	deadline := time.Now().Add(agentStartTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := d.dc.Ping(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-d.exited:
+			t.Fatalf("dockerd exited at start:\n%s", d.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dockerd does not answer on %s within %s: %v\n%s", d.sock, agentStartTimeout, err, d.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM (dockerd stops its containers: no live-restore) and
+// waits for the exit; it reports whether dockerd stopped in time.
+func (d *nodeDockerd) stop() bool {
+	if d.cmd == nil {
+		return true
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	defer func() { d.cmd = nil }()
+	select {
+	case <-d.exited:
+		return true
+	case <-time.After(agentStopTimeout):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		return false
+	}
 }
 
 // startNodeDockerd starts the dockerd in the node with its own data root,
@@ -57,7 +106,7 @@ func (e *env) startNodeDockerd() *nodeDockerd {
 		e.t.Fatal(err)
 	}
 	d := &nodeDockerd{sock: filepath.Join(short, "docker.sock"), root: filepath.Join(e.base, "dockerd-root"), short: short,
-		exec: filepath.Join(short, "x"), exited: make(chan struct{}), log: &syncBuffer{}, stackDC: e.dc, stackSock: e.stack.DockerSock}
+		exec: filepath.Join(short, "x"), log: &syncBuffer{}, stackDC: e.dc, stackSock: e.stack.DockerSock}
 	cfg := map[string]any{
 		"data-root": d.root, "exec-root": d.exec, "pidfile": filepath.Join(short, "dockerd.pid"),
 		"hosts": []string{"unix://" + d.sock}, "storage-driver": "overlay2", "iptables": true, "ip6tables": false,
@@ -71,36 +120,14 @@ func (e *env) startNodeDockerd() *nodeDockerd {
 	if err := os.WriteFile(conf, b, 0o600); err != nil {
 		e.t.Fatal(err)
 	}
-	d.cmd = exec.Command("nsenter", "--net="+e.node.Path(), bin, "--config-file", conf)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	if err := d.cmd.Start(); err != nil {
-		e.t.Fatalf("start dockerd: %v", err)
-	}
-	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	d.args = []string{"--net=" + e.node.Path(), bin, "--config-file", conf}
 	dc, err := client.NewClientWithOpts(client.WithHost("unix://"+d.sock), client.WithAPIVersionNegotiation())
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	d.dc = dc
+	d.start(e.t)
 	e.t.Cleanup(func() { e.stopNodeDockerd(d) })
-	deadline := time.Now().Add(agentStartTimeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := dc.Ping(ctx)
-		cancel()
-		if err == nil {
-			break
-		}
-		select {
-		case <-d.exited:
-			e.t.Fatalf("dockerd exited at start:\n%s", d.log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("dockerd does not answer on %s within %s: %v\n%s", d.sock, agentStartTimeout, err, d.log.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	ctx, cancel := cmdCtx()
 	defer cancel()
 	rc, err := e.dc.ImageSave(ctx, []string{e.image})
@@ -128,13 +155,11 @@ func (e *env) startNodeDockerd() *nodeDockerd {
 // removes its files and gives the env back the stack's dockerd.
 func (e *env) stopNodeDockerd(d *nodeDockerd) {
 	t := e.t
+	if d.cmd == nil {
+		d.start(t) // the test failed while it was stopped
+	}
 	e.teardown()
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(agentStopTimeout):
-		_ = d.cmd.Process.Kill()
-		<-d.exited
+	if !d.stop() {
 		t.Errorf("the node's dockerd did not stop within %s of SIGTERM", agentStopTimeout)
 	}
 	if t.Failed() {

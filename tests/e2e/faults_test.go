@@ -470,11 +470,6 @@ const runtimeBound = 45 * time.Second
 // acquires work again, and after the sweep nothing of the interrupted
 // acquires is left.
 func TestFaultRuntimeStopped(t *testing.T) {
-	// TODO(docker): the same with a dockerd of the test's own (own
-	// --data-root, --exec-root, --pidfile, -H, --bridge=none
-	// --iptables=false); dockerd stops its containers when it stops, so
-	// the expectation after its return differs (workers lost, dropped by
-	// the event watch).
 	t.Run(rtContainerd, func(t *testing.T) {
 		e := newEnv(t)
 		e.setGCGrace(faultGCGrace)
@@ -554,6 +549,74 @@ func TestFaultRuntimeStopped(t *testing.T) {
 			"recovered-after=%s hung-answer=%s live=%d found=%v",
 			e.rt, n, unavailable, slowest.Round(time.Millisecond), downTook.Round(time.Millisecond),
 			recovered.Round(time.Millisecond), hungTook.Round(time.Millisecond), len(live), rep.Found)
+		e.releaseAll(live)
+		e.expectSettled("after release", nil)
+	})
+	// Docker: a dockerd of the test's own (own data root, exec root,
+	// pidfile and socket, in the node) is stopped during acquires. With
+	// live-restore off it stops its containers, so the workers it ran are
+	// lost: once it is back the agent must drop them (event watch, catch-up
+	// on resubscribe) and serve again, with nothing left.
+	t.Run(rtDocker, func(t *testing.T) {
+		e := newEnvFor(t, rtDocker)
+		e.setGCGrace(faultGCGrace)
+		d := e.startNodeDockerd()
+		// dockerd's start of a container alone can take seconds here.
+		e.startAgent(e.faultFlags("-runtime-timeout", "10s")...)
+		e.mustAcquire(e.acquireReq("outage", "lost"))
+		const n = 6
+		durs := make([]time.Duration, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { _, durs[i], errs[i] = e.timedAcquire("outage", "interrupted") })
+		}
+		time.Sleep(time.Duration(200+rand.IntN(400)) * time.Millisecond)
+		if !d.stop() {
+			t.Errorf("the test's dockerd did not stop within %s", agentStopTimeout)
+		}
+		wg.Wait()
+		var slowest time.Duration
+		unavailable := 0
+		for i := range n {
+			slowest = max(slowest, durs[i])
+			wantUnavailableOrOK(t, fmt.Sprintf("acquire %d as dockerd stopped", i), errs[i])
+			if errs[i] != nil {
+				unavailable++
+			}
+			if durs[i] > runtimeBound {
+				t.Errorf("acquire %d answered after %s (bound %s)", i, durs[i], runtimeBound)
+			}
+		}
+		_, downTook, err := e.timedAcquire("outage", "while-down")
+		wantUnavailableOrOK(t, "acquire while dockerd is down", err)
+		if err == nil || downTook > runtimeBound {
+			t.Errorf("acquire while dockerd is down: %v after %s; want Unavailable within %s", err, downTook, runtimeBound)
+		}
+
+		d.start(t)
+		back := time.Now()
+		var w *agentv1.Worker
+		for w == nil {
+			w, _, err = e.timedAcquire("outage", "after")
+			if err != nil && time.Since(back) > time.Minute {
+				t.Fatalf("no acquire works within a minute of dockerd's return: %v", err)
+			}
+			if err != nil {
+				time.Sleep(500 * time.Millisecond)
+			}
+		}
+		recovered := time.Since(back)
+		e.mustInvoke(w, `{"dockerd":"back"}`)
+		// The workers dockerd stopped are dropped; only the new one lives.
+		live := e.waitList("the workers dockerd stopped are dropped", faultSettle, func(ws []*agentv1.Worker) bool {
+			return len(ws) == 1 && ws[0].GetId() == w.GetId()
+		})
+		rep := e.expectSettled("after dockerd came back", live)
+		t.Logf("FAULT runtime-stopped runtime=%s in-flight=%d unavailable=%d slowest-answer=%s down-answer=%s "+
+			"recovered-after=%s live=%d found=%v",
+			e.rt, n, unavailable, slowest.Round(time.Millisecond), downTook.Round(time.Millisecond),
+			recovered.Round(time.Millisecond), len(live), rep.Found)
 		e.releaseAll(live)
 		e.expectSettled("after release", nil)
 	})

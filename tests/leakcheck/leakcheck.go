@@ -279,8 +279,8 @@ func (c *checker) nodeHandles() (*handles, error) {
 }
 
 // veths finds the node's esb veths; their alias names the attachment
-// ("esb-bridge <created> <id> <ifname>"). A veth without one (an ADD
-// killed before labelling it) belongs to no worker.
+// ("esb-bridge <created> <id> <ifname> [<ips>]"). A veth without one (an
+// ADD killed before labelling it) belongs to no worker.
 func (c *checker) veths(h *handles) error {
 	links, err := h.nl.LinkList()
 	if err != nil {
@@ -292,7 +292,7 @@ func (c *checker) veths(h *handles) error {
 			continue
 		}
 		f := strings.Fields(a.Alias)
-		if len(f) != 4 || f[0] != "esb-bridge" {
+		if len(f) < 4 || f[0] != "esb-bridge" {
 			c.found("veth", "", fmt.Sprintf("%s (unlabelled)", a.Name))
 			continue
 		}

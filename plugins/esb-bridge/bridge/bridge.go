@@ -135,7 +135,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	defer h.Close()
 	var held map[netip.Prefix]bool
 	if nc.IPAM != nil {
-		if held, err = checkSubnetFree(h, br, nc.IPAM.Ranges()); err != nil {
+		if held, err = checkSubnetFree(h, nc.Bridge, br, nc.IPAM.Ranges()); err != nil {
 			return err
 		}
 	}

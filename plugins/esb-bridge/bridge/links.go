@@ -106,12 +106,13 @@ func addrList(h netlinksafe.Handle, family int) (addrs []netlink.Addr, err error
 	return addrs, err
 }
 
-// checkSubnetFree fails when an interface other than the bridge br (nil
-// when it does not exist yet) holds an address inside one of the ranges'
-// subnets (Podman's podman0 and cni-podman0 default to 10.88.0.0/16 too):
-// routing to the workers would then be ambiguous. It returns the addresses
-// the bridge already holds.
-func checkSubnetFree(h netlinksafe.Handle, br netlink.Link, ranges []conf.Range) (map[netip.Prefix]bool, error) {
+// checkSubnetFree fails when an interface other than the bridge holds an
+// address inside one of the ranges' subnets (Podman's podman0 and
+// cni-podman0 default to 10.88.0.0/16 too): routing to the workers would
+// then be ambiguous. br is the bridge as looked up (nil when it did not
+// exist); a concurrent first ADD may have made it since, so a link that
+// overlaps is also compared by name. It returns the addresses br holds.
+func checkSubnetFree(h netlinksafe.Handle, bridge string, br netlink.Link, ranges []conf.Range) (map[netip.Prefix]bool, error) {
 	family := netlink.FAMILY_ALL
 	v4, v6 := false, false
 	for _, r := range ranges {
@@ -150,6 +151,9 @@ func checkSubnetFree(h netlinksafe.Handle, br netlink.Link, ranges []conf.Range)
 			name := fmt.Sprintf("interface %d", a.LinkIndex)
 			if link, err := h.LinkByIndex(a.LinkIndex); err == nil {
 				name = link.Attrs().Name
+			}
+			if name == bridge {
+				break // made by a concurrent first ADD since br was looked up
 			}
 			return nil, types.NewError(CodeSubnetConflict,
 				fmt.Sprintf("subnet %s is already used by %s (%s); remove that network or give esb another subnet", r.Subnet, name, a.IPNet), "")

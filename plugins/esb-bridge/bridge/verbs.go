@@ -432,7 +432,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	if nc.IPAM == nil {
 		return p.delegateVerb(context.Background(), "STATUS", nc.IPAMType, nc.Raw)
 	}
-	if _, err := checkSubnetFree(h, br, nc.IPAM.Ranges()); err != nil {
+	if _, err := checkSubnetFree(h, nc.Bridge, br, nc.IPAM.Ranges()); err != nil {
 		return unavailable(err)
 	}
 	if err := ipam.Ready(nc.IPAM, p.BootID); err != nil {
