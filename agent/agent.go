@@ -382,7 +382,7 @@ func (a *Agent) create(ctx context.Context, r AcquireRequest, key, owner string)
 		// A step that failed oddly while the runtime went away (a container
 		// that exited as dockerd shut down) is the runtime's unavailability.
 		if CodeOf(err) == Internal {
-			if perr := a.rt.Ping(context.WithoutCancel(ctx)); perr != nil {
+			if perr := a.runtimeGoing(context.WithoutCancel(ctx)); perr != nil {
 				return nil, a.runtimeErr(errors.Join(perr, err), "create worker: the runtime does not answer")
 			}
 		}
@@ -397,6 +397,31 @@ func (a *Agent) create(ctx context.Context, r AcquireRequest, key, owner string)
 	a.metrics.setStates(a.counts())
 	a.log.Info("worker ready", "worker", w.ID, "function", w.Function, "ip", w.IP, "owner", owner, "took", time.Since(w.Created))
 	return w, nil
+}
+
+// runtimeGoingWindow is how long runtimeGoing watches the runtime after a
+// creation failed oddly.
+const runtimeGoingWindow = 2 * time.Second
+
+// runtimeGoing reports the runtime's unavailability seen within
+// runtimeGoingWindow of an odd failure: a daemon that shuts down stops its
+// containers first (a worker just started exits) and closes its API only
+// after, so a single ping right after the failure may still succeed.
+func (a *Agent) runtimeGoing(ctx context.Context) error {
+	deadline := time.Now().Add(runtimeGoingWindow)
+	for {
+		if err := a.rt.Ping(ctx); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func (a *Agent) forget(id string) {

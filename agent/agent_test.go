@@ -190,6 +190,27 @@ func TestAcquireErrorsAreClassified(t *testing.T) {
 	})
 }
 
+// A creation that fails oddly while the runtime is going away (dockerd
+// stops its containers before it closes its API) answers Unavailable; the
+// same failure with the runtime up stays Internal.
+func TestCreateFailureWhileRuntimeGoes(t *testing.T) {
+	r := newRig(t, Config{})
+	r.rt.failCreate = errors.New("container exited: it has no network namespace")
+	if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Internal {
+		t.Fatalf("runtime up: got %v (%v), want Internal", CodeOf(err), err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		r.rt.mu.Lock()
+		r.rt.down = true
+		r.rt.mu.Unlock()
+	}()
+	if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Unavailable {
+		t.Fatalf("runtime going away: got %v (%v), want Unavailable", CodeOf(err), err)
+	}
+	r.assertEmpty(t)
+}
+
 func TestRequestIDReturnsSameWorker(t *testing.T) {
 	r := newRig(t, Config{})
 	q := req("o1")

@@ -232,6 +232,8 @@ func (f *fakeRuntime) List(context.Context) ([]shim.WorkerInfo, error) {
 }
 
 func (f *fakeRuntime) Ping(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.down {
 		return shim.ErrUnavailable
 	}
