@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,8 +54,19 @@ func newRuntime(t *testing.T, st stacktest.Stack, plain []string) (*containerd.R
 				_ = rt.Delete(ctx, w.ID)
 			}
 		}
-		_ = st.Ctr(ctx, ns, "images", "rm", st.WorkerImage).Run()
-		_ = st.Ctr(ctx, "", "namespaces", "rm", ns).Run()
+		// --sync waits for containerd's GC to drop the image's snapshots:
+		// a namespace that still holds any cannot be removed.
+		_ = st.Ctr(ctx, ns, "images", "rm", "--sync", st.WorkerImage).Run()
+		if out, err := st.Ctr(ctx, "", "namespaces", "rm", ns).CombinedOutput(); err != nil {
+			t.Errorf("remove containerd namespace %s: %v: %s", ns, err, strings.TrimSpace(string(out)))
+		}
+		// runc leaves the namespace's parent cgroup under each v1 controller.
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + ns)
+		for _, d := range dirs {
+			if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("remove cgroup %s: %v", d, err)
+			}
+		}
 		_ = rt.Close()
 	})
 	return rt, ns
