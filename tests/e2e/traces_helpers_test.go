@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -225,6 +226,7 @@ func (e *env) forceClean() error {
 	if e.rt == rtDocker {
 		return errors.Join(errs...) // the image is dockerd's, shared
 	}
+	killStrayShims(e.ctrNS)
 	pins, _ := filepath.Glob(filepath.Join(e.netnsDir(), "esb-*"))
 	for id := range e.seen {
 		if _, err := os.Lstat("/run/netns/esb-" + id); err == nil {
@@ -275,4 +277,31 @@ func unmountAll(dir string) error {
 		}
 	}
 	return fmt.Errorf("%s is still mounted after 8 unmounts", dir)
+}
+
+// killStrayShims kills the containerd shims still running for namespace ns
+// once its containers are gone: containerd 1.6 leaves a shim behind when a
+// creation is cut off (the agent or containerd killed mid-create, as the
+// fault tests do), and it would outlive the test. The namespace is the
+// test's own, so no other test's shim matches.
+func killStrayShims(ns string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) == 0 || !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
+			continue
+		}
+		for i := range len(args) - 1 {
+			if args[i] == "-namespace" && args[i+1] == ns {
+				if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+				break
+			}
+		}
+	}
 }
