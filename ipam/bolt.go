@@ -216,7 +216,7 @@ func lockFile(path string, wait time.Duration) (*os.File, error) {
 		return f, nil
 	case <-timer.C:
 		go func() {
-			_ = <-done // closing the file drops the lock if it was granted
+			<-done //nolint:errcheck // granted or not, closing the file below drops the lock
 			_ = f.Close()
 		}()
 		return nil, fmt.Errorf("%w: %s held for more than %s", ErrLockTimeout, path, wait)

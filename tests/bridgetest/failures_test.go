@@ -63,7 +63,7 @@ func TestExhaustedAddLeavesNothing(t *testing.T) {
 	n.mustAdd(a)
 	n.mustAdd(b)
 	extra := n.newWorker("full-extra")
-	wantCNIError(t, n.add(extra), ipam.CodeExhausted, "ADD into a full range", "exhausted")
+	_ = wantCNIError(t, n.add(extra), ipam.CodeExhausted, "ADD into a full range", "exhausted")
 	n.assertClean("after the failed ADD", a, b)
 	if out, err := inNS(extra.name, "ip", "link", "show", ifName); err == nil {
 		t.Errorf("the failed ADD left %s in the container: %s", ifName, out)
@@ -82,7 +82,7 @@ func TestIfNameTaken(t *testing.T) {
 	n := newNode(t, nil, nil)
 	w := n.newWorker("eth0-taken")
 	mustInNS(t, w.name, "ip", "link", "add", ifName, "type", "bridge")
-	wantCNIError(t, n.add(w), bridge.CodeLinkConflict, "ADD with eth0 taken", ifName)
+	_ = wantCNIError(t, n.add(w), bridge.CodeLinkConflict, "ADD with eth0 taken", ifName)
 	n.assertClean("after the rolled-back ADD")
 	if out := mustInNS(t, w.name, "ip", "-d", "link", "show", ifName); !strings.Contains(out, "bridge") {
 		t.Errorf("the container's own %s changed: %s", ifName, out)
@@ -108,7 +108,7 @@ func TestRepeatedAdd(t *testing.T) {
 	first := w.ip
 	again := n.runtime() // a runtime that lost its cache retries the ADD
 	if _, err := n.addVersion(again, w, "1.1.0"); err != nil {
-		wantCNIError(t, err, bridge.CodeLinkConflict, "second ADD", w.veth())
+		_ = wantCNIError(t, err, bridge.CodeLinkConflict, "second ADD", w.veth())
 	} else if w.ip != first {
 		t.Errorf("second ADD returned %s, the first %s", w.ip, first)
 	}

@@ -144,7 +144,7 @@ func TestCheck(t *testing.T) {
 				t.Fatalf("CHECK right after ADD: %v", err)
 			}
 			tc.brk(t, w)
-			wantCNIError(t, n.check(w), bridge.CodeDrift, "CHECK after the break", tc.names(w)...)
+			_ = wantCNIError(t, n.check(w), bridge.CodeDrift, "CHECK after the break", tc.names(w)...)
 			n.mustDel(w)
 			n.assertClean("after DEL")
 		})
@@ -284,7 +284,7 @@ func TestStatus(t *testing.T) {
 			}
 			n.mustAdd(n.newWorker(id))
 		}
-		wantCNIError(t, n.status(), types.ErrPluginNotAvailable, "STATUS with the range full", "exhausted")
+		_ = wantCNIError(t, n.status(), types.ErrPluginNotAvailable, "STATUS with the range full", "exhausted")
 	})
 
 	t.Run("subnet owned by podman0", func(t *testing.T) {
@@ -293,9 +293,9 @@ func TestStatus(t *testing.T) {
 		mustInNS(t, n.name, "ip", "link", "add", "podman0", "type", "bridge")
 		mustInNS(t, n.name, "ip", "addr", "add", "10.88.0.1/16", "dev", "podman0")
 		mustInNS(t, n.name, "ip", "link", "set", "podman0", "up")
-		wantCNIError(t, n.status(), types.ErrPluginNotAvailable, "STATUS", "podman0", subnet)
+		_ = wantCNIError(t, n.status(), types.ErrPluginNotAvailable, "STATUS", "podman0", subnet)
 		w := n.newWorker("status-podman")
-		wantCNIError(t, n.add(w), bridge.CodeSubnetConflict, "ADD", "podman0", subnet)
+		_ = wantCNIError(t, n.add(w), bridge.CodeSubnetConflict, "ADD", "podman0", subnet)
 		if n.hasLink(bridgeName) {
 			t.Errorf("a failed ADD created bridge %s", bridgeName)
 		}

@@ -144,7 +144,7 @@ func TestDelIdempotent(t *testing.T) {
 // another address than the store holds.
 func TestCheck(t *testing.T) {
 	n := newIPAMNet(t, nil)
-	wantCode(t, n.check(n.cni, "ctr-none"), types.ErrUnknownContainer, "CHECK without address")
+	_ = wantCode(t, n.check(n.cni, "ctr-none"), types.ErrUnknownContainer, "CHECK without address")
 
 	old := n.mustAdd("ctr-a")
 	if err := n.check(n.cni, "ctr-a"); err != nil {
@@ -163,12 +163,12 @@ func TestCheck(t *testing.T) {
 	if moved == old {
 		t.Fatalf("re-ADD got the released address %s again", old)
 	}
-	wantCode(t, n.check(n.cni, "ctr-a"), ipam.CodeDrift, "CHECK with a stale prevResult")
+	_ = wantCode(t, n.check(n.cni, "ctr-a"), ipam.CodeDrift, "CHECK with a stale prevResult")
 	if err := n.check(other, "ctr-a"); err != nil {
 		t.Errorf("CHECK with the current prevResult: %v", err)
 	}
 	n.mustDel("ctr-a")
-	wantCode(t, n.check(other, "ctr-a"), types.ErrUnknownContainer, "CHECK after DEL")
+	_ = wantCode(t, n.check(other, "ctr-a"), types.ErrUnknownContainer, "CHECK after DEL")
 }
 
 // TestRotation: an address just released is not handed out next.
@@ -234,9 +234,9 @@ func TestStatusExhausted(t *testing.T) {
 	if got := []string{a.Addr().String(), b.Addr().String()}; !slices.Equal(slices.Sorted(slices.Values(got)), []string{"10.77.0.10", "10.77.0.11"}) {
 		t.Fatalf("the two ADDs got %v, want 10.77.0.10 and 10.77.0.11", got)
 	}
-	wantCode(t, n.status(nil), types.ErrPluginNotAvailable, "STATUS of a full range")
+	_ = wantCode(t, n.status(nil), types.ErrPluginNotAvailable, "STATUS of a full range")
 	_, err := n.add(n.cni, "ctr-c")
-	wantCode(t, err, ipam.CodeExhausted, "ADD to a full range")
+	_ = wantCode(t, err, ipam.CodeExhausted, "ADD to a full range")
 	if st := n.state(); len(st.allocs) != 2 || st.used != 2 || st.capacity != 2 {
 		t.Fatalf("failed ADD changed the store: %v (%d of %d used)", st.allocs, st.used, st.capacity)
 	}
@@ -303,7 +303,7 @@ func TestMalformedJSON(t *testing.T) {
 			err = invoke.ExecPluginWithoutResult(ctx, path, bad, args, exec)
 		}
 		cancel()
-		wantCode(t, err, types.ErrDecodingFailure, cmd+" with malformed JSON")
+		_ = wantCode(t, err, types.ErrDecodingFailure, cmd+" with malformed JSON")
 	}
 }
 
@@ -326,11 +326,11 @@ func TestLockHeld(t *testing.T) {
 	start := time.Now()
 	_, err = n.add(n.cni, "ctr-a")
 	took := time.Since(start)
-	wantCode(t, err, types.ErrTryAgainLater, "ADD while the store is locked")
+	_ = wantCode(t, err, types.ErrTryAgainLater, "ADD while the store is locked")
 	if took < 200*time.Millisecond || took > 10*time.Second {
 		t.Errorf("ADD gave up after %s, want about the 200ms lockWait", took)
 	}
-	wantCode(t, n.status(nil), types.ErrTryAgainLater, "STATUS while the store is locked")
+	_ = wantCode(t, n.status(nil), types.ErrTryAgainLater, "STATUS while the store is locked")
 	closed = true
 	if err := s.Close(); err != nil {
 		t.Fatalf("close store: %v", err)
