@@ -110,7 +110,7 @@ func newEnvFor(b *testing.B, rt string) *env {
 	// Cleanups run last-registered first: the directory goes after the
 	// node, which goes after the workers and the containerd namespace.
 	b.Cleanup(func() {
-		if err := unmountAll(e.netnsDir()); err != nil {
+		if err := stacktest.UnmountAll(e.netnsDir()); err != nil {
 			b.Errorf("unmount %s: %v", e.netnsDir(), err)
 		}
 		if err := os.RemoveAll(base); err != nil {
@@ -882,26 +882,6 @@ func (e *env) forceClean() error {
 		errs = append(errs, fmt.Errorf("remove containerd namespace %s: %w", e.ctrNS, err))
 	}
 	// runc leaves the namespace's parent cgroup under each v1 controller.
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + e.ctrNS)
-	for _, d := range append(dirs, "/sys/fs/cgroup/"+e.ctrNS) {
-		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
-		}
-	}
+	errs = append(errs, stacktest.RemoveNamespaceCgroups(e.ctrNS))
 	return errors.Join(errs...)
-}
-
-// unmountAll unmounts dir (the agent bind-mounts its netns directory on
-// itself, shared), however often it is mounted there.
-func unmountAll(dir string) error {
-	for range 8 {
-		err := unix.Unmount(dir, unix.MNT_DETACH)
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return fmt.Errorf("%s is still mounted after 8 unmounts", dir)
 }

@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,11 +60,8 @@ func newRuntime(t *testing.T, st stacktest.Stack, plain []string) (*containerd.R
 			t.Errorf("remove containerd namespace %s: %v: %s", ns, err, strings.TrimSpace(string(out)))
 		}
 		// runc leaves the namespace's parent cgroup under each v1 controller.
-		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + ns)
-		for _, d := range dirs {
-			if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("remove cgroup %s: %v", d, err)
-			}
+		if err := stacktest.RemoveNamespaceCgroups(ns); err != nil {
+			t.Error(err)
 		}
 		_ = rt.Close()
 	})
@@ -231,21 +227,6 @@ func TestUnavailableDaemon(t *testing.T) {
 	}
 }
 
-// nextEvent returns the next event of the stream, failing after a bound.
-func nextEvent(t *testing.T, evs <-chan shim.Event, errc <-chan error) shim.Event {
-	t.Helper()
-	select {
-	case ev, ok := <-evs:
-		if !ok {
-			t.Fatalf("event stream ended: %v", <-errc)
-		}
-		return ev
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10s")
-	}
-	return shim.Event{}
-}
-
 // TestEvents: ctr task kill of a worker is an exit event, deleting its
 // container a delete event; another namespace's workers are not reported;
 // the stream ends without error when its context does.
@@ -277,14 +258,14 @@ func TestEvents(t *testing.T) {
 	if out, err := st.Ctr(ctx, ns, "tasks", "kill", "--signal", "SIGKILL", id).CombinedOutput(); err != nil {
 		t.Fatalf("ctr tasks kill: %v: %s", err, out)
 	}
-	if ev := nextEvent(t, evs, errc); ev != (shim.Event{ID: id, Kind: shim.EventExit}) {
+	if ev := stacktest.NextEvent(t, evs, errc); ev != (shim.Event{ID: id, Kind: shim.EventExit}) {
 		t.Errorf("after ctr tasks kill: %+v, want the exit of %s", ev, id)
 	}
 	t.Logf("exit event %s after the kill", time.Since(killed))
 	if err := rt.Delete(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if ev := nextEvent(t, evs, errc); ev != (shim.Event{ID: id, Kind: shim.EventDelete}) {
+	if ev := stacktest.NextEvent(t, evs, errc); ev != (shim.Event{ID: id, Kind: shim.EventDelete}) {
 		t.Errorf("after delete: %+v, want the delete of %s", ev, id)
 	}
 	cancel()

@@ -462,21 +462,6 @@ func TestUnavailableDaemon(t *testing.T) {
 	}
 }
 
-// nextEvent returns the next event of the stream, failing after a bound.
-func nextEvent(t *testing.T, evs <-chan shim.Event, errc <-chan error) shim.Event {
-	t.Helper()
-	select {
-	case ev, ok := <-evs:
-		if !ok {
-			t.Fatalf("event stream ended: %v", <-errc)
-		}
-		return ev
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10s")
-	}
-	return shim.Event{}
-}
-
 // TestEvents: docker kill of a worker is an exit event, docker rm a
 // delete event; another namespace's workers are not reported; the stream
 // ends without error when its context does.
@@ -495,14 +480,14 @@ func TestEvents(t *testing.T) {
 	if err := dc.ContainerKill(ctx, docker.ContainerName(id), "SIGKILL"); err != nil {
 		t.Fatal(err)
 	}
-	if ev := nextEvent(t, evs, errc); ev != (shim.Event{ID: id, Kind: shim.EventExit}) {
+	if ev := stacktest.NextEvent(t, evs, errc); ev != (shim.Event{ID: id, Kind: shim.EventExit}) {
 		t.Errorf("after docker kill: %+v, want the exit of %s", ev, id)
 	}
 	t.Logf("exit event %s after the kill", time.Since(killed))
 	if err := dc.ContainerRemove(ctx, docker.ContainerName(id), container.RemoveOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if ev := nextEvent(t, evs, errc); ev != (shim.Event{ID: id, Kind: shim.EventDelete}) {
+	if ev := stacktest.NextEvent(t, evs, errc); ev != (shim.Event{ID: id, Kind: shim.EventDelete}) {
 		t.Errorf("after docker rm: %+v, want the delete of %s", ev, id)
 	}
 	cancel()

@@ -157,7 +157,7 @@ func newEnvFor(t *testing.T, rt string) *env {
 	// Cleanups run last-registered first: the directory goes after the
 	// node, which goes after the workers and the containerd namespace.
 	t.Cleanup(func() {
-		if err := unmountAll(e.netnsDir()); err != nil {
+		if err := stacktest.UnmountAll(e.netnsDir()); err != nil {
 			t.Errorf("unmount %s: %v", e.netnsDir(), err)
 		}
 		if err := os.RemoveAll(base); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/ipam"
+	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
 // --- what a worker leaves ----------------------------------------------------------
@@ -255,28 +256,8 @@ func (e *env) forceClean() error {
 		errs = append(errs, fmt.Errorf("remove containerd namespace %s: %w: %s", e.ctrNS, err, strings.TrimSpace(string(out))))
 	}
 	// runc leaves the namespace's parent cgroup under each v1 controller.
-	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + e.ctrNS)
-	for _, d := range append(dirs, "/sys/fs/cgroup/"+e.ctrNS) {
-		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
-		}
-	}
+	errs = append(errs, stacktest.RemoveNamespaceCgroups(e.ctrNS))
 	return errors.Join(errs...)
-}
-
-// unmountAll unmounts dir (the agent bind-mounts its netns directory on
-// itself, shared), however often it is mounted there.
-func unmountAll(dir string) error {
-	for range 8 {
-		err := unix.Unmount(dir, unix.MNT_DETACH)
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return fmt.Errorf("%s is still mounted after 8 unmounts", dir)
 }
 
 // killStrayShims kills the containerd shims still running for namespace ns

@@ -4,14 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,14 +90,8 @@ func cleanNamespace(s Stack) error {
 	}
 	// runc leaves the namespace's parent cgroup (/<namespace> under each
 	// v1 controller, or in the v2 tree); remove it once empty.
-	dirs, err := filepath.Glob("/sys/fs/cgroup/*/" + testNS)
-	if err != nil {
-		return err
-	}
-	for _, d := range append(dirs, "/sys/fs/cgroup/"+testNS) {
-		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Sprintf("remove cgroup %s: %v", d, err))
-		}
+	if err := RemoveNamespaceCgroups(testNS); err != nil {
+		errs = append(errs, err.Error())
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("clean namespace %s: %s", testNS, strings.Join(errs, "; "))
