@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -24,6 +25,9 @@ type fakeRuntime struct {
 	containers map[string]*shim.WorkerInfo
 	calls      []string
 	failCreate error
+	// leftovers counts, per worker, the Deletes that remove its container
+	// but fail on what it left (a cgroup a leftover `runc init` holds).
+	leftovers map[string]int
 	events     chan shim.Event // what emit sends to the current subscriber
 	brk        chan struct{}   // closed by breakEvents
 	subs       int             // subscriptions so far
@@ -168,6 +172,10 @@ func (f *fakeRuntime) Delete(_ context.Context, id string) error {
 	defer f.mu.Unlock()
 	f.record("delete " + id)
 	delete(f.containers, id)
+	if f.leftovers[id] > 0 {
+		f.leftovers[id]--
+		return fmt.Errorf("remove cgroup /esb/%s: %w", id, syscall.EBUSY)
+	}
 	return nil
 }
 

@@ -51,6 +51,37 @@ func TestSweepFinishesFailedCleanups(t *testing.T) {
 	r.assertEmpty(t)
 }
 
+// TestSweepRetriesLeftoversOfCutOffCreation: a creation cut off by a
+// runtime outage leaves a container whose removal fails on what it left
+// (runc's cgroup, held by a leftover process): its journal entry stays,
+// and the next sweep, with the container gone, removes the leftovers and
+// only then forgets it.
+func TestSweepRetriesLeftoversOfCutOffCreation(t *testing.T) {
+	state := t.TempDir()
+	r := newRig(t, Config{StateDir: state})
+	r.rt.leftovers = map[string]int{"cut": 1}
+	r.rt.containers["cut"] = &shim.WorkerInfo{ID: "cut", State: shim.StateCreated, Labels: map[string]string{shim.LabelWorker: "1"}}
+	if err := r.a.journal.begin("cut"); err != nil {
+		t.Fatal(err)
+	}
+	journal := func() int { ents, _ := os.ReadDir(filepath.Join(state, "creating")); return len(ents) }
+	rep, err := r.a.Sweep(context.Background())
+	if err == nil || rep.Removed != 1 {
+		t.Fatalf("first Sweep = %+v, %v; want 1 removed and the leftover's error", rep, err)
+	}
+	if journal() != 1 {
+		t.Fatalf("the journal forgot a creation whose leftovers are still there")
+	}
+	rep, err = r.a.Sweep(context.Background())
+	if err != nil || rep.Interrupted != 1 {
+		t.Fatalf("second Sweep = %+v, %v; want 1 interrupted creation finished", rep, err)
+	}
+	if journal() != 0 || r.rt.leftovers["cut"] != 0 {
+		t.Errorf("after the second sweep: journal %d entries, leftovers %d", journal(), r.rt.leftovers["cut"])
+	}
+	r.assertEmpty(t)
+}
+
 // TestReconcileUndoesJournalledCreations: a creation the journal holds
 // never reached its caller, so even a running, attached container of it
 // is not adopted but undone (in the background).

@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -175,6 +174,7 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 		oci.WithEnv(envList(s.Env)),
 		oci.WithHostname("esb-" + s.ID[:min(len(s.ID), 12)]),
 		oci.WithNoNewPrivileges,
+		oci.WithCgroup(r.cgroupPath(s.ID)),
 		oci.WithCapabilities(shim.WorkerCapabilities),
 		seccomp.WithDefaultProfile(),
 	}
@@ -344,9 +344,10 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 }
 
 // removeLeftovers removes the snapshot of id (made before the container,
-// so a creation stopped between the two leaves it) and the empty cgroups
-// runc made for it at /<namespace>/<id> (left when a task's creation was
-// cut off). A cgroup that still holds processes stays.
+// so a creation stopped between the two leaves it) and the cgroups runc
+// made for it at cgroupPath (left when a task's creation was cut off),
+// killing a leftover `runc init` in them first. An error leaves the
+// caller's journal entry in place, so the sweep tries again.
 func (r *Runtime) removeLeftovers(ctx context.Context, id string) error {
 	var errs []error
 	sn := r.opts.Snapshotter
@@ -356,11 +357,8 @@ func (r *Runtime) removeLeftovers(ctx context.Context, id string) error {
 	if err := r.c.SnapshotService(sn).Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		errs = append(errs, wrap(err, "remove snapshot %s", id))
 	}
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", r.opts.Namespace, id))
-	for _, d := range append(dirs, filepath.Join("/sys/fs/cgroup", r.opts.Namespace, id)) {
-		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.EBUSY) {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
-		}
+	if err := removeCgroup(ctx, cgroupRoot, r.cgroupPath(id)); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
