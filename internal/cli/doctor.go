@@ -19,7 +19,10 @@ import (
 // defaultAgentConfig is where make install puts esb-agent's settings.
 const defaultAgentConfig = "/etc/esb/agent.yaml"
 
-// errProblems makes esbctl exit 1 after doctor printed its report.
+// errProblems makes esbctl exit 1 after doctor printed its report. The
+// text report's closing line already says so, so there it exits quietly
+// (the sentence was printed twice); JSON has no sentence, so it goes to
+// stderr once, on its own line.
 var errProblems = errors.New("doctor found problems that block workers")
 
 // doctorCmd checks the node; the checks live in internal/doctor. Where
@@ -120,8 +123,11 @@ workers, 0 otherwise (warnings included). Settings default to esb-agent's
 	if err != nil {
 		return err
 	}
-	if !report.OK {
+	if !report.OK && *out == "json" {
 		return errProblems
+	}
+	if !report.OK {
+		return silentError{errProblems}
 	}
 	return nil
 }
