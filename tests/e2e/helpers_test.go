@@ -111,7 +111,30 @@ type env struct {
 
 	agent *agentProc // nil while no agent runs
 	runs  int        // agents started so far (names their logs)
-	seen  map[string]bool
+	seen  *idSet // every worker ID an acquire returned (acquires run from many goroutines)
+}
+
+// idSet is a set of IDs safe for concurrent use.
+type idSet struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+func (s *idSet) add(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ids[id] = true
+}
+
+// list returns the IDs added so far.
+func (s *idSet) list() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.ids))
+	for id := range s.ids {
+		out = append(out, id)
+	}
+	return out
 }
 
 // newEnv makes the test's node and containerd namespace and pre-pulls the
@@ -153,7 +176,7 @@ func newEnvFor(t *testing.T, rt string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, rt: rt, dc: dc, stack: s, base: base, ctrNS: "esbe2e-" + randomHex(t, 4), image: s.WorkerImage, seen: map[string]bool{}}
+	e := &env{t: t, rt: rt, dc: dc, stack: s, base: base, ctrNS: "esbe2e-" + randomHex(t, 4), image: s.WorkerImage, seen: &idSet{ids: map[string]bool{}}}
 	// Cleanups run last-registered first: the directory goes after the
 	// node, which goes after the workers and the containerd namespace.
 	t.Cleanup(func() {
