@@ -191,7 +191,7 @@ type Agent struct {
 	refills  map[string]bool          // pool keys being refilled
 	undoing  map[string]bool          // interrupted creations being undone
 	wg       sync.WaitGroup           // background refills
-	drops    sync.WaitGroup           // teardowns of lost workers
+	drops    inFlight                 // teardowns of lost workers
 }
 
 // New returns an agent. Call Reconcile before serving.

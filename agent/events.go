@@ -23,7 +23,7 @@ const (
 // worker lost forever. Watch returns when ctx ends, after the teardowns it
 // started have finished.
 func (a *Agent) Watch(ctx context.Context) {
-	defer a.drops.Wait()
+	defer a.drops.wait()
 	retry := watchRetryFirst
 	for ctx.Err() == nil {
 		sctx, cancel := context.WithCancel(ctx)
@@ -77,9 +77,9 @@ func (a *Agent) claim(id string) bool {
 
 // drop tears a claimed worker down in the background and forgets it.
 func (a *Agent) drop(id, why string) {
-	a.drops.Add(1)
+	a.drops.add()
 	go func() {
-		defer a.drops.Done()
+		defer a.drops.done()
 		ctx, cancel := context.WithTimeout(context.Background(), dropTimeout)
 		defer cancel()
 		a.log.Warn("worker lost behind the agent's back; removing it", "worker", id, "why", why)

@@ -57,7 +57,7 @@ func TestWatchDropsKilledWorker(t *testing.T) {
 			r.rt.emit(shim.Event{ID: w.ID, Kind: shim.EventExit})
 			waitFor(t, "the killed worker to leave the list", func() bool { return r.gone(w.ID) })
 			waitFor(t, "its container to go", func() bool { return !slices.Contains(r.rt.ids(), w.ID) })
-			r.a.drops.Wait()
+			r.a.drops.wait()
 			if r.net.attached[w.ID] != nil || r.nses.Exists(w.ID) {
 				t.Errorf("the killed worker's network or namespace is left")
 			}
@@ -83,7 +83,7 @@ func TestWatchDropsKilledWorker(t *testing.T) {
 			if err := r.a.Release(ctx, again.ID, "o1"); err != nil {
 				t.Fatal(err)
 			}
-			r.a.drops.Wait()
+			r.a.drops.wait()
 			r.assertEmpty(t)
 		})
 	}
@@ -110,7 +110,7 @@ func TestWatchCatchesUpAfterBrokenStream(t *testing.T) {
 	r.rt.breakEvents()
 	waitFor(t, "a resubscription", func() bool { return r.rt.subscriptions() >= 2 })
 	waitFor(t, "the dead worker to leave the list", func() bool { return r.gone(w.ID) })
-	r.a.drops.Wait()
+	r.a.drops.wait()
 	if r.gone(paused.ID) {
 		t.Error("the catch-up dropped a paused worker")
 	}
@@ -121,7 +121,7 @@ func TestWatchCatchesUpAfterBrokenStream(t *testing.T) {
 	r.rt.kill(paused.ID)
 	r.rt.emit(shim.Event{ID: paused.ID, Kind: shim.EventDelete})
 	waitFor(t, "the second worker to leave the list", func() bool { return r.gone(paused.ID) })
-	r.a.drops.Wait()
+	r.a.drops.wait()
 	r.assertEmpty(t)
 }
 

@@ -28,9 +28,9 @@ type fakeRuntime struct {
 	// leftovers counts, per worker, the Deletes that remove its container
 	// but fail on what it left (a cgroup a leftover `runc init` holds).
 	leftovers map[string]int
-	events     chan shim.Event // what emit sends to the current subscriber
-	brk        chan struct{}   // closed by breakEvents
-	subs       int             // subscriptions so far
+	events    chan shim.Event // what emit sends to the current subscriber
+	brk       chan struct{}   // closed by breakEvents
+	subs      int             // subscriptions so far
 }
 
 var _ shim.Runtime = (*fakeRuntime)(nil)
