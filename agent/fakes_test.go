@@ -243,7 +243,7 @@ func (f *fakeRuntime) List(context.Context) ([]shim.WorkerInfo, error) {
 }
 
 // WaitExit reports f.exit at once, or nothing until ctx ends.
-func (f *fakeRuntime) WaitExit(ctx context.Context, id string) <-chan shim.Exit {
+func (f *fakeRuntime) WaitExit(context.Context, string) <-chan shim.Exit {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make(chan shim.Exit, 1)

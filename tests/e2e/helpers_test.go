@@ -105,13 +105,19 @@ type env struct {
 	dc    *client.Client // dockerd's client (rtDocker)
 	stack stacktest.Stack
 	node  ns.NetNS
-	base  string // every file of the test
-	ctrNS string // containerd namespace, or Docker esb.namespace label, of the test's workers
-	image string
+	// nodeUse is held (read) by every switch into the node and taken
+	// (write) before the node is closed: an HTTP dial can finish on its
+	// own goroutine after its request gave up, and closing the node under
+	// it was a data race.
+	nodeUse    sync.RWMutex
+	nodeClosed bool
+	base       string // every file of the test
+	ctrNS      string // containerd namespace, or Docker esb.namespace label, of the test's workers
+	image      string
 
 	agent *agentProc // nil while no agent runs
 	runs  int        // agents started so far (names their logs)
-	seen  *idSet // every worker ID an acquire returned (acquires run from many goroutines)
+	seen  *idSet     // every worker ID an acquire returned (acquires run from many goroutines)
 }
 
 // idSet is a set of IDs safe for concurrent use.
@@ -188,6 +194,7 @@ func newEnvFor(t *testing.T, rt string) *env {
 		}
 	})
 	e.node = nstest.NewNS(t)
+	t.Cleanup(func() { e.nodeUse.Lock(); e.nodeClosed = true; e.nodeUse.Unlock() }) // before the node's close
 	if err := e.inNode(func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
@@ -253,6 +260,11 @@ func (e *env) writeConflist() {
 
 // inNode runs fn on a thread in the node namespace.
 func (e *env) inNode(fn func() error) error {
+	e.nodeUse.RLock()
+	defer e.nodeUse.RUnlock()
+	if e.nodeClosed {
+		return errors.New("the test's node is gone")
+	}
 	return e.node.Do(func(ns.NetNS) error { return fn() })
 }
 
