@@ -548,14 +548,11 @@ func ipv4Of(res *current.Result) (netip.Addr, error) {
 	return netip.Addr{}, errf(Internal, nil, "the network gave the worker no IPv4 address")
 }
 
-// waitReady polls the worker's port until it accepts TCP; it ends early
-// when the worker's process exits or the runtime stops answering (see
-// notReady).
+// waitReady polls the worker's port until it accepts TCP.
 func (a *Agent) waitReady(ctx context.Context, w *Worker) error {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.ReadyTimeout)
 	defer cancel()
 	addr := net.JoinHostPort(w.IP.String(), strconv.Itoa(w.Port))
-	exited := a.rt.WaitExit(ctx, w.ID)
 	delay := 2 * time.Millisecond
 	for {
 		pctx, pcancel := context.WithTimeout(ctx, time.Second)
@@ -572,8 +569,6 @@ func (a *Agent) waitReady(ctx context.Context, w *Worker) error {
 				return a.runtimeErr(perr, "worker %s did not accept TCP on %s: the runtime does not answer", w.ID, addr)
 			}
 			return errf(NotReady, err, "worker %s did not accept TCP on %s within %s", w.ID, addr, a.cfg.ReadyTimeout)
-		case ex := <-exited:
-			return a.notReady(ctx, w, addr, ex)
 		case <-time.After(delay):
 		}
 		delay = min(delay*2, 50*time.Millisecond)

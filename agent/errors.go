@@ -17,7 +17,6 @@ const (
 	Unavailable      // the runtime does not answer (Unavailable)
 	Exhausted        // no address, or a limit reached (ResourceExhausted)
 	NotReady         // the worker did not become ready in time (DeadlineExceeded)
-	Exited           // the worker's process ended before its port opened: the image is at fault (FailedPrecondition)
 )
 
 // Error is an agent error with a class and, for Invalid, the field.

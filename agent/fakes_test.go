@@ -28,12 +28,9 @@ type fakeRuntime struct {
 	// leftovers counts, per worker, the Deletes that remove its container
 	// but fail on what it left (a cgroup a leftover `runc init` holds).
 	leftovers map[string]int
-	// exit, when set, is what WaitExit reports for every worker at once
-	// (a process that ended, or a wait the runtime broke).
-	exit   *shim.Exit
-	events chan shim.Event // what emit sends to the current subscriber
-	brk    chan struct{}   // closed by breakEvents
-	subs   int             // subscriptions so far
+	events    chan shim.Event // what emit sends to the current subscriber
+	brk       chan struct{}   // closed by breakEvents
+	subs      int             // subscriptions so far
 }
 
 var _ shim.Runtime = (*fakeRuntime)(nil)
@@ -240,17 +237,6 @@ func (f *fakeRuntime) List(context.Context) ([]shim.WorkerInfo, error) {
 		out = append(out, *c)
 	}
 	return out, nil
-}
-
-// WaitExit reports f.exit at once, or nothing until ctx ends.
-func (f *fakeRuntime) WaitExit(context.Context, string) <-chan shim.Exit {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make(chan shim.Exit, 1)
-	if f.exit != nil {
-		out <- *f.exit
-	}
-	return out
 }
 
 func (f *fakeRuntime) Ping(context.Context) error {

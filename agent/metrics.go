@@ -43,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 var codeNames = map[Code]string{Internal: "internal", Invalid: "invalid", NotFound: "not_found",
-	Permission: "permission", Unavailable: "unavailable", Exhausted: "exhausted", NotReady: "not_ready", Exited: "exited"}
+	Permission: "permission", Unavailable: "unavailable", Exhausted: "exhausted", NotReady: "not_ready"}
 
 func (m *Metrics) observeAcquire(start time.Time, w *Worker, err error) {
 	if err != nil {

@@ -24,7 +24,6 @@ var grpcCodes = map[Code]codes.Code{
 	Internal: codes.Internal, Invalid: codes.InvalidArgument, NotFound: codes.NotFound,
 	Permission: codes.PermissionDenied, Unavailable: codes.Unavailable, Exhausted: codes.ResourceExhausted,
 	NotReady: codes.DeadlineExceeded,
-	Exited:   codes.FailedPrecondition,
 }
 
 // toStatus turns an agent error into a gRPC status with the right code.

@@ -123,11 +123,6 @@ type Runtime interface {
 	SetLabels(ctx context.Context, id string, labels map[string]string) error
 	// List returns every container labelled esb.worker=1.
 	List(ctx context.Context) ([]WorkerInfo, error)
-	// WaitExit reports once, on the returned channel, how id's process
-	// ended (Exit.Code and the last lines of its log), or Exit.Err when
-	// the runtime stopped answering first; it sends nothing once ctx
-	// ends. A process that already ended is reported at once.
-	WaitExit(ctx context.Context, id string) <-chan Exit
 	// Ping fails when the runtime's daemon does not answer.
 	Ping(ctx context.Context) error
 	// Events streams the exits and removals of this runtime's worker
