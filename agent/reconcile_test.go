@@ -7,23 +7,25 @@ import (
 	"github.com/edge-serverless-box/esbnet/shim"
 )
 
-func TestReconcile(t *testing.T) {
-	r := newRig(t, Config{})
+// reconcileScene acquires two workers of o1 (one with a request ID, one
+// paused) and two of o2, then breaks the node behind the agent's back:
+// one o2 worker loses its namespace, the other its veth, an orphan
+// namespace of this agent's appears, and another agent's pin.
+func reconcileScene(t *testing.T, r *rig, withID AcquireRequest) (keep, paused, broken *Worker) {
+	t.Helper()
 	ctx := context.Background()
-	withID := req("o1")
-	withID.RequestID = "retry-me"
 	keep, err := r.a.Acquire(ctx, withID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	paused, err := r.a.Acquire(ctx, req("o1"))
+	paused, err = r.a.Acquire(ctx, req("o1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.a.Pause(ctx, paused.ID, "o1"); err != nil {
 		t.Fatal(err)
 	}
-	broken, err := r.a.Acquire(ctx, req("o2"))
+	broken, err = r.a.Acquire(ctx, req("o2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,6 +50,15 @@ func TestReconcile(t *testing.T) {
 	if _, err := r.nses.Create("foreign"); err != nil {
 		t.Fatal(err)
 	}
+	return keep, paused, broken
+}
+
+func TestReconcile(t *testing.T) {
+	r := newRig(t, Config{})
+	ctx := context.Background()
+	withID := req("o1")
+	withID.RequestID = "retry-me"
+	keep, paused, broken := reconcileScene(t, r, withID)
 
 	// A new agent (a restart) over the same runtime and network.
 	b := New(Options{Runtime: r.rt, Network: r.net, NetNSes: r.nses, Config: Config{LogDir: t.TempDir()},
