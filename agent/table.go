@@ -42,10 +42,10 @@ func newWorkerTable() *workerTable {
 }
 
 // reserve adds w, marked creating, unless the table holds max workers.
-func (t *workerTable) reserve(w *Worker, max int) bool {
+func (t *workerTable) reserve(w *Worker, limit int) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.workers) >= max {
+	if len(t.workers) >= limit {
 		return false
 	}
 	w.creating = true
