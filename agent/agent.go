@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -146,6 +147,10 @@ type Worker struct {
 	State    State
 	Warm     bool
 	Created  time.Time
+	// Handed is when the worker was handed to its owner; LastUsed is the
+	// last invoke through the agent (zero: none yet).
+	Handed   time.Time
+	LastUsed time.Time
 	NetNS    string
 	poolKey  string
 	request  string
@@ -167,6 +172,9 @@ type Options struct {
 	Records Records
 	// Probe reports whether addr accepts TCP; nil means a real dial.
 	Probe func(ctx context.Context, addr string) error
+	// Dial opens InvokeWorker's connections to workers; nil means a real
+	// dial.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Agent owns the workers of one node.
@@ -178,6 +186,7 @@ type Agent struct {
 	log     *slog.Logger
 	metrics *Metrics
 	probe   func(ctx context.Context, addr string) error
+	invoker *http.Client
 	sem     chan struct{}
 	journal journal
 	recs    Records
@@ -210,6 +219,7 @@ func New(o Options) *Agent {
 	if a.probe == nil {
 		a.probe = dialProbe
 	}
+	a.invoker = newInvoker(o.Dial)
 	if a.recs == nil {
 		a.recs = noRecords{}
 	}
@@ -327,7 +337,7 @@ func (a *Agent) takeIdle(ctx context.Context, key, owner, request string) (*Work
 		a.mu.Unlock()
 		return nil, nil
 	}
-	w.State, w.Owner, w.Warm, w.request = StateBusy, owner, true, request
+	w.State, w.Owner, w.Warm, w.request, w.Handed = StateBusy, owner, true, request, time.Now()
 	c := *w
 	a.mu.Unlock()
 	// The record is what says whose the worker is after a restart: without
@@ -393,6 +403,9 @@ func (a *Agent) create(ctx context.Context, r AcquireRequest, key, owner string)
 	}
 	a.mu.Lock()
 	w.creating = false
+	if owner != "" {
+		w.Handed = time.Now()
+	}
 	a.mu.Unlock()
 	a.metrics.setStates(a.counts())
 	a.log.Info("worker ready", "worker", w.ID, "function", w.Function, "ip", w.IP, "owner", owner, "took", time.Since(w.Created))

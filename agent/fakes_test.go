@@ -22,6 +22,7 @@ type fakeRuntime struct {
 	immutable  bool
 	down       bool
 	containers map[string]*shim.WorkerInfo
+	specs      map[string]shim.WorkerSpec // as created
 	calls      []string
 	failCreate error
 	events     chan shim.Event // what emit sends to the current subscriber
@@ -32,7 +33,7 @@ type fakeRuntime struct {
 var _ shim.Runtime = (*fakeRuntime)(nil)
 
 func newFakeRuntime() *fakeRuntime {
-	return &fakeRuntime{containers: map[string]*shim.WorkerInfo{}, events: make(chan shim.Event)}
+	return &fakeRuntime{containers: map[string]*shim.WorkerInfo{}, specs: map[string]shim.WorkerSpec{}, events: make(chan shim.Event)}
 }
 
 func (f *fakeRuntime) record(c string) { f.calls = append(f.calls, c) }
@@ -134,6 +135,7 @@ func (f *fakeRuntime) Create(_ context.Context, s shim.WorkerSpec) error {
 	for k, v := range s.Labels {
 		labels[k] = v
 	}
+	f.specs[s.ID] = s
 	f.containers[s.ID] = &shim.WorkerInfo{ID: s.ID, Labels: labels, Image: s.Image, State: shim.StateCreated, Created: time.Now(), NetNS: s.NetNS}
 	return nil
 }
@@ -199,7 +201,7 @@ func (f *fakeRuntime) Metrics(_ context.Context, id string) (shim.Metrics, error
 	if _, ok := f.containers[id]; !ok {
 		return shim.Metrics{}, shim.ErrNotFound
 	}
-	return shim.Metrics{MemoryUsageBytes: 1 << 20, Pids: 1}, nil
+	return shim.Metrics{MemoryUsageBytes: 1 << 20, MemoryLimitBytes: uint64(f.specs[id].MemoryBytes), Pids: 1}, nil
 }
 
 func (f *fakeRuntime) SetLabels(_ context.Context, id string, labels map[string]string) error {
