@@ -484,7 +484,7 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 		})
 	}
 	if err := a.rt.EnsureImage(ctx, r.Image); err != nil {
-		return a.runtimeErr(err, "pull image %s", r.Image)
+		return a.pullErr(err, r.Image)
 	}
 	att := shim.Attachment{ContainerID: w.ID}
 	var res *current.Result

@@ -25,6 +25,7 @@ type fakeRuntime struct {
 	specs      map[string]shim.WorkerSpec // as created
 	calls      []string
 	failCreate error
+	failPull   error
 	events     chan shim.Event // what emit sends to the current subscriber
 	brk        chan struct{}   // closed by breakEvents
 	subs       int             // subscriptions so far
@@ -121,7 +122,7 @@ func (f *fakeRuntime) EnsureImage(_ context.Context, ref string) error {
 	if f.down {
 		return shim.ErrUnavailable
 	}
-	return nil
+	return f.failPull
 }
 
 func (f *fakeRuntime) Create(_ context.Context, s shim.WorkerSpec) error {

@@ -322,4 +322,3 @@ func TestInvokeWorker(t *testing.T) {
 		wantCode(t, "negative timeout", err, codes.InvalidArgument, "timeout_ms")
 	})
 }
-

@@ -146,7 +146,7 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 		if perr := r.Ping(ctx); perr != nil {
 			return perr
 		}
-		return fmt.Errorf("pull %s (is the registry reachable from the agent?): %w", ref, err)
+		return shim.PullError(ref, err)
 	}
 	return nil
 }

@@ -138,7 +138,7 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 		if perr := r.Ping(ctx); perr != nil {
 			return perr
 		}
-		return fmt.Errorf("pull %s (is the registry reachable from dockerd?): %w", ref, err)
+		return shim.PullError(ref, err)
 	}
 	return nil
 }
