@@ -68,6 +68,8 @@ type Config struct {
 	// a writable tmpfs on /tmp. It is the node operator's policy, not a
 	// request field: a Gateway cannot weaken it per call.
 	ReadOnlyRootfs bool
+	// ImagePullPolicy is PullIfNotPresent ("", the default) or PullAlways.
+	ImagePullPolicy string
 }
 
 // DefaultConfig returns the defaults.
@@ -187,6 +189,7 @@ type Agent struct {
 	metrics *Metrics
 	probe   func(ctx context.Context, addr string) error
 	invoker *http.Client
+	img     images
 	sem     chan struct{}
 	journal journal
 	recs    Records
@@ -483,7 +486,7 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 			return err
 		})
 	}
-	if err := a.rt.EnsureImage(ctx, r.Image); err != nil {
+	if err := a.ensureImage(ctx, r.Image); err != nil {
 		return a.pullErr(err, r.Image)
 	}
 	att := shim.Attachment{ContainerID: w.ID}

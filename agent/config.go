@@ -53,6 +53,7 @@ type DaemonConfig struct {
 	SweepInterval       time.Duration `json:"sweep-interval"`
 	LogLevel            string        `json:"log-level"`
 	ReadOnlyRootfs      bool          `json:"read-only-rootfs"`
+	ImagePullPolicy     string        `json:"image-pull-policy"`
 }
 
 // DefaultStateFile is where the agent keeps its records of its workers.
@@ -162,6 +163,7 @@ func daemonFlags(c *DaemonConfig) *flag.FlagSet {
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often leftovers of failed cleanups are removed (unknown worker containers, interrupted creations, CNI GC); 0: never")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.ReadOnlyRootfs, "read-only-rootfs", false, "give workers a read-only root file system with a writable tmpfs on /tmp")
+	fs.StringVar(&c.ImagePullPolicy, "image-pull-policy", PullIfNotPresent, "if-not-present, or always: each cold start and pool refill asks the registry what the tag names now (a new digest drains that image's idle workers; a failed pull uses the local image with a warning)")
 	return fs
 }
 
@@ -200,6 +202,8 @@ func (c DaemonConfig) validate() error {
 		return fmt.Errorf("invalid nat-interval %s: must be at least %s", c.NATInterval, MinNATInterval)
 	case c.DefaultMemory < MinMemoryBytes || c.DefaultMemory > MaxMemoryBytes:
 		return fmt.Errorf("invalid default-memory %d: must be from %d to %d", c.DefaultMemory, MinMemoryBytes, int64(MaxMemoryBytes))
+	case c.ImagePullPolicy != PullIfNotPresent && c.ImagePullPolicy != PullAlways:
+		return fmt.Errorf("invalid image-pull-policy %q: must be %s or %s", c.ImagePullPolicy, PullIfNotPresent, PullAlways)
 	case c.PoolMinIdle > c.MaxWorkers:
 		return fmt.Errorf("invalid pool-min-idle %d: more than max-workers %d", c.PoolMinIdle, c.MaxWorkers)
 	}

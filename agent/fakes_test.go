@@ -26,6 +26,9 @@ type fakeRuntime struct {
 	calls      []string
 	failCreate error
 	failPull   error
+	digest     string          // what PullImage resolves to
+	noLocal    bool            // HasImage answers false
+	pulls      int             // PullImage calls
 	events     chan shim.Event // what emit sends to the current subscriber
 	brk        chan struct{}   // closed by breakEvents
 	subs       int             // subscriptions so far

@@ -77,3 +77,15 @@ func containsAny(s string, subs []string) bool {
 	}
 	return false
 }
+
+// Puller is what a runtime offers for --image-pull-policy always: a pull
+// that asks the registry what a tag names now, and a look at the local
+// store for the fallback when the registry does not answer.
+type Puller interface {
+	// PullImage resolves ref in its registry, fetches what is new and
+	// returns the digest ref names now. Errors as EnsureImage's:
+	// ErrImageNotFound, ErrRegistryUnavailable, ErrUnavailable.
+	PullImage(ctx context.Context, ref string) (digest string, err error)
+	// HasImage reports whether ref is present locally, ready to run.
+	HasImage(ctx context.Context, ref string) bool
+}
