@@ -31,7 +31,7 @@ func TestPullError(t *testing.T) {
 	} {
 		err := PullError("r/x:y", tc.err)
 		for _, e := range []error{ErrImageNotFound, ErrRegistryUnavailable} {
-			if errors.Is(err, e) != (e == tc.want) {
+			if errors.Is(err, e) != errors.Is(tc.want, e) {
 				t.Errorf("%s: %v: errors.Is(%v) = %v", tc.name, err, e, errors.Is(err, e))
 			}
 		}
