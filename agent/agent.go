@@ -67,6 +67,9 @@ type Config struct {
 	// a writable tmpfs on /tmp. It is the node operator's policy, not a
 	// request field: a Gateway cannot weaken it per call.
 	ReadOnlyRootfs bool
+	// ResolvConf, when set, is the file every worker gets as its
+	// /etc/resolv.conf (read-only): the resolver on the gateway.
+	ResolvConf string
 }
 
 // DefaultConfig returns the defaults.
@@ -506,7 +509,7 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 	}
 	spec := shim.WorkerSpec{ID: w.ID, Image: r.Image, Env: env, Labels: labels, MemoryBytes: memory,
 		CPUMillis: r.CPUMillis, NetNS: att.NetNS, LogPath: filepath.Join(a.cfg.LogDir, w.ID+".log"),
-		ReadOnlyRootfs: a.cfg.ReadOnlyRootfs}
+		ReadOnlyRootfs: a.cfg.ReadOnlyRootfs, ResolvConf: a.cfg.ResolvConf}
 	if err := a.rt.Create(ctx, spec); err != nil {
 		return a.runtimeErr(err, "create container")
 	}

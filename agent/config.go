@@ -53,6 +53,9 @@ type DaemonConfig struct {
 	SweepInterval       time.Duration `json:"sweep-interval"`
 	LogLevel            string        `json:"log-level"`
 	ReadOnlyRootfs      bool          `json:"read-only-rootfs"`
+	Services            string        `json:"services"`
+	DNSPort             int           `json:"dns-port"`
+	DNSUpstream         string        `json:"dns-upstream"`
 }
 
 // DefaultStateFile is where the agent keeps its records of its workers.
@@ -101,7 +104,7 @@ func LoadDaemonConfig(args []string, getenv func(string) string, stderr io.Write
 			return
 		}
 		if v, ok := fromFile[f.Name]; ok {
-			if err := f.Value.Set(fmt.Sprint(v)); err != nil {
+			if err := f.Value.Set(settingText(v)); err != nil {
 				errs = append(errs, fmt.Errorf("config key %s: %w", f.Name, err))
 			}
 		}
@@ -162,6 +165,9 @@ func daemonFlags(c *DaemonConfig) *flag.FlagSet {
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often leftovers of failed cleanups are removed (unknown worker containers, interrupted creations, CNI GC); 0: never")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.ReadOnlyRootfs, "read-only-rootfs", false, "give workers a read-only root file system with a writable tmpfs on /tmp")
+	fs.StringVar(&c.Services, "services", "", "data services named for workers, name=port,... (in the file also a map {s3-storage: 9000}): each name resolves to the gateway, whose port must have a tcp forward in nat-rules")
+	fs.IntVar(&c.DNSPort, "dns-port", conf.DefaultResolverPort, "with nat-rules: port of the workers' resolver on the gateway; workers get resolv.conf \"nameserver <gateway>\" and udp+tcp 53 is forwarded to it (0: no resolver, workers keep the runtime's resolv.conf)")
+	fs.StringVar(&c.DNSUpstream, "dns-upstream", "", "with egress open: ip:port of the DNS server that gets every name that is not a service (empty: NXDOMAIN, as under proxy-only)")
 	return fs
 }
 
@@ -212,6 +218,9 @@ func (c DaemonConfig) validate() error {
 		}
 	}
 	if err := conf.ValidateNetworkName("network", c.Network); err != nil {
+		return err
+	}
+	if err := c.validateDNS(); err != nil {
 		return err
 	}
 	var level slog.Level

@@ -42,10 +42,17 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	}
 	warnPrivateMountNS(log)
 	var natMgr *nat.Manager
+	var wdns *workerDNS
 	if c.NATRules != "" {
 		rules, err := natfile.Load(c.NATRules)
 		if err != nil {
 			return err
+		}
+		if wdns, rules, err = startWorkerDNS(c, rules, log); err != nil {
+			return err
+		}
+		if wdns != nil {
+			defer func() { _ = wdns.srv.Close() }()
 		}
 		m := nat.NewManager(nil)
 		natMgr = m
@@ -83,7 +90,7 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 		Metrics: NewMetrics(reg), Config: Config{Port: c.Port, ReadyTimeout: c.ReadyTimeout, StopGrace: c.StopGrace,
 			MaxWorkers: c.MaxWorkers, MaxParallel: c.MaxParallel, PoolMinIdle: c.PoolMinIdle,
 			DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir, ReadOnlyRootfs: c.ReadOnlyRootfs,
-			RuntimeTimeout: c.RuntimeTimeout, StateDir: journalDir(c.StateFile)}})
+			RuntimeTimeout: c.RuntimeTimeout, StateDir: journalDir(c.StateFile), ResolvConf: wdns.resolvConfPath()}})
 	reg.MustRegister(newNodeCollector(a, natMgr, networkCapacity(c)))
 	if err := rt.Ping(ctx); err != nil {
 		return fmt.Errorf("runtime %s does not answer: %w", rt.Name(), err)
@@ -105,7 +112,14 @@ func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
 	healthpb.RegisterHealthServer(srv, hs)
 	hs.SetServingStatus(agentv1.AgentService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
+	if wdns != nil {
+		go func() {
+			if err := <-wdns.srv.Err(); err != nil {
+				errc <- fmt.Errorf("workers' resolver: %w", err)
+			}
+		}()
+	}
 	var listeners []net.Listener
 	if c.Socket != "" {
 		l, err := listenUnix(c.Socket)
