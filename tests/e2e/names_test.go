@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// serviceURL is what a worker GETs to reach the proxy by name: s3-storage
+// resolves (the agent's resolver) to the gateway, whose port 9000 is
+// forwarded to HAProxy.
+var serviceURL = fmt.Sprintf("http://s3-storage:%d/", gatewayPort)
+
+// TestWorkerResolvesServices: a worker of either runtime gets
+// resolv.conf "nameserver 10.88.0.1", reaches the data service by name
+// through the DNS forward, the resolver and the proxy forward; other
+// names and subdomains do not resolve under egress proxy-only; the DNS
+// forward comes back after "nft flush ruleset" in the node.
+func TestWorkerResolvesServices(t *testing.T) { forRuntimes(t, testWorkerResolvesServices) }
+
+func testWorkerResolvesServices(t *testing.T, e *env) {
+	rules := e.startProxy()
+	e.startAgent("-nat-rules", rules, "-nat-interval", "200ms", "-services", fmt.Sprintf("s3-storage=%d", gatewayPort))
+	w := e.mustAcquire(e.acquireReq("gateway-1", "names"))
+
+	a := e.mustInvoke(w, `{"fetch":"`+serviceURL+`"}`)
+	if a.Fetch == nil || a.Fetch.Status != 200 || a.Fetch.Body != backendBody(frontendName) {
+		t.Errorf("worker's GET %s = %+v, want 200 %q", serviceURL, a.Fetch, backendBody(frontendName))
+	}
+	for _, u := range []string{"http://example.com:9000/", "http://www.s3-storage:9000/", "http://" + nodeAddr + ".nip.io:9000/"} {
+		a := e.mustInvoke(w, `{"fetch":"`+u+`"}`)
+		if a.Fetch == nil || !strings.Contains(a.Fetch.Error, "no such host") {
+			t.Errorf("worker's GET %s under proxy-only = %+v, want no such host", u, a.Fetch)
+		}
+	}
+
+	// Drift: the whole ruleset of the node flushed; the agent restores its
+	// table (events first, read-back every 200ms) and the name works again.
+	if out, err := exec.Command("nsenter", "--net="+e.node.Path(), "nft", "flush", "ruleset").CombinedOutput(); err != nil {
+		t.Fatalf("nft flush ruleset: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		a := e.mustInvoke(w, `{"fetch":"`+serviceURL+`"}`)
+		if a.Fetch != nil && a.Fetch.Status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after nft flush ruleset the worker's GET %s still fails: %+v\n%s", serviceURL, a.Fetch, e.agent.log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.mustRelease(w)
+	e.expectNoTraces("after release")
+}
+
+// TestBadServicesStopTheAgent: each bad services setting stops the agent
+// at start with an error naming the setting.
+func TestBadServicesStopTheAgent(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "nat.yaml")
+	if err := os.WriteFile(rules, []byte("forwards:\n  - {proto: tcp, port: 9000, to: \"127.0.0.1:9000\"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agentBin, _ := binaries(t)
+	for _, tc := range []struct{ services, want string }{
+		{"s3-storage=9001", "unknown port: the NAT rules have no tcp forward"}, // after invalid services.s3-storage
+		{"db=9000,DB=9000", "invalid services.db: name clash"},
+		{"s3_storage=9000", "invalid service name"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), agentStartTimeout)
+		out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + e.node.Path(), agentBin}, append(e.runtimeFlags(),
+			"-socket", filepath.Join(dir, "agent.sock"), "-cni-conf-dir", e.confDir(), "-state-file", filepath.Join(dir, "state.db"),
+			"-metrics-listen", "", "-nat-rules", rules, "-services", tc.services)...)...).CombinedOutput()
+		cancel()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("esb-agent -services %s: %v, want it stopped naming %q:\n%s", tc.services, err, tc.want, out)
+		}
+	}
+}
