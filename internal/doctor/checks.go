@@ -748,8 +748,8 @@ func (d *doctor) proxy(ctx context.Context) {
 	}
 	var down, up []string
 	for _, f := range d.nat.rules.Forwards {
-		if f.Proto != "tcp" {
-			continue
+		if f.Proto != "tcp" || (d.o.DNSPort != 0 && f.Port == conf.DNSPort) {
+			continue // the resolver's forward: the dns check asks it
 		}
 		var dl net.Dialer
 		cctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
