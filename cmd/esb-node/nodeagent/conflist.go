@@ -22,6 +22,11 @@ func NodeConflist(podCIDR netip.Prefix, cniVersion, bridge, dataDir string) ([]b
 	if !podCIDR.IsValid() || !podCIDR.Addr().Is4() || podCIDR.Bits() > 30 {
 		return nil, fmt.Errorf("spec.podCIDR %q: need an IPv4 CIDR of /30 or larger", podCIDR)
 	}
+	switch cniVersion {
+	case "1.1.0", "1.0.0", "0.4.0":
+	default:
+		return nil, fmt.Errorf("cniVersion %q: must be 1.1.0, 1.0.0 or 0.4.0", cniVersion)
+	}
 	podCIDR = podCIDR.Masked()
 	off := false
 	ipam := conf.DefaultIPAMConfig()

@@ -15,7 +15,7 @@ import (
 )
 
 // nodeNS makes a namespace that plays a node on a 192.168.50.0/24 segment
-// (a dummy link) with one route of another owner, and returns a handle in it.
+// (a veth) with one route of another owner, and returns a handle in it.
 func nodeNS(t *testing.T) (*netlink.Handle, *netlink.Route) {
 	t.Helper()
 	n := nstest.NewNS(t)
@@ -24,8 +24,16 @@ func nodeNS(t *testing.T) (*netlink.Handle, *netlink.Route) {
 		t.Fatalf("netlink handle in %s: %v", n.Path(), err)
 	}
 	t.Cleanup(h.Close)
-	link := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "uplink"}}
+	// A veth pair: the dummy driver is not loaded on every machine.
+	link := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "uplink"}, PeerName: "uplink-peer"}
 	if err := h.LinkAdd(link); err != nil {
+		t.Fatalf("add veth: %v", err)
+	}
+	peer, err := h.LinkByName("uplink-peer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(peer); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: net.IP{192, 168, 50, 1}, Mask: net.CIDRMask(24, 32)}}); err != nil {
