@@ -24,6 +24,8 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/conf/agentconf"
 	"github.com/edge-serverless-box/esbnet/shim"
 )
 
@@ -72,15 +74,15 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Port:               8080,
-		ReadyTimeout:       10 * time.Second,
-		StopGrace:          2 * time.Second,
-		MaxWorkers:         1000,
-		MaxParallel:        16,
+		Port:               agentconf.DefaultPort,
+		ReadyTimeout:       agentconf.DefaultReadyTimeout,
+		StopGrace:          agentconf.DefaultStopGrace,
+		MaxWorkers:         agentconf.DefaultMaxWorkers,
+		MaxParallel:        agentconf.DefaultMaxParallel,
 		PoolMinIdle:        0,
-		DefaultMemoryBytes: 256 << 20,
-		LogDir:             "/var/log/esb/workers",
-		RuntimeTimeout:     time.Minute,
+		DefaultMemoryBytes: agentconf.DefaultMemoryBytes,
+		LogDir:             agentconf.DefaultLogDir,
+		RuntimeTimeout:     agentconf.DefaultRuntimeWait,
 	}
 }
 
@@ -341,7 +343,7 @@ func (a *Agent) takeIdle(ctx context.Context, key, owner, request string) (*Work
 		return nil, nil
 	}
 	if !a.immutable.Load() {
-		err := a.rt.SetLabels(ctx, w.ID, map[string]string{shim.LabelOwner: owner, shim.LabelRequest: request})
+		err := a.rt.SetLabels(ctx, w.ID, map[string]string{conf.LabelOwner: owner, conf.LabelRequest: request})
 		switch {
 		case errors.Is(err, shim.ErrImmutable):
 			a.immutable.Store(true)
@@ -493,8 +495,8 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 		memory = a.cfg.DefaultMemoryBytes
 	}
 	labels := map[string]string{
-		shim.LabelWorker: "1", shim.LabelFunction: r.Function, shim.LabelOwner: w.Owner,
-		shim.LabelPoolKey: w.poolKey, shim.LabelPort: strconv.Itoa(w.Port), shim.LabelRequest: r.RequestID,
+		conf.LabelWorker: "1", conf.LabelFunction: r.Function, conf.LabelOwner: w.Owner,
+		conf.LabelPoolKey: w.poolKey, conf.LabelPort: strconv.Itoa(w.Port), conf.LabelRequest: r.RequestID,
 	}
 	env := map[string]string{}
 	for k, v := range r.Env {
@@ -586,7 +588,7 @@ func (a *Agent) runtimeErr(err error, format string, args ...any) error {
 // cniErr classifies a network failure: an exhausted range (esb-ipam's
 // code 100, or STATUS's 50) is ResourceExhausted.
 func (a *Agent) cniErr(err error) error {
-	if code, ok := cniCode(err); ok && (code == 100 || code == 50) {
+	if conf.IsExhausted(err) {
 		return errf(Exhausted, err, "no address left on the esb network")
 	}
 	return errf(Internal, err, "attach the worker to the esb network")

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 )
 
@@ -108,7 +109,7 @@ func TestAcquireAndRelease(t *testing.T) {
 		t.Error("no pinned namespace")
 	}
 	labels := r.rt.labels(w.ID)
-	if labels[shim.LabelWorker] != "1" || labels[shim.LabelFunction] != "hello" || labels[shim.LabelOwner] != "o1" {
+	if labels[conf.LabelWorker] != "1" || labels[conf.LabelFunction] != "hello" || labels[conf.LabelOwner] != "o1" {
 		t.Errorf("labels %v", labels)
 	}
 	if got := r.a.List("o1"); len(got) != 1 || got[0].ID != w.ID {
@@ -261,7 +262,7 @@ func TestWarmPool(t *testing.T) {
 	if err != nil || !second.Warm || second.Owner != "o2" {
 		t.Fatalf("second acquire %+v %v, want a warm one for o2", second, err)
 	}
-	if r.rt.labels(second.ID)[shim.LabelOwner] != "o2" {
+	if r.rt.labels(second.ID)[conf.LabelOwner] != "o2" {
 		t.Error("pooled worker's owner label not updated")
 	}
 	// Other env: another pool, so a cold start.

@@ -7,18 +7,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
-
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 )
-
-func cniCode(err error) (uint, bool) {
-	var te *types.Error
-	if errors.As(err, &te) {
-		return te.Code, true
-	}
-	return 0, false
-}
 
 // ReconcileReport says what Reconcile found.
 type ReconcileReport struct {
@@ -173,14 +164,14 @@ func (a *Agent) adoptable(ctx context.Context, info shim.WorkerInfo, recs map[st
 		a.log.Warn("worker lost its network", "worker", info.ID, "err", err)
 		return nil, false
 	}
-	port, err := strconv.Atoi(info.Labels[shim.LabelPort])
+	port, err := strconv.Atoi(info.Labels[conf.LabelPort])
 	if err != nil {
 		port = a.cfg.Port
 	}
 	w := &Worker{
-		ID: info.ID, Function: info.Labels[shim.LabelFunction], Owner: info.Labels[shim.LabelOwner],
+		ID: info.ID, Function: info.Labels[conf.LabelFunction], Owner: info.Labels[conf.LabelOwner],
 		Image: info.Image, IP: ip, Port: port, Created: info.Created, NetNS: netns,
-		poolKey: info.Labels[shim.LabelPoolKey], State: StateBusy, request: info.Labels[shim.LabelRequest],
+		poolKey: info.Labels[conf.LabelPoolKey], State: StateBusy, request: info.Labels[conf.LabelRequest],
 	}
 	if rec, ok := recs[info.ID]; ok {
 		w.Owner, w.request, w.poolKey = rec.Owner, rec.Request, rec.PoolKey

@@ -6,6 +6,8 @@ import (
 	"unicode"
 
 	"github.com/distribution/reference"
+
+	"github.com/edge-serverless-box/esbnet/conf/agentconf"
 )
 
 // Limits on acquire requests.
@@ -13,8 +15,8 @@ const (
 	MaxEnvVars     = 256
 	MaxEnvBytes    = 64 << 10
 	MaxIDLen       = 128
-	MinMemoryBytes = 6 << 20
-	MaxMemoryBytes = 64 << 30
+	MinMemoryBytes = agentconf.MinMemoryBytes
+	MaxMemoryBytes = agentconf.MaxMemoryBytes
 	MinCPUMillis   = 10
 	MaxCPUMillis   = 64000
 )

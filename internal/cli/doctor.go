@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edge-serverless-box/esbnet/agent"
+	"github.com/edge-serverless-box/esbnet/conf/agentconf"
 	"github.com/edge-serverless-box/esbnet/internal/buildinfo"
 	"github.com/edge-serverless-box/esbnet/internal/doctor"
 )
@@ -73,7 +73,7 @@ workers, 0 otherwise (warnings included). Settings default to esb-agent's
 	if _, err := os.Stat(*cfgFile); err == nil || set["config"] {
 		agentArgs = []string{"--config", *cfgFile}
 	}
-	ac, err := agent.LoadDaemonConfig(agentArgs, func(string) string { return "" }, io.Discard)
+	ac, err := agentconf.Load(agentArgs, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		return fmt.Errorf("read esb-agent's settings: %w", err)
 	}

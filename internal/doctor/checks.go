@@ -29,7 +29,6 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/nat"
-	"github.com/edge-serverless-box/esbnet/plugins/esb-bridge/bridge"
 )
 
 // netState is what the conflist says about the network, with esbnet's
@@ -589,7 +588,7 @@ func (d *doctor) ipam(st netState) {
 		if time.Since(a.Created) < cfg.GCGrace {
 			continue
 		}
-		if _, err := netlinksafe.LinkByName(bridge.VethName(a.ID.ContainerID, a.ID.IfName)); err != nil {
+		if _, err := netlinksafe.LinkByName(conf.VethName(a.ID.ContainerID, a.ID.IfName)); err != nil {
 			var nf netlink.LinkNotFoundError
 			if errors.As(err, &nf) {
 				stale = append(stale, fmt.Sprintf("%s (%s)", a.ID, prefixes(a.IPs)))

@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 )
 
@@ -441,7 +442,7 @@ func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]st
 // List implements shim.Runtime.
 func (r *Runtime) List(ctx context.Context) ([]shim.WorkerInfo, error) {
 	ctx = r.ctx(ctx)
-	cs, err := r.c.Containers(ctx, fmt.Sprintf(`labels.%q==1`, shim.LabelWorker))
+	cs, err := r.c.Containers(ctx, fmt.Sprintf(`labels.%q==1`, conf.LabelWorker))
 	if err != nil {
 		return nil, wrap(err, "list containers")
 	}

@@ -32,13 +32,9 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 )
-
-// LabelNamespace scopes workers to one adapter configuration (an agent, a
-// test), as containerd namespaces do: List returns only the workers whose
-// label matches Options.Namespace.
-const LabelNamespace = "esb.namespace"
 
 // namePrefix starts every worker container's name: "esb-<worker ID>".
 const namePrefix = "esb-"
@@ -191,7 +187,7 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	for k, v := range s.Labels {
 		labels[k] = v
 	}
-	labels[LabelNamespace] = r.opts.Namespace
+	labels[conf.LabelNamespace] = r.opts.Namespace
 	cfg := &container.Config{
 		Image:    s.Image,
 		Env:      envList(s.Env),
@@ -355,8 +351,8 @@ func (r *Runtime) SetLabels(ctx context.Context, id string, _ map[string]string)
 // namespace. A container removed while listing is left out.
 func (r *Runtime) List(ctx context.Context) ([]shim.WorkerInfo, error) {
 	cs, err := r.c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
-		filters.Arg("label", shim.LabelWorker+"=1"),
-		filters.Arg("label", LabelNamespace+"="+r.opts.Namespace),
+		filters.Arg("label", conf.LabelWorker+"=1"),
+		filters.Arg("label", conf.LabelNamespace+"="+r.opts.Namespace),
 	)})
 	if err != nil {
 		return nil, wrap(err, "list containers")
@@ -427,8 +423,8 @@ func (r *Runtime) Events(ctx context.Context) (<-chan shim.Event, <-chan error) 
 		filters.Arg("type", string(events.ContainerEventType)),
 		filters.Arg("event", string(events.ActionDie)),
 		filters.Arg("event", string(events.ActionDestroy)),
-		filters.Arg("label", shim.LabelWorker+"=1"),
-		filters.Arg("label", LabelNamespace+"="+r.opts.Namespace),
+		filters.Arg("label", conf.LabelWorker+"=1"),
+		filters.Arg("label", conf.LabelNamespace+"="+r.opts.Namespace),
 	)})
 	go func() {
 		defer close(out)
