@@ -61,7 +61,7 @@ func TestSweepRetriesLeftoversOfCutOffCreation(t *testing.T) {
 	state := t.TempDir()
 	r := newRig(t, Config{StateDir: state})
 	r.rt.leftovers = map[string]int{"cut": 1}
-	r.rt.containers["cut"] = &shim.WorkerInfo{ID: "cut", State: shim.StateCreated, Labels: map[string]string{shim.LabelWorker: "1"}}
+	r.rt.containers["cut"] = &shim.WorkerInfo{ID: "cut", State: shim.StateCreated, Labels: map[string]string{conf.LabelWorker: "1"}}
 	if err := r.a.journal.begin("cut"); err != nil {
 		t.Fatal(err)
 	}
