@@ -19,6 +19,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 
@@ -48,6 +50,9 @@ type Options struct {
 	Records Records
 	// Probe reports whether addr accepts TCP; nil means a real dial.
 	Probe func(ctx context.Context, addr string) error
+	// Dial opens InvokeWorker's connections to workers; nil means a real
+	// dial.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Agent owns the workers of one node.
@@ -59,6 +64,8 @@ type Agent struct {
 	log     *slog.Logger
 	metrics *Metrics
 	probe   func(ctx context.Context, addr string) error
+	invoker *http.Client
+	img     images
 	sem     chan struct{}
 	journal journal
 	recs    Records
@@ -84,6 +91,7 @@ func New(o Options) *Agent {
 	if a.probe == nil {
 		a.probe = dialProbe
 	}
+	a.invoker = newInvoker(o.Dial)
 	if a.recs == nil {
 		a.recs = noRecords{}
 	}

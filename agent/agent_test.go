@@ -69,7 +69,7 @@ func TestAcquireValidation(t *testing.T) {
 		{func(q *AcquireRequest) { q.Owner = strings.Repeat("o", 129) }, "owner_id"},
 		{func(q *AcquireRequest) { q.Env = map[string]string{"A=B": "x"} }, "env"},
 		{func(q *AcquireRequest) { q.Env = map[string]string{"A": "x\x00y"} }, "env"},
-		{func(q *AcquireRequest) { q.Env = map[string]string{"ESB_X": "1"} }, "env"},
+		{func(q *AcquireRequest) { q.Env = map[string]string{"ESB_WORKER_ID": "1"} }, "env"},
 		{func(q *AcquireRequest) { q.Env = map[string]string{"A": strings.Repeat("v", MaxEnvBytes)} }, "env"},
 		{func(q *AcquireRequest) { q.MemoryBytes = 1 }, "limits.memory_bytes"},
 		{func(q *AcquireRequest) { q.CPUMillis = 1 << 40 }, "limits.cpu_millis"},

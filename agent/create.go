@@ -96,8 +96,8 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 	}
 	c := &creation{a: a, w: w, r: r, att: shim.Attachment{ContainerID: w.ID}}
 	defer func() { c.finish(err) }()
-	if err := a.rt.EnsureImage(ctx, r.Image); err != nil {
-		return a.runtimeErr(err, "pull image %s", r.Image)
+	if err := a.ensureImage(ctx, r.Image); err != nil {
+		return a.pullErr(err, r.Image)
 	}
 	if !a.rt.OwnsNetNS() {
 		if err := c.pin(); err != nil {

@@ -97,7 +97,7 @@ func NewDaemon(ctx context.Context, c DaemonConfig, log *slog.Logger) (_ *Daemon
 func agentConfig(c DaemonConfig) Config {
 	return Config{Port: c.Port, ReadyTimeout: c.ReadyTimeout, StopGrace: c.StopGrace,
 		MaxWorkers: c.MaxWorkers, MaxParallel: c.MaxParallel, PoolMinIdle: c.PoolMinIdle,
-		DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir, ReadOnlyRootfs: c.ReadOnlyRootfs,
+		DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir, ReadOnlyRootfs: c.ReadOnlyRootfs, ImagePullPolicy: c.ImagePullPolicy,
 		RuntimeTimeout: c.RuntimeTimeout, StateDir: journalDir(c.StateFile)}
 }
 

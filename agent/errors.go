@@ -14,13 +14,14 @@ type Code int
 
 // Error classes.
 const (
-	Internal    Code = iota
-	Invalid          // a request field is bad (InvalidArgument)
-	NotFound         // no such worker (NotFound)
-	Permission       // the caller does not own the worker (PermissionDenied)
-	Unavailable      // the runtime does not answer (Unavailable)
-	Exhausted        // no address, or a limit reached (ResourceExhausted)
-	NotReady         // the worker did not become ready in time (DeadlineExceeded)
+	Internal     Code = iota
+	Invalid           // a request field is bad (InvalidArgument)
+	NotFound          // no such worker (NotFound)
+	Permission        // the caller does not own the worker (PermissionDenied)
+	Unavailable       // the runtime does not answer (Unavailable)
+	Exhausted         // no address, or a limit reached (ResourceExhausted)
+	NotReady          // the worker did not become ready in time (DeadlineExceeded)
+	Precondition      // the worker is not in a state for the call, e.g. paused (FailedPrecondition)
 )
 
 // Error is an agent error with a class and, for Invalid, the field.

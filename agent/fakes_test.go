@@ -18,20 +18,23 @@ type fakeRuntime struct {
 	immutable  bool
 	down       bool
 	containers map[string]*shim.WorkerInfo
+	specs      map[string]shim.WorkerSpec // as created
 	calls      []string
 	failCreate error
-	// leftovers counts, per worker, the Deletes that remove its container
-	// but fail on what it left (a cgroup a leftover `runc init` holds).
-	leftovers map[string]int
-	events    chan shim.Event // what emit sends to the current subscriber
-	brk       chan struct{}   // closed by breakEvents
-	subs      int             // subscriptions so far
+	leftovers  map[string]int // Deletes that fail on a leftover cgroup
+	failPull   error
+	digest     string          // what PullImage resolves to
+	noLocal    bool            // HasImage answers false
+	pulls      int             // PullImage calls
+	events     chan shim.Event // what emit sends to the current subscriber
+	brk        chan struct{}   // closed by breakEvents
+	subs       int             // subscriptions so far
 }
 
 var _ shim.Runtime = (*fakeRuntime)(nil)
 
 func newFakeRuntime() *fakeRuntime {
-	return &fakeRuntime{containers: map[string]*shim.WorkerInfo{}, events: make(chan shim.Event)}
+	return &fakeRuntime{containers: map[string]*shim.WorkerInfo{}, specs: map[string]shim.WorkerSpec{}, events: make(chan shim.Event)}
 }
 
 func (f *fakeRuntime) record(c string) { f.calls = append(f.calls, c) }
@@ -119,7 +122,7 @@ func (f *fakeRuntime) EnsureImage(_ context.Context, ref string) error {
 	if f.down {
 		return shim.ErrUnavailable
 	}
-	return nil
+	return f.failPull
 }
 
 func (f *fakeRuntime) Create(_ context.Context, s shim.WorkerSpec) error {
@@ -133,6 +136,7 @@ func (f *fakeRuntime) Create(_ context.Context, s shim.WorkerSpec) error {
 	for k, v := range s.Labels {
 		labels[k] = v
 	}
+	f.specs[s.ID] = s
 	f.containers[s.ID] = &shim.WorkerInfo{ID: s.ID, Labels: labels, Image: s.Image, State: shim.StateCreated, Created: time.Now(), NetNS: s.NetNS}
 	return nil
 }
@@ -202,7 +206,7 @@ func (f *fakeRuntime) Metrics(_ context.Context, id string) (shim.Metrics, error
 	if _, ok := f.containers[id]; !ok {
 		return shim.Metrics{}, shim.ErrNotFound
 	}
-	return shim.Metrics{MemoryUsageBytes: 1 << 20, Pids: 1}, nil
+	return shim.Metrics{MemoryUsageBytes: 1 << 20, MemoryLimitBytes: uint64(f.specs[id].MemoryBytes), Pids: 1}, nil
 }
 
 func (f *fakeRuntime) SetLabels(_ context.Context, id string, labels map[string]string) error {

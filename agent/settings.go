@@ -37,6 +37,8 @@ type Config struct {
 	// a writable tmpfs on /tmp. It is the node operator's policy, not a
 	// request field: a Gateway cannot weaken it per call.
 	ReadOnlyRootfs bool
+	// ImagePullPolicy is PullIfNotPresent ("", the default) or PullAlways.
+	ImagePullPolicy string
 }
 
 // DefaultConfig returns the defaults.

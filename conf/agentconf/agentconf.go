@@ -20,6 +20,17 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 )
 
+// Image pull policies (image-pull-policy).
+const (
+	// PullIfNotPresent uses a local image as it is; only a missing one is
+	// pulled.
+	PullIfNotPresent = "if-not-present"
+	// PullAlways asks the registry on each cold start and pool refill what
+	// the tag names now, so a function redeployed under the same tag runs
+	// its new code; a warm acquire never contacts the registry.
+	PullAlways = "always"
+)
+
 // Config is esb-agent's configuration. Every field has a flag, an
 // environment variable (ESB_AGENT_ and the flag's name in upper case with
 // '-' as '_') and a key in the optional YAML file; a flag beats the
@@ -58,6 +69,7 @@ type Config struct {
 	SweepInterval       time.Duration `json:"sweep-interval"`
 	LogLevel            string        `json:"log-level"`
 	ReadOnlyRootfs      bool          `json:"read-only-rootfs"`
+	ImagePullPolicy     string        `json:"image-pull-policy"`
 }
 
 // Defaults of the settings that package agent also applies to a zero
@@ -184,6 +196,7 @@ func flags(c *Config) *flag.FlagSet {
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often leftovers of failed cleanups are removed (unknown worker containers, interrupted creations, CNI GC); 0: never")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.ReadOnlyRootfs, "read-only-rootfs", false, "give workers a read-only root file system with a writable tmpfs on /tmp")
+	fs.StringVar(&c.ImagePullPolicy, "image-pull-policy", PullIfNotPresent, "if-not-present, or always: each cold start and pool refill asks the registry what the tag names now (a new digest drains that image's idle workers; a failed pull uses the local image with a warning)")
 	return fs
 }
 
@@ -222,6 +235,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("invalid nat-interval %s: must be at least %s", c.NATInterval, MinNATInterval)
 	case c.DefaultMemory < MinMemoryBytes || c.DefaultMemory > MaxMemoryBytes:
 		return fmt.Errorf("invalid default-memory %d: must be from %d to %d", c.DefaultMemory, MinMemoryBytes, int64(MaxMemoryBytes))
+	case c.ImagePullPolicy != PullIfNotPresent && c.ImagePullPolicy != PullAlways:
+		return fmt.Errorf("invalid image-pull-policy %q: must be %s or %s", c.ImagePullPolicy, PullIfNotPresent, PullAlways)
 	case c.PoolMinIdle > c.MaxWorkers:
 		return fmt.Errorf("invalid pool-min-idle %d: more than max-workers %d", c.PoolMinIdle, c.MaxWorkers)
 	}

@@ -56,7 +56,10 @@ type Runtime struct {
 	opts Options
 }
 
-var _ shim.Runtime = (*Runtime)(nil)
+var (
+	_ shim.Runtime = (*Runtime)(nil)
+	_ shim.Puller  = (*Runtime)(nil)
+)
 
 // New connects to containerd. It does not fail when the daemon is down:
 // calls then return errors wrapping shim.ErrUnavailable.
@@ -110,12 +113,28 @@ func (r *Runtime) Ping(ctx context.Context) error {
 // EnsureImage implements shim.Runtime: an image already present and
 // unpacked is used as it is.
 func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
-	ctx = r.ctx(ctx)
-	if img, err := r.c.GetImage(ctx, ref); err == nil {
-		if ok, err := img.IsUnpacked(ctx, r.opts.Snapshotter); err == nil && ok {
-			return nil
-		}
+	if r.HasImage(ctx, ref) {
+		return nil
 	}
+	_, err := r.PullImage(ctx, ref)
+	return err
+}
+
+// HasImage implements shim.Puller: present and unpacked.
+func (r *Runtime) HasImage(ctx context.Context, ref string) bool {
+	ctx = r.ctx(ctx)
+	img, err := r.c.GetImage(ctx, ref)
+	if err != nil {
+		return false
+	}
+	ok, err := img.IsUnpacked(ctx, r.opts.Snapshotter)
+	return err == nil && ok
+}
+
+// PullImage implements shim.Puller: containerd fetches only the content
+// it lacks.
+func (r *Runtime) PullImage(ctx context.Context, ref string) (string, error) {
+	ctx = r.ctx(ctx)
 	plain := r.opts.PlainHTTP
 	hosts := config.ConfigureHosts(ctx, config.HostOptions{})
 	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: func(host string) ([]docker.RegistryHost, error) {
@@ -140,15 +159,16 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 	if r.opts.Snapshotter != "" {
 		opts = append(opts, client.WithPullSnapshotter(r.opts.Snapshotter))
 	}
-	if _, err := r.c.Pull(ctx, ref, opts...); err != nil {
+	img, err := r.c.Pull(ctx, ref, opts...)
+	if err != nil {
 		// The client fetches from the registry itself: a refused
 		// connection there is the registry's, not containerd's.
 		if perr := r.Ping(ctx); perr != nil {
-			return perr
+			return "", perr
 		}
-		return fmt.Errorf("pull %s (is the registry reachable from the agent?): %w", ref, err)
+		return "", shim.PullError(ref, err)
 	}
-	return nil
+	return img.Target().Digest.String(), nil
 }
 
 func envList(env map[string]string) []string {

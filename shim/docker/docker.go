@@ -58,7 +58,10 @@ type Runtime struct {
 	opts Options
 }
 
-var _ shim.Runtime = (*Runtime)(nil)
+var (
+	_ shim.Runtime = (*Runtime)(nil)
+	_ shim.Puller  = (*Runtime)(nil)
+)
 
 // New makes a client for dockerd at o.Host. It does not connect: when the
 // daemon is down, calls return errors wrapping shim.ErrUnavailable.
@@ -118,6 +121,19 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 	if !cerrdefs.IsNotFound(err) {
 		return wrap(err, "inspect image %s", ref)
 	}
+	_, err = r.PullImage(ctx, ref)
+	return err
+}
+
+// HasImage implements shim.Puller.
+func (r *Runtime) HasImage(ctx context.Context, ref string) bool {
+	_, err := r.c.ImageInspect(ctx, ref)
+	return err == nil
+}
+
+// PullImage implements shim.Puller: dockerd asks the registry and fetches
+// what changed; the digest is the image ID the tag names afterwards.
+func (r *Runtime) PullImage(ctx context.Context, ref string) (string, error) {
 	rc, err := r.c.ImagePull(ctx, ref, image.PullOptions{})
 	if err == nil {
 		err = readPull(rc)
@@ -127,16 +143,20 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 	}
 	if err != nil {
 		if client.IsErrConnectionFailed(err) {
-			return wrap(err, "pull %s", ref)
+			return "", wrap(err, "pull %s", ref)
 		}
 		// dockerd fetches from the registry itself: a refused connection
 		// there is the registry's, not dockerd's.
 		if perr := r.Ping(ctx); perr != nil {
-			return perr
+			return "", perr
 		}
-		return fmt.Errorf("pull %s (is the registry reachable from dockerd?): %w", ref, err)
+		return "", shim.PullError(ref, err)
 	}
-	return nil
+	info, err := r.c.ImageInspect(ctx, ref)
+	if err != nil {
+		return "", wrap(err, "inspect image %s", ref)
+	}
+	return info.ID, nil
 }
 
 // readPull drains a pull's progress stream and returns the error it

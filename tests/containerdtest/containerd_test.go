@@ -87,6 +87,19 @@ func TestPullNeedsPlainHTTPOptIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("EnsureImage of a present image took %s", time.Since(start))
+
+	// The image or tag missing is ErrImageNotFound; a registry that
+	// refuses is ErrRegistryUnavailable; neither is containerd's
+	// unavailability.
+	for ref, want := range map[string]error{st.Registry + "/esb/missing-" + randomHex(t, 4) + ":latest": shim.ErrImageNotFound,
+		st.Registry + "/esb/worker:missing-" + randomHex(t, 4): shim.ErrImageNotFound, "127.0.0.1:1/esb/worker:latest": shim.ErrRegistryUnavailable} {
+		err := allowed.EnsureImage(ctx, ref)
+		if err == nil || errors.Is(err, shim.ErrUnavailable) || !errors.Is(err, want) {
+			t.Errorf("EnsureImage(%s) = %v, want %v and not ErrUnavailable", ref, err, want)
+		} else {
+			t.Logf("EnsureImage(%s): %v", ref, err)
+		}
+	}
 }
 
 func TestWorkerLifecycle(t *testing.T) {

@@ -195,10 +195,13 @@ func TestEnsureImage(t *testing.T) {
 
 	// A registry that refuses, or an image it lacks, is not "runtime
 	// unavailable": dockerd answered.
-	for _, ref := range []string{st.Registry + "/esb/missing-" + randomHex(t, 4) + ":latest", "127.0.0.1:1/esb/worker:latest"} {
+	// The image missing is ErrImageNotFound; the registry refusing is
+	// ErrRegistryUnavailable.
+	for ref, want := range map[string]error{st.Registry + "/esb/missing-" + randomHex(t, 4) + ":latest": shim.ErrImageNotFound,
+		st.Registry + "/esb/worker:missing-" + randomHex(t, 4): shim.ErrImageNotFound, "127.0.0.1:1/esb/worker:latest": shim.ErrRegistryUnavailable} {
 		err := rt.EnsureImage(ctx, ref)
-		if err == nil || errors.Is(err, shim.ErrUnavailable) {
-			t.Errorf("EnsureImage(%s) = %v, want an error that is not ErrUnavailable", ref, err)
+		if err == nil || errors.Is(err, shim.ErrUnavailable) || !errors.Is(err, want) {
+			t.Errorf("EnsureImage(%s) = %v, want %v and not ErrUnavailable", ref, err, want)
 		} else {
 			t.Logf("EnsureImage(%s): %v", ref, err)
 		}
