@@ -232,5 +232,5 @@ func (c *creation) spec() (shim.WorkerSpec, error) {
 	}
 	return shim.WorkerSpec{ID: w.ID, Image: r.Image, Env: env, Labels: labels, MemoryBytes: memory,
 		CPUMillis: r.CPUMillis, NetNS: c.att.NetNS, LogPath: filepath.Join(cfg.LogDir, w.ID+".log"),
-		ReadOnlyRootfs: cfg.ReadOnlyRootfs}, nil
+		ReadOnlyRootfs: cfg.ReadOnlyRootfs, ResolvConf: cfg.ResolvConf}, nil
 }

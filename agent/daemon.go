@@ -28,6 +28,7 @@ type Daemon struct {
 	agent   *Agent
 	rt      shim.Runtime
 	reg     *prometheus.Registry
+	dns     *workerDNS // the workers' resolver; nil without one
 	closers []func() // run in reverse order by Close
 }
 
@@ -81,8 +82,10 @@ func NewDaemon(ctx context.Context, c DaemonConfig, log *slog.Logger) (_ *Daemon
 	d.closers = append(d.closers, func() { _ = recs.Close() })
 	d.reg = prometheus.NewRegistry()
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg := agentConfig(c)
+	cfg.ResolvConf = d.dns.resolvConfPath()
 	d.agent = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log, Records: recs,
-		Metrics: NewMetrics(d.reg), Config: agentConfig(c)})
+		Metrics: NewMetrics(d.reg), Config: cfg})
 	d.reg.MustRegister(newNodeCollector(d.agent, natMgr, networkCapacity(c)))
 	if err := rt.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("runtime %s does not answer: %w", rt.Name(), err)
@@ -110,6 +113,13 @@ func (d *Daemon) startNAT(ctx context.Context) (*nat.Manager, error) {
 	rules, err := natfile.Load(d.cfg.NATRules)
 	if err != nil {
 		return nil, err
+	}
+	if d.dns, rules, err = startWorkerDNS(d.cfg, rules, d.log); err != nil {
+		return nil, err
+	}
+	if d.dns != nil {
+		srv := d.dns.srv
+		d.closers = append(d.closers, func() { _ = srv.Close() })
 	}
 	m := nat.NewManager(nil)
 	if _, err := m.Apply(rules); err != nil {

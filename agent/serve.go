@@ -42,7 +42,8 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	healthpb.RegisterHealthServer(srv, hs)
 	hs.SetServingStatus(agentv1.AgentService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
+	d.watchResolver(ctx, errc)
 	var listeners []net.Listener
 	if c.Socket != "" {
 		l, err := listenUnix(c.Socket)
@@ -85,6 +86,23 @@ func (d *Daemon) shutdown(srv *grpc.Server, hs *health.Server, listeners []net.L
 		_ = os.Remove(l.Addr().String())
 	}
 	d.log.Info("esb-agent stopped; workers keep running")
+}
+
+// watchResolver passes a failure of the workers' resolver to errc: the
+// daemon stops rather than serve workers whose names do not resolve.
+func (d *Daemon) watchResolver(ctx context.Context, errc chan<- error) {
+	if d.dns == nil {
+		return
+	}
+	go func() {
+		select {
+		case err := <-d.dns.srv.Err():
+			if err != nil {
+				errc <- fmt.Errorf("workers' resolver: %w", err)
+			}
+		case <-ctx.Done():
+		}
+	}()
 }
 
 // serveTCP serves the API over TCP with mutual TLS when configured; the

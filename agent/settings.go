@@ -39,6 +39,9 @@ type Config struct {
 	ReadOnlyRootfs bool
 	// ImagePullPolicy is PullIfNotPresent ("", the default) or PullAlways.
 	ImagePullPolicy string
+	// ResolvConf, when set, is the file every worker gets as its
+	// /etc/resolv.conf (read-only): the resolver on the gateway.
+	ResolvConf string
 }
 
 // DefaultConfig returns the defaults.

@@ -46,6 +46,9 @@ type WorkerSpec struct {
 	// ReadOnlyRootfs mounts the image's root file system read-only, with a
 	// tmpfs on WorkerTmpfsPath.
 	ReadOnlyRootfs bool
+	// ResolvConf, when set, is a host file bind-mounted read-only on
+	// /etc/resolv.conf (the agent's: nameserver <gateway>).
+	ResolvConf string
 }
 
 // WorkerInfo is what a runtime reports of a worker container.

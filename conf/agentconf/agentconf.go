@@ -70,6 +70,9 @@ type Config struct {
 	LogLevel            string        `json:"log-level"`
 	ReadOnlyRootfs      bool          `json:"read-only-rootfs"`
 	ImagePullPolicy     string        `json:"image-pull-policy"`
+	Services            string        `json:"services"`
+	DNSPort             int           `json:"dns-port"`
+	DNSUpstream         string        `json:"dns-upstream"`
 }
 
 // Defaults of the settings that package agent also applies to a zero
@@ -136,7 +139,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 			return
 		}
 		if v, ok := fromFile[f.Name]; ok {
-			if err := f.Value.Set(fmt.Sprint(v)); err != nil {
+			if err := f.Value.Set(settingText(v)); err != nil {
 				errs = append(errs, fmt.Errorf("config key %s: %w", f.Name, err))
 			}
 		}
@@ -196,6 +199,9 @@ func flags(c *Config) *flag.FlagSet {
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often leftovers of failed cleanups are removed (unknown worker containers, interrupted creations, CNI GC); 0: never")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.ReadOnlyRootfs, "read-only-rootfs", false, "give workers a read-only root file system with a writable tmpfs on /tmp")
+	fs.StringVar(&c.Services, "services", "", "data services named for workers, name=port,... (in the file also a map {s3-storage: 9000}): each name resolves to the gateway, whose port must have a tcp forward in nat-rules")
+	fs.IntVar(&c.DNSPort, "dns-port", conf.DefaultResolverPort, "with nat-rules: port of the workers' resolver on the gateway; workers get resolv.conf \"nameserver <gateway>\" and udp+tcp 53 is forwarded to it (0: no resolver, workers keep the runtime's resolv.conf)")
+	fs.StringVar(&c.DNSUpstream, "dns-upstream", "", "with egress open: ip:port of the DNS server that gets every name that is not a service (empty: NXDOMAIN, as under proxy-only)")
 	fs.StringVar(&c.ImagePullPolicy, "image-pull-policy", PullIfNotPresent, "if-not-present, or always: each cold start and pool refill asks the registry what the tag names now (a new digest drains that image's idle workers; a failed pull uses the local image with a warning)")
 	return fs
 }
@@ -249,6 +255,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if err := conf.ValidateNetworkName("network", c.Network); err != nil {
+		return err
+	}
+	if err := c.validateDNS(); err != nil {
 		return err
 	}
 	var level slog.Level

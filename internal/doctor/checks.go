@@ -307,6 +307,14 @@ func (d *doctor) loadNAT() {
 		d.add("nftables", Fail, "fix the rule file (esbctl nat apply -f "+d.o.NATRules+" names the bad field)", "NAT rules %s: %v", d.o.NATRules, err)
 		return
 	}
+	if d.o.DNSPort != 0 {
+		withDNS, err := r.WithResolver(netip.AddrPortFrom(r.Gateway, uint16(d.o.DNSPort)))
+		if err != nil {
+			d.add("nftables", Fail, "remove the port 53 forward from "+d.o.NATRules+": esb-agent adds it for its resolver", "NAT rules %s: %v", d.o.NATRules, err)
+			return
+		}
+		r = withDNS
+	}
 	d.nat.rules = r
 }
 
@@ -739,8 +747,8 @@ func (d *doctor) proxy(ctx context.Context) {
 	}
 	var down, up []string
 	for _, f := range d.nat.rules.Forwards {
-		if f.Proto != "tcp" {
-			continue
+		if f.Proto != "tcp" || (d.o.DNSPort != 0 && f.Port == conf.DNSPort) {
+			continue // the resolver's forward: the dns check asks it
 		}
 		var dl net.Dialer
 		cctx, cancel := context.WithTimeout(ctx, d.o.Timeout)

@@ -205,6 +205,12 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 			Options: strings.Split(shim.WorkerTmpfsOptions, ","),
 		}}))
 	}
+	if s.ResolvConf != "" {
+		specOpts = append(specOpts, oci.WithMounts([]specs.Mount{{
+			Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf,
+			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+		}}))
+	}
 	if s.NetNS != "" {
 		specOpts = append(specOpts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: s.NetNS}))
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 
 	"github.com/edge-serverless-box/esbnet/conf"
@@ -228,6 +229,11 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	if s.ReadOnlyRootfs {
 		host.ReadonlyRootfs = true
 		host.Tmpfs = map[string]string{shim.WorkerTmpfsPath: shim.WorkerTmpfsOptions}
+	}
+	if s.ResolvConf != "" {
+		// A mount on /etc/resolv.conf replaces the one dockerd makes.
+		host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeBind, Source: s.ResolvConf,
+			Target: "/etc/resolv.conf", ReadOnly: true})
 	}
 	if _, err := r.c.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(s.ID)); err != nil {
 		return wrap(err, "create container %s", s.ID)

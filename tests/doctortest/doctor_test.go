@@ -171,9 +171,10 @@ func newNode(t *testing.T) *node {
 		t.Fatal(err)
 	}
 	// esb-agent's settings, as make install writes them: doctor reads
-	// where everything is from there.
+	// where everything is from there. No agent runs here, so no workers'
+	// resolver either (dns-port 0; internal/doctor tests the DNS check).
 	n.cfgFile = filepath.Join(n.base, "agent.yaml")
-	n.writeFile(n.cfgFile, fmt.Sprintf("cni-conf-dir: %q\ncni-bin-dirs: %q\nnat-rules: %q\nruntime: containerd\ncontainerd-address: %q\nplain-http-registries: %q\n",
+	n.writeFile(n.cfgFile, fmt.Sprintf("cni-conf-dir: %q\ncni-bin-dirs: %q\nnat-rules: %q\ndns-port: 0\nruntime: containerd\ncontainerd-address: %q\nplain-http-registries: %q\n",
 		confDir, n.binDir, n.natFile, s.ContainerdSock, n.regAddr))
 
 	// A healthy node: one worker attached (bridge, gateway, veth, its
