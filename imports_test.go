@@ -31,6 +31,7 @@ var mayImport = map[string][]string{
 	"internal/testpki":   {},
 	"internal":           {"conf", "ipam", "nat", "shim", "agent/api", "internal"},
 	"cmd":                {"internal", "conf"},
+	"cmd/esb-node":       {"internal", "conf", "cmd/esb-node"},
 }
 
 // Rules on what a package imports from outside the module or links (its
@@ -49,11 +50,13 @@ var (
 		"ipam": {"github.com/containernetworking/"},
 	}
 	// What a tree must never link: the plugins no YAML decoder (every
-	// container start execs them), esbctl no runtime client (entries of
+	// container start execs them), client-go only esb-node (Kubernetes
+	// imports stay in cmd/esb-node), esbctl no runtime client (entries of
 	// this module match one package, others any path containing them).
 	neverLinks = map[string][]string{
-		"plugins":    {"yaml"},
-		"cmd/esbctl": {"github.com/containerd/containerd", "github.com/docker/docker", module + "/agent", module + "/shim"},
+		"plugins":    {"yaml", "k8s.io/client-go"},
+		"agent":      {"k8s.io/client-go"},
+		"cmd/esbctl": {"github.com/containerd/containerd", "github.com/docker/docker", module + "/agent", module + "/shim", "k8s.io/client-go"},
 	}
 )
 
