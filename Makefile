@@ -16,7 +16,7 @@ UNIT_DIR    ?= /etc/systemd/system
 INSTALL_BUILD ?= build
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 
-.PHONY: help build install uninstall deps stack-up stack-down stack-status worker-image test test-unit test-privileged bench reliability fuzz lint proto demo clean
+.PHONY: help kube-tools build install uninstall deps stack-up stack-down stack-status worker-image test test-unit test-privileged bench reliability fuzz lint proto demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ reliability: deps stack-up ## issue 7 at full size, both runtimes: 2,000 acquire
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 2m), one at a time; a failing input becomes a seed under testdata/fuzz
 	FUZZTIME=$(or $(FUZZTIME),2m) scripts/fuzz.sh
+
+kube-tools: ## build Kubernetes v1.37.2 and etcd v3.7.0 (tools/k8s, its own module) once per machine into /opt/esbnet-tools/k8s-v1.37.2/bin (ESB_K8S_TOOLS_DIR); about 30 min cold on 2 cores
+	scripts/k8s-tools.sh
 
 lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edge-serverless-box/esbnet/shim"
+	"github.com/edge-serverless-box/esbnet/conf"
 )
 
 type rig struct {
@@ -69,7 +69,7 @@ func TestAcquireValidation(t *testing.T) {
 		{func(q *AcquireRequest) { q.Owner = strings.Repeat("o", 129) }, "owner_id"},
 		{func(q *AcquireRequest) { q.Env = map[string]string{"A=B": "x"} }, "env"},
 		{func(q *AcquireRequest) { q.Env = map[string]string{"A": "x\x00y"} }, "env"},
-		{func(q *AcquireRequest) { q.Env = map[string]string{"ESB_X": "1"} }, "env"},
+		{func(q *AcquireRequest) { q.Env = map[string]string{"ESB_WORKER_ID": "1"} }, "env"},
 		{func(q *AcquireRequest) { q.Env = map[string]string{"A": strings.Repeat("v", MaxEnvBytes)} }, "env"},
 		{func(q *AcquireRequest) { q.MemoryBytes = 1 }, "limits.memory_bytes"},
 		{func(q *AcquireRequest) { q.CPUMillis = 1 << 40 }, "limits.cpu_millis"},
@@ -108,7 +108,7 @@ func TestAcquireAndRelease(t *testing.T) {
 		t.Error("no pinned namespace")
 	}
 	labels := r.rt.labels(w.ID)
-	if labels[shim.LabelWorker] != "1" || labels[shim.LabelFunction] != "hello" || labels[shim.LabelOwner] != "o1" {
+	if labels[conf.LabelWorker] != "1" || labels[conf.LabelFunction] != "hello" || labels[conf.LabelOwner] != "o1" {
 		t.Errorf("labels %v", labels)
 	}
 	if got := r.a.List("o1"); len(got) != 1 || got[0].ID != w.ID {
@@ -261,7 +261,7 @@ func TestWarmPool(t *testing.T) {
 	if err != nil || !second.Warm || second.Owner != "o2" {
 		t.Fatalf("second acquire %+v %v, want a warm one for o2", second, err)
 	}
-	if r.rt.labels(second.ID)[shim.LabelOwner] != "o2" {
+	if r.rt.labels(second.ID)[conf.LabelOwner] != "o2" {
 		t.Error("pooled worker's owner label not updated")
 	}
 	// Other env: another pool, so a cold start.
@@ -316,91 +316,4 @@ func TestDockerStyleAttachesAfterStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.assertEmpty(t)
-}
-
-func TestReconcile(t *testing.T) {
-	r := newRig(t, Config{})
-	ctx := context.Background()
-	withID := req("o1")
-	withID.RequestID = "retry-me"
-	keep, err := r.a.Acquire(ctx, withID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	paused, err := r.a.Acquire(ctx, req("o1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.a.Pause(ctx, paused.ID, "o1"); err != nil {
-		t.Fatal(err)
-	}
-	broken, err := r.a.Acquire(ctx, req("o2"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	noVeth, err := r.a.Acquire(ctx, req("o2"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.net.broken[noVeth.ID] = true // its veth was deleted behind the agent's back
-	// Behind the agent's back: one worker loses its namespace, and an
-	// orphan namespace appears.
-	if err := r.nses.Remove(broken.ID); err != nil {
-		t.Fatal(err)
-	}
-	orphanPath, err := r.nses.Create("orphan")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.net.Attach(ctx, shim.Attachment{ContainerID: "orphan", NetNS: orphanPath}); err != nil {
-		t.Fatal(err)
-	}
-	// Another agent's pin: no container here, no attachment of ours.
-	if _, err := r.nses.Create("foreign"); err != nil {
-		t.Fatal(err)
-	}
-
-	// A new agent (a restart) over the same runtime and network.
-	b := New(Options{Runtime: r.rt, Network: r.net, NetNSes: r.nses, Config: Config{LogDir: t.TempDir()},
-		Probe: func(context.Context, string) error { return nil }})
-	rep, err := b.Reconcile(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Adopted != 2 || rep.Removed != 2 || rep.OrphanNetNSes != 1 {
-		t.Errorf("report %+v, want 2 adopted, 2 removed, 1 orphan", rep)
-	}
-	got := b.List("o1")
-	if len(got) != 2 {
-		t.Fatalf("adopted %v", got)
-	}
-	for _, w := range got {
-		if w.ID == keep.ID && (w.IP != keep.IP || w.State != StateBusy || w.Function != "hello") {
-			t.Errorf("adopted %+v, was %+v", w, keep)
-		}
-		if w.ID == paused.ID && w.State != StatePaused {
-			t.Errorf("paused worker adopted as %s", w.State)
-		}
-	}
-	if ids := r.rt.ids(); len(ids) != 2 {
-		t.Errorf("containers after reconcile %v", ids)
-	}
-	if r.nses.Exists("orphan") || r.nses.Exists(broken.ID) {
-		t.Error("orphan namespace kept")
-	}
-	if !r.nses.Exists("foreign") {
-		t.Error("a pin this agent never attached was removed")
-	}
-	if len(r.net.gcLive) != 2 {
-		t.Errorf("GC live set %v", r.net.gcLive)
-	}
-	// A retry of the acquire after the restart gets the same worker.
-	again, err := b.Acquire(ctx, withID)
-	if err != nil || again.ID != keep.ID {
-		t.Errorf("retried acquire after restart: %+v %v, want %s", again, err, keep.ID)
-	}
-	// The adopted worker can be released by its owner.
-	if err := b.Release(ctx, keep.ID, "o1"); err != nil {
-		t.Error(err)
-	}
 }

@@ -3,15 +3,10 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/netip"
 	"slices"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/edge-serverless-box/esbnet/shim"
 )
@@ -23,20 +18,23 @@ type fakeRuntime struct {
 	immutable  bool
 	down       bool
 	containers map[string]*shim.WorkerInfo
+	specs      map[string]shim.WorkerSpec // as created
 	calls      []string
 	failCreate error
-	// leftovers counts, per worker, the Deletes that remove its container
-	// but fail on what it left (a cgroup a leftover `runc init` holds).
-	leftovers map[string]int
-	events    chan shim.Event // what emit sends to the current subscriber
-	brk       chan struct{}   // closed by breakEvents
-	subs      int             // subscriptions so far
+	leftovers  map[string]int // Deletes that fail on a leftover cgroup
+	failPull   error
+	digest     string          // what PullImage resolves to
+	noLocal    bool            // HasImage answers false
+	pulls      int             // PullImage calls
+	events     chan shim.Event // what emit sends to the current subscriber
+	brk        chan struct{}   // closed by breakEvents
+	subs       int             // subscriptions so far
 }
 
 var _ shim.Runtime = (*fakeRuntime)(nil)
 
 func newFakeRuntime() *fakeRuntime {
-	return &fakeRuntime{containers: map[string]*shim.WorkerInfo{}, events: make(chan shim.Event)}
+	return &fakeRuntime{containers: map[string]*shim.WorkerInfo{}, specs: map[string]shim.WorkerSpec{}, events: make(chan shim.Event)}
 }
 
 func (f *fakeRuntime) record(c string) { f.calls = append(f.calls, c) }
@@ -124,7 +122,7 @@ func (f *fakeRuntime) EnsureImage(_ context.Context, ref string) error {
 	if f.down {
 		return shim.ErrUnavailable
 	}
-	return nil
+	return f.failPull
 }
 
 func (f *fakeRuntime) Create(_ context.Context, s shim.WorkerSpec) error {
@@ -138,6 +136,7 @@ func (f *fakeRuntime) Create(_ context.Context, s shim.WorkerSpec) error {
 	for k, v := range s.Labels {
 		labels[k] = v
 	}
+	f.specs[s.ID] = s
 	f.containers[s.ID] = &shim.WorkerInfo{ID: s.ID, Labels: labels, Image: s.Image, State: shim.StateCreated, Created: time.Now(), NetNS: s.NetNS}
 	return nil
 }
@@ -207,7 +206,7 @@ func (f *fakeRuntime) Metrics(_ context.Context, id string) (shim.Metrics, error
 	if _, ok := f.containers[id]; !ok {
 		return shim.Metrics{}, shim.ErrNotFound
 	}
-	return shim.Metrics{MemoryUsageBytes: 1 << 20, Pids: 1}, nil
+	return shim.Metrics{MemoryUsageBytes: 1 << 20, MemoryLimitBytes: uint64(f.specs[id].MemoryBytes), Pids: 1}, nil
 }
 
 func (f *fakeRuntime) SetLabels(_ context.Context, id string, labels map[string]string) error {
@@ -270,155 +269,4 @@ func (f *fakeRuntime) ids() []string {
 	}
 	slices.Sort(ids)
 	return ids
-}
-
-// fakeNetwork hands out 10.88.0.x and keeps the "cache" of results.
-type fakeNetwork struct {
-	mu        sync.Mutex
-	next      int
-	attached  map[string]*current.Result
-	attachErr error
-	gcLive    []string
-	detached  []string
-	broken    map[string]bool // attachments whose interface vanished
-	note      func(string)    // records Detach in the runtime's call log
-}
-
-var _ shim.Network = (*fakeNetwork)(nil)
-
-func newFakeNetwork() *fakeNetwork {
-	return &fakeNetwork{next: 2, attached: map[string]*current.Result{}, broken: map[string]bool{}}
-}
-
-func (n *fakeNetwork) Attach(_ context.Context, a shim.Attachment) (*current.Result, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.attachErr != nil {
-		return nil, n.attachErr
-	}
-	if a.NetNS == "" {
-		return nil, fmt.Errorf("attach %s without a netns", a.ContainerID)
-	}
-	ip := net.IPv4(10, 88, 0, byte(n.next))
-	n.next++
-	res := &current.Result{CNIVersion: "1.1.0", IPs: []*current.IPConfig{{Address: net.IPNet{IP: ip, Mask: net.CIDRMask(16, 32)}}}}
-	n.attached[a.ContainerID] = res
-	return res, nil
-}
-
-func (n *fakeNetwork) Detach(_ context.Context, a shim.Attachment) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	delete(n.attached, a.ContainerID)
-	n.detached = append(n.detached, a.ContainerID)
-	if n.note != nil {
-		n.note("detach " + a.ContainerID)
-	}
-	return nil
-}
-
-func (n *fakeNetwork) Check(_ context.Context, a shim.Attachment) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.attached[a.ContainerID] == nil {
-		return fmt.Errorf("not attached")
-	}
-	return nil
-}
-
-func (n *fakeNetwork) GC(_ context.Context, live []shim.Attachment) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	keep := map[string]bool{}
-	n.gcLive = nil
-	for _, a := range live {
-		keep[a.ContainerID] = true
-		n.gcLive = append(n.gcLive, a.ContainerID)
-	}
-	for id := range n.attached {
-		if !keep[id] {
-			delete(n.attached, id)
-		}
-	}
-	return nil
-}
-
-func (n *fakeNetwork) Status(context.Context) error { return nil }
-
-func (n *fakeNetwork) Cached(_ context.Context, a shim.Attachment) (*current.Result, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.attached[a.ContainerID], nil
-}
-
-func (n *fakeNetwork) Intact(_ context.Context, a shim.Attachment, ip netip.Addr) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	res := n.attached[a.ContainerID]
-	if res == nil || n.broken[a.ContainerID] {
-		return fmt.Errorf("no interface")
-	}
-	if got, _ := netip.AddrFromSlice(res.IPs[0].Address.IP.To4()); got != ip {
-		return fmt.Errorf("address %s, not %s", got, ip)
-	}
-	return nil
-}
-
-func (n *fakeNetwork) count() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.attached)
-}
-
-func exhaustedErr() error {
-	return fmt.Errorf("attach: %w", types.NewError(100, "address range exhausted", ""))
-}
-
-// fakeNetNSes pins nothing; it remembers paths.
-type fakeNetNSes struct {
-	mu  sync.Mutex
-	ids map[string]bool
-}
-
-func newFakeNetNSes() *fakeNetNSes { return &fakeNetNSes{ids: map[string]bool{}} }
-
-func (f *fakeNetNSes) Create(id string) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.ids[id] {
-		return "", shim.ErrNetNSExists
-	}
-	f.ids[id] = true
-	return f.Path(id), nil
-}
-
-func (f *fakeNetNSes) Remove(id string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.ids, id)
-	return nil
-}
-
-func (f *fakeNetNSes) Path(id string) string { return "/run/netns/esb-" + id }
-
-func (f *fakeNetNSes) List() ([]string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for id := range f.ids {
-		out = append(out, id)
-	}
-	return out, nil
-}
-
-func (f *fakeNetNSes) Exists(id string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.ids[id]
-}
-
-func (f *fakeNetNSes) count() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.ids)
 }

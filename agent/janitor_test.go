@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 )
 
@@ -21,7 +22,7 @@ func TestSweepFinishesFailedCleanups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.rt.containers["stray"] = &shim.WorkerInfo{ID: "stray", State: shim.StateRunning, Labels: map[string]string{shim.LabelWorker: "1"}}
+	r.rt.containers["stray"] = &shim.WorkerInfo{ID: "stray", State: shim.StateRunning, Labels: map[string]string{conf.LabelWorker: "1"}}
 	if err := r.a.journal.begin("half"); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,7 @@ func TestSweepRetriesLeftoversOfCutOffCreation(t *testing.T) {
 	state := t.TempDir()
 	r := newRig(t, Config{StateDir: state})
 	r.rt.leftovers = map[string]int{"cut": 1}
-	r.rt.containers["cut"] = &shim.WorkerInfo{ID: "cut", State: shim.StateCreated, Labels: map[string]string{shim.LabelWorker: "1"}}
+	r.rt.containers["cut"] = &shim.WorkerInfo{ID: "cut", State: shim.StateCreated, Labels: map[string]string{conf.LabelWorker: "1"}}
 	if err := r.a.journal.begin("cut"); err != nil {
 		t.Fatal(err)
 	}

@@ -6,16 +6,6 @@ import (
 	"time"
 )
 
-// Labels every worker container carries.
-const (
-	LabelWorker   = "esb.worker"   // "1"
-	LabelFunction = "esb.function" // the function's name
-	LabelOwner    = "esb.owner"    // the owner's ID ("" while idle in a pool)
-	LabelPoolKey  = "esb.pool"     // which warm pool the worker belongs to
-	LabelPort     = "esb.port"     // the port its function serves
-	LabelRequest  = "esb.request"  // the acquire's request ID, for retries after a restart
-)
-
 // WorkerCapabilities is the capability set of every worker's process
 // (bounding, effective and permitted), in both runtimes: what a function
 // that starts as root and drops to its own user needs, and nothing that
@@ -56,6 +46,9 @@ type WorkerSpec struct {
 	// ReadOnlyRootfs mounts the image's root file system read-only, with a
 	// tmpfs on WorkerTmpfsPath.
 	ReadOnlyRootfs bool
+	// ResolvConf, when set, is a host file bind-mounted read-only on
+	// /etc/resolv.conf (the agent's: nameserver <gateway>).
+	ResolvConf string
 }
 
 // WorkerInfo is what a runtime reports of a worker container.

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/shim/containerd"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
@@ -86,6 +87,19 @@ func TestPullNeedsPlainHTTPOptIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("EnsureImage of a present image took %s", time.Since(start))
+
+	// The image or tag missing is ErrImageNotFound; a registry that
+	// refuses is ErrRegistryUnavailable; neither is containerd's
+	// unavailability.
+	for ref, want := range map[string]error{st.Registry + "/esb/missing-" + randomHex(t, 4) + ":latest": shim.ErrImageNotFound,
+		st.Registry + "/esb/worker:missing-" + randomHex(t, 4): shim.ErrImageNotFound, "127.0.0.1:1/esb/worker:latest": shim.ErrRegistryUnavailable} {
+		err := allowed.EnsureImage(ctx, ref)
+		if err == nil || errors.Is(err, shim.ErrUnavailable) || !errors.Is(err, want) {
+			t.Errorf("EnsureImage(%s) = %v, want %v and not ErrUnavailable", ref, err, want)
+		} else {
+			t.Logf("EnsureImage(%s): %v", ref, err)
+		}
+	}
 }
 
 func TestWorkerLifecycle(t *testing.T) {
@@ -100,7 +114,7 @@ func TestWorkerLifecycle(t *testing.T) {
 	}
 	id := randomHex(t, 8)
 	logPath := filepath.Join(t.TempDir(), id+".log")
-	labels := map[string]string{shim.LabelWorker: "1", shim.LabelFunction: "hello", shim.LabelOwner: "o1"}
+	labels := map[string]string{conf.LabelWorker: "1", conf.LabelFunction: "hello", conf.LabelOwner: "o1"}
 	spec := shim.WorkerSpec{ID: id, Image: st.WorkerImage, Env: map[string]string{"ESB_FUNCTION": "hello", "PORT": "8080"},
 		Labels: labels, MemoryBytes: 64 << 20, CPUMillis: 500, LogPath: logPath}
 	if err := rt.Create(ctx, spec); err != nil {
@@ -122,7 +136,7 @@ func TestWorkerLifecycle(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	list, err := rt.List(ctx)
-	if err != nil || len(list) != 1 || list[0].ID != id || list[0].State != shim.StateRunning || list[0].Labels[shim.LabelOwner] != "o1" {
+	if err != nil || len(list) != 1 || list[0].ID != id || list[0].State != shim.StateRunning || list[0].Labels[conf.LabelOwner] != "o1" {
 		t.Fatalf("List = %+v, %v", list, err)
 	}
 	// The limits reached the OCI spec.
@@ -135,10 +149,10 @@ func TestWorkerLifecycle(t *testing.T) {
 			t.Errorf("container spec lacks %s", want)
 		}
 	}
-	if err := rt.SetLabels(ctx, id, map[string]string{shim.LabelOwner: "o2"}); err != nil {
+	if err := rt.SetLabels(ctx, id, map[string]string{conf.LabelOwner: "o2"}); err != nil {
 		t.Fatal(err)
 	}
-	if list, _ := rt.List(ctx); list[0].Labels[shim.LabelOwner] != "o2" || list[0].Labels[shim.LabelFunction] != "hello" {
+	if list, _ := rt.List(ctx); list[0].Labels[conf.LabelOwner] != "o2" || list[0].Labels[conf.LabelFunction] != "hello" {
 		t.Errorf("labels after SetLabels: %v", list[0].Labels)
 	}
 	m, err := rt.Metrics(ctx, id)
@@ -186,7 +200,7 @@ func TestStopKillsAfterGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := randomHex(t, 8)
-	if err := rt.Create(ctx, shim.WorkerSpec{ID: id, Image: st.WorkerImage, Labels: map[string]string{shim.LabelWorker: "1"}}); err != nil {
+	if err := rt.Create(ctx, shim.WorkerSpec{ID: id, Image: st.WorkerImage, Labels: map[string]string{conf.LabelWorker: "1"}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := rt.Start(ctx, id); err != nil {
@@ -240,7 +254,7 @@ func TestEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 		id := randomHex(t, 8)
-		if err := rt.Create(ctx, shim.WorkerSpec{ID: id, Image: st.WorkerImage, Labels: map[string]string{shim.LabelWorker: "1"}}); err != nil {
+		if err := rt.Create(ctx, shim.WorkerSpec{ID: id, Image: st.WorkerImage, Labels: map[string]string{conf.LabelWorker: "1"}}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := rt.Start(ctx, id); err != nil {

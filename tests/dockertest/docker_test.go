@@ -24,6 +24,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/shim/docker"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
@@ -194,10 +195,13 @@ func TestEnsureImage(t *testing.T) {
 
 	// A registry that refuses, or an image it lacks, is not "runtime
 	// unavailable": dockerd answered.
-	for _, ref := range []string{st.Registry + "/esb/missing-" + randomHex(t, 4) + ":latest", "127.0.0.1:1/esb/worker:latest"} {
+	// The image missing is ErrImageNotFound; the registry refusing is
+	// ErrRegistryUnavailable.
+	for ref, want := range map[string]error{st.Registry + "/esb/missing-" + randomHex(t, 4) + ":latest": shim.ErrImageNotFound,
+		st.Registry + "/esb/worker:missing-" + randomHex(t, 4): shim.ErrImageNotFound, "127.0.0.1:1/esb/worker:latest": shim.ErrRegistryUnavailable} {
 		err := rt.EnsureImage(ctx, ref)
-		if err == nil || errors.Is(err, shim.ErrUnavailable) {
-			t.Errorf("EnsureImage(%s) = %v, want an error that is not ErrUnavailable", ref, err)
+		if err == nil || errors.Is(err, shim.ErrUnavailable) || !errors.Is(err, want) {
+			t.Errorf("EnsureImage(%s) = %v, want %v and not ErrUnavailable", ref, err, want)
 		} else {
 			t.Logf("EnsureImage(%s): %v", ref, err)
 		}
@@ -215,7 +219,7 @@ func TestWorkerLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := randomHex(t, 8)
-	labels := map[string]string{shim.LabelWorker: "1", shim.LabelFunction: "hello", shim.LabelOwner: "o1"}
+	labels := map[string]string{conf.LabelWorker: "1", conf.LabelFunction: "hello", conf.LabelOwner: "o1"}
 	spec := shim.WorkerSpec{ID: id, Image: st.WorkerImage, Env: map[string]string{"ESB_FUNCTION": "hello", "PORT": "8080"},
 		Labels: labels, MemoryBytes: 64 << 20, CPUMillis: 500, LogPath: filepath.Join(t.TempDir(), id+".log")}
 	start := time.Now()
@@ -239,7 +243,7 @@ func TestWorkerLifecycle(t *testing.T) {
 		t.Fatalf("List = %+v, %v", list, err)
 	}
 	w := list[0]
-	if w.ID != id || w.State != shim.StateRunning || w.Labels[shim.LabelOwner] != "o1" || w.Labels[shim.LabelFunction] != "hello" ||
+	if w.ID != id || w.State != shim.StateRunning || w.Labels[conf.LabelOwner] != "o1" || w.Labels[conf.LabelFunction] != "hello" ||
 		w.NetNS != netns || w.Image != st.WorkerImage || time.Since(w.Created) > time.Minute {
 		t.Errorf("List = %+v", w)
 	}
@@ -250,14 +254,14 @@ func TestWorkerLifecycle(t *testing.T) {
 		!slices.Contains(h.SecurityOpt, "no-new-privileges") || h.LogConfig.Type != "json-file" {
 		t.Errorf("host config: memory %d, nano CPUs %d, network %q, security %v, log %q", h.Memory, h.NanoCPUs, h.NetworkMode, h.SecurityOpt, h.LogConfig.Type)
 	}
-	if !slices.Contains(info.Config.Env, "ESB_FUNCTION=hello") || info.Config.Labels[docker.LabelNamespace] == "" {
+	if !slices.Contains(info.Config.Env, "ESB_FUNCTION=hello") || info.Config.Labels[conf.LabelNamespace] == "" {
 		t.Errorf("config: env %v, labels %v", info.Config.Env, info.Config.Labels)
 	}
 	if info.NetworkSettings.SandboxKey != netns {
 		t.Errorf("sandbox key %q, Start returned %q", info.NetworkSettings.SandboxKey, netns)
 	}
 
-	if err := rt.SetLabels(ctx, id, map[string]string{shim.LabelOwner: "o2"}); !errors.Is(err, shim.ErrImmutable) {
+	if err := rt.SetLabels(ctx, id, map[string]string{conf.LabelOwner: "o2"}); !errors.Is(err, shim.ErrImmutable) {
 		t.Errorf("SetLabels: %v, want ErrImmutable", err)
 	}
 	if err := rt.SetLabels(ctx, "nothing-"+randomHex(t, 4), nil); !errors.Is(err, shim.ErrNotFound) {
@@ -339,7 +343,7 @@ func startWorker(t *testing.T, rt *docker.Runtime, st stacktest.Stack) string {
 		t.Fatal(err)
 	}
 	id := randomHex(t, 8)
-	if err := rt.Create(ctx, shim.WorkerSpec{ID: id, Image: st.WorkerImage, Labels: map[string]string{shim.LabelWorker: "1"}}); err != nil {
+	if err := rt.Create(ctx, shim.WorkerSpec{ID: id, Image: st.WorkerImage, Labels: map[string]string{conf.LabelWorker: "1"}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := rt.Start(ctx, id); err != nil {
@@ -385,10 +389,10 @@ func TestStopKillsAfterGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	probe := startWorker(t, rt, st)
-	ns := inspect(t, dc, probe).Config.Labels[docker.LabelNamespace]
+	ns := inspect(t, dc, probe).Config.Labels[conf.LabelNamespace]
 	id := randomHex(t, 8)
 	_, err := dc.ContainerCreate(ctx, &container.Config{Image: st.WorkerImage, StopSignal: "SIGUSR1",
-		Labels: map[string]string{shim.LabelWorker: "1", docker.LabelNamespace: ns}},
+		Labels: map[string]string{conf.LabelWorker: "1", conf.LabelNamespace: ns}},
 		&container.HostConfig{NetworkMode: "none"}, nil, nil, docker.ContainerName(id))
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -23,7 +24,7 @@ func TestWorkerConfinement(t *testing.T) {
 	for _, readOnly := range []bool{false, true} {
 		t.Run("read-only="+strconv.FormatBool(readOnly), func(t *testing.T) {
 			id := randomHex(t, 8)
-			spec := shim.WorkerSpec{ID: id, Image: st.WorkerImage, Labels: map[string]string{shim.LabelWorker: "1"},
+			spec := shim.WorkerSpec{ID: id, Image: st.WorkerImage, Labels: map[string]string{conf.LabelWorker: "1"},
 				ReadOnlyRootfs: readOnly}
 			if err := rt.Create(ctx, spec); err != nil {
 				t.Fatalf("create: %v", err)

@@ -16,6 +16,7 @@ import (
 	clog "github.com/containerd/log"
 
 	"github.com/edge-serverless-box/esbnet/agent"
+	"github.com/edge-serverless-box/esbnet/conf/agentconf"
 	"github.com/edge-serverless-box/esbnet/internal/buildinfo"
 )
 
@@ -24,12 +25,12 @@ func main() {
 		fmt.Println("esb-agent", buildinfo.Version)
 		return
 	}
-	cfg, err := agent.LoadDaemonConfig(os.Args[1:], os.Getenv, os.Stderr)
-	if errors.Is(err, agent.ErrHelp) {
+	cfg, err := agentconf.Load(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, agentconf.ErrHelp) {
 		return
 	}
-	if errors.Is(err, agent.ErrPrintConfig) {
-		if err := agent.WriteConfig(os.Stdout, cfg); err != nil {
+	if errors.Is(err, agentconf.ErrPrintConfig) {
+		if err := agentconf.Write(os.Stdout, cfg); err != nil {
 			fmt.Fprintln(os.Stderr, "esb-agent:", err)
 			os.Exit(1)
 		}
