@@ -42,11 +42,10 @@ func ensure(owner, fn string, env map[string]string) *agentv1.EnsureContainerReq
 	return &agentv1.EnsureContainerRequest{FunctionName: fn, Image: testImage, Env: env, OwnerId: owner}
 }
 
-// TestGatewayFlow is the ESB Gateway's flow, with its semantics.
-func TestGatewayFlow(t *testing.T) {
-	r := newRig(t, Config{})
-	s := NewServer(r.a)
-	ctx := context.Background()
+// echoWorkers serves the rig's workers with an echo of the request and
+// returns the count of requests.
+func echoWorkers(t *testing.T, r *rig) *atomic.Int32 {
+	t.Helper()
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, q *http.Request) {
 		hits.Add(1)
@@ -56,8 +55,17 @@ func TestGatewayFlow(t *testing.T) {
 		w.Header().Set("X-Path", q.URL.Path)
 		_, _ = w.Write(append([]byte("echo:"), body...))
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	r.toServer(srv, nil)
+	return &hits
+}
+
+// TestGatewayFlow is the ESB Gateway's flow, with its semantics.
+func TestGatewayFlow(t *testing.T) {
+	r := newRig(t, Config{})
+	s := NewServer(r.a)
+	ctx := context.Background()
+	hits := echoWorkers(t, r)
 
 	env := map[string]string{LambdaMemoryEnv: "512", "ESB_JAVA_CLOUDWATCH_DIAGNOSTIC": "1"}
 	w1, err := s.EnsureContainer(ctx, ensure("gw", "my_fn-1", env))
@@ -97,7 +105,7 @@ func TestGatewayFlow(t *testing.T) {
 	if _, err := s.ResumeContainer(ctx, &agentv1.ResumeContainerRequest{ContainerId: w1.Id, OwnerId: "gw"}); err != nil {
 		t.Fatal(err)
 	}
-	checkGatewayInvoke(t, r, s, inv, &hits)
+	checkGatewayInvoke(t, r, s, inv, hits)
 
 	checkGatewayOwners(t, s, w1.Id)
 
