@@ -383,7 +383,7 @@ func testEvents(t *testing.T, h Harness) {
 		t.Errorf("after Delete: %+v, want the delete of %s", ev, id)
 	}
 	cancel()
-	for range evs { //nolint:revive // drain until the stream closes
+	for range evs { // drain until the stream closes
 	}
 	if err := <-errc; err != nil {
 		t.Errorf("stream ended by its context with %v, want nil", err)
@@ -424,7 +424,7 @@ func checkUnavailable(t *testing.T, rt shim.Runtime, image string) {
 	_, errs["Start"] = rt.Start(ctx, id)
 	_, errs["Metrics"] = rt.Metrics(ctx, id)
 	evs, errc := rt.Events(ctx)
-	for range evs { //nolint:revive // drain until the stream closes
+	for range evs { // drain until the stream closes
 	}
 	errs["Events"] = <-errc
 	for call, err := range errs {
