@@ -70,6 +70,9 @@ type Harness struct {
 // runtimes h makes.
 func RuntimeSuite(t *testing.T, name string, h Harness) {
 	t.Run(name, func(t *testing.T) {
+		if h.New == nil || h.Image == "" || len(h.MissingImages) == 0 || h.UnreachableImage == "" || len(h.Unavailable) == 0 {
+			t.Fatal("the harness lacks New, Image, MissingImages, UnreachableImage or Unavailable")
+		}
 		for _, c := range []struct {
 			name string
 			test func(*testing.T, Harness)
@@ -393,9 +396,6 @@ func testEvents(t *testing.T, h Harness) {
 // testUnavailable: with its daemon gone, every call of the runtime
 // answers ErrUnavailable, and its event stream ends with it.
 func testUnavailable(t *testing.T, h Harness) {
-	if len(h.Unavailable) == 0 {
-		t.Fatal("the harness names no way to an unavailable runtime")
-	}
 	for name, newRT := range h.Unavailable {
 		t.Run(name, func(t *testing.T) {
 			rt, err := newRT(t)
@@ -443,6 +443,9 @@ func testConfinement(t *testing.T, h Harness) {
 	}
 	ctx := testCtx(t)
 	rt := h.New(t)
+	if rt.PID == nil {
+		t.Fatal("the harness declares Confinement but its instances have no PID")
+	}
 	for _, readOnly := range []bool{false, true} {
 		id, _ := start(ctx, t, rt, h, shim.WorkerSpec{ReadOnlyRootfs: readOnly})
 		pid, err := rt.PID(ctx, id)
