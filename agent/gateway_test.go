@@ -60,7 +60,7 @@ func TestGatewayFlow(t *testing.T) {
 	if w1.Id == w2.Id || w1.Name != w1.Id || w1.Port != 8080 || w1.IpAddress == "" {
 		t.Fatalf("workers %v and %v: want two, named by ID, on port 8080", w1, w2)
 	}
-	spec := r.rt.specs[w1.Id]
+	spec := r.spec(w1.Id)
 	if spec.MemoryBytes != 512<<20 || spec.Env["ESB_JAVA_CLOUDWATCH_DIAGNOSTIC"] != "1" || spec.Env[LambdaMemoryEnv] != "512" {
 		t.Errorf("spec memory %d env %v: want 512 MiB and the env passed through", spec.MemoryBytes, spec.Env)
 	}
@@ -143,7 +143,7 @@ func TestEnsureContainerValidation(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", fn, err)
 		}
-		if got := r.rt.specs[w.Id].MemoryBytes; got != 10240<<20 {
+		if got := r.spec(w.Id).MemoryBytes; got != 10240<<20 {
 			t.Errorf("memory %d, want 10240 MiB", got)
 		}
 	}
@@ -151,7 +151,7 @@ func TestEnsureContainerValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.rt.specs[w.Id].MemoryBytes; got != DefaultConfig().DefaultMemoryBytes {
+	if got := r.spec(w.Id).MemoryBytes; got != DefaultConfig().DefaultMemoryBytes {
 		t.Errorf("memory %d without %s, want the default", got, LambdaMemoryEnv)
 	}
 }
