@@ -26,6 +26,7 @@ type fakeRuntime struct {
 	digest     string          // what PullImage resolves to
 	noLocal    bool            // HasImage answers false
 	pulls      int             // PullImage calls
+	pullGate   chan struct{}   // when set, PullImage returns only once it is closed
 	events     chan shim.Event // what emit sends to the current subscriber
 	brk        chan struct{}   // closed by breakEvents
 	subs       int             // subscriptions so far
