@@ -230,7 +230,9 @@ func TestAgentKeepsRoutesWhileAPIServerUnreachable(t *testing.T) {
 		t.Fatalf("routes while the API server is away: %q", got)
 	}
 	cancel()
-	<-done
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run after cancel: %v, want context.Canceled", err)
+	}
 }
 
 func networkAvailable(t *testing.T, client *fake.Clientset, name string) bool {
