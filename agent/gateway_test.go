@@ -2,12 +2,7 @@ package agent
 
 import (
 	"context"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,17 +13,6 @@ import (
 )
 
 const testImage = "127.0.0.1:5000/esb/worker:latest"
-
-// toServer points the agent's invokes at srv, whatever the worker's address.
-func (r *rig) toServer(srv *httptest.Server, dial func(ctx context.Context, network, addr string) (net.Conn, error)) {
-	addr := srv.Listener.Addr().String()
-	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
-	}
-	r.a.invoker = newInvoker(func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return dial(ctx, network, addr)
-	})
-}
 
 func wantCode(t *testing.T, what string, err error, code codes.Code, text string) {
 	t.Helper()
@@ -189,68 +173,4 @@ func TestListCreatedAtIsHandOver(t *testing.T) {
 			t.Errorf("pooled worker lists created_at %d, %d s ago", c.CreatedAt, time.Now().Unix()-c.CreatedAt)
 		}
 	}
-}
-
-func TestInvokeWorker(t *testing.T) {
-	ctx := context.Background()
-	setup := invokeRig
-	t.Run("retries a refused connection", func(t *testing.T) {
-		var dials, hits atomic.Int32
-		s, id := setup(t, func(w http.ResponseWriter, _ *http.Request) { hits.Add(1); _, _ = w.Write([]byte("ok")) },
-			func(ctx context.Context, network, addr string) (net.Conn, error) {
-				if dials.Add(1) <= 2 {
-					return nil, syscall.ECONNREFUSED
-				}
-				return (&net.Dialer{}).DialContext(ctx, network, addr)
-			})
-		resp, err := s.InvokeWorker(ctx, &agentv1.InvokeWorkerRequest{ContainerId: id, OwnerId: "gw", Path: "/x"})
-		if err != nil || string(resp.Body) != "ok" || dials.Load() != 3 || hits.Load() != 1 {
-			t.Errorf("invoke %v %v after %d dials, %d requests: want ok after 3 dials, 1 request", resp, err, dials.Load(), hits.Load())
-		}
-	})
-	t.Run("no retry once the request was sent", func(t *testing.T) {
-		var hits atomic.Int32
-		s, id := setup(t, func(w http.ResponseWriter, _ *http.Request) {
-			hits.Add(1)
-			c, _, err := http.NewResponseController(w).Hijack()
-			if err == nil {
-				_ = c.Close() // the worker dies mid-invoke
-			}
-		}, nil)
-		_, err := s.InvokeWorker(ctx, &agentv1.InvokeWorkerRequest{ContainerId: id, OwnerId: "gw", Payload: []byte("x")})
-		wantCode(t, "invoke of a dying worker", err, codes.Unavailable, "not retried")
-		if n := hits.Load(); n != 1 {
-			t.Errorf("the worker got the request %d times, want 1", n)
-		}
-	})
-	t.Run("answer over 10 MiB", func(t *testing.T) {
-		s, id := setup(t, func(w http.ResponseWriter, _ *http.Request) {
-			_, _ = w.Write(make([]byte, MaxInvokeResponseBytes+1))
-		}, nil)
-		_, err := s.InvokeWorker(ctx, &agentv1.InvokeWorkerRequest{ContainerId: id, OwnerId: "gw"})
-		wantCode(t, "big answer", err, codes.ResourceExhausted, "bytes")
-	})
-	t.Run("timeout_ms", func(t *testing.T) {
-		release := make(chan struct{})
-		s, id := setup(t, func(_ http.ResponseWriter, q *http.Request) {
-			select {
-			case <-release:
-			case <-q.Context().Done():
-			}
-		}, nil)
-		defer close(release)
-		_, err := s.InvokeWorker(ctx, &agentv1.InvokeWorkerRequest{ContainerId: id, OwnerId: "gw", TimeoutMs: 50})
-		wantCode(t, "slow worker", err, codes.DeadlineExceeded, "no answer")
-	})
-	t.Run("bad input", func(t *testing.T) {
-		s, id := setup(t, func(http.ResponseWriter, *http.Request) {}, nil)
-		_, err := s.InvokeWorker(ctx, &agentv1.InvokeWorkerRequest{ContainerId: id, OwnerId: "gw", Path: "no-slash"})
-		wantCode(t, "relative path", err, codes.InvalidArgument, "invalid path")
-		_, err = s.InvokeWorker(ctx, &agentv1.InvokeWorkerRequest{OwnerId: "gw"})
-		wantCode(t, "no container_id", err, codes.InvalidArgument, "invalid container_id")
-		_, err = s.InvokeWorker(ctx, &agentv1.InvokeWorkerRequest{ContainerId: "0123456789abcdef", OwnerId: "gw"})
-		wantCode(t, "unknown worker", err, codes.NotFound, "no worker")
-		_, err = s.InvokeWorker(ctx, &agentv1.InvokeWorkerRequest{ContainerId: id, OwnerId: "gw", TimeoutMs: -1})
-		wantCode(t, "negative timeout", err, codes.InvalidArgument, "timeout_ms")
-	})
 }

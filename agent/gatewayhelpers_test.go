@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -103,20 +102,4 @@ func checkGatewayInvoke(t *testing.T, r *rig, s *Server, inv *agentv1.InvokeWork
 			t.Errorf("last_used_at %d after an invoke at %v", c.LastUsedAt, used)
 		}
 	}
-}
-
-// invokeRig serves one worker of owner gw with h, dialled through dial
-// (nil: a real dial).
-func invokeRig(t *testing.T, h http.HandlerFunc, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*Server, string) {
-	t.Helper()
-	r := newRig(t, Config{})
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	r.toServer(srv, dial)
-	s := NewServer(r.a)
-	w, err := s.EnsureContainer(context.Background(), ensure("gw", "f", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, w.Id
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
@@ -112,4 +113,68 @@ func TestPullPolicyAlways(t *testing.T) {
 			t.Errorf("acquire with no local image: %v, want Unavailable", err)
 		}
 	})
+}
+
+// TestPullAlwaysSharesOneResolve: under always, concurrent cold starts of
+// one reference share one resolve, and a warm acquire resolves nothing
+// (only the refill after it does). synctest.Wait returns once every
+// acquire is blocked, that is, waiting on the one resolve in flight.
+func TestPullAlwaysSharesOneResolve(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		r := newRig(t, Config{ImagePullPolicy: PullAlways})
+		gate := make(chan struct{})
+		r.rt.GatePulls(gate)
+		r.rt.SetDigest("sha256:aaa")
+		const n = 8
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range errs {
+			wg.Go(func() {
+				q := req("o")
+				q.Function = fmt.Sprintf("f%d", i) // n cold starts: no pool to share
+				_, errs[i] = r.a.Acquire(ctx, q)
+			})
+		}
+		synctest.Wait()
+		if got := r.rt.Pulls(); got != 1 {
+			t.Errorf("%d resolves in flight for %d concurrent cold starts of one image, want 1", got, n)
+		}
+		close(gate)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("acquire %d: %v", i, err)
+			}
+		}
+		if got := len(r.rt.IDs()); got != n {
+			t.Errorf("%d workers, want %d", got, n)
+		}
+		if got := r.rt.Pulls(); got != 1 {
+			t.Errorf("%d resolves, want 1", got)
+		}
+	})
+}
+
+// TestPullAlwaysWarmAcquireAsksNothing: with a pool, a cold start and its
+// refill resolve once each; a warm acquire adds only its refill's.
+func TestPullAlwaysWarmAcquireAsksNothing(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, Config{PoolMinIdle: 1, ImagePullPolicy: PullAlways})
+	r.rt.SetDigest("sha256:aaa")
+	if _, err := r.a.Acquire(ctx, req("o")); err != nil {
+		t.Fatal(err)
+	}
+	r.a.Wait()
+	if got := r.rt.Pulls(); got != 2 {
+		t.Fatalf("%d resolves after a cold start and its refill, want 2", got)
+	}
+	w, err := r.a.Acquire(ctx, req("o"))
+	if err != nil || !w.Warm {
+		t.Fatalf("second acquire = %+v, %v: want a warm worker", w, err)
+	}
+	r.a.Wait()
+	if got := r.rt.Pulls(); got != 3 {
+		t.Errorf("%d resolves after a warm acquire and its refill, want 3 (the refill's only)", got)
+	}
 }

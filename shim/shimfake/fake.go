@@ -47,6 +47,7 @@ type Runtime struct {
 	digest     string          // what PullImage resolves to
 	noLocal    bool            // HasImage answers false
 	pulls      int             // PullImage calls
+	pullGate   chan struct{}   // when set, PullImage answers once it is closed
 	hand       chan shim.Event // Emit's hand-over to a subscriber
 	streams    map[*stream]struct{}
 	subs       int // subscriptions so far
@@ -234,12 +235,26 @@ func (f *Runtime) EnsureImage(_ context.Context, ref string) error {
 	return f.failPull
 }
 
+// GatePulls makes PullImage wait until gate is closed (nil: no wait), so
+// a test can hold resolves in flight.
+func (f *Runtime) GatePulls(gate chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pullGate = gate
+}
+
 // PullImage implements shim.Puller.
 func (f *Runtime) PullImage(_ context.Context, ref string) (string, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.record("resolve " + ref)
 	f.pulls++
+	gate := f.pullGate
+	f.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.down {
 		return "", fmt.Errorf("pull %s: %w", ref, shim.ErrUnavailable)
 	}

@@ -29,9 +29,16 @@ const (
 // BenchmarkGatewayContract: the Gateway's EnsureContainer against our
 // AcquireWorker, cold, interleaved, pool off; then InvokeWorker against a
 // direct POST from the node namespace, 1 KiB payload, interleaved, on one
-// worker.
-func BenchmarkGatewayContract(b *testing.B) {
-	e := newEnv(b)
+// worker. Over containerd; BenchmarkGatewayContractDocker is the same
+// over Docker.
+func BenchmarkGatewayContract(b *testing.B) { benchGatewayContract(b, rtContainerd) }
+
+// BenchmarkGatewayContractDocker is BenchmarkGatewayContract with the
+// agent on Docker.
+func BenchmarkGatewayContractDocker(b *testing.B) { benchGatewayContract(b, rtDocker) }
+
+func benchGatewayContract(b *testing.B, rt string) {
+	e := newEnvFor(b, rt)
 	p := e.startAgent()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()

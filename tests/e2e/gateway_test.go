@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
@@ -87,6 +89,21 @@ func testGatewayContract(t *testing.T, e *env) {
 	if err := json.Unmarshal(resp.GetBody(), &got); err != nil || !jsonEqual(got.Echo, inv.Payload) || got.Env["ESB_WORKER_ID"] != w1.GetId() {
 		t.Errorf("InvokeWorker answered %s (%v), want the echo of worker %s", resp.GetBody(), err, w1.GetId())
 	}
+
+	// Lambda's 6 MB payload: the agent takes requests up to 8 MiB; the
+	// echo that answers it is over gRPC's default 4 MiB, which the client
+	// must raise (the README's note on the Gateway's channel).
+	big := &agentv1.InvokeWorkerRequest{ContainerId: w1.GetId(), OwnerId: owner, TimeoutMs: 30000,
+		Payload: []byte(`{"p":"` + strings.Repeat("x", 6_000_000-8) + `"}`)}
+	_, err = api.InvokeWorker(rpcCtx(t), big)
+	wantCode(t, "InvokeWorker of 6 MB under gRPC's default receive limit", err, codes.ResourceExhausted, "larger than max")
+	resp, err = api.InvokeWorker(rpcCtx(t), big, grpc.MaxCallRecvMsgSize(16<<20))
+	if err != nil || resp.GetStatusCode() != 200 || !bytes.Contains(resp.GetBody(), big.GetPayload()) {
+		t.Errorf("InvokeWorker of 6 MB with a 16 MiB receive limit = status %d, %d bytes, %v: want the echo", resp.GetStatusCode(), len(resp.GetBody()), err)
+	}
+	over := &agentv1.InvokeWorkerRequest{ContainerId: w1.GetId(), OwnerId: owner, Payload: make([]byte, 9<<20)}
+	_, err = api.InvokeWorker(rpcCtx(t), over)
+	wantCode(t, "InvokeWorker of 9 MiB", err, codes.ResourceExhausted, "larger than max")
 
 	// Owner checks on each call.
 	other := "someone-else"

@@ -118,6 +118,9 @@ type env struct {
 	agent *agentProc // nil while no agent runs
 	runs  int        // agents started so far (names their logs)
 	seen  *idSet     // every worker ID an acquire returned (acquires run from many goroutines)
+	// dockerImages are images the test made the shared dockerd pull
+	// (keepDockerImage), removed after the containers.
+	dockerImages []string
 }
 
 // idSet is a set of IDs safe for concurrent use.

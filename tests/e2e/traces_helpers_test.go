@@ -225,7 +225,10 @@ func (e *env) forceClean() error {
 		errs = append(errs, removeContainer(e, id))
 	}
 	if e.rt == rtDocker {
-		return errors.Join(errs...) // the image is dockerd's, shared
+		// The worker image is dockerd's, shared; only images of the
+		// test's own are removed.
+		errs = append(errs, e.removeDockerImages())
+		return errors.Join(errs...)
 	}
 	killStrayShims(e.ctrNS)
 	pins, _ := filepath.Glob(filepath.Join(e.netnsDir(), "esb-*"))
