@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/nftables"
-
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
@@ -44,16 +42,13 @@ func golden(t *testing.T, name, got string) {
 
 func TestAntiSpoofTableGolden(t *testing.T) {
 	node := nstest.NewNS(t)
-	c, err := nftables.New(nftables.WithNetNSFd(int(node.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, ctx := nat.NewManager(node), t.Context()
 	mac1, _ := net.ParseMAC("0a:58:0a:58:00:02")
 	mac2, _ := net.ParseMAC("0a:58:0a:58:00:03")
 	g1 := nat.Guard{Port: "esb000000000001", MAC: mac1, IPs: []netip.Addr{netip.MustParseAddr("10.88.0.2")}, Owner: "ctr1/eth0"}
 	g2 := nat.Guard{Port: "esb000000000002", MAC: mac2, IPs: []netip.Addr{netip.MustParseAddr("10.88.0.3"), netip.MustParseAddr("fd00:88::3")}, Owner: "ctr2/eth0"}
 	for _, g := range []nat.Guard{g1, g2} {
-		if err := nat.AddGuard(c, g); err != nil {
+		if err := m.AddGuard(ctx, g); err != nil {
 			t.Fatalf("add %s: %v", g.Port, err)
 		}
 	}
@@ -62,7 +57,7 @@ func TestAntiSpoofTableGolden(t *testing.T) {
 
 	// Adding the same guard again changes nothing: one copy of the rules,
 	// one element each.
-	if err := nat.AddGuard(c, g1); err != nil {
+	if err := m.AddGuard(ctx, g1); err != nil {
 		t.Fatal(err)
 	}
 	if again := nftList(t, node.Path(), "bridge", "esb"); again != first {
@@ -73,25 +68,25 @@ func TestAntiSpoofTableGolden(t *testing.T) {
 	if out, err := exec.Command("ip", "netns", "exec", filepath.Base(node.Path()), "nft", "flush", "chain", "bridge", "esb", "prerouting").CombinedOutput(); err != nil {
 		t.Fatalf("flush chain: %v\n%s", err, out)
 	}
-	if err := nat.AddGuard(c, g1); err != nil {
+	if err := m.AddGuard(ctx, g1); err != nil {
 		t.Fatal(err)
 	}
 	if again := nftList(t, node.Path(), "bridge", "esb"); again != first {
 		t.Errorf("a guard added after the chain was flushed did not restore it:\n%s", again)
 	}
-	gs, err := nat.ListGuards(c)
+	gs, err := m.ListGuards(ctx)
 	if err != nil || len(gs) != 2 || gs[1].Owner != "ctr2/eth0" || len(gs[1].IPs) != 2 {
 		t.Fatalf("ListGuards = %+v, %v", gs, err)
 	}
 
 	// Removing one guard touches only its elements; removing it twice is fine.
 	for i := 0; i < 2; i++ {
-		if err := nat.RemoveGuard(c, g2.Port); err != nil {
+		if err := m.RemoveGuard(ctx, g2.Port); err != nil {
 			t.Fatalf("remove %d: %v", i, err)
 		}
 	}
 	golden(t, "antispoof-one-guard.nft", nftList(t, node.Path(), "bridge", "esb"))
-	if _, err := nat.FindGuard(c, g2.Port); !nat.IsNotFound(err) {
+	if _, err := m.FindGuard(ctx, g2.Port); !nat.IsNotFound(err) {
 		t.Errorf("FindGuard after remove: %v", err)
 	}
 	if strings.Contains(nftList(t, node.Path(), "bridge", "esb"), "ctr2") {
@@ -101,14 +96,11 @@ func TestAntiSpoofTableGolden(t *testing.T) {
 
 func TestRemoveGuardWithoutTable(t *testing.T) {
 	node := nstest.NewNS(t)
-	c, err := nftables.New(nftables.WithNetNSFd(int(node.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nat.RemoveGuard(c, "esb000000000009"); err != nil {
+	m, ctx := nat.NewManager(node), t.Context()
+	if err := m.RemoveGuard(ctx, "esb000000000009"); err != nil {
 		t.Errorf("RemoveGuard with no table: %v", err)
 	}
-	if gs, err := nat.ListGuards(c); err != nil || len(gs) != 0 {
+	if gs, err := m.ListGuards(ctx); err != nil || len(gs) != 0 {
 		t.Errorf("ListGuards with no table = %v, %v", gs, err)
 	}
 }

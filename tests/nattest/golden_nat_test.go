@@ -1,6 +1,7 @@
 package nattest
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -36,16 +37,16 @@ func TestNATTableGolden(t *testing.T) {
 				t.Errorf("re-applying changed the table:\n--- before\n%s\n--- after\n%s", first, again)
 			}
 
-			if err := n.mgr.Delete(bridgeName); err != nil {
+			if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 				t.Fatalf("delete: %v", err)
 			}
 			if n.hasESBTable() {
 				t.Errorf("table ip esb remains after Delete:\n%s", n.inNS("nft", "list", "ruleset"))
 			}
-			if err := n.mgr.Delete(bridgeName); err != nil {
+			if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 				t.Errorf("Delete with no table: %v", err)
 			}
-			if cs, err := n.mgr.Counters(); err != nil || len(cs) != 0 {
+			if cs, err := n.mgr.Counters(context.Background()); err != nil || len(cs) != 0 {
 				t.Errorf("Counters with no table = %v, %v; want none", cs, err)
 			}
 		})
@@ -55,7 +56,7 @@ func TestNATTableGolden(t *testing.T) {
 // forwardsOf renders Counters as "proto/port->to=packets" lines.
 func forwardsOf(t *testing.T, n *node) string {
 	t.Helper()
-	cs, err := n.mgr.Counters()
+	cs, err := n.mgr.Counters(context.Background())
 	if err != nil {
 		t.Fatalf("counters: %v", err)
 	}
@@ -116,7 +117,7 @@ func TestApplyKeepsCounters(t *testing.T) {
 	if got := forwardsOf(t, n); got != want {
 		t.Errorf("counters after moving the tcp forward:\n%s\nwant\n%s", got, want)
 	}
-	cs, err := n.mgr.Counters()
+	cs, err := n.mgr.Counters(context.Background())
 	if err != nil || len(cs) != 2 || cs[0].Forward != (conf.Forward{Proto: "tcp", Port: 9000, To: netip.MustParseAddrPort(moved)}) {
 		t.Errorf("Counters = %+v, %v", cs, err)
 	}
