@@ -52,13 +52,16 @@ type AntiSpoof interface {
 	FindGuard(ctx context.Context, port string) (Guard, error)
 }
 
-// Interface is both tables of one namespace, as a *Manager keeps them.
+// Interface is both tables of one namespace: what *Manager and *Fake are.
 type Interface interface {
 	DNAT
 	AntiSpoof
 }
 
-var _ Interface = (*Manager)(nil)
+var (
+	_ Interface = (*Manager)(nil)
+	_ Interface = (*Fake)(nil)
+)
 
 // Manager keeps esbnet's two tables in one network namespace. Each
 // operation checks its context, then opens a fresh nftables connection, so

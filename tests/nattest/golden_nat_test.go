@@ -31,6 +31,18 @@ func TestNATTableGolden(t *testing.T) {
 			first := n.list("ip", nat.TableName)
 			golden(t, tc.golden, first)
 
+			// A fake given the same rules answers alike and dumps the
+			// kernel's text.
+			fake := nat.NewFake()
+			for _, want := range []nat.Change{nat.Rebuilt, nat.Unchanged} {
+				if c, err := fake.Apply(t.Context(), r); c != want || err != nil {
+					t.Errorf("fake Apply = %v, %v; want %v", c, err, want)
+				}
+			}
+			if dump := fake.Dump(); dump != first {
+				t.Errorf("the fake's dump differs from the kernel's listing:\n--- fake\n%s\n--- kernel\n%s", dump, first)
+			}
+
 			// The same rules again: nothing sent, the same text.
 			n.mustApply(r, nat.Unchanged)
 			if again := n.list("ip", nat.TableName); again != first {
