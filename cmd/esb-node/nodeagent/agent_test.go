@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,6 +198,28 @@ func TestAgentKeepsRoutesWhileAPIServerUnreachable(t *testing.T) {
 		node("n1", "10.88.1.0/24", "192.168.50.1"),
 		node("n2", "10.88.2.0/24", "192.168.50.2"),
 	)
+	// The reactors are installed before the agent runs (the fake's
+	// reaction chain is not safe to change while it is called) and fail
+	// every call once apiDown is set.
+	down := errors.New("connection refused")
+	var apiDown atomic.Bool
+	failed := make(chan struct{}, 16)
+	client.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if !apiDown.Load() {
+			return false, nil, nil
+		}
+		select {
+		case failed <- struct{}{}:
+		default:
+		}
+		return true, nil, down
+	})
+	client.PrependWatchReactor("*", func(k8stesting.Action) (bool, watch.Interface, error) {
+		if !apiDown.Load() {
+			return false, nil, nil
+		}
+		return true, nil, down
+	})
 	routes := &FakeRoutes{}
 	a, _ := newAgent(t, client, routes)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -207,16 +230,7 @@ func TestAgentKeepsRoutesWhileAPIServerUnreachable(t *testing.T) {
 
 	// From now on every call to the API server fails (and the node's
 	// condition is cleared, so each pass has to try to patch it).
-	down := errors.New("connection refused")
-	failed := make(chan struct{}, 16)
-	client.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
-		select {
-		case failed <- struct{}{}:
-		default:
-		}
-		return true, nil, down
-	})
-	client.PrependWatchReactor("*", func(k8stesting.Action) (bool, watch.Interface, error) { return true, nil, down })
+	apiDown.Store(true)
 	n1 := node("n1", "10.88.1.0/24", "192.168.50.1")
 	if err := client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("nodes"), n1, ""); err != nil {
 		t.Fatal(err)
@@ -230,7 +244,9 @@ func TestAgentKeepsRoutesWhileAPIServerUnreachable(t *testing.T) {
 		t.Fatalf("routes while the API server is away: %q", got)
 	}
 	cancel()
-	<-done
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run after cancel: %v, want context.Canceled", err)
+	}
 }
 
 func networkAvailable(t *testing.T, client *fake.Clientset, name string) bool {
