@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -42,24 +41,6 @@ func ensure(owner, fn string, env map[string]string) *agentv1.EnsureContainerReq
 	return &agentv1.EnsureContainerRequest{FunctionName: fn, Image: testImage, Env: env, OwnerId: owner}
 }
 
-// echoWorkers serves the rig's workers with an echo of the request and
-// returns the count of requests.
-func echoWorkers(t *testing.T, r *rig) *atomic.Int32 {
-	t.Helper()
-	var hits atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, q *http.Request) {
-		hits.Add(1)
-		body, _ := io.ReadAll(q.Body)
-		w.Header().Add("X-Echo", q.Header.Get("X-In"))
-		w.Header().Add("X-Echo", "second")
-		w.Header().Set("X-Path", q.URL.Path)
-		_, _ = w.Write(append([]byte("echo:"), body...))
-	}))
-	t.Cleanup(srv.Close)
-	r.toServer(srv, nil)
-	return &hits
-}
-
 // TestGatewayFlow is the ESB Gateway's flow, with its semantics.
 func TestGatewayFlow(t *testing.T) {
 	r := newRig(t, Config{})
@@ -79,7 +60,7 @@ func TestGatewayFlow(t *testing.T) {
 	if w1.Id == w2.Id || w1.Name != w1.Id || w1.Port != 8080 || w1.IpAddress == "" {
 		t.Fatalf("workers %v and %v: want two, named by ID, on port 8080", w1, w2)
 	}
-	spec := r.rt.specs[w1.Id]
+	spec := r.spec(w1.Id)
 	if spec.MemoryBytes != 512<<20 || spec.Env["ESB_JAVA_CLOUDWATCH_DIAGNOSTIC"] != "1" || spec.Env[LambdaMemoryEnv] != "512" {
 		t.Errorf("spec memory %d env %v: want 512 MiB and the env passed through", spec.MemoryBytes, spec.Env)
 	}
@@ -162,7 +143,7 @@ func TestEnsureContainerValidation(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", fn, err)
 		}
-		if got := r.rt.specs[w.Id].MemoryBytes; got != 10240<<20 {
+		if got := r.spec(w.Id).MemoryBytes; got != 10240<<20 {
 			t.Errorf("memory %d, want 10240 MiB", got)
 		}
 	}
@@ -170,7 +151,7 @@ func TestEnsureContainerValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.rt.specs[w.Id].MemoryBytes; got != DefaultConfig().DefaultMemoryBytes {
+	if got := r.spec(w.Id).MemoryBytes; got != DefaultConfig().DefaultMemoryBytes {
 		t.Errorf("memory %d without %s, want the default", got, LambdaMemoryEnv)
 	}
 }
@@ -208,94 +189,6 @@ func TestListCreatedAtIsHandOver(t *testing.T) {
 			t.Errorf("pooled worker lists created_at %d, %d s ago", c.CreatedAt, time.Now().Unix()-c.CreatedAt)
 		}
 	}
-}
-
-// checkGatewayOwners checks that every call names the right owner and
-// the fields it needs.
-func checkGatewayOwners(t *testing.T, s *Server, id string) {
-	t.Helper()
-	ctx := context.Background()
-	var err error
-	_, err = s.PauseContainer(ctx, &agentv1.PauseContainerRequest{ContainerId: id, OwnerId: "other"})
-	wantCode(t, "pause by another owner", err, codes.PermissionDenied, "owner")
-	_, err = s.ResumeContainer(ctx, &agentv1.ResumeContainerRequest{ContainerId: id, OwnerId: "other"})
-	wantCode(t, "resume by another owner", err, codes.PermissionDenied, "owner")
-	_, err = s.GetContainerMetrics(ctx, &agentv1.GetContainerMetricsRequest{ContainerId: id, OwnerId: "other"})
-	wantCode(t, "metrics by another owner", err, codes.PermissionDenied, "owner")
-	_, err = s.InvokeWorker(ctx, &agentv1.InvokeWorkerRequest{ContainerId: id, OwnerId: "other"})
-	wantCode(t, "invoke by another owner", err, codes.PermissionDenied, "owner")
-	_, err = s.DestroyContainer(ctx, &agentv1.DestroyContainerRequest{ContainerId: id, OwnerId: "other"})
-	wantCode(t, "destroy by another owner", err, codes.PermissionDenied, "owner")
-	_, err = s.PauseContainer(ctx, &agentv1.PauseContainerRequest{OwnerId: "gw"})
-	wantCode(t, "pause without container_id", err, codes.InvalidArgument, "container_id")
-	_, err = s.ListContainers(ctx, &agentv1.ListContainersRequest{})
-	wantCode(t, "list without owner over TCP", err, codes.InvalidArgument, "owner_id")
-}
-
-// checkGatewayList checks the two fresh workers of owner gw as listed,
-// and that no other owner sees them; it returns the time before listing.
-func checkGatewayList(t *testing.T, s *Server) int64 {
-	t.Helper()
-	ctx := context.Background()
-	before := time.Now().Unix()
-	list, err := s.ListContainers(ctx, &agentv1.ListContainersRequest{OwnerId: "gw"})
-	if err != nil || len(list.Containers) != 2 {
-		t.Fatalf("list %v %v", list, err)
-	}
-	for _, c := range list.Containers {
-		if c.Status != "RUNNING" || c.FunctionName != "my_fn-1" || c.OwnerId != "gw" || c.ContainerName != c.ContainerId ||
-			c.CreatedAt > before || c.CreatedAt < before-60 || c.LastUsedAt != c.CreatedAt {
-			t.Errorf("listed %v: want RUNNING, seconds, last_used_at = created_at", c)
-		}
-	}
-	if other, err := s.ListContainers(ctx, &agentv1.ListContainersRequest{OwnerId: "other"}); err != nil || len(other.Containers) != 0 {
-		t.Errorf("another owner lists %v %v", other, err)
-	}
-	return before
-}
-
-// checkGatewayInvoke invokes the worker of inv once and checks the answer
-// and its last_used_at.
-func checkGatewayInvoke(t *testing.T, r *rig, s *Server, inv *agentv1.InvokeWorkerRequest, hits *atomic.Int32) {
-	t.Helper()
-	ctx := context.Background()
-	id := inv.ContainerId
-	resp, err := s.InvokeWorker(ctx, inv)
-	if err != nil || resp.StatusCode != 200 || string(resp.Body) != "echo:hi" || resp.Headers["X-Echo"] != "a" ||
-		resp.Headers["X-Path"] != DefaultInvokePath {
-		t.Fatalf("invoke %v %v", resp, err)
-	}
-	if n := hits.Load(); n != 1 {
-		t.Errorf("the worker got %d requests, want 1", n)
-	}
-	var used time.Time
-	for _, w := range r.a.List("gw") {
-		if w.ID == id {
-			used = w.LastUsed
-		}
-	}
-	list, _ := s.ListContainers(ctx, &agentv1.ListContainersRequest{OwnerId: "gw"})
-	for _, c := range list.Containers {
-		if c.ContainerId == id && (used.IsZero() || c.LastUsedAt != used.Unix()) {
-			t.Errorf("last_used_at %d after an invoke at %v", c.LastUsedAt, used)
-		}
-	}
-}
-
-// invokeRig serves one worker of owner gw with h, dialled through dial
-// (nil: a real dial).
-func invokeRig(t *testing.T, h http.HandlerFunc, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*Server, string) {
-	t.Helper()
-	r := newRig(t, Config{})
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	r.toServer(srv, dial)
-	s := NewServer(r.a)
-	w, err := s.EnsureContainer(context.Background(), ensure("gw", "f", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, w.Id
 }
 
 func TestInvokeWorker(t *testing.T) {
