@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,14 +13,14 @@ import (
 // time, so nothing polls between scrapes.
 type nodeCollector struct {
 	a        *Agent
-	nat      *nat.Manager // nil when the agent manages no NAT rules
-	capacity uint64       // addresses the network can hand out (0: unknown)
+	nat      nat.DNAT // nil when the agent manages no NAT rules
+	capacity uint64   // addresses the network can hand out (0: unknown)
 	natConns *prometheus.Desc
 	natBytes *prometheus.Desc
 	addrs    *prometheus.Desc
 }
 
-func newNodeCollector(a *Agent, m *nat.Manager, capacity uint64) *nodeCollector {
+func newNodeCollector(a *Agent, m nat.DNAT, capacity uint64) *nodeCollector {
 	return &nodeCollector{a: a, nat: m, capacity: capacity,
 		natConns: prometheus.NewDesc("esb_nat_forward_connections_total",
 			"Connections DNAT-ed per forward (the NAT chain sees the first packet of each).", []string{"proto", "port", "to"}, nil),
@@ -45,7 +46,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.nat == nil {
 		return
 	}
-	counters, err := c.nat.Counters()
+	counters, err := c.nat.Counters(context.Background())
 	if err != nil {
 		c.a.log.Warn("read NAT counters", "err", err)
 		return

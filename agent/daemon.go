@@ -106,7 +106,7 @@ func agentConfig(c DaemonConfig) Config {
 
 // startNAT applies the NAT rules, when there are any, and keeps them in a
 // goroutine that runs until ctx ends or Close, which joins it.
-func (d *Daemon) startNAT(ctx context.Context) (*nat.Manager, error) {
+func (d *Daemon) startNAT(ctx context.Context) (nat.DNAT, error) {
 	if d.cfg.NATRules == "" {
 		return nil, nil
 	}
@@ -121,8 +121,8 @@ func (d *Daemon) startNAT(ctx context.Context) (*nat.Manager, error) {
 		srv := d.dns.srv
 		d.closers = append(d.closers, func() { _ = srv.Close() })
 	}
-	m := nat.NewManager(nil)
-	if _, err := m.Apply(rules); err != nil {
+	var m nat.DNAT = nat.NewManager(nil)
+	if _, err := m.Apply(ctx, rules); err != nil {
 		return nil, fmt.Errorf("apply NAT rules: %w", err)
 	}
 	wctx, stop := context.WithCancel(ctx)

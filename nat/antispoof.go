@@ -2,6 +2,7 @@ package nat
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -65,13 +66,30 @@ func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 // chain when missing (the chain's rules are rebuilt whole each time, so
 // concurrent callers converge on one copy). Adding the same guard again
 // changes nothing.
-func AddGuard(c *nftables.Conn, g Guard) error {
+func (m *Manager) AddGuard(ctx context.Context, g Guard) error {
+	if err := validGuard(g); err != nil {
+		return err
+	}
+	c, err := m.conn(ctx)
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	defer func() { _ = c.CloseLasting() }()
+	return addGuard(c, g)
+}
+
+// validGuard checks what the sets' key types need of g.
+func validGuard(g Guard) error {
 	if len(g.MAC) != 6 {
 		return fmt.Errorf("guard %s: MAC %q is not an Ethernet address", g.Port, g.MAC)
 	}
 	if g.Port == "" || len(g.Port) >= ifNameSize {
 		return fmt.Errorf("guard: port name %q must have 1 to %d characters", g.Port, ifNameSize-1)
 	}
+	return nil
+}
+
+func addGuard(c *nftables.Conn, g Guard) error {
 	// Fast path: when the chain holds its rules, one batch of elements is
 	// all an ADD needs. Otherwise (no table yet, a flushed chain, a set
 	// deleted: the elements batch then fails) the table, sets and chain are
@@ -139,15 +157,22 @@ func eachGuardSet(g Guard, queue func(*nftables.Set, []nftables.SetElement) erro
 // RemoveGuardKnown removes the guard g describes (port, MAC and addresses
 // known, as on DEL) in one batch without listing the sets; when that fails
 // (an element was already gone, or the table), it falls back to
-// RemoveGuard.
-func RemoveGuardKnown(c *nftables.Conn, g Guard) error {
-	if err := eachGuardSet(g, c.SetDeleteElements); err != nil {
-		return err
+// RemoveGuard. A g without a MAC is removed by listing, as RemoveGuard.
+func (m *Manager) RemoveGuardKnown(ctx context.Context, g Guard) error {
+	c, err := m.conn(ctx)
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
 	}
-	if err := c.Flush(); err == nil {
-		return nil
+	defer func() { _ = c.CloseLasting() }()
+	if len(g.MAC) == 6 {
+		if err := eachGuardSet(g, c.SetDeleteElements); err != nil {
+			return err
+		}
+		if err := c.Flush(); err == nil {
+			return nil
+		}
 	}
-	return RemoveGuard(c, g.Port)
+	return removeGuard(ctx, c, g.Port)
 }
 
 // ensureGuardTable queues the table, sets and chain (rules rebuilt) into
@@ -246,8 +271,20 @@ func linkLocal(mac net.HardwareAddr) netip.Addr {
 // other processes delete elements can show one twice or miss one: the keys
 // are deduplicated, and the sets are listed again until none of the port's
 // elements is left (a few rounds at most).
-func RemoveGuard(c *nftables.Conn, port string) error {
+func (m *Manager) RemoveGuard(ctx context.Context, port string) error {
+	c, err := m.conn(ctx)
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	defer func() { _ = c.CloseLasting() }()
+	return removeGuard(ctx, c, port)
+}
+
+func removeGuard(ctx context.Context, c *nftables.Conn, port string) error {
 	for round := 0; ; round++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		left, err := removeGuardOnce(c, port)
 		if err != nil && round < 4 {
 			continue // a concurrent change may have made the batch stale
@@ -297,9 +334,18 @@ func removeGuardOnce(c *nftables.Conn, port string) (int, error) {
 	return found, nil
 }
 
-// ListGuards returns the installed guards, one per port, or none when the
-// table does not exist.
-func ListGuards(c *nftables.Conn) ([]Guard, error) {
+// ListGuards returns the installed guards, one per port in port order, or
+// none when the table does not exist.
+func (m *Manager) ListGuards(ctx context.Context) ([]Guard, error) {
+	c, err := m.conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables: %w", err)
+	}
+	defer func() { _ = c.CloseLasting() }()
+	return listGuards(c)
+}
+
+func listGuards(c *nftables.Conn) ([]Guard, error) {
 	if ok, err := guardTableExists(c); err != nil || !ok {
 		return nil, err
 	}
@@ -343,11 +389,15 @@ func ListGuards(c *nftables.Conn) ([]Guard, error) {
 }
 
 // FindGuard returns the guard of port, or ErrNotFound.
-func FindGuard(c *nftables.Conn, port string) (Guard, error) {
-	gs, err := ListGuards(c)
+func (m *Manager) FindGuard(ctx context.Context, port string) (Guard, error) {
+	gs, err := m.ListGuards(ctx)
 	if err != nil {
 		return Guard{}, err
 	}
+	return findGuard(gs, port)
+}
+
+func findGuard(gs []Guard, port string) (Guard, error) {
 	for _, g := range gs {
 		if g.Port == port {
 			return g, nil

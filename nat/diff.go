@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/edge-serverless-box/esbnet/conf"
@@ -10,8 +11,8 @@ import (
 // when table ip esb matches r, ElementsUpdated when only the forwards
 // differ, Rebuilt when the table is missing (exists is then false) or its
 // chains or rules differ. It is what "esbctl doctor" checks.
-func (m *Manager) Diff(r *conf.NATRules) (change Change, exists bool, err error) {
-	c, err := m.conn()
+func (m *Manager) Diff(ctx context.Context, r *conf.NATRules) (change Change, exists bool, err error) {
+	c, err := m.conn(ctx)
 	if err != nil {
 		return Unchanged, false, fmt.Errorf("open nftables: %w", err)
 	}

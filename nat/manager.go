@@ -2,6 +2,7 @@ package nat
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -12,7 +13,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
@@ -34,36 +34,6 @@ const (
 
 func (c Change) String() string {
 	return [...]string{"unchanged", "elements updated", "rebuilt"}[c]
-}
-
-// Manager keeps table ip esb equal to a rule set in one network namespace.
-// Each operation opens a fresh nftables connection, so an error on one (the
-// library's connections stay broken after some errors) never sticks.
-type Manager struct {
-	netns ns.NetNS // nil: the caller's namespace
-}
-
-// NewManager returns a manager of the namespace n, or of the caller's own
-// namespace when n is nil.
-func NewManager(n ns.NetNS) *Manager { return &Manager{netns: n} }
-
-// conn opens the operation's connection: one socket for all its requests
-// (without AsLasting the library opens one per request), closed by the
-// operation with CloseLasting.
-func (m *Manager) conn() (*nftables.Conn, error) {
-	if m.netns == nil {
-		return nftables.New(nftables.AsLasting())
-	}
-	return nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(int(m.netns.Fd())))
-}
-
-// inNS runs fn in the managed namespace (for /proc/sys, which follows the
-// namespace of the thread that opens it).
-func (m *Manager) inNS(fn func() error) error {
-	if m.netns == nil {
-		return fn()
-	}
-	return m.netns.Do(func(ns.NetNS) error { return fn() })
 }
 
 // current is what table ip esb holds now.
@@ -191,8 +161,8 @@ func sameExprs(have, want []expr.Any) bool {
 // the table is replaced whole. UDP flows of a forward whose target changed
 // or went away are cleared from conntrack so they move. A failed
 // transaction leaves the previous table whole.
-func (m *Manager) Apply(r *conf.NATRules) (Change, error) {
-	c, err := m.conn()
+func (m *Manager) Apply(ctx context.Context, r *conf.NATRules) (Change, error) {
+	c, err := m.conn(ctx)
 	if err != nil {
 		return Unchanged, fmt.Errorf("open nftables: %w", err)
 	}
@@ -362,8 +332,8 @@ func (m *Manager) netlinkHandle() (*netlink.Handle, error) {
 
 // Delete removes table ip esb and resets route_localnet on bridge. A
 // missing table is not an error.
-func (m *Manager) Delete(bridge string) error {
-	c, err := m.conn()
+func (m *Manager) Delete(ctx context.Context, bridge string) error {
+	c, err := m.conn(ctx)
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
@@ -392,8 +362,8 @@ type ForwardCounter struct {
 
 // Counters returns the forwards installed now, with their counters, in
 // proto and port order; none when the table does not exist.
-func (m *Manager) Counters() ([]ForwardCounter, error) {
-	c, err := m.conn()
+func (m *Manager) Counters(ctx context.Context) ([]ForwardCounter, error) {
+	c, err := m.conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("open nftables: %w", err)
 	}

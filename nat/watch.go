@@ -35,7 +35,10 @@ func (m *Manager) Watch(ctx context.Context, r *conf.NATRules, interval time.Dur
 		interval = 5 * time.Second
 	}
 	pass := func(trigger string, start time.Time) {
-		change, err := m.Apply(r)
+		change, err := m.Apply(ctx, r)
+		if ctx.Err() != nil {
+			return // ending, not failing: the loop returns ctx's error
+		}
 		if report != nil && (change != Unchanged || err != nil) {
 			report(Event{Trigger: trigger, Change: change, Took: time.Since(start), Err: err})
 		}
@@ -50,7 +53,11 @@ func (m *Manager) Watch(ctx context.Context, r *conf.NATRules, interval time.Dur
 	for {
 		// Subscribe before the first pass, so a change made right after
 		// it is not left for the periodic read-back.
-		events, stop, err := m.subscribe()
+		events, stop, err := m.subscribe(ctx)
+		if ctx.Err() != nil {
+			stop()
+			return ctx.Err()
+		}
 		if err != nil {
 			if report != nil {
 				report(Event{Trigger: "notification", Err: fmt.Errorf("subscribe to nftables changes: %w", err)})
@@ -91,8 +98,8 @@ func (m *Manager) Watch(ctx context.Context, r *conf.NATRules, interval time.Dur
 }
 
 // subscribe opens a fresh connection with a notification socket.
-func (m *Manager) subscribe() (<-chan *nftables.MonitorEvents, func(), error) {
-	c, err := m.conn()
+func (m *Manager) subscribe(ctx context.Context) (<-chan *nftables.MonitorEvents, func(), error) {
+	c, err := m.conn(ctx)
 	if err != nil {
 		return nil, func() {}, err
 	}

@@ -56,7 +56,8 @@ func natCmd(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
-	m := nat.NewManager(nil)
+	var m nat.DNAT = nat.NewManager(nil)
+	ctx := context.Background()
 	load := func() (*conf.NATRules, error) {
 		if *file == "" {
 			return nil, usageError{errors.New("-f FILE is required")}
@@ -69,20 +70,20 @@ func natCmd(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		change, err := m.Apply(r)
+		change, err := m.Apply(ctx, r)
 		if err != nil {
 			return err
 		}
 		_, err = fmt.Fprintf(stdout, "table ip %s: %s (%d forwards, egress %s)\n", nat.TableName, change, len(r.Forwards), r.Egress)
 		return err
 	case "show":
-		counters, err := m.Counters()
+		counters, err := m.Counters(ctx)
 		if err != nil {
 			return err
 		}
 		return showCounters(stdout, counters, *out)
 	case "delete":
-		if err := m.Delete(*bridge); err != nil {
+		if err := m.Delete(ctx, *bridge); err != nil {
 			return err
 		}
 		_, err := fmt.Fprintf(stdout, "table ip %s deleted\n", nat.TableName)
@@ -92,7 +93,7 @@ func natCmd(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		log := slog.New(slog.NewTextHandler(stderr, nil))
 		log.Info("watching table ip esb", "forwards", len(r.Forwards), "egress", r.Egress, "interval", *interval)

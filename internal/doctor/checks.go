@@ -19,7 +19,6 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -481,14 +480,14 @@ func (st netState) pathOr() string {
 	return conf.ConflistPath
 }
 
-func (d *doctor) nftables(st netState) {
+func (d *doctor) nftables(ctx context.Context, st netState) {
 	if d.nat.rules == nil {
 		if d.o.NATRules == "" {
 			d.add("nftables", Warn, "give esb-agent --nat-rules FILE (nat-rules: in /etc/esb/agent.yaml), or esbctl nat apply -f FILE",
 				"no NAT rule file configured: workers reach nothing through the gateway %s", st.gateway.Addr())
 		}
 	} else {
-		change, exists, err := nat.NewManager(nil).Diff(d.nat.rules)
+		change, exists, err := nat.NewManager(nil).Diff(ctx, d.nat.rules)
 		fix := "esbctl nat apply -f " + d.o.NATRules + " (esb-agent repairs it within its nat-interval while it runs)"
 		switch {
 		case err != nil:
@@ -501,12 +500,12 @@ func (d *doctor) nftables(st netState) {
 			d.add("nftables", OK, "", "table ip %s matches %s (%d forwards)", nat.TableName, d.o.NATRules, len(d.nat.rules.Forwards))
 		}
 	}
-	d.antiSpoof(st)
+	d.antiSpoof(ctx, st)
 }
 
 // antiSpoof checks that every port of the bridge has its anti-spoof
 // element in table bridge esb.
-func (d *doctor) antiSpoof(st netState) {
+func (d *doctor) antiSpoof(ctx context.Context, st netState) {
 	if !st.antiSpoof {
 		return
 	}
@@ -525,12 +524,7 @@ func (d *doctor) antiSpoof(st netState) {
 			ports = append(ports, l.Attrs().Name)
 		}
 	}
-	c, err := nftables.New()
-	if err != nil {
-		d.add("antispoof", Fail, "", "open nftables: %v", err)
-		return
-	}
-	guards, err := nat.ListGuards(c)
+	guards, err := nat.NewManager(nil).ListGuards(ctx)
 	if err != nil {
 		d.add("antispoof", Fail, "", "read table bridge %s: %v", nat.TableName, err)
 		return

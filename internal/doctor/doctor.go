@@ -96,7 +96,7 @@ func Run(ctx context.Context, o Options) Report {
 	d.sysctls(net)
 	d.bridge(net)
 	d.subnet(net)
-	d.nftables(net)
+	d.nftables(ctx, net)
 	d.ipam(net)
 	d.runtime(ctx)
 	d.registry(ctx)

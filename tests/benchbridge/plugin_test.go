@@ -17,7 +17,6 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
@@ -443,11 +442,7 @@ func (p *plugin) checkNode(ports int) error {
 // guards returns how many anti-spoof guards the node's bridge esb table
 // holds and how many of them are active.
 func (p *plugin) guards() (total, active int, err error) {
-	c, err := nftables.New(nftables.WithNetNSFd(int(p.node.Fd())))
-	if err != nil {
-		return 0, 0, fmt.Errorf("nftables in the node namespace: %w", err)
-	}
-	gs, err := nat.ListGuards(c)
+	gs, err := nat.NewManager(p.node).ListGuards(context.Background())
 	if err != nil {
 		return 0, 0, fmt.Errorf("list anti-spoof guards: %w", err)
 	}

@@ -143,7 +143,7 @@ func measureApply(b *testing.B, n *node) []ApplyRow {
 	}
 	timed := func(r *conf.NATRules, want nat.Change) time.Duration {
 		start := time.Now()
-		got, err := n.mgr.Apply(r)
+		got, err := n.mgr.Apply(context.Background(), r)
 		d := time.Since(start)
 		if err != nil {
 			b.Fatalf("apply %d forwards: %v", len(r.Forwards), err)
@@ -155,7 +155,7 @@ func measureApply(b *testing.B, n *node) []ApplyRow {
 	}
 	for range applySamples {
 		for i, c := range applySizes {
-			if err := n.mgr.Delete(bridgeName); err != nil {
+			if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 				b.Fatalf("delete: %v", err)
 			}
 			time.Sleep(settle)
@@ -182,14 +182,14 @@ func measureApply(b *testing.B, n *node) []ApplyRow {
 // socket.)
 func countTransactions(b *testing.B, n *node, r *conf.NATRules) int {
 	b.Helper()
-	if err := n.mgr.Delete(bridgeName); err != nil {
+	if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 		b.Fatalf("delete: %v", err)
 	}
 	before, err := n.genID()
 	if err != nil {
 		b.Fatalf("read the nftables generation: %v", err)
 	}
-	if _, err := n.mgr.Apply(r); err != nil {
+	if _, err := n.mgr.Apply(context.Background(), r); err != nil {
 		b.Fatalf("apply: %v", err)
 	}
 	after, err := n.genID()
@@ -222,7 +222,7 @@ func pair(b *testing.B, n *node, w *worker, loadgen, mode, path string, d time.D
 // and a note on the forward's counter.
 func compareDNAT(b *testing.B, n *node, w *worker, loadgen string) ([]Comparison, string) {
 	b.Helper()
-	if _, err := n.mgr.Apply(rules(b, 1, false)); err != nil {
+	if _, err := n.mgr.Apply(context.Background(), rules(b, 1, false)); err != nil {
 		b.Fatalf("apply: %v", err)
 	}
 	before, err := n.mapHits()
@@ -289,7 +289,7 @@ func perConnection(b *testing.B, n *node, w *worker, loadgen string) []Setup {
 	b.Helper()
 	c := n.nft()
 	reset := func() {
-		if err := n.mgr.Delete(bridgeName); err != nil {
+		if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 			b.Fatalf("delete table ip esb: %v", err)
 		}
 		n.deleteIptables(c)
@@ -312,7 +312,7 @@ func perConnection(b *testing.B, n *node, w *worker, loadgen string) []Setup {
 			name: fmt.Sprintf("our map, %d forward(s)", count),
 			install: func() time.Duration {
 				start := time.Now()
-				if _, err := n.mgr.Apply(r); err != nil {
+				if _, err := n.mgr.Apply(context.Background(), r); err != nil {
 					b.Fatalf("apply %d forwards: %v", count, err)
 				}
 				d := time.Since(start)
@@ -385,7 +385,7 @@ func measureDrift(b *testing.B, n *node, r *conf.NATRules) DriftRow {
 	b.Helper()
 	row := DriftRow{Forwards: len(r.Forwards)}
 	c := n.nft()
-	if err := n.mgr.Delete(bridgeName); err != nil {
+	if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 		b.Fatalf("delete: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

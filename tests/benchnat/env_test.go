@@ -593,7 +593,7 @@ func netlinkAttrs(b []byte) (map[uint16][]byte, error) {
 
 // mapHits returns the connections counted by forward tcp/9000.
 func (n *node) mapHits() (uint64, error) {
-	fcs, err := n.mgr.Counters()
+	fcs, err := n.mgr.Counters(context.Background())
 	if err != nil {
 		return 0, err
 	}

@@ -29,7 +29,6 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
@@ -304,11 +303,7 @@ func (n *node) hasLink(name string) bool {
 // guards returns the anti-spoof guards installed in the node, by port.
 func (n *node) guards() map[string]nat.Guard {
 	n.t.Helper()
-	c, err := nftables.New(nftables.WithNetNSFd(int(n.ns.Fd())))
-	if err != nil {
-		n.t.Fatalf("nftables in node: %v", err)
-	}
-	gs, err := nat.ListGuards(c)
+	gs, err := nat.NewManager(n.ns).ListGuards(n.t.Context())
 	if err != nil {
 		n.t.Fatalf("list anti-spoof guards: %v", err)
 	}

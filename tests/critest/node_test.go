@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/google/nftables"
 	"github.com/moby/sys/mountinfo"
 	toml "github.com/pelletier/go-toml/v2"
 	"github.com/vishvananda/netlink"
@@ -601,11 +600,7 @@ func (n *node) veths() []string {
 // node's "bridge esb" table.
 func (n *node) guards() []string {
 	n.t.Helper()
-	c, err := nftables.New(nftables.WithNetNSFd(int(n.netns.Fd())))
-	if err != nil {
-		n.t.Fatalf("nftables in the node: %v", err)
-	}
-	gs, err := nat.ListGuards(c)
+	gs, err := nat.NewManager(n.netns).ListGuards(n.t.Context())
 	if err != nil {
 		n.t.Fatalf("list anti-spoof guards: %v", err)
 	}

@@ -237,7 +237,7 @@ func (n *node) add(id string) {
 
 func (n *node) applyNAT() {
 	n.t.Helper()
-	if _, err := nat.NewManager(n.ns).Apply(n.rules); err != nil {
+	if _, err := nat.NewManager(n.ns).Apply(n.t.Context(), n.rules); err != nil {
 		n.t.Fatalf("apply NAT rules: %v", err)
 	}
 }

@@ -315,7 +315,7 @@ func TestCoexistWithDockerBridge(t *testing.T) {
 	// Deleting esbnet's NAT leaves Docker's tables as they were.
 	e.stopAgent(syscall.SIGTERM)
 	mid := e.dockerTables()
-	if err := nat.NewManager(e.node).Delete("esb-cni0"); err != nil {
+	if err := nat.NewManager(e.node).Delete(t.Context(), "esb-cni0"); err != nil {
 		t.Fatal(err)
 	}
 	if after := e.dockerTables(); after != mid {

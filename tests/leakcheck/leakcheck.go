@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/nftables"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
@@ -250,12 +250,12 @@ func (c *checker) cache() error {
 type handles struct {
 	nsh vnetns.NsHandle
 	nl  *netlink.Handle
-	nft *nftables.Conn
+	ns  ns.NetNS
 }
 
 func (h *handles) close() {
 	h.nl.Close()
-	_ = h.nft.CloseLasting()
+	_ = h.ns.Close()
 	_ = h.nsh.Close()
 }
 
@@ -269,13 +269,13 @@ func (c *checker) nodeHandles() (*handles, error) {
 		_ = nsh.Close()
 		return nil, fmt.Errorf("netlink in the node: %w", err)
 	}
-	nft, err := nftables.New(nftables.WithNetNSFd(int(nsh)), nftables.AsLasting())
+	n, err := ns.GetNS(c.n.NetNS)
 	if err != nil {
 		nl.Close()
 		_ = nsh.Close()
-		return nil, fmt.Errorf("nftables in the node: %w", err)
+		return nil, fmt.Errorf("open node netns %s: %w", c.n.NetNS, err)
 	}
-	return &handles{nsh: nsh, nl: nl, nft: nft}, nil
+	return &handles{nsh: nsh, nl: nl, ns: n}, nil
 }
 
 // veths finds the node's esb veths; their alias (conf.VethAlias) names the
@@ -304,7 +304,7 @@ func (c *checker) veths(h *handles) error {
 // guards reads the anti-spoof elements of the node's bridge table: one
 // guard per port, owned by "<id>/<ifname>", with the worker's address.
 func (c *checker) guards(h *handles) error {
-	gs, err := nat.ListGuards(h.nft)
+	gs, err := nat.NewManager(h.ns).ListGuards(context.Background())
 	if err != nil {
 		return fmt.Errorf("list anti-spoof guards: %w", err)
 	}

@@ -1,6 +1,7 @@
 package nattest
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -8,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/google/nftables"
 
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
@@ -42,29 +41,43 @@ func golden(t *testing.T, name, got string) {
 	}
 }
 
+// TestAntiSpoofTableGolden installs and removes guards through a Manager
+// in a fresh namespace and compares the kernel's listing with the golden
+// texts; a nat.Fake given the same calls must answer alike and dump the
+// same text, so unit tests elsewhere can trust it.
 func TestAntiSpoofTableGolden(t *testing.T) {
 	node := nstest.NewNS(t)
-	c, err := nftables.New(nftables.WithNetNSFd(int(node.Fd())))
-	if err != nil {
-		t.Fatal(err)
+	ctx := t.Context()
+	m, fake := nat.NewManager(node), nat.NewFake()
+	both := func(what string, call func(nat.AntiSpoof) error) {
+		t.Helper()
+		if err := call(m); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if err := call(fake); err != nil {
+			t.Fatalf("%s on the fake: %v", what, err)
+		}
+	}
+	sameAsFake := func(listing string) {
+		t.Helper()
+		if dump := fake.Dump(); dump != listing {
+			t.Errorf("the fake's dump differs from the kernel's listing:\n--- fake\n%s\n--- kernel\n%s", dump, listing)
+		}
 	}
 	mac1, _ := net.ParseMAC("0a:58:0a:58:00:02")
 	mac2, _ := net.ParseMAC("0a:58:0a:58:00:03")
 	g1 := nat.Guard{Port: "esb000000000001", MAC: mac1, IPs: []netip.Addr{netip.MustParseAddr("10.88.0.2")}, Owner: "ctr1/eth0"}
 	g2 := nat.Guard{Port: "esb000000000002", MAC: mac2, IPs: []netip.Addr{netip.MustParseAddr("10.88.0.3"), netip.MustParseAddr("fd00:88::3")}, Owner: "ctr2/eth0"}
 	for _, g := range []nat.Guard{g1, g2} {
-		if err := nat.AddGuard(c, g); err != nil {
-			t.Fatalf("add %s: %v", g.Port, err)
-		}
+		both("add "+g.Port, func(a nat.AntiSpoof) error { return a.AddGuard(ctx, g) })
 	}
 	first := nftList(t, node.Path(), "bridge", "esb")
 	golden(t, "antispoof-two-guards.nft", first)
+	sameAsFake(first)
 
 	// Adding the same guard again changes nothing: one copy of the rules,
 	// one element each.
-	if err := nat.AddGuard(c, g1); err != nil {
-		t.Fatal(err)
-	}
+	both("add again", func(a nat.AntiSpoof) error { return a.AddGuard(ctx, g1) })
 	if again := nftList(t, node.Path(), "bridge", "esb"); again != first {
 		t.Errorf("re-adding a guard changed the table:\n%s", again)
 	}
@@ -73,42 +86,47 @@ func TestAntiSpoofTableGolden(t *testing.T) {
 	if out, err := exec.Command("ip", "netns", "exec", filepath.Base(node.Path()), "nft", "flush", "chain", "bridge", "esb", "prerouting").CombinedOutput(); err != nil {
 		t.Fatalf("flush chain: %v\n%s", err, out)
 	}
-	if err := nat.AddGuard(c, g1); err != nil {
+	if err := m.AddGuard(ctx, g1); err != nil {
 		t.Fatal(err)
 	}
 	if again := nftList(t, node.Path(), "bridge", "esb"); again != first {
 		t.Errorf("a guard added after the chain was flushed did not restore it:\n%s", again)
 	}
-	gs, err := nat.ListGuards(c)
+	gs, err := m.ListGuards(ctx)
 	if err != nil || len(gs) != 2 || gs[1].Owner != "ctr2/eth0" || len(gs[1].IPs) != 2 {
 		t.Fatalf("ListGuards = %+v, %v", gs, err)
 	}
+	if fgs, err := fake.ListGuards(ctx); err != nil || fmt.Sprint(fgs) != fmt.Sprint(gs) {
+		t.Errorf("the fake lists %+v, %v; the kernel %+v", fgs, err, gs)
+	}
 
-	// Removing one guard touches only its elements; removing it twice is fine.
+	// Removing one guard touches only its elements; removing it twice is
+	// fine, by listing or by known elements.
 	for i := 0; i < 2; i++ {
-		if err := nat.RemoveGuard(c, g2.Port); err != nil {
-			t.Fatalf("remove %d: %v", i, err)
+		both(fmt.Sprint("remove ", i), func(a nat.AntiSpoof) error { return a.RemoveGuard(ctx, g2.Port) })
+		both(fmt.Sprint("remove known ", i), func(a nat.AntiSpoof) error { return a.RemoveGuardKnown(ctx, g2) })
+	}
+	one := nftList(t, node.Path(), "bridge", "esb")
+	golden(t, "antispoof-one-guard.nft", one)
+	sameAsFake(one)
+	for _, a := range []nat.AntiSpoof{m, fake} {
+		if _, err := a.FindGuard(ctx, g2.Port); !nat.IsNotFound(err) {
+			t.Errorf("FindGuard after remove (%T): %v", a, err)
 		}
 	}
-	golden(t, "antispoof-one-guard.nft", nftList(t, node.Path(), "bridge", "esb"))
-	if _, err := nat.FindGuard(c, g2.Port); !nat.IsNotFound(err) {
-		t.Errorf("FindGuard after remove: %v", err)
-	}
-	if strings.Contains(nftList(t, node.Path(), "bridge", "esb"), "ctr2") {
+	if strings.Contains(one, "ctr2") {
 		t.Error("elements of the removed guard remain")
 	}
+	both("remove the last by known elements", func(a nat.AntiSpoof) error { return a.RemoveGuardKnown(ctx, g1) })
+	sameAsFake(nftList(t, node.Path(), "bridge", "esb"))
 }
 
 func TestRemoveGuardWithoutTable(t *testing.T) {
-	node := nstest.NewNS(t)
-	c, err := nftables.New(nftables.WithNetNSFd(int(node.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nat.RemoveGuard(c, "esb000000000009"); err != nil {
+	m := nat.NewManager(nstest.NewNS(t))
+	if err := m.RemoveGuard(t.Context(), "esb000000000009"); err != nil {
 		t.Errorf("RemoveGuard with no table: %v", err)
 	}
-	if gs, err := nat.ListGuards(c); err != nil || len(gs) != 0 {
+	if gs, err := m.ListGuards(t.Context()); err != nil || len(gs) != 0 {
 		t.Errorf("ListGuards with no table = %v, %v", gs, err)
 	}
 }

@@ -87,7 +87,7 @@ func TestCoexistsWithDocker(t *testing.T) {
 
 	n.mustApply(r, nat.Rebuilt)
 	same("Apply")
-	if err := n.mgr.Delete(bridgeName); err != nil {
+	if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
 	same("Delete")
@@ -104,7 +104,7 @@ func TestCoexistsWithDocker(t *testing.T) {
 	}
 	same("drift repair")
 	stop()
-	if err := n.mgr.Delete(bridgeName); err != nil {
+	if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
 	same("Delete after Watch")

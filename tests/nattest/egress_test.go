@@ -1,6 +1,7 @@
 package nattest
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"strconv"
@@ -172,8 +173,8 @@ func TestLocalnetOffAfterTableLost(t *testing.T) {
 		what string
 		fn   func() error
 	}{
-		{"Delete", func() error { return n.mgr.Delete(bridgeName) }},
-		{"Apply without a loopback forward", func() error { _, err := n.mgr.Apply(withoutLo); return err }},
+		{"Delete", func() error { return n.mgr.Delete(context.Background(), bridgeName) }},
+		{"Apply without a loopback forward", func() error { _, err := n.mgr.Apply(context.Background(), withoutLo); return err }},
 	} {
 		n.mustApply(withLo, nat.Rebuilt)
 		if got := n.localnet(); got != "1" {
@@ -190,7 +191,7 @@ func TestLocalnetOffAfterTableLost(t *testing.T) {
 		if step.what == "Delete" {
 			w.expectBlocked("after the table was lost and "+step.what, loOther)
 		}
-		if err := n.mgr.Delete(bridgeName); err != nil {
+		if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 			t.Fatalf("delete: %v", err)
 		}
 	}

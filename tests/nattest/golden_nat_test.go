@@ -1,6 +1,7 @@
 package nattest
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -30,22 +31,34 @@ func TestNATTableGolden(t *testing.T) {
 			first := n.list("ip", nat.TableName)
 			golden(t, tc.golden, first)
 
+			// A fake given the same rules answers alike and dumps the
+			// kernel's text.
+			fake := nat.NewFake()
+			for _, want := range []nat.Change{nat.Rebuilt, nat.Unchanged} {
+				if c, err := fake.Apply(t.Context(), r); c != want || err != nil {
+					t.Errorf("fake Apply = %v, %v; want %v", c, err, want)
+				}
+			}
+			if dump := fake.Dump(); dump != first {
+				t.Errorf("the fake's dump differs from the kernel's listing:\n--- fake\n%s\n--- kernel\n%s", dump, first)
+			}
+
 			// The same rules again: nothing sent, the same text.
 			n.mustApply(r, nat.Unchanged)
 			if again := n.list("ip", nat.TableName); again != first {
 				t.Errorf("re-applying changed the table:\n--- before\n%s\n--- after\n%s", first, again)
 			}
 
-			if err := n.mgr.Delete(bridgeName); err != nil {
+			if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 				t.Fatalf("delete: %v", err)
 			}
 			if n.hasESBTable() {
 				t.Errorf("table ip esb remains after Delete:\n%s", n.inNS("nft", "list", "ruleset"))
 			}
-			if err := n.mgr.Delete(bridgeName); err != nil {
+			if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 				t.Errorf("Delete with no table: %v", err)
 			}
-			if cs, err := n.mgr.Counters(); err != nil || len(cs) != 0 {
+			if cs, err := n.mgr.Counters(context.Background()); err != nil || len(cs) != 0 {
 				t.Errorf("Counters with no table = %v, %v; want none", cs, err)
 			}
 		})
@@ -55,7 +68,7 @@ func TestNATTableGolden(t *testing.T) {
 // forwardsOf renders Counters as "proto/port->to=packets" lines.
 func forwardsOf(t *testing.T, n *node) string {
 	t.Helper()
-	cs, err := n.mgr.Counters()
+	cs, err := n.mgr.Counters(context.Background())
 	if err != nil {
 		t.Fatalf("counters: %v", err)
 	}
@@ -116,7 +129,7 @@ func TestApplyKeepsCounters(t *testing.T) {
 	if got := forwardsOf(t, n); got != want {
 		t.Errorf("counters after moving the tcp forward:\n%s\nwant\n%s", got, want)
 	}
-	cs, err := n.mgr.Counters()
+	cs, err := n.mgr.Counters(context.Background())
 	if err != nil || len(cs) != 2 || cs[0].Forward != (conf.Forward{Proto: "tcp", Port: 9000, To: netip.MustParseAddrPort(moved)}) {
 		t.Errorf("Counters = %+v, %v", cs, err)
 	}

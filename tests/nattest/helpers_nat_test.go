@@ -600,7 +600,7 @@ func rules(t *testing.T, text string) *conf.NATRules {
 // Apply says it did.
 func (n *node) mustApply(r *conf.NATRules, want nat.Change) {
 	n.t.Helper()
-	got, err := n.mgr.Apply(r)
+	got, err := n.mgr.Apply(context.Background(), r)
 	if err != nil {
 		n.t.Fatalf("apply: %v", err)
 	}

@@ -1,6 +1,7 @@
 package nattest
 
 import (
+	"context"
 	"testing"
 
 	"github.com/edge-serverless-box/esbnet/nat"
@@ -70,7 +71,7 @@ func TestForwardThroughHAProxy(t *testing.T) {
 		t.Errorf("route_localnet of %s with a loopback forward = %s, want 1", bridgeName, got)
 	}
 	w.mustGet(fwdURL, backendBody(viaLo))
-	if err := n.mgr.Delete(bridgeName); err != nil {
+	if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
 	if got := n.localnet(); got != "0" {

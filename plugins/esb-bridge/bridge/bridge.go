@@ -20,6 +20,7 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
+	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/plugins/esb-ipam/ipamplugin"
 )
 
@@ -35,6 +36,17 @@ type Plugin struct {
 	// Delegate runs delegated IPAM plugins (ipam.type other than
 	// esb-ipam); nil means executing them from CNI_PATH.
 	Delegate Delegator
+	// Guards keeps the anti-spoof guards; nil means table bridge esb of
+	// the plugin's own (the node's) namespace.
+	Guards nat.AntiSpoof
+}
+
+// guards returns the anti-spoof tables the plugin works on.
+func (p *Plugin) guards() nat.AntiSpoof {
+	if p.Guards == nil {
+		return nat.NewManager(nil)
+	}
+	return p.Guards
 }
 
 // Funcs returns the verbs for skel.PluginMainFuncs.
@@ -174,10 +186,10 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	if nc.AntiSpoof {
-		if err := addGuard(hostName, mac, resultAddrs(res), args); err != nil {
+		if err := p.addGuard(hostName, mac, resultAddrs(res), args); err != nil {
 			return err
 		}
-		undo.push("remove anti-spoof guard of "+hostName, func() error { return removeGuard(hostName) })
+		undo.push("remove anti-spoof guard of "+hostName, func() error { return p.removeGuardOf(hostName, nil) })
 	}
 	if err := enableForwarding(); err != nil {
 		return err
@@ -208,7 +220,7 @@ func (p *Plugin) ipamAdd(nc *conf.BridgeNetConf, args *skel.CmdArgs, undo *undoS
 		// wiped while workers run) first takes in the attachments the
 		// anti-spoof elements show in use, so no address is handed out twice.
 		a, existed, err := ipam.AddSeeded(nc.IPAM, p.BootID, id, p.now, func() ([]*ipam.Allocation, error) {
-			return guardedAllocations(nc.IPAM, p.now(), nil)
+			return p.guardedAllocations(nc.IPAM, p.now(), nil)
 		})
 		if err != nil {
 			return nil, ipamplugin.CNIError(err)

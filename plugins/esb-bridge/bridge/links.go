@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -13,7 +14,6 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -342,33 +342,21 @@ func resultAddrs(res *current.Result) []netip.Addr {
 	return out
 }
 
-func addGuard(port string, mac net.HardwareAddr, ips []netip.Addr, args *skel.CmdArgs) error {
+func (p *Plugin) addGuard(port string, mac net.HardwareAddr, ips []netip.Addr, args *skel.CmdArgs) error {
 	g := nat.Guard{Port: port, MAC: mac, IPs: ips, Owner: args.ContainerID + "/" + args.IfName}
-	c, err := nftables.New(nftables.AsLasting())
-	if err != nil {
-		return types.NewError(types.ErrInternal, "open nftables", err.Error())
-	}
-	defer func() { _ = c.CloseLasting() }()
-	if err := nat.AddGuard(c, g); err != nil {
+	if err := p.guards().AddGuard(context.Background(), g); err != nil {
 		return types.NewError(types.ErrInternal, "add anti-spoof guard", err.Error())
 	}
 	return nil
 }
 
-func removeGuard(port string) error { return removeGuardOf(port, nil) }
-
 // removeGuardOf removes port's guard: by its known elements when g is
 // given (no listing of the sets), else by listing.
-func removeGuardOf(port string, g *nat.Guard) error {
-	c, err := nftables.New(nftables.AsLasting())
-	if err != nil {
-		return err
+func (p *Plugin) removeGuardOf(port string, g *nat.Guard) error {
+	if g != nil {
+		return p.guards().RemoveGuardKnown(context.Background(), *g)
 	}
-	defer func() { _ = c.CloseLasting() }()
-	if g != nil && len(g.MAC) == 6 {
-		return nat.RemoveGuardKnown(c, *g)
-	}
-	return nat.RemoveGuard(c, port)
+	return p.guards().RemoveGuard(context.Background(), port)
 }
 
 // enableForwarding turns IPv4 forwarding on in the plugin's (the node's)

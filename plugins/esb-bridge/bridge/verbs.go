@@ -14,7 +14,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -58,7 +57,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 			known = knownGuard(hostName, ips)
 		}
 	}
-	if err := removeGuardOf(hostName, known); err != nil {
+	if err := p.removeGuardOf(hostName, known); err != nil {
 		errs = append(errs, fmt.Errorf("remove anti-spoof guard of %s: %w", hostName, err))
 	}
 	if host != nil {
@@ -151,7 +150,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		}
 	}
 	if nc.AntiSpoof {
-		if err := checkGuard(hostName, mac, prev); err != nil {
+		if err := p.checkGuard(hostName, mac, prev); err != nil {
 			return err
 		}
 	}
@@ -238,12 +237,8 @@ func checkContainer(target interface{ Fd() uintptr }, ifName string, prev *curre
 	return link.Attrs().HardwareAddr, nil
 }
 
-func checkGuard(port string, mac net.HardwareAddr, prev *current.Result) error {
-	c, err := nftables.New()
-	if err != nil {
-		return types.NewError(types.ErrInternal, "open nftables", err.Error())
-	}
-	g, err := nat.FindGuard(c, port)
+func (p *Plugin) checkGuard(port string, mac net.HardwareAddr, prev *current.Result) error {
+	g, err := p.guards().FindGuard(context.Background(), port)
 	if nat.IsNotFound(err) {
 		return drift("anti-spoof guard of %s is missing", port)
 	}
@@ -289,7 +284,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		// A valid attachment whose allocation the store lost (its directory
 		// wiped while workers run) gets it back from its anti-spoof
 		// elements before anything is collected.
-		lost, err := guardedAllocations(nc.IPAM, p.now(), valid)
+		lost, err := p.guardedAllocations(nc.IPAM, p.now(), valid)
 		if err != nil {
 			return types.NewError(types.ErrInternal, "list anti-spoof guards", err.Error())
 		}
@@ -302,14 +297,10 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	} else if err := p.delegateVerb(context.Background(), "GC", nc.IPAMType, nc.Raw); err != nil {
 		return err
 	}
-	c, err := nftables.New()
-	if err != nil {
-		return types.NewError(types.ErrInternal, "open nftables", err.Error())
-	}
 	// Guards are listed before links: a guard is added only after its veth
 	// exists, so a guard whose port is missing from the later link list
 	// really lost its veth.
-	guards, err := nat.ListGuards(c)
+	guards, err := p.guards().ListGuards(context.Background())
 	if err != nil {
 		return types.NewError(types.ErrInternal, "list anti-spoof guards", err.Error())
 	}
@@ -367,7 +358,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		if _, err := netlinksafe.LinkByName(g.Port); err == nil {
 			continue // appeared since the listing
 		}
-		if err := nat.RemoveGuard(c, g.Port); err != nil {
+		if err := p.guards().RemoveGuard(context.Background(), g.Port); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -378,12 +369,8 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 // elements show in use: one per guarded port, owned by the guard's
 // attachment, with its addresses inside the configured ranges; only the
 // attachments in only when it is not nil.
-func guardedAllocations(cfg *conf.IPAM, now time.Time, only map[ipam.AttachmentID]bool) ([]*ipam.Allocation, error) {
-	c, err := nftables.New()
-	if err != nil {
-		return nil, err
-	}
-	guards, err := nat.ListGuards(c)
+func (p *Plugin) guardedAllocations(cfg *conf.IPAM, now time.Time, only map[ipam.AttachmentID]bool) ([]*ipam.Allocation, error) {
+	guards, err := p.guards().ListGuards(context.Background())
 	if err != nil {
 		return nil, err
 	}
