@@ -29,12 +29,20 @@ type fakeRuntime struct {
 	events     chan shim.Event // what emit sends to the current subscriber
 	brk        chan struct{}   // closed by breakEvents
 	subs       int             // subscriptions so far
+	// exit, when set, is what WaitExit reports for every worker at once
+	// (a process that ended, one the runtime was told to stop, or a wait
+	// the runtime broke).
+	exit *shim.Exit
+	// waitEnded receives the ID of each WaitExit watch whose context
+	// ended (buffered; tests that care read it).
+	waitEnded chan string
 }
 
 var _ shim.Runtime = (*fakeRuntime)(nil)
 
 func newFakeRuntime() *fakeRuntime {
-	return &fakeRuntime{containers: map[string]*shim.WorkerInfo{}, specs: map[string]shim.WorkerSpec{}, events: make(chan shim.Event)}
+	return &fakeRuntime{containers: map[string]*shim.WorkerInfo{}, specs: map[string]shim.WorkerSpec{}, events: make(chan shim.Event),
+		waitEnded: make(chan string, 16)}
 }
 
 func (f *fakeRuntime) record(c string) { f.calls = append(f.calls, c) }
@@ -236,6 +244,25 @@ func (f *fakeRuntime) List(context.Context) ([]shim.WorkerInfo, error) {
 		out = append(out, *c)
 	}
 	return out, nil
+}
+
+// WaitExit reports f.exit at once, or nothing until ctx ends.
+func (f *fakeRuntime) WaitExit(ctx context.Context, id string, _ time.Time) <-chan shim.Exit {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("wait " + id)
+	out := make(chan shim.Exit, 1)
+	if f.exit != nil {
+		out <- *f.exit
+	}
+	go func() {
+		<-ctx.Done()
+		select {
+		case f.waitEnded <- id:
+		default:
+		}
+	}()
+	return out
 }
 
 func (f *fakeRuntime) Ping(context.Context) error {
