@@ -70,7 +70,9 @@ func (e *env) expectSettled(what string, live []*agentv1.Worker) leakcheck.Repor
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), faultSettle+time.Minute)
 	defer cancel()
+	start := time.Now()
 	rep, err := leakcheck.Wait(ctx, e.leakNode(), liveOf(live), faultSettle)
+	noteWait("faultSettle (leakcheck)", faultSettle, time.Since(start))
 	if err != nil {
 		e.t.Errorf("%s: read the node: %v", what, err)
 	}
@@ -79,7 +81,9 @@ func (e *env) expectSettled(what string, live []*agentv1.Worker) leakcheck.Repor
 	}
 	// The undo of interrupted creations runs in the background: its last
 	// step, the journal entry, may follow the node's last trace.
-	deadline := time.Now().Add(faultSettle)
+	start = time.Now()
+	defer since("faultSettle (journal)", faultSettle, start)
+	deadline := start.Add(faultSettle)
 	for {
 		ents, _ := os.ReadDir(e.journalDir())
 		if len(ents) == 0 {
@@ -118,6 +122,7 @@ func TestFaultAgentKilledDuringAcquires(t *testing.T) {
 		got := make([]*agentv1.Worker, n)
 		var mu sync.Mutex
 		ready := 0
+		enough, done := make(chan struct{}), make(chan struct{})
 		var wg sync.WaitGroup
 		for i := range n {
 			wg.Go(func() {
@@ -126,21 +131,24 @@ func TestFaultAgentKilledDuringAcquires(t *testing.T) {
 					mu.Lock()
 					got[i] = w
 					ready++
+					if ready == 3 {
+						close(enough)
+					}
 					mu.Unlock()
 				}
 			})
 		}
-		// Kill once some workers are ready and others are half made.
-		deadline := time.Now().Add(3 * time.Minute)
-		for time.Now().Before(deadline) {
-			mu.Lock()
-			enough := ready >= 3
-			mu.Unlock()
-			if enough {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
+		go func() { wg.Wait(); close(done) }()
+		// Kill once some workers are ready and others are half made (each
+		// acquire is bounded by rpcTimeout: done comes if 3 never do).
+		started := time.Now()
+		select {
+		case <-enough:
+			noteWait("3 workers ready before the kill", rpcTimeout, time.Since(started))
+		case <-done:
+			t.Errorf("the 50 acquires ended with %d workers ready, want 3 before the kill", ready)
 		}
+		// A random point of the remaining creations.
 		time.Sleep(time.Duration(rand.IntN(400)) * time.Millisecond)
 		e.stopAgent(syscall.SIGKILL)
 		wg.Wait()
@@ -412,16 +420,23 @@ func (c *ownContainerd) start() {
 	}
 	c.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); _ = log.Close(); close(done) }(c.cmd, c.exited)
-	deadline := time.Now().Add(agentStartTimeout)
+	start := time.Now()
+	deadline := start.Add(daemonStartTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		out, err := exec.CommandContext(ctx, "ctr", "--address", c.sock(), "version").CombinedOutput()
 		cancel()
 		if err == nil {
+			noteWait("containerd start", daemonStartTimeout, time.Since(start))
 			return
 		}
+		select {
+		case <-c.exited:
+			c.t.Fatalf("the test's containerd exited at start; see %s", log.Name())
+		default:
+		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("the test's containerd does not answer on %s: %v\n%s", c.sock(), err, out)
+			c.t.Fatalf("the test's containerd does not answer on %s within %s: %v\n%s", c.sock(), daemonStartTimeout, err, out)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -434,8 +449,10 @@ func (c *ownContainerd) stop(sig syscall.Signal) {
 		return
 	}
 	_ = c.cmd.Process.Signal(sig)
+	stopped := time.Now()
 	select {
 	case <-c.exited:
+		noteWait("containerd stop", agentStopTimeout, time.Since(stopped))
 	case <-time.After(agentStopTimeout):
 		_ = c.cmd.Process.Kill()
 		<-c.exited
@@ -455,7 +472,9 @@ func (c *ownContainerd) signal(sig syscall.Signal) {
 func (e *env) timedAcquire(owner, function string) (*agentv1.Worker, time.Duration, error) {
 	start := time.Now()
 	w, err := e.acquire(e.acquireReq(owner, function))
-	return w, time.Since(start), err
+	took := time.Since(start)
+	noteWait("runtimeBound (acquire)", runtimeBound, took)
+	return w, took, err
 }
 
 // runtimeBound is the longest an answer may take while the runtime is
@@ -530,6 +549,7 @@ func TestFaultRuntimeStopped(t *testing.T) {
 			}
 		}
 		recovered := time.Since(back)
+		noteWait("recovery (within a minute)", time.Minute, recovered)
 		live = append(live, w)
 		e.mustInvoke(w, `{"containerd":"back"}`)
 		e.expectSettled("after containerd came back", live)
@@ -607,6 +627,7 @@ func TestFaultRuntimeStopped(t *testing.T) {
 			}
 		}
 		recovered := time.Since(back)
+		noteWait("recovery (within a minute)", time.Minute, recovered)
 		e.mustInvoke(w, `{"dockerd":"back"}`)
 		// The workers dockerd stopped are dropped; only the new one lives.
 		live := e.waitList("the workers dockerd stopped are dropped", faultSettle, func(ws []*agentv1.Worker) bool {

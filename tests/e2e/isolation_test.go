@@ -280,7 +280,13 @@ func (e *env) gatewayAnswers(w *agentv1.Worker, src string) bool {
 	if src != "" {
 		args = append(args, "-I", src)
 	}
+	start := time.Now()
 	_, err := e.inWorkerNS(w, append(args, gatewayIP)...)
+	if err == nil {
+		// The margin of the wait for no answer is how long an answer
+		// takes (nsenter and ping's start included).
+		noteWait("spoofTimeout (answered ping)", spoofTimeout, time.Since(start))
+	}
 	return err == nil
 }
 
