@@ -62,6 +62,12 @@ func (e *env) mustAcquire(r *agentv1.AcquireWorkerRequest) *agentv1.Worker {
 	if err != nil {
 		e.t.Fatalf("acquire %s for %s: %v", r.GetFunction(), r.GetOwnerId(), err)
 	}
+	return e.checkAcquired(w, r)
+}
+
+// checkAcquired checks w, acquired for r, as mustAcquire does.
+func (e *env) checkAcquired(w *agentv1.Worker, r *agentv1.AcquireWorkerRequest) *agentv1.Worker {
+	e.t.Helper()
 	ip, err := netip.ParseAddr(w.GetIp())
 	switch {
 	case err != nil || !esbSubnet.Contains(ip) || ip.String() == gatewayIP || ip == netip.MustParseAddr("10.88.255.255"):

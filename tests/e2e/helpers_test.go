@@ -42,11 +42,11 @@ const (
 	metricsAddr = "127.0.0.1:9464"
 
 	// Bounds of every wait.
-	agentStartTimeout = 30 * time.Second // start to the socket answering
+	agentStartTimeout = 2 * time.Minute  // start to the socket answering (29.5 s seen at load 20-40)
 	agentStopTimeout  = 30 * time.Second // signal to exit
 	rpcTimeout        = 90 * time.Second // one API call (an acquire creates a container)
 	cmdTimeout        = 60 * time.Second // one command (ctr, esbctl)
-	invokeTimeout     = 10 * time.Second // one invoke that should answer
+	invokeTimeout     = 30 * time.Second // one invoke that should answer (5.1 s seen at load 20-40)
 	settleTimeout     = 10 * time.Second // the kernel's asynchronous cleanup
 	// daemonStartTimeout bounds a test's own containerd or dockerd from
 	// start to answering; the wait also ends when the process exits.

@@ -33,7 +33,7 @@ const (
 	hostSvcBody    = "esb e2e host service"
 	spoofedAddr    = "10.88.77.77"
 	spoofedMAC     = "0a:58:0a:58:99:99"
-	spoofTimeout   = 2 * time.Second
+	spoofTimeout   = 5 * time.Second // an answer took up to 1.3 s at load 20-40
 	isolationProbe = "probe"
 )
 
