@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edge-serverless-box/esbnet/shim"
+	"github.com/edge-serverless-box/esbnet/shim/shimfake"
 )
 
 // TestReadinessEndsWhenWorkerDies: a worker whose port never opens is not
@@ -43,9 +44,9 @@ func TestReadinessEndsWhenWorkerDies(t *testing.T) {
 	for _, owns := range []bool{false, true} {
 		for _, c := range cases {
 			t.Run(fmt.Sprintf("owns-netns=%v/%s", owns, c.name), func(t *testing.T) {
-				rt, nw, nses := newFakeRuntime(), newFakeNetwork(), newFakeNetNSes()
-				rt.ownsNetNS = owns
-				rt.exit = &c.exit
+				rt := shimfake.New(shimfake.Options{OwnsNetNS: owns, ManualEvents: true})
+				nw, nses := newFakeNetwork(), newFakeNetNSes()
+				rt.SetExit(&c.exit)
 				// A ready timeout far longer than any test run: only the
 				// exit can end this wait.
 				a := New(Options{Runtime: rt, Network: nw, NetNSes: nses,
@@ -84,7 +85,7 @@ func TestReadinessWatchEnds(t *testing.T) {
 	}
 	// The watch's context is cancelled as the creation returns (the
 	// fake reports it from its own goroutine: a hang here is the bug).
-	if id := <-r.rt.waitEnded; id != w.ID {
+	if id := <-r.rt.WaitsEnded(); id != w.ID {
 		t.Errorf("the watch that ended is %s's, want %s's", id, w.ID)
 	}
 }
