@@ -108,7 +108,7 @@ func TestAcquireAndRelease(t *testing.T) {
 		t.Errorf("worker %+v", w)
 	}
 	// containerd order: the network is up before the process starts.
-	want := []string{"pull 127.0.0.1:5000/esb/worker:latest", "create " + w.ID, "start " + w.ID}
+	want := []string{"pull 127.0.0.1:5000/esb/worker:latest", "create " + w.ID, "start " + w.ID, "wait " + w.ID}
 	if strings.Join(r.rt.Calls(), ",") != strings.Join(want, ",") {
 		t.Errorf("runtime calls %v, want %v", r.rt.Calls(), want)
 	}

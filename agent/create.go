@@ -96,6 +96,10 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 	}
 	c := &creation{a: a, w: w, r: r, att: shim.Attachment{ContainerID: w.ID}}
 	defer func() { c.finish(err) }()
+	// The watch of the worker's exit lives as long as its creation.
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	c.watchCtx = wctx
 	if err := a.ensureImage(ctx, r.Image); err != nil {
 		return a.pullErr(err, r.Image)
 	}
@@ -120,7 +124,7 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 		return err
 	}
 	a.table.setAddress(w, ip, c.att.NetNS)
-	return a.waitReady(ctx, w)
+	return a.waitReady(ctx, w, c.exited)
 }
 
 // creation is one worker being made: the steps it took so far, undone in
@@ -132,6 +136,10 @@ type creation struct {
 	att  shim.Attachment
 	res  *current.Result
 	undo []func() error
+	// watchCtx bounds the watch of the worker's exit, which run starts
+	// right after the process does; exited is where it reports.
+	watchCtx context.Context
+	exited   <-chan shim.Exit
 }
 
 // cleanup registers the undo of a step; it runs with a fresh context,
@@ -195,6 +203,9 @@ func (c *creation) run(ctx context.Context) error {
 		return err
 	}
 	rt, id := c.a.rt, c.w.ID
+	// Events of the worker are replayed from here (Docker): its exit is
+	// seen even when it comes before the watch is in place.
+	since := time.Now()
 	if err := rt.Create(ctx, spec); err != nil {
 		return c.a.runtimeErr(err, "create container")
 	}
@@ -204,6 +215,7 @@ func (c *creation) run(ctx context.Context) error {
 		return c.a.runtimeErr(err, "start worker")
 	}
 	c.cleanup("stop worker", func(ctx context.Context) error { return rt.Stop(ctx, id, 0) })
+	c.exited = rt.WaitExit(c.watchCtx, id, since)
 	if rt.OwnsNetNS() {
 		c.att.NetNS = netns
 	}

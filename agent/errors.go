@@ -22,6 +22,7 @@ const (
 	Exhausted         // no address, or a limit reached (ResourceExhausted)
 	NotReady          // the worker did not become ready in time (DeadlineExceeded)
 	Precondition      // the worker is not in a state for the call, e.g. paused (FailedPrecondition)
+	Exited            // the worker's process ended before its port opened: the image is at fault (FailedPrecondition)
 )
 
 // Error is an agent error with a class and, for Invalid, the field.

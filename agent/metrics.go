@@ -48,7 +48,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 var codeNames = map[Code]string{Internal: "internal", Invalid: "invalid", NotFound: "not_found",
-	Permission: "permission", Unavailable: "unavailable", Exhausted: "exhausted", NotReady: "not_ready", Precondition: "precondition"}
+	Permission: "permission", Unavailable: "unavailable", Exhausted: "exhausted", NotReady: "not_ready", Precondition: "precondition",
+	Exited: "exited"}
 
 func (m *Metrics) observeAcquire(start time.Time, w *Worker, err error) {
 	if err != nil {

@@ -8,10 +8,15 @@ import (
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/edge-serverless-box/esbnet/shim"
 )
 
-// waitReady polls the worker's port until it accepts TCP.
-func (a *Agent) waitReady(ctx context.Context, w *Worker) error {
+// waitReady polls the worker's port until it accepts TCP. It ends early
+// when exited reports the end of the worker's process or of the runtime's
+// answer (see notReady), so a worker that is already dead is not waited
+// for until the ready timeout.
+func (a *Agent) waitReady(ctx context.Context, w *Worker, exited <-chan shim.Exit) error {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.ReadyTimeout)
 	defer cancel()
 	addr := net.JoinHostPort(w.IP.String(), strconv.Itoa(w.Port))
@@ -31,10 +36,34 @@ func (a *Agent) waitReady(ctx context.Context, w *Worker) error {
 				return a.runtimeErr(perr, "worker %s did not accept TCP on %s: the runtime does not answer", w.ID, addr)
 			}
 			return errf(NotReady, err, "worker %s did not accept TCP on %s within %s", w.ID, addr, a.cfg.ReadyTimeout)
+		case ex := <-exited:
+			return notReady(w, addr, ex)
 		case <-time.After(delay):
 		}
 		delay = min(delay*2, 50*time.Millisecond)
 	}
+}
+
+// notReady classifies the end of a worker's process, or of its runtime's
+// answer, before its port opened. A runtime that stopped answering is
+// Unavailable; so is a process the runtime was told to end (dockerd kills
+// its containers as it shuts down, and keeps answering for a while after:
+// a kill event precedes their exit, which tells it from an exit of the
+// worker's own without betting on when the daemon stops answering). Any
+// other end is the image's doing: Exited (FailedPrecondition) with the
+// status and the last lines of the worker's log.
+func notReady(w *Worker, addr string, ex shim.Exit) error {
+	switch {
+	case ex.Err != nil:
+		return errf(Unavailable, ex.Err, "worker %s did not accept TCP on %s: the runtime does not answer", w.ID, addr)
+	case ex.Stopped:
+		return errf(Unavailable, nil, "worker %s was stopped by its runtime (signal %s) before its port opened, with status %d",
+			w.ID, ex.Signal, ex.Code)
+	case ex.Log == "":
+		return errf(Exited, nil, "worker %s exited with status %d before its port opened (its log is empty)", w.ID, ex.Code)
+	}
+	return errf(Exited, nil, "worker %s exited with status %d before its port opened; the last lines of its log:\n%s",
+		w.ID, ex.Code, ex.Log)
 }
 
 func dialProbe(ctx context.Context, addr string) error {

@@ -126,6 +126,15 @@ type Runtime interface {
 	SetLabels(ctx context.Context, id string, labels map[string]string) error
 	// List returns every container labelled esb.worker=1.
 	List(ctx context.Context) ([]WorkerInfo, error)
+	// WaitExit reports once, on the returned channel, how id's process
+	// ended: its status, whether the runtime was told to end it first
+	// (Exit.Stopped: dockerd kills its containers as it shuts down;
+	// containerd leaves them running), and the last lines of its log; or
+	// Exit.Err when the runtime stopped answering first. since is a time
+	// before the process started: a runtime that reports ends as events
+	// replays them from there, so a process that ended before the call is
+	// reported at once. Nothing is sent once ctx ends.
+	WaitExit(ctx context.Context, id string, since time.Time) <-chan Exit
 	// Ping fails when the runtime's daemon does not answer.
 	Ping(ctx context.Context) error
 	// Events streams the exits and removals of this runtime's worker

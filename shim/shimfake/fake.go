@@ -50,7 +50,9 @@ type Runtime struct {
 	pullGate   chan struct{}   // when set, PullImage answers once it is closed
 	hand       chan shim.Event // Emit's hand-over to a subscriber
 	streams    map[*stream]struct{}
-	subs       int // subscriptions so far
+	subs       int         // subscriptions so far
+	exit       *shim.Exit  // what WaitExit reports at once (SetExit)
+	waitEnded  chan string // IDs of the WaitExit watches that ended
 }
 
 var (
@@ -61,7 +63,8 @@ var (
 // New returns an empty fake runtime.
 func New(o Options) *Runtime {
 	return &Runtime{opts: o, containers: map[string]*shim.WorkerInfo{}, specs: map[string]shim.WorkerSpec{},
-		leftovers: map[string]int{}, imageErrs: map[string]error{}, hand: make(chan shim.Event), streams: map[*stream]struct{}{}}
+		leftovers: map[string]int{}, imageErrs: map[string]error{}, hand: make(chan shim.Event), streams: map[*stream]struct{}{},
+		waitEnded: make(chan string, 64)}
 }
 
 func (f *Runtime) record(c string) { f.calls = append(f.calls, c) }

@@ -45,6 +45,7 @@ func (e *env) acquireReq(owner, function string) *agentv1.AcquireWorkerRequest {
 
 // acquire calls AcquireWorker and remembers the worker's ID.
 func (e *env) acquire(r *agentv1.AcquireWorkerRequest) (*agentv1.Worker, error) {
+	defer since("rpc (acquire)", rpcTimeout, time.Now())
 	resp, err := e.api().AcquireWorker(rpcCtx(e.t), r)
 	if err != nil {
 		return nil, err
@@ -61,6 +62,12 @@ func (e *env) mustAcquire(r *agentv1.AcquireWorkerRequest) *agentv1.Worker {
 	if err != nil {
 		e.t.Fatalf("acquire %s for %s: %v", r.GetFunction(), r.GetOwnerId(), err)
 	}
+	return e.checkAcquired(w, r)
+}
+
+// checkAcquired checks w, acquired for r, as mustAcquire does.
+func (e *env) checkAcquired(w *agentv1.Worker, r *agentv1.AcquireWorkerRequest) *agentv1.Worker {
+	e.t.Helper()
 	ip, err := netip.ParseAddr(w.GetIp())
 	switch {
 	case err != nil || !esbSubnet.Contains(ip) || ip.String() == gatewayIP || ip == netip.MustParseAddr("10.88.255.255"):
@@ -100,7 +107,9 @@ func (e *env) list(owner string) []*agentv1.Worker {
 // waitList polls ListWorkers until ok accepts it.
 func (e *env) waitList(what string, limit time.Duration, ok func([]*agentv1.Worker) bool) []*agentv1.Worker {
 	e.t.Helper()
-	deadline := time.Now().Add(limit)
+	start := time.Now()
+	defer since(fmt.Sprintf("waitList %s", limit), limit, start)
+	deadline := start.Add(limit)
 	for {
 		ws := e.list("")
 		if ok(ws) {
@@ -166,6 +175,7 @@ func (e *env) nodeClient(timeout time.Duration) *http.Client {
 // returns the body of a 200 answer.
 func (e *env) invoke(w *agentv1.Worker, payload string, timeout time.Duration) (string, error) {
 	url := "http://" + net.JoinHostPort(w.GetIp(), strconv.Itoa(int(w.GetPort()))) + invokePath
+	defer since(fmt.Sprintf("invoke %s", timeout), timeout, time.Now())
 	resp, err := e.nodeClient(timeout).Post(url, "application/json", strings.NewReader(payload))
 	if err != nil {
 		return "", err

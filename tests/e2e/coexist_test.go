@@ -50,12 +50,14 @@ func (d *nodeDockerd) start(t *testing.T) {
 	}
 	d.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(d.cmd, d.exited)
-	deadline := time.Now().Add(agentStartTimeout)
+	start := time.Now()
+	deadline := start.Add(daemonStartTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := d.dc.Ping(ctx)
 		cancel()
 		if err == nil {
+			noteWait("dockerd start", daemonStartTimeout, time.Since(start))
 			return
 		}
 		select {
@@ -64,7 +66,7 @@ func (d *nodeDockerd) start(t *testing.T) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("dockerd does not answer on %s within %s: %v\n%s", d.sock, agentStartTimeout, err, d.log.String())
+			t.Fatalf("dockerd does not answer on %s within %s: %v\n%s", d.sock, daemonStartTimeout, err, d.log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -77,9 +79,11 @@ func (d *nodeDockerd) stop() bool {
 		return true
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	stopped := time.Now()
 	defer func() { d.cmd = nil }()
 	select {
 	case <-d.exited:
+		noteWait("dockerd stop", agentStopTimeout, time.Since(stopped))
 		return true
 	case <-time.After(agentStopTimeout):
 		_ = d.cmd.Process.Kill()

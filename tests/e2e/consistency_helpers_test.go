@@ -76,7 +76,9 @@ func (e *env) expectConsistent(what string, live []*agentv1.Worker) leakcheck.Re
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*settleTimeout)
 	defer cancel()
+	start := time.Now()
 	rep, err := leakcheck.Wait(ctx, e.leakNode(), liveOf(live), settleTimeout)
+	noteWait("settle (leakcheck)", settleTimeout, time.Since(start))
 	if err != nil {
 		e.t.Errorf("%s: read the node: %v", what, err)
 	}

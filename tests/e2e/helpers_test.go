@@ -42,13 +42,18 @@ const (
 	metricsAddr = "127.0.0.1:9464"
 
 	// Bounds of every wait.
-	agentStartTimeout = 30 * time.Second // start to the socket answering
+	agentStartTimeout = 2 * time.Minute  // start to the socket answering (29.5 s seen at load 20-40)
 	agentStopTimeout  = 30 * time.Second // signal to exit
 	rpcTimeout        = 90 * time.Second // one API call (an acquire creates a container)
 	cmdTimeout        = 60 * time.Second // one command (ctr, esbctl)
-	invokeTimeout     = 10 * time.Second // one invoke that should answer
+	invokeTimeout     = 30 * time.Second // one invoke that should answer (5.1 s seen at load 20-40)
 	settleTimeout     = 10 * time.Second // the kernel's asynchronous cleanup
-	pollInterval      = 50 * time.Millisecond
+	// daemonStartTimeout bounds a test's own containerd or dockerd from
+	// start to answering; the wait also ends when the process exits.
+	// dockerd took 30-40 s at load average 30-40 once.
+	daemonStartTimeout = 2 * time.Minute
+	imageBuildTimeout  = 10 * time.Minute // go build and push of a test image
+	pollInterval       = 50 * time.Millisecond
 )
 
 var esbSubnet = netip.MustParsePrefix("10.88.0.0/16")
@@ -280,6 +285,7 @@ func (e *env) handle() (*netlink.Handle, error) {
 
 // ctrOut runs ctr in the test's containerd namespace.
 func (e *env) ctrOut(args ...string) (string, error) {
+	defer since("cmd (ctr)", cmdTimeout, time.Now())
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	out, err := e.stack.Ctr(ctx, e.ctrNS, args...).CombinedOutput()
@@ -360,7 +366,9 @@ func removeContainer(e *env, id string) error {
 	if out, err := e.ctrOut("tasks", "kill", "--signal", "SIGKILL", id); err != nil && !strings.Contains(out, "not found") {
 		errs = append(errs, err)
 	}
-	deadline := time.Now().Add(settleTimeout)
+	start := time.Now()
+	defer since("settle (task delete)", settleTimeout, start)
+	deadline := start.Add(settleTimeout)
 	for {
 		out, err := e.ctrOut("tasks", "delete", "--force", id)
 		if err == nil || strings.Contains(out, "not found") {
@@ -451,6 +459,7 @@ func (e *env) startAgent(extra ...string) *agentProc {
 		cancel()
 		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
 			p.ready = time.Since(start)
+			noteWait("agent start", agentStartTimeout, p.ready)
 			return p
 		}
 		select {
@@ -502,11 +511,13 @@ func (e *env) stopAgentErr(sig syscall.Signal) error {
 	}
 	e.agent = nil
 	defer func() { _ = p.conn.Close(); _ = p.logFile.Close() }()
+	stopped := time.Now()
 	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("signal esb-agent: %w", err)
 	}
 	select {
 	case <-p.exited:
+		noteWait("agent stop", agentStopTimeout, time.Since(stopped))
 	case <-time.After(agentStopTimeout):
 		_ = p.cmd.Process.Kill()
 		<-p.exited

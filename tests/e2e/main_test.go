@@ -9,6 +9,7 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	printWaits(os.Stdout)
 	nstest.CleanupBuilt()
 	cleanupBinaries()
 	os.Exit(code)

@@ -30,6 +30,9 @@ const (
 	backendAddr  = "127.0.0.1:18080"
 	gatewayPort  = 9000
 	frontendName = "fe_e2e"
+	// proxyStartTimeout bounds HAProxy's start to accepting; the wait
+	// also ends when it exits.
+	proxyStartTimeout = 10 * time.Second
 )
 
 // backendBody is what the backend answers to a request that came through
@@ -101,7 +104,8 @@ backend be_go
 			e.t.Errorf("haproxy (pid %d) did not exit after kill", cmd.Process.Pid)
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
+	start := time.Now()
+	deadline := start.Add(proxyStartTimeout)
 	for {
 		err := e.inNode(func() error {
 			c, err := net.DialTimeout("tcp4", proxyAddr, 200*time.Millisecond)
@@ -111,6 +115,7 @@ backend be_go
 			return err
 		})
 		if err == nil {
+			noteWait("haproxy start", proxyStartTimeout, time.Since(start))
 			break
 		}
 		select {
@@ -119,7 +124,7 @@ backend be_go
 		default:
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("haproxy does not accept on %s: %v\n%s", proxyAddr, err, out.String())
+			e.t.Fatalf("haproxy does not accept on %s within %s: %v\n%s", proxyAddr, proxyStartTimeout, err, out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,4 +82,82 @@ func TestReadinessTimeout(t *testing.T) {
 		t.Logf("acquire of an image that cannot be pulled: %s: %s", st.Code(), st.Message())
 	}
 	e.expectNoTraces("after the failed pull")
+}
+
+// exitImage is the test worker built from this tree and pushed under a tag
+// of the e2e suite's own (the stack's esb/worker:latest may be older, and is
+// never overwritten): it supports ESB_WORKER_EXIT.
+var exitImage struct {
+	once sync.Once
+	ref  string
+	err  error
+}
+
+// workerImageOfTree builds tests/worker from this tree into the stack's
+// registry as esb/worker:e2e-tree (reproducible: the same tree pushes the
+// same digest) and returns its reference.
+func (e *env) workerImageOfTree() string {
+	e.t.Helper()
+	exitImage.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), imageBuildTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "scripts/worker-image.sh")
+		cmd.Dir = nstest.RepoRoot(e.t)
+		cmd.Env = append(os.Environ(), "ESB_WORKER_REPO=esb/worker:e2e-tree", "ESB_REGISTRY="+e.stack.Registry)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			exitImage.err = fmt.Errorf("build the worker image of the tree: %w\n%s", err, stderr.String())
+			return
+		}
+		exitImage.ref = strings.TrimSpace(string(out))
+	})
+	if exitImage.err != nil {
+		e.t.Fatal(exitImage.err)
+	}
+	if e.rt == rtContainerd {
+		e.ctr("images", "pull", "--plain-http", "--snapshotter", e.stack.Snapshotter, exitImage.ref)
+	}
+	return exitImage.ref
+}
+
+// TestReadinessWorkerExits: a worker whose process exits with status 3
+// before its port opens fails the acquire at once with FailedPrecondition,
+// naming the status and the last lines of its log (the image is at
+// fault), not with DeadlineExceeded at the end of the ready timeout; the
+// agent rolls back everything it made. The same image without the setting
+// then serves. Both runtimes.
+func TestReadinessWorkerExits(t *testing.T) {
+	forRuntimes(t, func(t *testing.T, e *env) {
+		image := e.workerImageOfTree()
+		// A ready timeout no run comes near: only the exit can end the
+		// wait before it.
+		const readyTimeout = 10 * time.Minute
+		e.startAgent("-ready-timeout", readyTimeout.String())
+
+		r := e.acquireReq("owner-exit", "exits")
+		r.Image = image
+		r.Env = map[string]string{"ESB_WORKER_EXIT": "3"}
+		start := time.Now()
+		_, err := e.acquire(r)
+		took := time.Since(start)
+		wantCode(t, "acquire of a worker that exits 3 before listening", err, codes.FailedPrecondition,
+			"exited with status 3 before its port opened", "exiting with status 3 before listening (ESB_WORKER_EXIT)")
+		t.Logf("READINESS exit runtime=%s answered in %s: %v", e.rt, took.Round(time.Millisecond), err)
+		e.expectNoTraces("after the acquire of a worker that exited")
+		if ws := e.list(""); len(ws) != 0 {
+			t.Errorf("workers after the failed acquire: %v", ws)
+		}
+		if v, ok := metricValue(e.metrics(), `esb_agent_acquire_errors_total{class="exited"}`); !ok || v != "1" {
+			t.Errorf(`esb_agent_acquire_errors_total{class="exited"} = %q (present %v), want 1`, v, ok)
+		}
+
+		r = e.acquireReq("owner-exit", "serves")
+		r.Image = image
+		w := e.mustAcquire(r)
+		e.mustInvoke(w, `{"after":"exit"}`)
+		e.mustRelease(w)
+		e.expectNoTraces("after release")
+	})
 }

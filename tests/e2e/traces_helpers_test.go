@@ -85,15 +85,21 @@ func (e *env) traces(only ...string) []string {
 // test with what is left.
 func (e *env) expectNoTraces(what string, only ...string) {
 	e.t.Helper()
-	deadline := time.Now().Add(settleTimeout)
+	if left := e.tracesAfterSettle(only...); len(left) > 0 {
+		e.t.Errorf("%s: left behind:\n  %s", what, strings.Join(left, "\n  "))
+	}
+}
+
+// tracesAfterSettle polls traces until it reports nothing, for at most
+// settleTimeout, and returns what is left then.
+func (e *env) tracesAfterSettle(only ...string) []string {
+	start := time.Now()
+	defer since("settle (traces)", settleTimeout, start)
+	deadline := start.Add(settleTimeout)
 	for {
 		left := e.traces(only...)
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Errorf("%s: left behind:\n  %s", what, strings.Join(left, "\n  "))
-			return
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
 		}
 		time.Sleep(pollInterval)
 	}
@@ -193,9 +199,10 @@ func (e *env) teardown() {
 		}
 	}
 	if left := e.traces(); len(left) > 0 {
-		// The kernel may still be removing veths of namespaces that died.
-		time.Sleep(time.Second)
-		if left = e.traces(); len(left) > 0 {
+		// The kernel may still be removing veths of namespaces that
+		// died: wait for it (expectNoTraces's wait, without its error).
+		left = e.tracesAfterSettle()
+		if len(left) > 0 {
 			if t.Failed() {
 				t.Logf("removing what the failed test left:\n  %s", strings.Join(left, "\n  "))
 			} else {

@@ -19,6 +19,10 @@
 // check and one invoke in memory, prints the answer and exits 0 when both
 // pass, which proves the image runs under a runtime even with no network.
 //
+// ESB_WORKER_EXIT=N makes the worker write two lines and exit with status
+// N before it listens: an image that dies before its port opens, for the
+// end-to-end test of the agent's readiness wait.
+//
 // The image is built statically (CGO_ENABLED=0) from scratch by
 // scripts/worker-image.sh.
 package main
@@ -33,6 +37,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -59,6 +64,15 @@ func main() {
 		return
 	}
 
+	if s := os.Getenv("ESB_WORKER_EXIT"); s != "" {
+		code, err := strconv.Atoi(s)
+		if err != nil || code < 0 || code > 255 {
+			log.Fatalf("esb-worker: ESB_WORKER_EXIT=%q: want an exit status from 0 to 255", s)
+		}
+		fmt.Println("esb-worker: starting")
+		fmt.Fprintf(os.Stderr, "esb-worker: exiting with status %d before listening (ESB_WORKER_EXIT)\n", code)
+		os.Exit(code)
+	}
 	port := os.Getenv("PORT")
 	if port == "" {
 		port = "8080"
