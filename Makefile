@@ -79,7 +79,7 @@ lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 proto: ## regenerate the gRPC code in agent/api/v1 from agent.proto (installs protoc and its Go plugins)
 	scripts/proto.sh
 
-demo: deps build ## the main job: start the stack, serve a worker through esb-agent, invoke it through the proxy, release it (root; RUNTIME=containerd|docker)
+demo: deps build ## the main job: start the stack, serve the tests/function Lambda image through esb-agent, show its S3, DynamoDB and logs round trip by name through the proxy, release it (root; RUNTIME=containerd|docker)
 	RUNTIME=$(RUNTIME) scripts/demo.sh
 
 clean: ## remove build output
