@@ -11,19 +11,21 @@ import (
 	"time"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/shim"
+	"github.com/edge-serverless-box/esbnet/shim/shimfake"
 )
 
 type rig struct {
 	a    *Agent
-	rt   *fakeRuntime
+	rt   *shimfake.Runtime
 	net  *fakeNetwork
 	nses *fakeNetNSes
 }
 
 func newRig(t *testing.T, cfg Config, mutate ...func(*rig)) *rig {
 	t.Helper()
-	r := &rig{rt: newFakeRuntime(), net: newFakeNetwork(), nses: newFakeNetNSes()}
-	r.net.note = r.rt.note
+	r := &rig{rt: shimfake.New(shimfake.Options{ManualEvents: true}), net: newFakeNetwork(), nses: newFakeNetNSes()}
+	r.net.note = r.rt.Note
 	for _, m := range mutate {
 		m(r)
 	}
@@ -34,6 +36,12 @@ func newRig(t *testing.T, cfg Config, mutate ...func(*rig)) *rig {
 	return r
 }
 
+// spec returns the spec worker id was created with.
+func (r *rig) spec(id string) shim.WorkerSpec {
+	s, _ := r.rt.Spec(id)
+	return s
+}
+
 func req(owner string) AcquireRequest {
 	return AcquireRequest{Function: "hello", Image: "127.0.0.1:5000/esb/worker:latest", Owner: owner, Env: map[string]string{"A": "1"}}
 }
@@ -41,7 +49,7 @@ func req(owner string) AcquireRequest {
 // assertEmpty checks nothing of any worker is left.
 func (r *rig) assertEmpty(t *testing.T) {
 	t.Helper()
-	if ids := r.rt.ids(); len(ids) != 0 {
+	if ids := r.rt.IDs(); len(ids) != 0 {
 		t.Errorf("containers left: %v", ids)
 	}
 	if n := r.net.count(); n != 0 {
@@ -84,8 +92,8 @@ func TestAcquireValidation(t *testing.T) {
 			t.Errorf("%+v: got %v, want Invalid naming %s", q, err, tc.field)
 		}
 	}
-	if len(r.rt.calls) != 0 {
-		t.Errorf("bad requests reached the runtime: %v", r.rt.calls)
+	if len(r.rt.Calls()) != 0 {
+		t.Errorf("bad requests reached the runtime: %v", r.rt.Calls())
 	}
 }
 
@@ -101,13 +109,13 @@ func TestAcquireAndRelease(t *testing.T) {
 	}
 	// containerd order: the network is up before the process starts.
 	want := []string{"pull 127.0.0.1:5000/esb/worker:latest", "create " + w.ID, "start " + w.ID}
-	if strings.Join(r.rt.calls, ",") != strings.Join(want, ",") {
-		t.Errorf("runtime calls %v, want %v", r.rt.calls, want)
+	if strings.Join(r.rt.Calls(), ",") != strings.Join(want, ",") {
+		t.Errorf("runtime calls %v, want %v", r.rt.Calls(), want)
 	}
 	if !r.nses.Exists(w.ID) {
 		t.Error("no pinned namespace")
 	}
-	labels := r.rt.labels(w.ID)
+	labels := r.rt.Labels(w.ID)
 	if labels[conf.LabelWorker] != "1" || labels[conf.LabelFunction] != "hello" || labels[conf.LabelOwner] != "o1" {
 		t.Errorf("labels %v", labels)
 	}
@@ -164,7 +172,7 @@ func TestAcquireErrorsAreClassified(t *testing.T) {
 	})
 	t.Run("runtime down", func(t *testing.T) {
 		r := newRig(t, Config{})
-		r.rt.down = true
+		r.rt.SetDown(true)
 		_, err := r.a.Acquire(context.Background(), req("o1"))
 		if CodeOf(err) != Unavailable {
 			t.Fatalf("got %v, want Unavailable", err)
@@ -173,7 +181,7 @@ func TestAcquireErrorsAreClassified(t *testing.T) {
 	})
 	t.Run("create fails", func(t *testing.T) {
 		r := newRig(t, Config{})
-		r.rt.failCreate = errors.New("no space")
+		r.rt.FailCreate(errors.New("no space"))
 		if _, err := r.a.Acquire(context.Background(), req("o1")); err == nil {
 			t.Fatal("want an error")
 		}
@@ -195,15 +203,13 @@ func TestAcquireErrorsAreClassified(t *testing.T) {
 // same failure with the runtime up stays Internal.
 func TestCreateFailureWhileRuntimeGoes(t *testing.T) {
 	r := newRig(t, Config{})
-	r.rt.failCreate = errors.New("container exited: it has no network namespace")
+	r.rt.FailCreate(errors.New("container exited: it has no network namespace"))
 	if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Internal {
 		t.Fatalf("runtime up: got %v (%v), want Internal", CodeOf(err), err)
 	}
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		r.rt.mu.Lock()
-		r.rt.down = true
-		r.rt.mu.Unlock()
+		r.rt.SetDown(true)
 	}()
 	if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Unavailable {
 		t.Fatalf("runtime going away: got %v (%v), want Unavailable", CodeOf(err), err)
@@ -235,7 +241,7 @@ func TestRequestIDReturnsSameWorker(t *testing.T) {
 			t.Fatalf("retried acquires got different workers: %v", ids)
 		}
 	}
-	if n := len(r.rt.ids()); n != 1 {
+	if n := len(r.rt.IDs()); n != 1 {
 		t.Errorf("%d containers for one request ID", n)
 	}
 	// Another owner's identical request ID is its own request.
@@ -261,7 +267,7 @@ func TestWarmPool(t *testing.T) {
 	if err != nil || !second.Warm || second.Owner != "o2" {
 		t.Fatalf("second acquire %+v %v, want a warm one for o2", second, err)
 	}
-	if r.rt.labels(second.ID)[conf.LabelOwner] != "o2" {
+	if r.rt.Labels(second.ID)[conf.LabelOwner] != "o2" {
 		t.Error("pooled worker's owner label not updated")
 	}
 	// Other env: another pool, so a cold start.
@@ -301,7 +307,7 @@ func TestPauseResumeMetrics(t *testing.T) {
 }
 
 func TestDockerStyleAttachesAfterStart(t *testing.T) {
-	r := newRig(t, Config{}, func(r *rig) { r.rt.ownsNetNS = true })
+	r := newRig(t, Config{}, func(r *rig) { r.rt.SetOwnsNetNS(true) })
 	w, err := r.a.Acquire(context.Background(), req("o1"))
 	if err != nil {
 		t.Fatal(err)

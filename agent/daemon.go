@@ -29,7 +29,7 @@ type Daemon struct {
 	rt      shim.Runtime
 	reg     *prometheus.Registry
 	dns     *workerDNS // the workers' resolver; nil without one
-	closers []func() // run in reverse order by Close
+	closers []func()   // run in reverse order by Close
 }
 
 // Run is esb-agent: it writes the conflist when the network has none,

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -47,17 +46,7 @@ func TestGatewayFlow(t *testing.T) {
 	r := newRig(t, Config{})
 	s := NewServer(r.a)
 	ctx := context.Background()
-	var hits atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, q *http.Request) {
-		hits.Add(1)
-		body, _ := io.ReadAll(q.Body)
-		w.Header().Add("X-Echo", q.Header.Get("X-In"))
-		w.Header().Add("X-Echo", "second")
-		w.Header().Set("X-Path", q.URL.Path)
-		_, _ = w.Write(append([]byte("echo:"), body...))
-	}))
-	defer srv.Close()
-	r.toServer(srv, nil)
+	hits := echoWorkers(t, r)
 
 	env := map[string]string{LambdaMemoryEnv: "512", "ESB_JAVA_CLOUDWATCH_DIAGNOSTIC": "1"}
 	w1, err := s.EnsureContainer(ctx, ensure("gw", "my_fn-1", env))
@@ -71,25 +60,12 @@ func TestGatewayFlow(t *testing.T) {
 	if w1.Id == w2.Id || w1.Name != w1.Id || w1.Port != 8080 || w1.IpAddress == "" {
 		t.Fatalf("workers %v and %v: want two, named by ID, on port 8080", w1, w2)
 	}
-	spec := r.rt.specs[w1.Id]
+	spec := r.spec(w1.Id)
 	if spec.MemoryBytes != 512<<20 || spec.Env["ESB_JAVA_CLOUDWATCH_DIAGNOSTIC"] != "1" || spec.Env[LambdaMemoryEnv] != "512" {
 		t.Errorf("spec memory %d env %v: want 512 MiB and the env passed through", spec.MemoryBytes, spec.Env)
 	}
 
-	before := time.Now().Unix()
-	list, err := s.ListContainers(ctx, &agentv1.ListContainersRequest{OwnerId: "gw"})
-	if err != nil || len(list.Containers) != 2 {
-		t.Fatalf("list %v %v", list, err)
-	}
-	for _, c := range list.Containers {
-		if c.Status != "RUNNING" || c.FunctionName != "my_fn-1" || c.OwnerId != "gw" || c.ContainerName != c.ContainerId ||
-			c.CreatedAt > before || c.CreatedAt < before-60 || c.LastUsedAt != c.CreatedAt {
-			t.Errorf("listed %v: want RUNNING, seconds, last_used_at = created_at", c)
-		}
-	}
-	if other, err := s.ListContainers(ctx, &agentv1.ListContainersRequest{OwnerId: "other"}); err != nil || len(other.Containers) != 0 {
-		t.Errorf("another owner lists %v %v", other, err)
-	}
+	before := checkGatewayList(t, s)
 
 	m, err := s.GetContainerMetrics(ctx, &agentv1.GetContainerMetricsRequest{ContainerId: w1.Id, OwnerId: "gw"})
 	if err != nil || m.Metrics.MemoryMax != 512<<20 || m.Metrics.State != "RUNNING" || m.Metrics.CollectedAt < before ||
@@ -100,7 +76,7 @@ func TestGatewayFlow(t *testing.T) {
 	if _, err := s.PauseContainer(ctx, &agentv1.PauseContainerRequest{ContainerId: w1.Id, OwnerId: "gw"}); err != nil {
 		t.Fatal(err)
 	}
-	list, _ = s.ListContainers(ctx, &agentv1.ListContainersRequest{OwnerId: "gw"})
+	list, _ := s.ListContainers(ctx, &agentv1.ListContainersRequest{OwnerId: "gw"})
 	if st := statusOf(list, w1.Id); st != "PAUSED" {
 		t.Errorf("paused worker listed as %q", st)
 	}
@@ -110,42 +86,9 @@ func TestGatewayFlow(t *testing.T) {
 	if _, err := s.ResumeContainer(ctx, &agentv1.ResumeContainerRequest{ContainerId: w1.Id, OwnerId: "gw"}); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := s.InvokeWorker(ctx, inv)
-	if err != nil || resp.StatusCode != 200 || string(resp.Body) != "echo:hi" || resp.Headers["X-Echo"] != "a" ||
-		resp.Headers["X-Path"] != DefaultInvokePath {
-		t.Fatalf("invoke %v %v", resp, err)
-	}
-	if n := hits.Load(); n != 1 {
-		t.Errorf("the worker got %d requests, want 1", n)
-	}
-	var used time.Time
-	for _, w := range r.a.List("gw") {
-		if w.ID == w1.Id {
-			used = w.LastUsed
-		}
-	}
-	list, _ = s.ListContainers(ctx, &agentv1.ListContainersRequest{OwnerId: "gw"})
-	for _, c := range list.Containers {
-		if c.ContainerId == w1.Id && (used.IsZero() || c.LastUsedAt != used.Unix()) {
-			t.Errorf("last_used_at %d after an invoke at %v", c.LastUsedAt, used)
-		}
-	}
+	checkGatewayInvoke(t, r, s, inv, hits)
 
-	// Owner checks on each call.
-	_, err = s.PauseContainer(ctx, &agentv1.PauseContainerRequest{ContainerId: w1.Id, OwnerId: "other"})
-	wantCode(t, "pause by another owner", err, codes.PermissionDenied, "owner")
-	_, err = s.ResumeContainer(ctx, &agentv1.ResumeContainerRequest{ContainerId: w1.Id, OwnerId: "other"})
-	wantCode(t, "resume by another owner", err, codes.PermissionDenied, "owner")
-	_, err = s.GetContainerMetrics(ctx, &agentv1.GetContainerMetricsRequest{ContainerId: w1.Id, OwnerId: "other"})
-	wantCode(t, "metrics by another owner", err, codes.PermissionDenied, "owner")
-	_, err = s.InvokeWorker(ctx, &agentv1.InvokeWorkerRequest{ContainerId: w1.Id, OwnerId: "other"})
-	wantCode(t, "invoke by another owner", err, codes.PermissionDenied, "owner")
-	_, err = s.DestroyContainer(ctx, &agentv1.DestroyContainerRequest{ContainerId: w1.Id, OwnerId: "other"})
-	wantCode(t, "destroy by another owner", err, codes.PermissionDenied, "owner")
-	_, err = s.PauseContainer(ctx, &agentv1.PauseContainerRequest{OwnerId: "gw"})
-	wantCode(t, "pause without container_id", err, codes.InvalidArgument, "container_id")
-	_, err = s.ListContainers(ctx, &agentv1.ListContainersRequest{})
-	wantCode(t, "list without owner over TCP", err, codes.InvalidArgument, "owner_id")
+	checkGatewayOwners(t, s, w1.Id)
 
 	for _, id := range []string{w1.Id, w2.Id, w1.Id, w2.Id, "0123456789abcdef"} {
 		d, err := s.DestroyContainer(ctx, &agentv1.DestroyContainerRequest{ContainerId: id, OwnerId: "gw", FunctionName: "my_fn-1"})
@@ -200,7 +143,7 @@ func TestEnsureContainerValidation(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", fn, err)
 		}
-		if got := r.rt.specs[w.Id].MemoryBytes; got != 10240<<20 {
+		if got := r.spec(w.Id).MemoryBytes; got != 10240<<20 {
 			t.Errorf("memory %d, want 10240 MiB", got)
 		}
 	}
@@ -208,7 +151,7 @@ func TestEnsureContainerValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.rt.specs[w.Id].MemoryBytes; got != DefaultConfig().DefaultMemoryBytes {
+	if got := r.spec(w.Id).MemoryBytes; got != DefaultConfig().DefaultMemoryBytes {
 		t.Errorf("memory %d without %s, want the default", got, LambdaMemoryEnv)
 	}
 }
@@ -250,18 +193,7 @@ func TestListCreatedAtIsHandOver(t *testing.T) {
 
 func TestInvokeWorker(t *testing.T) {
 	ctx := context.Background()
-	setup := func(t *testing.T, h http.HandlerFunc, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*Server, string) {
-		r := newRig(t, Config{})
-		srv := httptest.NewServer(h)
-		t.Cleanup(srv.Close)
-		r.toServer(srv, dial)
-		s := NewServer(r.a)
-		w, err := s.EnsureContainer(ctx, ensure("gw", "f", nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s, w.Id
-	}
+	setup := invokeRig
 	t.Run("retries a refused connection", func(t *testing.T) {
 		var dials, hits atomic.Int32
 		s, id := setup(t, func(w http.ResponseWriter, _ *http.Request) { hits.Add(1); _, _ = w.Write([]byte("ok")) },

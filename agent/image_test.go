@@ -31,7 +31,7 @@ func TestPullErrorsAreClassified(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, Config{})
-			r.rt.failPull = tc.err
+			r.rt.FailPull(tc.err)
 			s := NewServer(r.a)
 			ctx := context.Background()
 			var wg sync.WaitGroup
@@ -56,31 +56,6 @@ func TestPullErrorsAreClassified(t *testing.T) {
 	}
 }
 
-var _ shim.Puller = (*fakeRuntime)(nil)
-
-func (f *fakeRuntime) PullImage(_ context.Context, ref string) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.record("resolve " + ref)
-	f.pulls++
-	if f.failPull != nil {
-		return "", f.failPull
-	}
-	return f.digest, nil
-}
-
-func (f *fakeRuntime) HasImage(context.Context, string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return !f.noLocal
-}
-
-func (f *fakeRuntime) pullCount() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.pulls
-}
-
 func TestPullPolicyAlways(t *testing.T) {
 	ctx := context.Background()
 	t.Run("if-not-present never resolves", func(t *testing.T) {
@@ -88,13 +63,13 @@ func TestPullPolicyAlways(t *testing.T) {
 		if _, err := r.a.Acquire(ctx, req("o")); err != nil {
 			t.Fatal(err)
 		}
-		if n := r.rt.pullCount(); n != 0 {
+		if n := r.rt.Pulls(); n != 0 {
 			t.Errorf("%d resolves under if-not-present", n)
 		}
 	})
 	t.Run("a new digest drains idle workers", func(t *testing.T) {
 		r := newRig(t, Config{PoolMinIdle: 1, ImagePullPolicy: PullAlways})
-		r.rt.digest = "sha256:aaa"
+		r.rt.SetDigest("sha256:aaa")
 		if _, err := r.a.Acquire(ctx, req("o")); err != nil {
 			t.Fatal(err)
 		}
@@ -105,12 +80,10 @@ func TestPullPolicyAlways(t *testing.T) {
 				old = w.ID
 			}
 		}
-		if old == "" || r.rt.pullCount() != 2 {
-			t.Fatalf("no idle worker, or %d resolves (want one per cold start and refill: 2)", r.rt.pullCount())
+		if old == "" || r.rt.Pulls() != 2 {
+			t.Fatalf("no idle worker, or %d resolves (want one per cold start and refill: 2)", r.rt.Pulls())
 		}
-		r.rt.mu.Lock()
-		r.rt.digest = "sha256:bbb" // pushed anew under the same tag
-		r.rt.mu.Unlock()
+		r.rt.SetDigest("sha256:bbb") // pushed anew under the same tag
 		q := req("o")
 		q.Function = "other" // a cold start of the same image
 		if _, err := r.a.Acquire(ctx, q); err != nil {
@@ -125,7 +98,7 @@ func TestPullPolicyAlways(t *testing.T) {
 	})
 	t.Run("registry down: local fallback, counted", func(t *testing.T) {
 		r := newRig(t, Config{ImagePullPolicy: PullAlways})
-		r.rt.failPull = shim.PullError("x", fmt.Errorf("dial: %w", shim.ErrRegistryUnavailable))
+		r.rt.FailPull(shim.PullError("x", fmt.Errorf("dial: %w", shim.ErrRegistryUnavailable)))
 		if _, err := r.a.Acquire(ctx, req("o")); err != nil {
 			t.Fatalf("acquire with a local image: %v", err)
 		}
@@ -134,7 +107,7 @@ func TestPullPolicyAlways(t *testing.T) {
 			v := m.GetCounter().GetValue()
 			t.Errorf("esb_agent_image_pull_fallbacks_total = %v, want 1", v)
 		}
-		r.rt.noLocal = true
+		r.rt.SetLocal(false)
 		if _, err := r.a.Acquire(ctx, req("o")); CodeOf(err) != Unavailable {
 			t.Errorf("acquire with no local image: %v, want Unavailable", err)
 		}

@@ -86,17 +86,9 @@ func (a *Agent) Invoke(ctx context.Context, id, owner string, r InvokeRequest) (
 	if err != nil {
 		return nil, err
 	}
-	path := r.Path
-	if path == "" {
-		path = DefaultInvokePath
-	}
-	if !strings.HasPrefix(path, "/") || len(path) > 2048 || hasControl(path) || strings.ContainsAny(path, " #") {
-		return nil, invalid("path", "%q must be an absolute URL path", truncate(path))
-	}
-	for k, v := range r.Headers {
-		if k == "" || hasControl(k) || hasControl(v) || strings.ContainsAny(k, " :") {
-			return nil, invalid("headers", "%q is not an HTTP header", truncate(k))
-		}
+	path, err := invokePath(r)
+	if err != nil {
+		return nil, err
 	}
 	c := a.table.snapshot(w)
 	paused, addr := c.State == StatePaused, net.JoinHostPort(c.IP.String(), strconv.Itoa(c.Port))
@@ -131,6 +123,29 @@ func (a *Agent) Invoke(ctx context.Context, id, owner string, r InvokeRequest) (
 		return nil, errf(Unavailable, err, "invoke worker %s (not retried once connected: the function may have run)", id)
 	}
 	defer func() { _ = resp.Body.Close() }()
+	return readAnswer(ctx, resp, id, timeout)
+}
+
+// invokePath checks an invoke's path (default DefaultInvokePath) and
+// headers and returns the path.
+func invokePath(r InvokeRequest) (string, error) {
+	path := r.Path
+	if path == "" {
+		path = DefaultInvokePath
+	}
+	if !strings.HasPrefix(path, "/") || len(path) > 2048 || hasControl(path) || strings.ContainsAny(path, " #") {
+		return "", invalid("path", "%q must be an absolute URL path", truncate(path))
+	}
+	for k, v := range r.Headers {
+		if k == "" || hasControl(k) || hasControl(v) || strings.ContainsAny(k, " :") {
+			return "", invalid("headers", "%q is not an HTTP header", truncate(k))
+		}
+	}
+	return path, nil
+}
+
+// readAnswer reads a worker's answer, at most MaxInvokeResponseBytes.
+func readAnswer(ctx context.Context, resp *http.Response, id string, timeout time.Duration) (*InvokeResponse, error) {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxInvokeResponseBytes+1))
 	if err != nil {
 		if ctx.Err() != nil {

@@ -82,7 +82,7 @@ func TestReconcile(t *testing.T) {
 			t.Errorf("paused worker adopted as %s", w.State)
 		}
 	}
-	if ids := r.rt.ids(); len(ids) != 2 {
+	if ids := r.rt.IDs(); len(ids) != 2 {
 		t.Errorf("containers after reconcile %v", ids)
 	}
 	if r.nses.Exists("orphan") || r.nses.Exists(broken.ID) {

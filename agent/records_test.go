@@ -56,7 +56,7 @@ func TestBoltRecords(t *testing.T) {
 // the busy worker back in the pool, for anyone.
 func TestRecordsKeepPooledOwnersAcrossRestart(t *testing.T) {
 	for _, withRecords := range []bool{true, false} {
-		r := newRig(t, Config{PoolMinIdle: 1}, func(r *rig) { r.rt.ownsNetNS, r.rt.immutable = true, true })
+		r := newRig(t, Config{PoolMinIdle: 1}, func(r *rig) { r.rt.SetOwnsNetNS(true); r.rt.SetImmutableLabels(true) })
 		path := filepath.Join(t.TempDir(), "state.db")
 		var recs Records
 		if withRecords {
@@ -77,7 +77,7 @@ func TestRecordsKeepPooledOwnersAcrossRestart(t *testing.T) {
 			t.Fatalf("second acquire: %+v, %v (want a pooled worker)", warm, err)
 		}
 		r.a.Wait()
-		if l := r.rt.labels(warm.ID); l["esb.owner"] != "" {
+		if l := r.rt.Labels(warm.ID); l["esb.owner"] != "" {
 			t.Fatalf("the immutable runtime changed a label: %v", l)
 		}
 		// Restart: a new agent over the same runtime, network and file.
@@ -109,7 +109,7 @@ func TestRecordsKeepPooledOwnersAcrossRestart(t *testing.T) {
 			t.Errorf("records after release: %v, %v (want the 2 live workers)", all, err)
 		}
 		// A worker gone while no agent ran loses its record at reconcile.
-		r.rt.kill(first.ID)
+		r.rt.Kill(first.ID)
 		restarted(t, r, recs)
 		if all, _ := recs.All(); len(all) != 1 {
 			t.Errorf("records after reconcile: %v, want only the idle worker's", all)
@@ -153,7 +153,7 @@ func (failingRecords) Put(string, Record) error { return errors.New("disk full")
 // recorded, the worker stays in the pool (a restart could not tell whose
 // it is) and the caller gets a new worker, labelled with its owner.
 func TestUnrecordedPoolHandOut(t *testing.T) {
-	r := newRig(t, Config{PoolMinIdle: 1}, func(r *rig) { r.rt.ownsNetNS, r.rt.immutable = true, true })
+	r := newRig(t, Config{PoolMinIdle: 1}, func(r *rig) { r.rt.SetOwnsNetNS(true); r.rt.SetImmutableLabels(true) })
 	r.a.recs = failingRecords{}
 	ctx := context.Background()
 	if _, err := r.a.Acquire(ctx, req("o1")); err != nil {
@@ -169,7 +169,7 @@ func TestUnrecordedPoolHandOut(t *testing.T) {
 	if w.Warm || slices.ContainsFunc(idle, func(x Worker) bool { return x.ID == w.ID }) {
 		t.Errorf("an unrecorded pooled worker was handed out: %+v", w)
 	}
-	if l := r.rt.labels(w.ID); l["esb.owner"] != "o2" {
+	if l := r.rt.Labels(w.ID); l["esb.owner"] != "o2" {
 		t.Errorf("the new worker's labels %v, want esb.owner=o2", l)
 	}
 	n := 0

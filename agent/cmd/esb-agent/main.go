@@ -1,7 +1,8 @@
 // Command esb-agent is the esb node daemon: it creates workers through
-// containerd, attaches them to the esb network and serves acquire/release
-// over gRPC. The logic lives in package agent; run with --help for the
-// settings.
+// containerd or Docker (--runtime), attaches them to the esb network, and
+// serves acquire/release and the ESB Gateway's calls over gRPC. The logic
+// lives in package agent, the settings in conf/agentconf; run with --help
+// for them.
 package main
 
 import (
