@@ -176,7 +176,7 @@ func (f *function) objectRoundTrip(ctx context.Context, ev Event) (string, error
 	if err != nil {
 		return "", fmt.Errorf("get object %s/%s: %w", f.bucket, ev.Key, err)
 	}
-	defer out.Body.Close()
+	defer func() { _ = out.Body.Close() }()
 	b, err := io.ReadAll(out.Body)
 	if err != nil {
 		return "", fmt.Errorf("read object %s/%s: %w", f.bucket, ev.Key, err)
@@ -232,7 +232,7 @@ func (f *function) log(ctx context.Context, res *Result) error {
 	if err != nil {
 		return fmt.Errorf("push log line: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode/100 != 2 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return fmt.Errorf("push log line: %s: %s", resp.Status, bytes.TrimSpace(b))

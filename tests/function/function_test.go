@@ -63,7 +63,8 @@ func start(t *testing.T, addr string, name string, args ...string) {
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-exited
+		err := <-exited // "signal: killed", the usual end
+		t.Logf("%s ended: %v", filepath.Base(name), err)
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -23,7 +24,7 @@ func main() {
 	if err != nil {
 		// The runtime API has an init error endpoint, but a plain exit is
 		// what the RIE reports as Runtime.ExitError, which is enough here.
-		os.Stderr.WriteString("bootstrap: " + err.Error() + "\n")
+		fmt.Fprintf(os.Stderr, "bootstrap: %v\n", err)
 		os.Exit(1)
 	}
 	lambda.Start(fn.Handle)
