@@ -16,7 +16,7 @@ UNIT_DIR    ?= /etc/systemd/system
 INSTALL_BUILD ?= build
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 
-.PHONY: help kube-tools build install uninstall deps stack-up stack-down stack-status worker-image test test-unit test-privileged bench reliability fuzz lint proto demo clean
+.PHONY: help kube-tools build install uninstall deps stack-up stack-down stack-status worker-image function-image test test-unit test-privileged bench reliability fuzz lint proto demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,9 +46,13 @@ stack-status: ## show the runtime stack: pids, health, worker image digest
 worker-image: ## build tests/worker and push it to the local registry as 127.0.0.1:5000/esb/worker:latest
 	scripts/worker-image.sh
 
+function-image: ## build tests/function (aws-lambda-go handler behind the Lambda RIE, its own module) and push it as 127.0.0.1:5000/esb/function:<source hash>; an unchanged function is not rebuilt
+	scripts/function-image.sh
+
 test: deps stack-up ## everything, as root: unit tests (race detector), then the privileged, client and end-to-end suites one package at a time (the command CI runs)
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m ./tests/...
+	cd tests/function && ESB_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 ./...
 
 test-unit: ## unit tests only, as any user, no daemons
 	$(GO) test -race -count=1 $(UNIT_PKGS)
@@ -75,7 +79,7 @@ lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 proto: ## regenerate the gRPC code in agent/api/v1 from agent.proto (installs protoc and its Go plugins)
 	scripts/proto.sh
 
-demo: deps build ## the main job: start the stack, serve a worker through esb-agent, invoke it through the proxy, release it (root; RUNTIME=containerd|docker)
+demo: deps build ## the main job: start the stack, serve the tests/function Lambda image through esb-agent, show its S3, DynamoDB and logs round trip by name through the proxy, release it (root; RUNTIME=containerd|docker)
 	RUNTIME=$(RUNTIME) scripts/demo.sh
 
 clean: ## remove build output

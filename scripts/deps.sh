@@ -19,7 +19,12 @@
 #     proxy: cnitool v1.3.0 and the reference plugins bridge and host-local
 #     v1.10.0, which the tests and benchmarks drive beside ours, and crictl
 #     v1.37.0 (cri-tools), which tests/critest drives containerd's CRI
-#     plugin with.
+#     plugin with; the data services of the end-to-end tests and the demo
+#     (behind HAProxy in the node namespace): gofakes3 v1.2.0 (S3) and
+#     VictoriaLogs v1.52.2 (logs; its first build takes about 15 minutes
+#     on a busy 2-core machine, at nice 15).
+#   - into $ESB_TOOLS_DIR/../dynalite-4.0.0, from npm: dynalite 4.0.0, the
+#     DynamoDB API server (Node >= 20, which must be installed already).
 set -euo pipefail
 
 tools_dir=${ESB_TOOLS_DIR:-/opt/esbnet-tools/bin}
@@ -62,11 +67,25 @@ mkdir -p "$tools_dir"
 go_tool() { # name module@version
 	if [ ! -x "$tools_dir/$1" ]; then
 		echo "deps.sh: go install $2"
-		(cd / && GOBIN="$tools_dir" GOFLAGS=-buildvcs=false go install "$2")
+		(cd / && GOBIN="$tools_dir" GOFLAGS=-buildvcs=false nice -n 15 go install "$2")
 	fi
 }
 go_tool cnitool github.com/containernetworking/cni/cnitool@v1.3.0
 go_tool bridge github.com/containernetworking/plugins/plugins/main/bridge@v1.10.0
 go_tool host-local github.com/containernetworking/plugins/plugins/ipam/host-local@v1.10.0
 go_tool crictl sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0
+go_tool gofakes3 github.com/johannesboyne/gofakes3/cmd/gofakes3@v1.2.0
+go_tool victoria-logs github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs@v1.52.2
+dynalite_dir=$(dirname "$tools_dir")/dynalite-4.0.0
+if [ ! -x "$dynalite_dir/node_modules/.bin/dynalite" ]; then
+	node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+	if [ "$node_major" -lt 20 ]; then
+		echo "deps.sh: dynalite 4.0.0 needs Node.js >= 20 (node and npm on PATH); found ${node_major}" >&2
+		exit 1
+	fi
+	echo "deps.sh: npm install dynalite@4.0.0"
+	mkdir -p "$dynalite_dir"
+	# classic-level (its storage) ships prebuilt linux binaries: no compiler.
+	npm install --prefix "$dynalite_dir" --no-audit --no-fund --omit=dev dynalite@4.0.0 >&2
+fi
 echo "deps.sh: ready (tools in $tools_dir)"

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/edge-serverless-box/esbnet/conf"
@@ -38,8 +39,11 @@ func (n NetNSes) Path(id string) string { return filepath.Join(n.dir(), conf.Net
 // ErrNetNSExists is returned by Create when the namespace is already pinned.
 var ErrNetNSExists = errors.New("network namespace already exists")
 
-// Create makes a new network namespace and pins it at Path(id). It fails
-// with ErrNetNSExists when one is pinned there already.
+// Create makes a new network namespace with its loopback up and pins it at
+// Path(id). It fails with ErrNetNSExists when one is pinned there already.
+// Loopback is the runtime's part, as Docker does and as containerd's CRI
+// does with the loopback plugin: a worker's own processes talk over
+// 127.0.0.1 (the Lambda RIE serves its runtime API there).
 func (n NetNSes) Create(id string) (string, error) {
 	if id == "" || strings.ContainsAny(id, "/\x00") {
 		return "", fmt.Errorf("create netns: bad id %q", id)
@@ -78,7 +82,7 @@ func (n NetNSes) Create(id string) (string, error) {
 			errc <- fmt.Errorf("unshare network namespace: %w", err)
 			return
 		}
-		mountErr := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, "")
+		mountErr := errors.Join(loopbackUp(), unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""))
 		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
 			runtime.UnlockOSThread()
 		}
@@ -92,6 +96,18 @@ func (n NetNSes) Create(id string) (string, error) {
 		return "", errors.Join(err, os.Remove(path))
 	}
 	return path, nil
+}
+
+// loopbackUp sets lo up in the calling thread's network namespace.
+func loopbackUp() error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("find loopback: %w", err)
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("set loopback up: %w", err)
+	}
+	return nil
 }
 
 // makeDirShared makes the pin directory a shared mount point, as `ip netns`

@@ -30,9 +30,10 @@ const (
 	backendAddr  = "127.0.0.1:18080"
 	gatewayPort  = 9000
 	frontendName = "fe_e2e"
-	// proxyStartTimeout bounds HAProxy's start to accepting; the wait
+	// proxyStartTimeout bounds the start of a service in the node (HAProxy,
+	// the data services) to accepting; the wait
 	// also ends when it exits.
-	proxyStartTimeout = 10 * time.Second
+	proxyStartTimeout = 30 * time.Second
 )
 
 // backendBody is what the backend answers to a request that came through
@@ -80,54 +81,7 @@ backend be_go
 	if out, err := exec.CommandContext(ctx, bin, "-c", "-q", "-f", path).CombinedOutput(); err != nil {
 		e.t.Fatalf("haproxy -c: %v\n%s\n%s", err, out, cfg)
 	}
-	// nsenter execs haproxy in place: the process is haproxy itself.
-	cmd := exec.Command("nsenter", "--net="+e.node.Path(), bin, "-f", path, "-db")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		e.t.Fatalf("start haproxy: %v", err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	e.t.Cleanup(func() {
-		select {
-		case <-exited:
-			e.t.Errorf("haproxy ended before the test did (%v):\n%s", waitErr, out.String())
-			return
-		default:
-		}
-		_ = cmd.Process.Kill()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			e.t.Errorf("haproxy (pid %d) did not exit after kill", cmd.Process.Pid)
-		}
-	})
-	start := time.Now()
-	deadline := start.Add(proxyStartTimeout)
-	for {
-		err := e.inNode(func() error {
-			c, err := net.DialTimeout("tcp4", proxyAddr, 200*time.Millisecond)
-			if err == nil {
-				_ = c.Close()
-			}
-			return err
-		})
-		if err == nil {
-			noteWait("haproxy start", proxyStartTimeout, time.Since(start))
-			break
-		}
-		select {
-		case <-exited:
-			e.t.Fatalf("haproxy exited at start (%v):\n%s", waitErr, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("haproxy does not accept on %s within %s: %v\n%s", proxyAddr, proxyStartTimeout, err, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	e.runInNode("haproxy", proxyAddr, bin, "-f", path, "-db")
 
 	rules := filepath.Join(dir, "nat.yaml")
 	text := fmt.Sprintf("forwards:\n  - {proto: tcp, port: %d, to: %q}\n", gatewayPort, proxyAddr)
@@ -135,6 +89,61 @@ backend be_go
 		e.t.Fatal(err)
 	}
 	return rules
+}
+
+// runInNode starts argv in the node (nsenter execs it in place: the
+// process is the program itself), waits until it accepts TCP on readyAddr
+// and stops it when the test ends; a program that ends before the test
+// fails the test with its output.
+func (e *env) runInNode(name, readyAddr string, argv ...string) {
+	e.t.Helper()
+	cmd := exec.Command("nsenter", append([]string{"--net=" + e.node.Path()}, argv...)...)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		e.t.Fatalf("start %s: %v", name, err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	e.t.Cleanup(func() {
+		select {
+		case <-exited:
+			e.t.Errorf("%s ended before the test did (%v):\n%s", name, waitErr, out.String())
+			return
+		default:
+		}
+		_ = cmd.Process.Kill()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			e.t.Errorf("%s (pid %d) did not exit after kill", name, cmd.Process.Pid)
+		}
+	})
+	start := time.Now()
+	deadline := start.Add(proxyStartTimeout)
+	for {
+		err := e.inNode(func() error {
+			c, err := net.DialTimeout("tcp4", readyAddr, 200*time.Millisecond)
+			if err == nil {
+				_ = c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			noteWait(name+" start", proxyStartTimeout, time.Since(start))
+			return
+		}
+		select {
+		case <-exited:
+			e.t.Fatalf("%s exited at start (%v):\n%s", name, waitErr, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s does not accept on %s within %s: %v\n%s", name, readyAddr, proxyStartTimeout, err, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // addNodeAddr puts nodeAddr on one end of a veth pair kept inside the node

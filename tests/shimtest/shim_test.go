@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -61,6 +62,17 @@ func TestNetNSLifecycle(t *testing.T) {
 	}
 	if os.SameFile(own, theirs) {
 		t.Fatal("the pinned namespace is the test's own")
+	}
+	// Its loopback is up (a worker's processes talk over 127.0.0.1).
+	var loFlags net.Flags
+	if err := ns.WithNetNSPath(path, func(ns.NetNS) error {
+		lo, err := net.InterfaceByName("lo")
+		if err == nil {
+			loFlags = lo.Flags
+		}
+		return err
+	}); err != nil || loFlags&net.FlagUp == 0 {
+		t.Errorf("lo in %s: %v, flags %v; want up", path, err, loFlags)
 	}
 	ids, err := nses.List()
 	if err != nil || !slices.Contains(ids, id) {
