@@ -8,6 +8,7 @@
 #   scripts/k8s.sh down     stop everything, restore the sysctls, remove it all
 #   scripts/k8s.sh status   processes, nodes and pods
 #   scripts/k8s.sh kubectl ARGS...   kubectl against the cluster
+#   scripts/k8s.sh restart-kubelet n1|n2   stop a kubelet and start it again
 #
 # Topology (docs/kubernetes.md has the figure):
 #   esbk8s-cp   etcd, kube-apiserver, kube-controller-manager
@@ -41,7 +42,7 @@ tools=${ESB_K8S_TOOLS_DIR:-/opt/esbnet-tools/k8s-v1.37.2/bin}
 base=${ESB_K8S_DIR:-/var/lib/esbnet/k8s}
 run=${ESB_K8S_RUN:-/run/esbnet/k8s}
 registry=${ESB_REGISTRY:-127.0.0.1:5000}
-pause_image=$registry/esb/pause:latest
+pause_image=$registry/esbk8s/pause:latest
 # The image of the test pods and of e2e.test's agnhost pods (KUBE_TEST_REPO_LIST):
 # agnhost 2.66.1 (the version k8s.io/kubernetes v1.37.2's e2e asks for) with
 # busybox's sh and nc and the machine's curl.
@@ -64,14 +65,10 @@ kc() { nsenter --net="$(ns_path $cp_ns)" "$tools/kubectl" --kubeconfig "$base/pk
 
 # ---------------------------------------------------------------- teardown
 
-# pids_of_cmdline prints the pids whose command line contains $1.
+# pids_of_cmdline prints the pids whose command line contains the path $1
+# (our own directories and sockets only, so nobody else's process).
 pids_of_cmdline() {
-	local p
-	for p in /proc/[0-9]*; do
-		if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$1"; then
-			echo "${p#/proc/}"
-		fi
-	done
+	pgrep -f -- "$(sed 's/[.[\*^$]/\\&/g' <<<"$1")" || true
 }
 
 # stop_pid TERMs a pid and waits up to $2 seconds before KILL.
@@ -339,6 +336,7 @@ start_control_plane() {
 		--service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
 		--service-cluster-ip-range 10.96.0.0/16 \
 		--authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+		--kubelet-preferred-address-types InternalIP \
 		--allow-privileged=true --profiling=false
 	wait_for kube-apiserver 120 kc get --raw /readyz
 	wait_for "esb-node's RBAC" 30 kc apply -f "$root/deploy/kubernetes/esb-node-rbac.yaml"
@@ -463,6 +461,24 @@ imageGCLowThresholdPercent: 99
 EOF
 }
 
+start_kubelet() {
+	local n=$1
+	start "kubelet-$n" "esbk8s-$n" "$tools/kubelet" --config "$base/$n/kubelet.yaml" \
+		--kubeconfig "$base/pki/kubelet-$n.kubeconfig" --root-dir "$base/$n/kubelet" \
+		--hostname-override "$(node_name "$n")" --node-ip "${node_ip[$n]}"
+}
+
+# restart_kubelet stops a node's kubelet and starts it again (its pods keep
+# running under containerd); tests/k8stest uses it.
+restart_kubelet() {
+	local n=${1:-}
+	[ -n "$n" ] && [ -n "${node_ip[$n]:-}" ] || die "restart-kubelet: name a node (${nodes[*]})"
+	[ -f "$run/pids/kubelet-$n.pid" ] || die "restart-kubelet: the cluster is not up"
+	stop_daemon "kubelet-$n" 30
+	mv "$base/log/kubelet-$n.log" "$base/log/kubelet-$n.log.$(date +%s)"
+	start_kubelet "$n"
+}
+
 start_node() {
 	local n=$1 name
 	name=$(node_name "$n")
@@ -481,9 +497,7 @@ start_node() {
 	done
 	node_cgroups "$n"
 	kubelet_config "$n"
-	start "kubelet-$n" "esbk8s-$n" "$tools/kubelet" --config "$base/$n/kubelet.yaml" \
-		--kubeconfig "$base/pki/kubelet-$n.kubeconfig" --root-dir "$base/$n/kubelet" \
-		--hostname-override "$name" --node-ip "${node_ip[$n]}"
+	start_kubelet "$n"
 	start "esb-node-$n" "esbk8s-$n" "$base/bin/esb-node" --kubeconfig "$base/pki/esb-node-$n.kubeconfig" \
 		--node-name "$name" --conflist "$base/$n/cni/net.d/10-esb.conflist" --cni-version 1.0.0 \
 		--data-dir "$run/$n/ipam"
@@ -516,7 +530,7 @@ up() {
 	rm -rf "$base/log"
 	mkdir -p "$base/log" "$run/pids"
 	build_plugins
-	ESB_REGISTRY=$registry "$root/scripts/pause-image.sh" >/dev/null
+	ESB_REGISTRY=$registry ESB_PAUSE_REPO=esbk8s/pause:latest "$root/scripts/pause-image.sh" >/dev/null
 	build_agnhost_image
 	make_pki
 	make_netns
@@ -576,12 +590,13 @@ down)
 	log "down"
 	;;
 status) status ;;
+restart-kubelet) restart_kubelet "${2:-}" ;;
 kubectl)
 	shift
 	kc "$@"
 	;;
 *)
-	echo "usage: $0 up|down|status|kubectl ARGS..." >&2
+	echo "usage: $0 up|down|status|restart-kubelet NODE|kubectl ARGS..." >&2
 	exit 2
 	;;
 esac
