@@ -51,6 +51,8 @@ nodes=(n1 n2)
 cp_ns=esbk8s-cp
 cp_ip=10.87.0.1
 declare -A node_ip=([n1]=10.87.0.11 [n2]=10.87.0.12)
+# The reference bridge's node-local subnets (RuntimeClass refbridge).
+declare -A ref_subnet=([n1]=10.89.1.0/24 [n2]=10.89.2.0/24)
 sysctls=(kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 cgroup_ctrls=(blkio cpu cpuacct cpuset devices freezer hugetlb memory net_cls net_prio perf_event pids rdma misc systemd)
 
@@ -340,6 +342,12 @@ start_control_plane() {
 		--allow-privileged=true --profiling=false
 	wait_for kube-apiserver 120 kc get --raw /readyz
 	wait_for "esb-node's RBAC" 30 kc apply -f "$root/deploy/kubernetes/esb-node-rbac.yaml"
+	kc apply -f - >/dev/null <<EOF
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: refbridge}
+handler: refbridge
+EOF
 	start kube-controller-manager "$cp_ns" "$tools/kube-controller-manager" \
 		--kubeconfig "$p/controller-manager.kubeconfig" \
 		--authentication-kubeconfig "$p/controller-manager.kubeconfig" \
@@ -420,6 +428,40 @@ containerd_config() {
 		-e "s|^        Root = .*|        Root = \"$st/runc\"|" \
 		-e "s|^  sandbox_image = .*|  sandbox_image = \"$pause_image\"|" \
 		"$root/deploy/containerd/config.toml" >"$base/$n/containerd.toml"
+	# A second runtime handler whose pods get the reference bridge and
+	# host-local plugins (containerd 1.6's per-handler cni_conf_dir), for the
+	# pod start comparison in tests/k8stest (RuntimeClass "refbridge").
+	cat >>"$base/$n/containerd.toml" <<EOF
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.refbridge]
+      runtime_type = "io.containerd.runc.v2"
+      cni_conf_dir = "$base/$n/cni/ref.d"
+      cni_max_conf_num = 1
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.refbridge.options]
+        Root = "$st/runc"
+        SystemdCgroup = false
+EOF
+	mkdir -p "$base/$n/cni/ref.d"
+	cat >"$base/$n/cni/ref.d/10-refbridge.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "refbridge",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni-ref0",
+      "isGateway": true,
+      "ipMasq": false,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "${ref_subnet[$n]}"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$run/$n/host-local"
+      }
+    }
+  ]
+}
+EOF
 	grep -q "$base/$n/cni/bin" "$base/$n/containerd.toml" || die "containerd config: bin_dir not replaced"
 	grep -q "$st/runc" "$base/$n/containerd.toml" || die "containerd config: runc Root not replaced"
 }
