@@ -45,7 +45,7 @@ registry=${ESB_REGISTRY:-127.0.0.1:5000}
 pause_image=$registry/esbk8s/pause:latest
 # The image of the test pods and of e2e.test's agnhost pods (KUBE_TEST_REPO_LIST):
 # agnhost 2.66.1 (the version k8s.io/kubernetes v1.37.2's e2e asks for) with
-# busybox's sh and nc and the machine's curl.
+# dash, busybox's tools, the machine's curl and netcat-openbsd.
 agnhost_image=$registry/e2e-test-images/agnhost:2.66.1
 nodes=(n1 n2)
 cp_ns=esbk8s-cp
@@ -205,7 +205,7 @@ need_tools() {
 	for t in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl agnhost; do
 		[ -x "$tools/$t" ] || die "$tools/$t is missing: run make kube-tools"
 	done
-	for t in containerd containerd-shim-runc-v2 runc ctr nsenter openssl umoci skopeo busybox curl; do
+	for t in containerd containerd-shim-runc-v2 runc ctr nsenter openssl umoci skopeo busybox curl apt-get dpkg-deb pgrep; do
 		command -v "$t" >/dev/null || die "$t is missing (scripts/deps.sh; busybox and curl from Debian)"
 	done
 	[ -x /opt/esbnet-tools/bin/crictl ] || die "crictl is missing: run scripts/deps.sh"
@@ -374,8 +374,11 @@ build_plugins() {
 # agnhost_image builds the test pods' image (and e2e.test's agnhost): the
 # agnhost binary, busybox for sh and nc, curl with its libraries.
 build_agnhost_image() {
+	# The image is rebuilt when agnhost or this recipe changes.
+	local agnhost_recipe
+	agnhost_recipe="$(sha256sum <"$tools/agnhost" | cut -c1-16)-3"
 	if skopeo inspect --tls-verify=false "docker://$agnhost_image" >/dev/null 2>&1 &&
-		[ "$(skopeo inspect --tls-verify=false --format '{{index .Labels "esbnet.agnhost.sha256"}}' "docker://$agnhost_image" 2>/dev/null)" = "$(sha256sum <"$tools/agnhost" | cut -c1-64)" ]; then
+		[ "$(skopeo inspect --tls-verify=false --format '{{index .Labels "esbnet.agnhost.recipe"}}' "docker://$agnhost_image" 2>/dev/null)" = "$agnhost_recipe" ]; then
 		return 0
 	fi
 	log "building $agnhost_image"
@@ -384,10 +387,22 @@ build_agnhost_image() {
 	mkdir -p "$w/rootfs/bin" "$w/rootfs/etc" "$w/rootfs/tmp"
 	cp "$tools/agnhost" "$w/rootfs/agnhost"
 	cp "$(command -v busybox)" "$w/rootfs/bin/busybox"
-	for a in sh nc ls cat echo sleep wget hostname ip; do ln -s busybox "$w/rootfs/bin/$a"; done
+	for a in $(busybox --list); do
+		case $a in busybox | curl | nc | sh) ;; *) ln -s busybox "$w/rootfs/bin/$a" ;; esac
+	done
+	# Debian's busybox sh runs its own applets before PATH (its nc among
+	# them), so sh is Debian's dash.
+	cp /bin/dash "$w/rootfs/bin/sh"
 	cp "$(command -v curl)" "$w/rootfs/bin/curl"
-	# The shared libraries of agnhost (cgo) and curl, at their paths.
-	for lib in $( (ldd "$tools/agnhost"; ldd "$(command -v curl)"; ldd "$(command -v busybox)" || true) | awk '/=>/ {print $3} /^\t\// {print $1}' | sort -u); do
+	# busybox's nc has no -u, which e2e.test's node-pod UDP check uses
+	# (echo hostName | nc -w 1 -u IP PORT): Debian's netcat-openbsd, taken
+	# from its package without installing it on this machine.
+	(cd "$w" && apt-get download netcat-openbsd >/dev/null) || die "apt-get download netcat-openbsd failed"
+	dpkg-deb -x "$w"/netcat-openbsd_*.deb "$w/nc"
+	cp "$w/nc/bin/nc.openbsd" "$w/rootfs/bin/nc.openbsd"
+	ln -sf nc.openbsd "$w/rootfs/bin/nc"
+	# The shared libraries of agnhost (cgo), curl and nc, at their paths.
+	for lib in $( (ldd "$tools/agnhost"; ldd "$(command -v curl)"; ldd "$w/nc/bin/nc.openbsd"; ldd /bin/dash) | awk '/=>/ {print $3} /^\t\// {print $1}' | sort -u); do
 		mkdir -p "$w/rootfs$(dirname "$lib")"
 		cp -L "$lib" "$w/rootfs$lib"
 	done
@@ -399,7 +414,7 @@ build_agnhost_image() {
 	umoci config --image "$w/oci:latest" --os linux --architecture amd64 \
 		--config.entrypoint /agnhost --config.cmd pause --config.workingdir / \
 		--config.env PATH=/bin:/usr/bin \
-		--config.label "esbnet.agnhost.sha256=$(sha256sum <"$tools/agnhost" | cut -c1-64)" >/dev/null
+		--config.label "esbnet.agnhost.recipe=$agnhost_recipe" >/dev/null
 	printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' >"$w/policy.json"
 	skopeo --policy "$w/policy.json" copy --quiet --dest-tls-verify=false "oci:$w/oci:latest" "docker://$agnhost_image"
 	rm -rf "$w"
