@@ -59,7 +59,7 @@ test-privileged: deps stack-up ## the namespace, client, stack and end-to-end su
 bench: deps stack-up ## benchmarks side by side with the reference plugins, with a printed table (root)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 95m ./ipam/... ./tests/bench/... ./tests/benchbridge/... ./tests/benchnat/... ./tests/benchagent/... $(BENCH_MORE)
 
-reliability: deps stack-up ## issue 7 at full size, both runtimes: 2,000 acquire/invoke/release cycles from 16 clients (ESB_LOAD_CYCLES, ESB_LOAD_CLIENTS), a 10-minute soak (ESB_SOAK_DURATION) and the fault tests, then make test-k8s; make test runs the first ones scaled down (root)
+reliability: deps stack-up ## the load, soak and fault tests at full size, both runtimes: 2,000 acquire/invoke/release cycles from 16 clients (ESB_LOAD_CYCLES, ESB_LOAD_CLIENTS), a 10-minute soak (ESB_SOAK_DURATION) and the fault tests; then make test-k8s; make test runs the first ones scaled down (root)
 	ESB_REQUIRE_PRIVILEGED=1 ESB_LOAD_CYCLES=$${ESB_LOAD_CYCLES:-2000} ESB_SOAK_DURATION=$${ESB_SOAK_DURATION:-10m} ESB_SOAK_INTERVAL=$${ESB_SOAK_INTERVAL:-20s} \
 		$(GO) test -p 1 -count=1 -timeout 240m -v -run '^(TestLoadAcquireRelease|TestSoak|TestFault.*)$$' ./tests/e2e/
 	$(MAKE) test-k8s

@@ -10,20 +10,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
+	"github.com/edge-serverless-box/esbnet/shim/shimfake"
 )
 
 type rig struct {
 	a    *Agent
-	rt   *fakeRuntime
+	rt   *shimfake.Runtime
 	net  *fakeNetwork
 	nses *fakeNetNSes
 }
 
 func newRig(t *testing.T, cfg Config, mutate ...func(*rig)) *rig {
 	t.Helper()
-	r := &rig{rt: newFakeRuntime(), net: newFakeNetwork(), nses: newFakeNetNSes()}
-	r.net.note = r.rt.note
+	r := &rig{rt: shimfake.New(shimfake.Options{ManualEvents: true}), net: newFakeNetwork(), nses: newFakeNetNSes()}
+	r.net.note = r.rt.Note
 	for _, m := range mutate {
 		m(r)
 	}
@@ -34,6 +36,12 @@ func newRig(t *testing.T, cfg Config, mutate ...func(*rig)) *rig {
 	return r
 }
 
+// spec returns the spec worker id was created with.
+func (r *rig) spec(id string) shim.WorkerSpec {
+	s, _ := r.rt.Spec(id)
+	return s
+}
+
 func req(owner string) AcquireRequest {
 	return AcquireRequest{Function: "hello", Image: "127.0.0.1:5000/esb/worker:latest", Owner: owner, Env: map[string]string{"A": "1"}}
 }
@@ -41,7 +49,7 @@ func req(owner string) AcquireRequest {
 // assertEmpty checks nothing of any worker is left.
 func (r *rig) assertEmpty(t *testing.T) {
 	t.Helper()
-	if ids := r.rt.ids(); len(ids) != 0 {
+	if ids := r.rt.IDs(); len(ids) != 0 {
 		t.Errorf("containers left: %v", ids)
 	}
 	if n := r.net.count(); n != 0 {
@@ -69,7 +77,7 @@ func TestAcquireValidation(t *testing.T) {
 		{func(q *AcquireRequest) { q.Owner = strings.Repeat("o", 129) }, "owner_id"},
 		{func(q *AcquireRequest) { q.Env = map[string]string{"A=B": "x"} }, "env"},
 		{func(q *AcquireRequest) { q.Env = map[string]string{"A": "x\x00y"} }, "env"},
-		{func(q *AcquireRequest) { q.Env = map[string]string{"ESB_X": "1"} }, "env"},
+		{func(q *AcquireRequest) { q.Env = map[string]string{"ESB_WORKER_ID": "1"} }, "env"},
 		{func(q *AcquireRequest) { q.Env = map[string]string{"A": strings.Repeat("v", MaxEnvBytes)} }, "env"},
 		{func(q *AcquireRequest) { q.MemoryBytes = 1 }, "limits.memory_bytes"},
 		{func(q *AcquireRequest) { q.CPUMillis = 1 << 40 }, "limits.cpu_millis"},
@@ -84,8 +92,8 @@ func TestAcquireValidation(t *testing.T) {
 			t.Errorf("%+v: got %v, want Invalid naming %s", q, err, tc.field)
 		}
 	}
-	if len(r.rt.calls) != 0 {
-		t.Errorf("bad requests reached the runtime: %v", r.rt.calls)
+	if len(r.rt.Calls()) != 0 {
+		t.Errorf("bad requests reached the runtime: %v", r.rt.Calls())
 	}
 }
 
@@ -101,14 +109,14 @@ func TestAcquireAndRelease(t *testing.T) {
 	}
 	// containerd order: the network is up before the process starts.
 	want := []string{"pull 127.0.0.1:5000/esb/worker:latest", "create " + w.ID, "start " + w.ID}
-	if strings.Join(r.rt.calls, ",") != strings.Join(want, ",") {
-		t.Errorf("runtime calls %v, want %v", r.rt.calls, want)
+	if strings.Join(r.rt.Calls(), ",") != strings.Join(want, ",") {
+		t.Errorf("runtime calls %v, want %v", r.rt.Calls(), want)
 	}
 	if !r.nses.Exists(w.ID) {
 		t.Error("no pinned namespace")
 	}
-	labels := r.rt.labels(w.ID)
-	if labels[shim.LabelWorker] != "1" || labels[shim.LabelFunction] != "hello" || labels[shim.LabelOwner] != "o1" {
+	labels := r.rt.Labels(w.ID)
+	if labels[conf.LabelWorker] != "1" || labels[conf.LabelFunction] != "hello" || labels[conf.LabelOwner] != "o1" {
 		t.Errorf("labels %v", labels)
 	}
 	if got := r.a.List("o1"); len(got) != 1 || got[0].ID != w.ID {
@@ -164,7 +172,7 @@ func TestAcquireErrorsAreClassified(t *testing.T) {
 	})
 	t.Run("runtime down", func(t *testing.T) {
 		r := newRig(t, Config{})
-		r.rt.down = true
+		r.rt.SetDown(true)
 		_, err := r.a.Acquire(context.Background(), req("o1"))
 		if CodeOf(err) != Unavailable {
 			t.Fatalf("got %v, want Unavailable", err)
@@ -173,7 +181,7 @@ func TestAcquireErrorsAreClassified(t *testing.T) {
 	})
 	t.Run("create fails", func(t *testing.T) {
 		r := newRig(t, Config{})
-		r.rt.failCreate = errors.New("no space")
+		r.rt.FailCreate(errors.New("no space"))
 		if _, err := r.a.Acquire(context.Background(), req("o1")); err == nil {
 			t.Fatal("want an error")
 		}
@@ -195,15 +203,13 @@ func TestAcquireErrorsAreClassified(t *testing.T) {
 // same failure with the runtime up stays Internal.
 func TestCreateFailureWhileRuntimeGoes(t *testing.T) {
 	r := newRig(t, Config{})
-	r.rt.failCreate = errors.New("container exited: it has no network namespace")
+	r.rt.FailCreate(errors.New("container exited: it has no network namespace"))
 	if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Internal {
 		t.Fatalf("runtime up: got %v (%v), want Internal", CodeOf(err), err)
 	}
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		r.rt.mu.Lock()
-		r.rt.down = true
-		r.rt.mu.Unlock()
+		r.rt.SetDown(true)
 	}()
 	if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Unavailable {
 		t.Fatalf("runtime going away: got %v (%v), want Unavailable", CodeOf(err), err)
@@ -235,7 +241,7 @@ func TestRequestIDReturnsSameWorker(t *testing.T) {
 			t.Fatalf("retried acquires got different workers: %v", ids)
 		}
 	}
-	if n := len(r.rt.ids()); n != 1 {
+	if n := len(r.rt.IDs()); n != 1 {
 		t.Errorf("%d containers for one request ID", n)
 	}
 	// Another owner's identical request ID is its own request.
@@ -261,7 +267,7 @@ func TestWarmPool(t *testing.T) {
 	if err != nil || !second.Warm || second.Owner != "o2" {
 		t.Fatalf("second acquire %+v %v, want a warm one for o2", second, err)
 	}
-	if r.rt.labels(second.ID)[shim.LabelOwner] != "o2" {
+	if r.rt.Labels(second.ID)[conf.LabelOwner] != "o2" {
 		t.Error("pooled worker's owner label not updated")
 	}
 	// Other env: another pool, so a cold start.
@@ -301,7 +307,7 @@ func TestPauseResumeMetrics(t *testing.T) {
 }
 
 func TestDockerStyleAttachesAfterStart(t *testing.T) {
-	r := newRig(t, Config{}, func(r *rig) { r.rt.ownsNetNS = true })
+	r := newRig(t, Config{}, func(r *rig) { r.rt.SetOwnsNetNS(true) })
 	w, err := r.a.Acquire(context.Background(), req("o1"))
 	if err != nil {
 		t.Fatal(err)
@@ -316,91 +322,4 @@ func TestDockerStyleAttachesAfterStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.assertEmpty(t)
-}
-
-func TestReconcile(t *testing.T) {
-	r := newRig(t, Config{})
-	ctx := context.Background()
-	withID := req("o1")
-	withID.RequestID = "retry-me"
-	keep, err := r.a.Acquire(ctx, withID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	paused, err := r.a.Acquire(ctx, req("o1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.a.Pause(ctx, paused.ID, "o1"); err != nil {
-		t.Fatal(err)
-	}
-	broken, err := r.a.Acquire(ctx, req("o2"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	noVeth, err := r.a.Acquire(ctx, req("o2"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.net.broken[noVeth.ID] = true // its veth was deleted behind the agent's back
-	// Behind the agent's back: one worker loses its namespace, and an
-	// orphan namespace appears.
-	if err := r.nses.Remove(broken.ID); err != nil {
-		t.Fatal(err)
-	}
-	orphanPath, err := r.nses.Create("orphan")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.net.Attach(ctx, shim.Attachment{ContainerID: "orphan", NetNS: orphanPath}); err != nil {
-		t.Fatal(err)
-	}
-	// Another agent's pin: no container here, no attachment of ours.
-	if _, err := r.nses.Create("foreign"); err != nil {
-		t.Fatal(err)
-	}
-
-	// A new agent (a restart) over the same runtime and network.
-	b := New(Options{Runtime: r.rt, Network: r.net, NetNSes: r.nses, Config: Config{LogDir: t.TempDir()},
-		Probe: func(context.Context, string) error { return nil }})
-	rep, err := b.Reconcile(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Adopted != 2 || rep.Removed != 2 || rep.OrphanNetNSes != 1 {
-		t.Errorf("report %+v, want 2 adopted, 2 removed, 1 orphan", rep)
-	}
-	got := b.List("o1")
-	if len(got) != 2 {
-		t.Fatalf("adopted %v", got)
-	}
-	for _, w := range got {
-		if w.ID == keep.ID && (w.IP != keep.IP || w.State != StateBusy || w.Function != "hello") {
-			t.Errorf("adopted %+v, was %+v", w, keep)
-		}
-		if w.ID == paused.ID && w.State != StatePaused {
-			t.Errorf("paused worker adopted as %s", w.State)
-		}
-	}
-	if ids := r.rt.ids(); len(ids) != 2 {
-		t.Errorf("containers after reconcile %v", ids)
-	}
-	if r.nses.Exists("orphan") || r.nses.Exists(broken.ID) {
-		t.Error("orphan namespace kept")
-	}
-	if !r.nses.Exists("foreign") {
-		t.Error("a pin this agent never attached was removed")
-	}
-	if len(r.net.gcLive) != 2 {
-		t.Errorf("GC live set %v", r.net.gcLive)
-	}
-	// A retry of the acquire after the restart gets the same worker.
-	again, err := b.Acquire(ctx, withID)
-	if err != nil || again.ID != keep.ID {
-		t.Errorf("retried acquire after restart: %+v %v, want %s", again, err, keep.ID)
-	}
-	// The adopted worker can be released by its owner.
-	if err := b.Release(ctx, keep.ID, "o1"); err != nil {
-		t.Error(err)
-	}
 }

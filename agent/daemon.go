@@ -2,27 +2,15 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/nat"
@@ -31,130 +19,135 @@ import (
 	"github.com/edge-serverless-box/esbnet/shim/docker"
 )
 
+// Daemon is esb-agent assembled: NewDaemon builds it, Serve serves the
+// API until its context ends, Close releases what NewDaemon opened (the
+// NAT watch is stopped and joined there).
+type Daemon struct {
+	cfg     DaemonConfig
+	log     *slog.Logger
+	agent   *Agent
+	rt      shim.Runtime
+	reg     *prometheus.Registry
+	dns     *workerDNS // the workers' resolver; nil without one
+	closers []func()   // run in reverse order by Close
+}
+
 // Run is esb-agent: it writes the conflist when the network has none,
 // applies and keeps the NAT rules, connects to the runtime, reconciles,
-// follows the runtime's events (Agent.Watch), serves the API until ctx ends, then stops serving. Workers outlive it: a
-// restarted agent adopts them.
+// follows the runtime's events (Agent.Watch), serves the API until ctx
+// ends, then stops serving. Workers outlive it: a restarted agent adopts
+// them.
 func Run(ctx context.Context, c DaemonConfig, log *slog.Logger) error {
-	var a *Agent
-	if err := ensureConflist(c, log); err != nil {
+	d, err := NewDaemon(ctx, c, log)
+	if err != nil {
 		return err
 	}
-	warnPrivateMountNS(log)
-	var natMgr *nat.Manager
-	if c.NATRules != "" {
-		rules, err := natfile.Load(c.NATRules)
+	defer d.Close()
+	return d.Serve(ctx)
+}
+
+// NewDaemon writes the conflist when the network has none, applies the
+// NAT rules and starts keeping them, connects to the runtime, opens the
+// records and reconciles. On error it has released what it opened.
+func NewDaemon(ctx context.Context, c DaemonConfig, log *slog.Logger) (_ *Daemon, err error) {
+	d := &Daemon{cfg: c, log: log}
+	defer func() {
 		if err != nil {
-			return err
+			d.Close()
 		}
-		m := nat.NewManager(nil)
-		natMgr = m
-		if _, err := m.Apply(rules); err != nil {
-			return fmt.Errorf("apply NAT rules: %w", err)
-		}
-		go func() {
-			_ = m.Watch(ctx, rules, c.NATInterval, func(e nat.Event) {
-				if e.Err != nil {
-					log.Error("NAT repair failed", "trigger", e.Trigger, "err", e.Err)
-					return
-				}
-				log.Info("NAT table repaired", "trigger", e.Trigger, "change", e.Change.String(), "took", e.Took)
-			})
-		}()
+	}()
+	if err := ensureConflist(c, log); err != nil {
+		return nil, err
+	}
+	warnPrivateMountNS(log)
+	natMgr, err := d.startNAT(ctx)
+	if err != nil {
+		return nil, err
 	}
 	rt, closeRT, err := newRuntime(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer closeRT()
+	d.rt = rt
+	d.closers = append(d.closers, closeRT)
 	network, err := shim.NewCNI(shim.CNIOptions{ConfDir: c.CNIConfDir, Network: c.Network,
 		BinDirs: splitList(c.CNIBinDirs, ":"), CacheDir: c.CNICacheDir})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	recs, err := OpenRecords(c.StateFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer func() { _ = recs.Close() }()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log, Records: recs,
-		Metrics: NewMetrics(reg), Config: Config{Port: c.Port, ReadyTimeout: c.ReadyTimeout, StopGrace: c.StopGrace,
-			MaxWorkers: c.MaxWorkers, MaxParallel: c.MaxParallel, PoolMinIdle: c.PoolMinIdle,
-			DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir, ReadOnlyRootfs: c.ReadOnlyRootfs,
-			RuntimeTimeout: c.RuntimeTimeout, StateDir: journalDir(c.StateFile)}})
-	reg.MustRegister(newNodeCollector(a, natMgr, networkCapacity(c)))
+	d.closers = append(d.closers, func() { _ = recs.Close() })
+	d.reg = prometheus.NewRegistry()
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg := agentConfig(c)
+	cfg.ResolvConf = d.dns.resolvConfPath()
+	d.agent = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log, Records: recs,
+		Metrics: NewMetrics(d.reg), Config: cfg})
+	d.reg.MustRegister(newNodeCollector(d.agent, natMgr, networkCapacity(c)))
 	if err := rt.Ping(ctx); err != nil {
-		return fmt.Errorf("runtime %s does not answer: %w", rt.Name(), err)
+		return nil, fmt.Errorf("runtime %s does not answer: %w", rt.Name(), err)
 	}
-	if _, err := a.Reconcile(ctx); err != nil {
+	if _, err := d.agent.Reconcile(ctx); err != nil {
 		log.Error("reconcile left errors", "err", err)
 	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() { a.Watch(watchCtx); close(watched) }()
-	defer func() { stopWatch(); <-watched }()
-	swept := make(chan struct{})
-	go func() { a.Maintain(watchCtx, c.SweepInterval); close(swept) }()
-	defer func() { stopWatch(); <-swept }()
+	return d, nil
+}
 
-	srv := grpc.NewServer()
-	agentv1.RegisterAgentServiceServer(srv, NewServer(a))
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(srv, hs)
-	hs.SetServingStatus(agentv1.AgentService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+// agentConfig is the Agent's part of the daemon's configuration.
+func agentConfig(c DaemonConfig) Config {
+	return Config{Port: c.Port, ReadyTimeout: c.ReadyTimeout, StopGrace: c.StopGrace,
+		MaxWorkers: c.MaxWorkers, MaxParallel: c.MaxParallel, PoolMinIdle: c.PoolMinIdle,
+		DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir, ReadOnlyRootfs: c.ReadOnlyRootfs, ImagePullPolicy: c.ImagePullPolicy,
+		RuntimeTimeout: c.RuntimeTimeout, StateDir: journalDir(c.StateFile)}
+}
 
-	errc := make(chan error, 3)
-	var listeners []net.Listener
-	if c.Socket != "" {
-		l, err := listenUnix(c.Socket)
-		if err != nil {
-			return err
-		}
-		listeners = append(listeners, l)
-		go func() { errc <- srv.Serve(l) }()
+// startNAT applies the NAT rules, when there are any, and keeps them in a
+// goroutine that runs until ctx ends or Close, which joins it.
+func (d *Daemon) startNAT(ctx context.Context) (*nat.Manager, error) {
+	if d.cfg.NATRules == "" {
+		return nil, nil
 	}
-	if c.TCPListen != "" {
-		tcpSrv, l, err := listenTCP(c, NewServer(a), hs)
-		if err != nil {
-			return err
-		}
-		go func() { errc <- tcpSrv.Serve(l) }()
-		defer tcpSrv.GracefulStop()
+	rules, err := natfile.Load(d.cfg.NATRules)
+	if err != nil {
+		return nil, err
 	}
-	if c.MetricsListen != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		hsrv := &http.Server{Addr: c.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := hsrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("metrics: %w", err)
+	if d.dns, rules, err = startWorkerDNS(d.cfg, rules, d.log); err != nil {
+		return nil, err
+	}
+	if d.dns != nil {
+		srv := d.dns.srv
+		d.closers = append(d.closers, func() { _ = srv.Close() })
+	}
+	m := nat.NewManager(nil)
+	if _, err := m.Apply(rules); err != nil {
+		return nil, fmt.Errorf("apply NAT rules: %w", err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = m.Watch(wctx, rules, d.cfg.NATInterval, func(e nat.Event) {
+			if e.Err != nil {
+				d.log.Error("NAT repair failed", "trigger", e.Trigger, "err", e.Err)
+				return
 			}
-		}()
-		defer func() { _ = hsrv.Close() }()
+			d.log.Info("NAT table repaired", "trigger", e.Trigger, "change", e.Change.String(), "took", e.Took)
+		})
+	}()
+	d.closers = append(d.closers, func() { stop(); <-done })
+	return m, nil
+}
+
+// Close stops the NAT watch and waits for it, closes the records and the
+// runtime's client. Workers keep running.
+func (d *Daemon) Close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
 	}
-	log.Info("esb-agent serving", "socket", c.Socket, "tcp", c.TCPListen, "metrics", c.MetricsListen, "runtime", rt.Name())
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		srv.Stop()
-		return err
-	}
-	hs.Shutdown()
-	stopped := make(chan struct{})
-	go func() { srv.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		srv.Stop()
-	}
-	a.Wait()
-	for _, l := range listeners {
-		_ = os.Remove(l.Addr().String())
-	}
-	log.Info("esb-agent stopped; workers keep running")
-	return nil
+	d.closers = nil
 }
 
 // journalDir is where the agent journals creations in flight: beside its
@@ -208,64 +201,6 @@ func ensureConflist(c DaemonConfig, log *slog.Logger) error {
 	}
 	log.Info("wrote the default conflist", "path", path)
 	return nil
-}
-
-// listenUnix listens on path with mode 0600, replacing a stale socket.
-func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("another agent serves %s", path)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	old := umask(0o177)
-	l, err := net.Listen("unix", path)
-	umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		return nil, errors.Join(err, l.Close())
-	}
-	return l, nil
-}
-
-// listenTCP makes the TCP face of the API: a gRPC server that accepts
-// only TLS 1.3 clients presenting a certificate signed by the client CA.
-func listenTCP(c DaemonConfig, api agentv1.AgentServiceServer, hs healthpb.HealthServer) (*grpc.Server, net.Listener, error) {
-	creds, err := mutualTLS(c)
-	if err != nil {
-		return nil, nil, err
-	}
-	srv := grpc.NewServer(grpc.Creds(creds))
-	agentv1.RegisterAgentServiceServer(srv, api)
-	healthpb.RegisterHealthServer(srv, hs)
-	l, err := net.Listen("tcp", c.TCPListen)
-	if err != nil {
-		return nil, nil, fmt.Errorf("listen on %s: %w", c.TCPListen, err)
-	}
-	return srv, l, nil
-}
-
-func mutualTLS(c DaemonConfig) (credentials.TransportCredentials, error) {
-	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
-	if err != nil {
-		return nil, fmt.Errorf("load TLS key pair: %w", err)
-	}
-	pem, err := os.ReadFile(c.TLSClientCA)
-	if err != nil {
-		return nil, fmt.Errorf("read client CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("no certificate in %s", c.TLSClientCA)
-	}
-	return credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
-		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}), nil
 }
 
 // networkCapacity returns how many addresses the network's esb-ipam range

@@ -1,8 +1,12 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/shim"
 )
 
 // Code classifies an agent error; the gRPC server maps each to a status code.
@@ -10,13 +14,14 @@ type Code int
 
 // Error classes.
 const (
-	Internal    Code = iota
-	Invalid          // a request field is bad (InvalidArgument)
-	NotFound         // no such worker (NotFound)
-	Permission       // the caller does not own the worker (PermissionDenied)
-	Unavailable      // the runtime does not answer (Unavailable)
-	Exhausted        // no address, or a limit reached (ResourceExhausted)
-	NotReady         // the worker did not become ready in time (DeadlineExceeded)
+	Internal     Code = iota
+	Invalid           // a request field is bad (InvalidArgument)
+	NotFound          // no such worker (NotFound)
+	Permission        // the caller does not own the worker (PermissionDenied)
+	Unavailable       // the runtime does not answer (Unavailable)
+	Exhausted         // no address, or a limit reached (ResourceExhausted)
+	NotReady          // the worker did not become ready in time (DeadlineExceeded)
+	Precondition      // the worker is not in a state for the call, e.g. paused (FailedPrecondition)
 )
 
 // Error is an agent error with a class and, for Invalid, the field.
@@ -55,4 +60,21 @@ func invalid(field, format string, args ...any) *Error {
 
 func errf(code Code, err error, format string, args ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, args...), Err: err}
+}
+
+// runtimeErr classifies a runtime failure.
+func (a *Agent) runtimeErr(err error, format string, args ...any) error {
+	if errors.Is(err, shim.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		return errf(Unavailable, err, format, args...)
+	}
+	return errf(Internal, err, format, args...)
+}
+
+// cniErr classifies a network failure: an exhausted range (esb-ipam's
+// code 100, or STATUS's 50) is ResourceExhausted.
+func (a *Agent) cniErr(err error) error {
+	if conf.IsExhausted(err) {
+		return errf(Exhausted, err, "no address left on the esb network")
+	}
+	return errf(Internal, err, "attach the worker to the esb network")
 }

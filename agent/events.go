@@ -23,7 +23,7 @@ const (
 // worker lost forever. Watch returns when ctx ends, after the teardowns it
 // started have finished.
 func (a *Agent) Watch(ctx context.Context) {
-	defer a.drops.Wait()
+	defer a.drops.wait()
 	retry := watchRetryFirst
 	for ctx.Err() == nil {
 		sctx, cancel := context.WithCancel(ctx)
@@ -64,22 +64,13 @@ func (a *Agent) onEvent(ev shim.Event) {
 // claim hides a live, settled worker from every lookup so that only the
 // caller tears it down; false when the worker is unknown or another
 // operation (creation, release, an earlier event) holds it.
-func (a *Agent) claim(id string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	w, ok := a.workers[id]
-	if !ok || w.creating {
-		return false
-	}
-	w.creating = true
-	return true
-}
+func (a *Agent) claim(id string) bool { return a.table.claim(id) }
 
 // drop tears a claimed worker down in the background and forgets it.
 func (a *Agent) drop(id, why string) {
-	a.drops.Add(1)
+	a.drops.add()
 	go func() {
-		defer a.drops.Done()
+		defer a.drops.done()
 		ctx, cancel := context.WithTimeout(context.Background(), dropTimeout)
 		defer cancel()
 		a.log.Warn("worker lost behind the agent's back; removing it", "worker", id, "why", why)
@@ -94,14 +85,7 @@ func (a *Agent) drop(id, why string) {
 // reports whether the runtime answered.
 func (a *Agent) catchUp(ctx context.Context) bool {
 	// Only workers settled before the listing can be judged by it.
-	a.mu.Lock()
-	var settled []string
-	for id, w := range a.workers {
-		if !w.creating {
-			settled = append(settled, id)
-		}
-	}
-	a.mu.Unlock()
+	settled := a.table.settledIDs()
 	infos, err := a.rt.List(ctx)
 	if err != nil {
 		a.log.Warn("catch up with the runtime's workers", "err", err)

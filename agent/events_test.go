@@ -17,7 +17,7 @@ func (r *rig) watch(t *testing.T) {
 	done := make(chan struct{})
 	go func() { r.a.Watch(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, "the first subscription", func() bool { return r.rt.subscriptions() >= 1 })
+	waitFor(t, "the first subscription", func() bool { return r.rt.Subscriptions() >= 1 })
 }
 
 func waitFor(t *testing.T, what string, ok func() bool) {
@@ -40,7 +40,7 @@ func TestWatchDropsKilledWorker(t *testing.T) {
 	for _, owns := range []bool{false, true} {
 		name := map[bool]string{false: "containerd-style", true: "docker-style"}[owns]
 		t.Run(name, func(t *testing.T) {
-			r := newRig(t, Config{}, func(r *rig) { r.rt.ownsNetNS = owns })
+			r := newRig(t, Config{}, func(r *rig) { r.rt.SetOwnsNetNS(owns) })
 			r.watch(t)
 			ctx := context.Background()
 			q := req("o1")
@@ -53,11 +53,11 @@ func TestWatchDropsKilledWorker(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.rt.kill(w.ID)
-			r.rt.emit(shim.Event{ID: w.ID, Kind: shim.EventExit})
+			r.rt.Kill(w.ID)
+			r.rt.Emit(shim.Event{ID: w.ID, Kind: shim.EventExit})
 			waitFor(t, "the killed worker to leave the list", func() bool { return r.gone(w.ID) })
-			waitFor(t, "its container to go", func() bool { return !slices.Contains(r.rt.ids(), w.ID) })
-			r.a.drops.Wait()
+			waitFor(t, "its container to go", func() bool { return !slices.Contains(r.rt.IDs(), w.ID) })
+			r.a.drops.wait()
 			if r.net.attached[w.ID] != nil || r.nses.Exists(w.ID) {
 				t.Errorf("the killed worker's network or namespace is left")
 			}
@@ -75,15 +75,15 @@ func TestWatchDropsKilledWorker(t *testing.T) {
 			}
 			// Events for unknown workers and for the agent's own release
 			// change nothing more.
-			r.rt.emit(shim.Event{ID: "not-ours", Kind: shim.EventDelete})
+			r.rt.Emit(shim.Event{ID: "not-ours", Kind: shim.EventDelete})
 			if err := r.a.Release(ctx, other.ID, "o1"); err != nil {
 				t.Fatal(err)
 			}
-			r.rt.emit(shim.Event{ID: other.ID, Kind: shim.EventDelete})
+			r.rt.Emit(shim.Event{ID: other.ID, Kind: shim.EventDelete})
 			if err := r.a.Release(ctx, again.ID, "o1"); err != nil {
 				t.Fatal(err)
 			}
-			r.a.drops.Wait()
+			r.a.drops.wait()
 			r.assertEmpty(t)
 		})
 	}
@@ -106,22 +106,22 @@ func TestWatchCatchesUpAfterBrokenStream(t *testing.T) {
 	if _, err := r.a.Pause(ctx, paused.ID, "o1"); err != nil {
 		t.Fatal(err)
 	}
-	r.rt.kill(w.ID) // no event: the stream is about to break
-	r.rt.breakEvents()
-	waitFor(t, "a resubscription", func() bool { return r.rt.subscriptions() >= 2 })
+	r.rt.Kill(w.ID) // no event: the stream is about to break
+	r.rt.BreakEvents()
+	waitFor(t, "a resubscription", func() bool { return r.rt.Subscriptions() >= 2 })
 	waitFor(t, "the dead worker to leave the list", func() bool { return r.gone(w.ID) })
-	r.a.drops.Wait()
+	r.a.drops.wait()
 	if r.gone(paused.ID) {
 		t.Error("the catch-up dropped a paused worker")
 	}
-	if slices.Contains(r.rt.ids(), w.ID) || r.nses.Exists(w.ID) {
+	if slices.Contains(r.rt.IDs(), w.ID) || r.nses.Exists(w.ID) {
 		t.Error("the dead worker's container or namespace is left")
 	}
 	// Events flow again on the new stream.
-	r.rt.kill(paused.ID)
-	r.rt.emit(shim.Event{ID: paused.ID, Kind: shim.EventDelete})
+	r.rt.Kill(paused.ID)
+	r.rt.Emit(shim.Event{ID: paused.ID, Kind: shim.EventDelete})
 	waitFor(t, "the second worker to leave the list", func() bool { return r.gone(paused.ID) })
-	r.a.drops.Wait()
+	r.a.drops.wait()
 	r.assertEmpty(t)
 }
 
@@ -132,17 +132,17 @@ func TestTeardownOrder(t *testing.T) {
 		owns bool
 		want string
 	}{{false, "stop,detach,delete"}, {true, "detach,stop,delete"}} {
-		r := newRig(t, Config{}, func(r *rig) { r.rt.ownsNetNS = c.owns })
+		r := newRig(t, Config{}, func(r *rig) { r.rt.SetOwnsNetNS(c.owns) })
 		w, err := r.a.Acquire(context.Background(), req("o1"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := len(r.rt.callLog())
+		n := len(r.rt.Calls())
 		if err := r.a.Release(context.Background(), w.ID, "o1"); err != nil {
 			t.Fatal(err)
 		}
 		var got []string
-		for _, call := range r.rt.callLog()[n:] {
+		for _, call := range r.rt.Calls()[n:] {
 			got = append(got, strings.Fields(call)[0])
 		}
 		if strings.Join(got, ",") != c.want {

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
+	"github.com/edge-serverless-box/esbnet/shim/shimfake"
 )
 
 // TestSweepFinishesFailedCleanups: a worker container the agent does not
@@ -21,7 +23,7 @@ func TestSweepFinishesFailedCleanups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.rt.containers["stray"] = &shim.WorkerInfo{ID: "stray", State: shim.StateRunning, Labels: map[string]string{shim.LabelWorker: "1"}}
+	r.rt.Put(shim.WorkerInfo{ID: "stray", State: shim.StateRunning, Labels: map[string]string{conf.LabelWorker: "1"}})
 	if err := r.a.journal.begin("half"); err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +35,7 @@ func TestSweepFinishesFailedCleanups(t *testing.T) {
 	if err != nil || rep.Removed != 1 || rep.Interrupted != 1 {
 		t.Fatalf("Sweep = %+v, %v; want 1 removed, 1 interrupted", rep, err)
 	}
-	if ids := r.rt.ids(); len(ids) != 1 || ids[0] != w.ID {
+	if ids := r.rt.IDs(); len(ids) != 1 || ids[0] != w.ID {
 		t.Errorf("containers after the sweep: %v, want just %s", ids, w.ID)
 	}
 	if r.nses.Exists("half") || r.net.count() != 1 {
@@ -47,6 +49,37 @@ func TestSweepFinishesFailedCleanups(t *testing.T) {
 	}
 	if err := r.a.Release(context.Background(), w.ID, "o1"); err != nil {
 		t.Fatal(err)
+	}
+	r.assertEmpty(t)
+}
+
+// TestSweepRetriesLeftoversOfCutOffCreation: a creation cut off by a
+// runtime outage leaves a container whose removal fails on what it left
+// (runc's cgroup, held by a leftover process): its journal entry stays,
+// and the next sweep, with the container gone, removes the leftovers and
+// only then forgets it.
+func TestSweepRetriesLeftoversOfCutOffCreation(t *testing.T) {
+	state := t.TempDir()
+	r := newRig(t, Config{StateDir: state})
+	r.rt.SetLeftovers("cut", 1)
+	r.rt.Put(shim.WorkerInfo{ID: "cut", State: shim.StateCreated, Labels: map[string]string{conf.LabelWorker: "1"}})
+	if err := r.a.journal.begin("cut"); err != nil {
+		t.Fatal(err)
+	}
+	journal := func() int { ents, _ := os.ReadDir(filepath.Join(state, "creating")); return len(ents) }
+	rep, err := r.a.Sweep(context.Background())
+	if err == nil || rep.Removed != 1 {
+		t.Fatalf("first Sweep = %+v, %v; want 1 removed and the leftover's error", rep, err)
+	}
+	if journal() != 1 {
+		t.Fatalf("the journal forgot a creation whose leftovers are still there")
+	}
+	rep, err = r.a.Sweep(context.Background())
+	if err != nil || rep.Interrupted != 1 {
+		t.Fatalf("second Sweep = %+v, %v; want 1 interrupted creation finished", rep, err)
+	}
+	if journal() != 0 || r.rt.Leftovers("cut") != 0 {
+		t.Errorf("after the second sweep: journal %d entries, leftovers %d", journal(), r.rt.Leftovers("cut"))
 	}
 	r.assertEmpty(t)
 }
@@ -77,7 +110,7 @@ func TestReconcileUndoesJournalledCreations(t *testing.T) {
 }
 
 // hangingRuntime is a daemon that accepts calls and never answers.
-type hangingRuntime struct{ *fakeRuntime }
+type hangingRuntime struct{ *shimfake.Runtime }
 
 func (h hangingRuntime) Ping(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
 func (h hangingRuntime) Create(ctx context.Context, _ shim.WorkerSpec) error {
@@ -88,7 +121,7 @@ func (h hangingRuntime) Create(ctx context.Context, _ shim.WorkerSpec) error {
 // TestHungRuntimeAnswersUnavailable: with a hung daemon an acquire whose
 // caller set no deadline answers Unavailable after the runtime timeout.
 func TestHungRuntimeAnswersUnavailable(t *testing.T) {
-	rt := hangingRuntime{newFakeRuntime()}
+	rt := hangingRuntime{shimfake.New(shimfake.Options{ManualEvents: true})}
 	a := New(Options{Runtime: rt, Network: newFakeNetwork(), NetNSes: newFakeNetNSes(),
 		Config: Config{RuntimeTimeout: 50 * time.Millisecond, LogDir: t.TempDir()}})
 	start := time.Now()

@@ -112,8 +112,21 @@ func TestTCPListenerRequiresMutualTLS(t *testing.T) {
 			t.Errorf("%s: %v, want the connection refused (Unavailable)", tc.name, err)
 		}
 	}
-	// A raw TCP peer that sends plain HTTP/2 gets no answer but a closed
-	// connection.
+	checkPlainPeerRefused(t, addr)
+
+	if err := call(tlsClient([]tls.Certificate{good}, 0), "tenant"); err != nil {
+		t.Errorf("client with a good certificate: %v", err)
+	}
+	err = call(tlsClient([]tls.Certificate{good}, 0), "")
+	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || err == nil {
+		t.Errorf("list without owner over TCP: %v, want InvalidArgument", err)
+	}
+}
+
+// checkPlainPeerRefused checks that a raw TCP peer that sends plain
+// HTTP/2 gets no answer but a closed connection.
+func checkPlainPeerRefused(t *testing.T, addr string) {
+	t.Helper()
 	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -127,14 +140,6 @@ func TestTCPListenerRequiresMutualTLS(t *testing.T) {
 		t.Errorf("a plain-text peer got %q, want a TLS alert or a closed connection", buf[:n])
 	}
 	_ = raw.Close()
-
-	if err := call(tlsClient([]tls.Certificate{good}, 0), "tenant"); err != nil {
-		t.Errorf("client with a good certificate: %v", err)
-	}
-	err = call(tlsClient([]tls.Certificate{good}, 0), "")
-	if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || err == nil {
-		t.Errorf("list without owner over TCP: %v, want InvalidArgument", err)
-	}
 }
 
 func TestListenTCPRefusesBadFiles(t *testing.T) {

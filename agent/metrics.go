@@ -12,6 +12,7 @@ type Metrics struct {
 	workers *prometheus.GaugeVec
 	errors  *prometheus.CounterVec
 	lostN   prometheus.Counter
+	pullFB  prometheus.Counter
 }
 
 // NewMetrics registers the metrics with reg (nil: a private registry).
@@ -34,16 +35,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "esb", Subsystem: "agent", Name: "workers_lost_total",
 			Help: "Workers whose container exited or vanished behind the agent's back, and were removed.",
 		}),
+		pullFB: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "esb", Subsystem: "agent", Name: "image_pull_fallbacks_total",
+			Help: "Pulls under --image-pull-policy always that failed and used the local image instead.",
+		}),
 	}
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	reg.MustRegister(m.acquire, m.workers, m.errors, m.lostN)
+	reg.MustRegister(m.acquire, m.workers, m.errors, m.lostN, m.pullFB)
 	return m
 }
 
 var codeNames = map[Code]string{Internal: "internal", Invalid: "invalid", NotFound: "not_found",
-	Permission: "permission", Unavailable: "unavailable", Exhausted: "exhausted", NotReady: "not_ready"}
+	Permission: "permission", Unavailable: "unavailable", Exhausted: "exhausted", NotReady: "not_ready", Precondition: "precondition"}
 
 func (m *Metrics) observeAcquire(start time.Time, w *Worker, err error) {
 	if err != nil {
@@ -64,3 +69,5 @@ func (m *Metrics) setStates(c map[State]int) {
 }
 
 func (m *Metrics) lost() { m.lostN.Inc() }
+
+func (m *Metrics) pullFallback() { m.pullFB.Inc() }

@@ -7,18 +7,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
-
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 )
-
-func cniCode(err error) (uint, bool) {
-	var te *types.Error
-	if errors.As(err, &te) {
-		return te.Code, true
-	}
-	return 0, false
-}
 
 // ReconcileReport says what Reconcile found.
 type ReconcileReport struct {
@@ -47,8 +38,6 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	if err != nil {
 		return rep, a.runtimeErr(err, "list worker containers")
 	}
-	live := map[string]bool{}
-	var attachments []shim.Attachment
 	var errs []error
 	recs, err := a.recs.All()
 	if err != nil {
@@ -64,68 +53,13 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	for _, id := range journalled {
 		interrupted[id] = true
 	}
-	for _, info := range infos {
-		if interrupted[info.ID] {
-			continue
-		}
-		w, ok := a.adoptable(ctx, info, recs)
-		if !ok {
-			rep.Removed++
-			if err := a.teardown(ctx, info.ID, info.NetNS, 0); err != nil {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		a.mu.Lock()
-		a.workers[w.ID] = w
-		if w.request != "" && w.Owner != "" {
-			a.requests[w.Owner+"\x00"+w.request] = w.ID
-		}
-		a.mu.Unlock()
-		live[w.ID] = true
-		attachments = append(attachments, shim.Attachment{ContainerID: w.ID, NetNS: w.NetNS})
-		rep.Adopted++
-	}
+	live, attachments, err := a.adoptListed(ctx, infos, recs, interrupted, &rep)
+	errs = append(errs, err)
 	// They are undone in the background, so the agent serves at once.
 	rep.Interrupted = len(journalled)
-	if len(journalled) > 0 {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pullFactor*a.cfg.RuntimeTimeout)
-			defer cancel()
-			start := time.Now()
-			if err := a.undoCreations(uctx, journalled); err != nil {
-				a.log.Error("undo creations a killed agent left", "err", err)
-				return
-			}
-			a.log.Info("undid creations a killed agent left", "count", len(journalled), "took", time.Since(start))
-		}()
-	}
+	a.undoInBackground(ctx, journalled)
 	if !a.rt.OwnsNetNS() {
-		ids, err := a.nses.List()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("list pinned namespaces: %w", err))
-		}
-		for _, id := range ids {
-			if live[id] || interrupted[id] {
-				continue
-			}
-			att := shim.Attachment{ContainerID: id, NetNS: a.nses.Path(id)}
-			// Only pins this agent attached (its CNI cache knows them) are
-			// its orphans; another agent sharing the directory keeps its own.
-			if res, err := a.net.Cached(ctx, att); err != nil || res == nil {
-				a.log.Warn("pinned namespace without a container or an attachment of this agent's; left alone", "netns", att.NetNS)
-				continue
-			}
-			rep.OrphanNetNSes++
-			if err := a.detach(ctx, att); err != nil {
-				errs = append(errs, err)
-			}
-			if err := a.nses.Remove(id); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		errs = append(errs, a.removeOrphanPins(ctx, live, interrupted, &rep))
 	}
 	for id := range recs {
 		if !live[id] {
@@ -138,13 +72,90 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 		errs = append(errs, err)
 	}
 	rep.Took = time.Since(start)
-	a.metrics.setStates(a.counts())
+	a.setStates()
 	a.log.Info("reconciled", "adopted", rep.Adopted, "removed", rep.Removed, "orphan_netns", rep.OrphanNetNSes,
 		"interrupted", rep.Interrupted, "took", rep.Took)
 	if errors.Join(errs...) != nil {
 		return rep, errf(Internal, errors.Join(errs...), "reconcile")
 	}
 	return rep, nil
+}
+
+// adoptListed adopts the listed workers that are adoptable and not
+// interrupted creations, and tears the others down; it returns the
+// adopted IDs and their attachments.
+func (a *Agent) adoptListed(ctx context.Context, infos []shim.WorkerInfo, recs map[string]Record,
+	interrupted map[string]bool, rep *ReconcileReport) (map[string]bool, []shim.Attachment, error) {
+	live := map[string]bool{}
+	var attachments []shim.Attachment
+	var errs []error
+	for _, info := range infos {
+		if interrupted[info.ID] {
+			continue
+		}
+		w, ok := a.adoptable(ctx, info, recs)
+		if !ok {
+			rep.Removed++
+			if err := a.teardown(ctx, info.ID, info.NetNS, 0); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		a.table.adopt(w)
+		live[w.ID] = true
+		attachments = append(attachments, shim.Attachment{ContainerID: w.ID, NetNS: w.NetNS})
+		rep.Adopted++
+	}
+	return live, attachments, errors.Join(errs...)
+}
+
+// undoInBackground undoes the journalled creations a killed agent left.
+func (a *Agent) undoInBackground(ctx context.Context, journalled []string) {
+	if len(journalled) == 0 {
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pullFactor*a.cfg.RuntimeTimeout)
+		defer cancel()
+		start := time.Now()
+		if err := a.undoCreations(uctx, journalled); err != nil {
+			a.log.Error("undo creations a killed agent left", "err", err)
+			return
+		}
+		a.log.Info("undid creations a killed agent left", "count", len(journalled), "took", time.Since(start))
+	}()
+}
+
+// removeOrphanPins detaches and removes the pinned namespaces this agent
+// attached that belong to no live worker nor interrupted creation.
+func (a *Agent) removeOrphanPins(ctx context.Context, live, interrupted map[string]bool, rep *ReconcileReport) error {
+	var errs []error
+	ids, err := a.nses.List()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list pinned namespaces: %w", err))
+	}
+	for _, id := range ids {
+		if live[id] || interrupted[id] {
+			continue
+		}
+		att := shim.Attachment{ContainerID: id, NetNS: a.nses.Path(id)}
+		// Only pins this agent attached (its CNI cache knows them) are
+		// its orphans; another agent sharing the directory keeps its own.
+		if res, err := a.net.Cached(ctx, att); err != nil || res == nil {
+			a.log.Warn("pinned namespace without a container or an attachment of this agent's; left alone", "netns", att.NetNS)
+			continue
+		}
+		rep.OrphanNetNSes++
+		if err := a.detach(ctx, att); err != nil {
+			errs = append(errs, err)
+		}
+		if err := a.nses.Remove(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // adoptable turns a listed container into a worker when it runs (or is
@@ -173,14 +184,14 @@ func (a *Agent) adoptable(ctx context.Context, info shim.WorkerInfo, recs map[st
 		a.log.Warn("worker lost its network", "worker", info.ID, "err", err)
 		return nil, false
 	}
-	port, err := strconv.Atoi(info.Labels[shim.LabelPort])
+	port, err := strconv.Atoi(info.Labels[conf.LabelPort])
 	if err != nil {
 		port = a.cfg.Port
 	}
 	w := &Worker{
-		ID: info.ID, Function: info.Labels[shim.LabelFunction], Owner: info.Labels[shim.LabelOwner],
+		ID: info.ID, Function: info.Labels[conf.LabelFunction], Owner: info.Labels[conf.LabelOwner],
 		Image: info.Image, IP: ip, Port: port, Created: info.Created, NetNS: netns,
-		poolKey: info.Labels[shim.LabelPoolKey], State: StateBusy, request: info.Labels[shim.LabelRequest],
+		poolKey: info.Labels[conf.LabelPoolKey], State: StateBusy, request: info.Labels[conf.LabelRequest],
 	}
 	if rec, ok := recs[info.ID]; ok {
 		w.Owner, w.request, w.poolKey = rec.Owner, rec.Request, rec.PoolKey

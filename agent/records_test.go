@@ -56,7 +56,7 @@ func TestBoltRecords(t *testing.T) {
 // the busy worker back in the pool, for anyone.
 func TestRecordsKeepPooledOwnersAcrossRestart(t *testing.T) {
 	for _, withRecords := range []bool{true, false} {
-		r := newRig(t, Config{PoolMinIdle: 1}, func(r *rig) { r.rt.ownsNetNS, r.rt.immutable = true, true })
+		r := newRig(t, Config{PoolMinIdle: 1}, func(r *rig) { r.rt.SetOwnsNetNS(true); r.rt.SetImmutableLabels(true) })
 		path := filepath.Join(t.TempDir(), "state.db")
 		var recs Records
 		if withRecords {
@@ -77,7 +77,7 @@ func TestRecordsKeepPooledOwnersAcrossRestart(t *testing.T) {
 			t.Fatalf("second acquire: %+v, %v (want a pooled worker)", warm, err)
 		}
 		r.a.Wait()
-		if l := r.rt.labels(warm.ID); l["esb.owner"] != "" {
+		if l := r.rt.Labels(warm.ID); l["esb.owner"] != "" {
 			t.Fatalf("the immutable runtime changed a label: %v", l)
 		}
 		// Restart: a new agent over the same runtime, network and file.
@@ -88,11 +88,7 @@ func TestRecordsKeepPooledOwnersAcrossRestart(t *testing.T) {
 			recs = openRecords(t, path)
 			defer func() { _ = recs.(*BoltRecords).Close() }()
 		}
-		b := New(Options{Runtime: r.rt, Network: r.net, NetNSes: r.nses, Config: Config{LogDir: t.TempDir()}, Records: recs,
-			Probe: func(context.Context, string) error { return nil }})
-		if _, err := b.Reconcile(ctx); err != nil {
-			t.Fatal(err)
-		}
+		b := restarted(t, r, recs)
 		o2 := b.List("o2")
 		if !withRecords {
 			if len(o2) != 0 {
@@ -100,15 +96,7 @@ func TestRecordsKeepPooledOwnersAcrossRestart(t *testing.T) {
 			}
 			continue
 		}
-		if len(o2) != 1 || o2[0].ID != warm.ID || o2[0].State != StateBusy {
-			t.Errorf("after restart List(o2) = %+v, want the pooled worker %s busy", o2, warm.ID)
-		}
-		if o1 := b.List("o1"); len(o1) != 1 || o1[0].ID != first.ID {
-			t.Errorf("after restart List(o1) = %+v", o1)
-		}
-		if idle := b.List(""); len(idle) != 3 {
-			t.Errorf("after restart %d workers, want 3 (2 busy, 1 idle)", len(idle))
-		}
+		checkAdoptedOwners(t, b, first.ID, warm.ID)
 		again, err := b.Acquire(ctx, q)
 		if err != nil || again.ID != warm.ID {
 			t.Errorf("retry of r2 after restart: %+v, %v; want %s", again, err, warm.ID)
@@ -121,15 +109,38 @@ func TestRecordsKeepPooledOwnersAcrossRestart(t *testing.T) {
 			t.Errorf("records after release: %v, %v (want the 2 live workers)", all, err)
 		}
 		// A worker gone while no agent ran loses its record at reconcile.
-		r.rt.kill(first.ID)
-		c := New(Options{Runtime: r.rt, Network: r.net, NetNSes: r.nses, Config: Config{LogDir: t.TempDir()}, Records: recs,
-			Probe: func(context.Context, string) error { return nil }})
-		if _, err := c.Reconcile(ctx); err != nil {
-			t.Fatal(err)
-		}
+		r.rt.Kill(first.ID)
+		restarted(t, r, recs)
 		if all, _ := recs.All(); len(all) != 1 {
 			t.Errorf("records after reconcile: %v, want only the idle worker's", all)
 		}
+	}
+}
+
+// restarted is a new agent over r's runtime, network and namespaces with
+// recs, reconciled.
+func restarted(t *testing.T, r *rig, recs Records) *Agent {
+	t.Helper()
+	a := New(Options{Runtime: r.rt, Network: r.net, NetNSes: r.nses, Config: Config{LogDir: t.TempDir()}, Records: recs,
+		Probe: func(context.Context, string) error { return nil }})
+	if _, err := a.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// checkAdoptedOwners checks that b adopted o1's worker first, o2's pooled
+// worker warm (busy) and the pool's idle one.
+func checkAdoptedOwners(t *testing.T, b *Agent, first, warm string) {
+	t.Helper()
+	if o2 := b.List("o2"); len(o2) != 1 || o2[0].ID != warm || o2[0].State != StateBusy {
+		t.Errorf("after restart List(o2) = %+v, want the pooled worker %s busy", o2, warm)
+	}
+	if o1 := b.List("o1"); len(o1) != 1 || o1[0].ID != first {
+		t.Errorf("after restart List(o1) = %+v", o1)
+	}
+	if idle := b.List(""); len(idle) != 3 {
+		t.Errorf("after restart %d workers, want 3 (2 busy, 1 idle)", len(idle))
 	}
 }
 
@@ -142,7 +153,7 @@ func (failingRecords) Put(string, Record) error { return errors.New("disk full")
 // recorded, the worker stays in the pool (a restart could not tell whose
 // it is) and the caller gets a new worker, labelled with its owner.
 func TestUnrecordedPoolHandOut(t *testing.T) {
-	r := newRig(t, Config{PoolMinIdle: 1}, func(r *rig) { r.rt.ownsNetNS, r.rt.immutable = true, true })
+	r := newRig(t, Config{PoolMinIdle: 1}, func(r *rig) { r.rt.SetOwnsNetNS(true); r.rt.SetImmutableLabels(true) })
 	r.a.recs = failingRecords{}
 	ctx := context.Background()
 	if _, err := r.a.Acquire(ctx, req("o1")); err != nil {
@@ -158,7 +169,7 @@ func TestUnrecordedPoolHandOut(t *testing.T) {
 	if w.Warm || slices.ContainsFunc(idle, func(x Worker) bool { return x.ID == w.ID }) {
 		t.Errorf("an unrecorded pooled worker was handed out: %+v", w)
 	}
-	if l := r.rt.labels(w.ID); l["esb.owner"] != "o2" {
+	if l := r.rt.Labels(w.ID); l["esb.owner"] != "o2" {
 		t.Errorf("the new worker's labels %v, want esb.owner=o2", l)
 	}
 	n := 0

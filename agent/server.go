@@ -23,7 +23,7 @@ func NewServer(a *Agent) *Server { return &Server{a: a} }
 var grpcCodes = map[Code]codes.Code{
 	Internal: codes.Internal, Invalid: codes.InvalidArgument, NotFound: codes.NotFound,
 	Permission: codes.PermissionDenied, Unavailable: codes.Unavailable, Exhausted: codes.ResourceExhausted,
-	NotReady: codes.DeadlineExceeded,
+	NotReady: codes.DeadlineExceeded, Precondition: codes.FailedPrecondition,
 }
 
 // toStatus turns an agent error into a gRPC status with the right code.

@@ -6,6 +6,8 @@ import (
 	"unicode"
 
 	"github.com/distribution/reference"
+
+	"github.com/edge-serverless-box/esbnet/conf/agentconf"
 )
 
 // Limits on acquire requests.
@@ -13,8 +15,8 @@ const (
 	MaxEnvVars     = 256
 	MaxEnvBytes    = 64 << 10
 	MaxIDLen       = 128
-	MinMemoryBytes = 6 << 20
-	MaxMemoryBytes = 64 << 30
+	MinMemoryBytes = agentconf.MinMemoryBytes
+	MaxMemoryBytes = agentconf.MaxMemoryBytes
 	MinCPUMillis   = 10
 	MaxCPUMillis   = 64000
 )
@@ -22,6 +24,11 @@ const (
 var (
 	functionRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 	envKeyRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,255}$`)
+	// lambdaNameRE is Lambda's rule for function names, which the ESB
+	// Gateway's EnsureContainer follows.
+	lambdaNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	// reservedEnv are the variables the agent sets in every worker.
+	reservedEnv = map[string]bool{"ESB_FUNCTION": true, "ESB_WORKER_ID": true, "PORT": true}
 )
 
 // AcquireRequest is a validated-to-be acquire.
@@ -33,11 +40,18 @@ type AcquireRequest struct {
 	MemoryBytes int64
 	CPUMillis   int64
 	RequestID   string
+	// LambdaName applies Lambda's rule to Function (the ESB Gateway's
+	// EnsureContainer) instead of ours.
+	LambdaName bool
 }
 
 // Validate checks every field and names the first bad one.
 func (r *AcquireRequest) Validate() error {
-	if !functionRE.MatchString(r.Function) {
+	if r.LambdaName {
+		if !lambdaNameRE.MatchString(r.Function) {
+			return invalid("function", "%q must be 1 to 64 letters, digits, '-' or '_' (Lambda's rule)", truncate(r.Function))
+		}
+	} else if !functionRE.MatchString(r.Function) {
 		return invalid("function", "%q must be 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit", truncate(r.Function))
 	}
 	if r.Image == "" {
@@ -66,8 +80,8 @@ func (r *AcquireRequest) Validate() error {
 		if strings.ContainsRune(v, 0) {
 			return invalid("env", "value of %s contains a NUL byte", k)
 		}
-		if strings.HasPrefix(k, "ESB_") {
-			return invalid("env", "key %s is reserved (ESB_ variables are set by the agent)", k)
+		if reservedEnv[k] {
+			return invalid("env", "key %s is reserved (the agent sets ESB_FUNCTION, ESB_WORKER_ID and PORT)", k)
 		}
 		size += len(k) + len(v) + 2
 	}

@@ -50,62 +50,67 @@ func TestValidateAccepts(t *testing.T) {
 	}
 }
 
+// badRequest is an edit that makes a good request bad, with the field
+// the error must name.
+type badRequest struct {
+	name  string
+	edit  func(*AcquireRequest)
+	field string
+	want  string // a part of the message
+}
+
+var badRequests = []badRequest{
+	{"no function", func(r *AcquireRequest) { r.Function = "" }, "function", `""`},
+	{"function ../etc", func(r *AcquireRequest) { r.Function = "../etc" }, "function", `"../etc"`},
+	{"function a/b", func(r *AcquireRequest) { r.Function = "a/b" }, "function", "a/b"},
+	{"function with NUL", func(r *AcquireRequest) { r.Function = "a\x00b" }, "function", `\x00`},
+	{"function of 64", func(r *AcquireRequest) { r.Function = strings.Repeat("f", 64) }, "function", "63"},
+	{"function starting with -", func(r *AcquireRequest) { r.Function = "-x" }, "function", "starting with"},
+	{"function of 1000 bytes, cut in the message", func(r *AcquireRequest) { r.Function = strings.Repeat("\xff\"", 500) }, "function", "..."},
+	{"function with space", func(r *AcquireRequest) { r.Function = "a b" }, "function", `"a b"`},
+	{"function unicode", func(r *AcquireRequest) { r.Function = "fünf" }, "function", "f"},
+	{"no image", func(r *AcquireRequest) { r.Image = "" }, "image", "required"},
+	{"image upper case", func(r *AcquireRequest) { r.Image = "UPPER/Case:tag" }, "image", "not an image reference"},
+	{"image with NUL", func(r *AcquireRequest) { r.Image = "a\x00b" }, "image", "not an image reference"},
+	{"image with spaces", func(r *AcquireRequest) { r.Image = "not an image" }, "image", "not an image reference"},
+	{"image path traversal", func(r *AcquireRequest) { r.Image = "../../etc/passwd" }, "image", "not an image reference"},
+	{"image bad digest", func(r *AcquireRequest) { r.Image = "x@sha256:abc" }, "image", "not an image reference"},
+	{"image of 513", func(r *AcquireRequest) { r.Image = strings.Repeat("a", 513) }, "image", "..."},
+	{"image with a scheme", func(r *AcquireRequest) { r.Image = "http://127.0.0.1:5000/esb/worker" }, "image", "not an image reference"},
+	{"no owner", func(r *AcquireRequest) { r.Owner = "" }, "owner_id", "required"},
+	{"owner a b", func(r *AcquireRequest) { r.Owner = "a b" }, "owner_id", "without spaces"},
+	{"owner a/b", func(r *AcquireRequest) { r.Owner = "a/b" }, "owner_id", "'/'"},
+	{"owner with newline", func(r *AcquireRequest) { r.Owner = "a\nb" }, "owner_id", `\n`},
+	{"owner with NUL", func(r *AcquireRequest) { r.Owner = "a\x00" }, "owner_id", `\x00`},
+	{"owner invalid UTF-8", func(r *AcquireRequest) { r.Owner = "a\xff" }, "owner_id", "printable"},
+	{"owner of 129", func(r *AcquireRequest) { r.Owner = strings.Repeat("o", 129) }, "owner_id", "128"},
+	{"request ID x/y", func(r *AcquireRequest) { r.RequestID = "x/y" }, "request_id", "x/y"},
+	{"request ID of 129", func(r *AcquireRequest) { r.RequestID = strings.Repeat("r", 129) }, "request_id", "128"},
+	{"env key A=B", func(r *AcquireRequest) { r.Env = map[string]string{"A=B": "1"} }, "env", `"A=B"`},
+	{"env key with NUL", func(r *AcquireRequest) { r.Env = map[string]string{"A\x00B": "1"} }, "env", `\x00`},
+	{"env key empty", func(r *AcquireRequest) { r.Env = map[string]string{"": "1"} }, "env", `""`},
+	{"env key starting with digit", func(r *AcquireRequest) { r.Env = map[string]string{"1A": "1"} }, "env", `"1A"`},
+	{"env key with -", func(r *AcquireRequest) { r.Env = map[string]string{"A-B": "1"} }, "env", `"A-B"`},
+	{"env key of 257", func(r *AcquireRequest) { r.Env = map[string]string{strings.Repeat("K", 257): "1"} }, "env", "..."},
+	{"env value with NUL", func(r *AcquireRequest) { r.Env = map[string]string{"A": "x\x00y"} }, "env", "NUL"},
+	{"env ESB_WORKER_ID", func(r *AcquireRequest) { r.Env = map[string]string{"ESB_WORKER_ID": "x"} }, "env", "reserved"},
+	{"env too large", func(r *AcquireRequest) { r.Env = map[string]string{"A": strings.Repeat("v", MaxEnvBytes)} }, "env", "bytes"},
+	{"257 env vars", func(r *AcquireRequest) {
+		r.Env = map[string]string{}
+		for i := range MaxEnvVars + 1 {
+			r.Env["V"+strings.Repeat("x", i)] = ""
+		}
+	}, "env", "257"},
+	{"memory 1", func(r *AcquireRequest) { r.MemoryBytes = 1 }, "limits.memory_bytes", "1 must be"},
+	{"memory negative", func(r *AcquireRequest) { r.MemoryBytes = -1 }, "limits.memory_bytes", "-1"},
+	{"memory 64 GiB + 1", func(r *AcquireRequest) { r.MemoryBytes = MaxMemoryBytes + 1 }, "limits.memory_bytes", "68719476737"},
+	{"cpu 1", func(r *AcquireRequest) { r.CPUMillis = 1 }, "limits.cpu_millis", "1 must be"},
+	{"cpu negative", func(r *AcquireRequest) { r.CPUMillis = -1000 }, "limits.cpu_millis", "-1000"},
+	{"cpu 2^40", func(r *AcquireRequest) { r.CPUMillis = 1 << 40 }, "limits.cpu_millis", "1099511627776"},
+}
+
 func TestValidateNamesTheField(t *testing.T) {
-	tests := []struct {
-		name  string
-		edit  func(*AcquireRequest)
-		field string
-		want  string // a part of the message
-	}{
-		{"no function", func(r *AcquireRequest) { r.Function = "" }, "function", `""`},
-		{"function ../etc", func(r *AcquireRequest) { r.Function = "../etc" }, "function", `"../etc"`},
-		{"function a/b", func(r *AcquireRequest) { r.Function = "a/b" }, "function", "a/b"},
-		{"function with NUL", func(r *AcquireRequest) { r.Function = "a\x00b" }, "function", `\x00`},
-		{"function of 64", func(r *AcquireRequest) { r.Function = strings.Repeat("f", 64) }, "function", "63"},
-		{"function starting with -", func(r *AcquireRequest) { r.Function = "-x" }, "function", "starting with"},
-		{"function of 1000 bytes, cut in the message", func(r *AcquireRequest) { r.Function = strings.Repeat("\xff\"", 500) }, "function", "..."},
-		{"function with space", func(r *AcquireRequest) { r.Function = "a b" }, "function", `"a b"`},
-		{"function unicode", func(r *AcquireRequest) { r.Function = "fünf" }, "function", "f"},
-		{"no image", func(r *AcquireRequest) { r.Image = "" }, "image", "required"},
-		{"image upper case", func(r *AcquireRequest) { r.Image = "UPPER/Case:tag" }, "image", "not an image reference"},
-		{"image with NUL", func(r *AcquireRequest) { r.Image = "a\x00b" }, "image", "not an image reference"},
-		{"image with spaces", func(r *AcquireRequest) { r.Image = "not an image" }, "image", "not an image reference"},
-		{"image path traversal", func(r *AcquireRequest) { r.Image = "../../etc/passwd" }, "image", "not an image reference"},
-		{"image bad digest", func(r *AcquireRequest) { r.Image = "x@sha256:abc" }, "image", "not an image reference"},
-		{"image of 513", func(r *AcquireRequest) { r.Image = strings.Repeat("a", 513) }, "image", "..."},
-		{"image with a scheme", func(r *AcquireRequest) { r.Image = "http://127.0.0.1:5000/esb/worker" }, "image", "not an image reference"},
-		{"no owner", func(r *AcquireRequest) { r.Owner = "" }, "owner_id", "required"},
-		{"owner a b", func(r *AcquireRequest) { r.Owner = "a b" }, "owner_id", "without spaces"},
-		{"owner a/b", func(r *AcquireRequest) { r.Owner = "a/b" }, "owner_id", "'/'"},
-		{"owner with newline", func(r *AcquireRequest) { r.Owner = "a\nb" }, "owner_id", `\n`},
-		{"owner with NUL", func(r *AcquireRequest) { r.Owner = "a\x00" }, "owner_id", `\x00`},
-		{"owner invalid UTF-8", func(r *AcquireRequest) { r.Owner = "a\xff" }, "owner_id", "printable"},
-		{"owner of 129", func(r *AcquireRequest) { r.Owner = strings.Repeat("o", 129) }, "owner_id", "128"},
-		{"request ID x/y", func(r *AcquireRequest) { r.RequestID = "x/y" }, "request_id", "x/y"},
-		{"request ID of 129", func(r *AcquireRequest) { r.RequestID = strings.Repeat("r", 129) }, "request_id", "128"},
-		{"env key A=B", func(r *AcquireRequest) { r.Env = map[string]string{"A=B": "1"} }, "env", `"A=B"`},
-		{"env key with NUL", func(r *AcquireRequest) { r.Env = map[string]string{"A\x00B": "1"} }, "env", `\x00`},
-		{"env key empty", func(r *AcquireRequest) { r.Env = map[string]string{"": "1"} }, "env", `""`},
-		{"env key starting with digit", func(r *AcquireRequest) { r.Env = map[string]string{"1A": "1"} }, "env", `"1A"`},
-		{"env key with -", func(r *AcquireRequest) { r.Env = map[string]string{"A-B": "1"} }, "env", `"A-B"`},
-		{"env key of 257", func(r *AcquireRequest) { r.Env = map[string]string{strings.Repeat("K", 257): "1"} }, "env", "..."},
-		{"env value with NUL", func(r *AcquireRequest) { r.Env = map[string]string{"A": "x\x00y"} }, "env", "NUL"},
-		{"env ESB_WORKER_ID", func(r *AcquireRequest) { r.Env = map[string]string{"ESB_WORKER_ID": "x"} }, "env", "reserved"},
-		{"env too large", func(r *AcquireRequest) { r.Env = map[string]string{"A": strings.Repeat("v", MaxEnvBytes)} }, "env", "bytes"},
-		{"257 env vars", func(r *AcquireRequest) {
-			r.Env = map[string]string{}
-			for i := range MaxEnvVars + 1 {
-				r.Env["V"+strings.Repeat("x", i)] = ""
-			}
-		}, "env", "257"},
-		{"memory 1", func(r *AcquireRequest) { r.MemoryBytes = 1 }, "limits.memory_bytes", "1 must be"},
-		{"memory negative", func(r *AcquireRequest) { r.MemoryBytes = -1 }, "limits.memory_bytes", "-1"},
-		{"memory 64 GiB + 1", func(r *AcquireRequest) { r.MemoryBytes = MaxMemoryBytes + 1 }, "limits.memory_bytes", "68719476737"},
-		{"cpu 1", func(r *AcquireRequest) { r.CPUMillis = 1 }, "limits.cpu_millis", "1 must be"},
-		{"cpu negative", func(r *AcquireRequest) { r.CPUMillis = -1000 }, "limits.cpu_millis", "-1000"},
-		{"cpu 2^40", func(r *AcquireRequest) { r.CPUMillis = 1 << 40 }, "limits.cpu_millis", "1099511627776"},
-	}
-	for _, tc := range tests {
+	for _, tc := range badRequests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := goodRequest()
 			tc.edit(&r)
@@ -174,7 +179,7 @@ func FuzzValidate(f *testing.F) {
 		for k0, v0 := range r.Env {
 			kv := k0 + "=" + v0 // as the runtimes write the OCI env
 			k, v, _ := strings.Cut(kv, "=")
-			if k != key || v != value || strings.ContainsRune(kv, 0) || strings.HasPrefix(k, "ESB_") {
+			if k != key || v != value || strings.ContainsRune(kv, 0) || reservedEnv[k] {
 				t.Fatalf("env %q=%q renders as %q", key, value, kv)
 			}
 		}

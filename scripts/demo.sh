@@ -8,9 +8,10 @@
 #      network is never changed; in it, a demo data service (busybox httpd) and
 #      HAProxy in front of it on 127.0.0.1:9000, the local proxy;
 #   3. esb-agent in the node namespace, with the NAT rule 10.88.0.1:9000 ->
-#      127.0.0.1:9000 (HAProxy);
+#      127.0.0.1:9000 (HAProxy) and the name s3-storage for it (the agent's
+#      resolver; workers get nameserver 10.88.0.1, udp+tcp 53 forwarded);
 #   4. esbctl acquires a worker, invokes it with a payload that makes the
-#      worker fetch http://10.88.0.1:9000/ (through the DNAT and HAProxy),
+#      worker fetch http://s3-storage:9000/ (by name, through the DNAT and HAProxy),
 #      prints its IP, the answer and the timings, and releases it.
 #
 # RUNTIME=containerd (default) or RUNTIME=docker picks the agent's runtime:
@@ -122,7 +123,7 @@ sed "s|/run/esb/ipam|$work/ipam|" <(bin/esbctl conflist) >"$work/conf/10-esb.con
 say "starting esb-agent ($runtime) in the node namespace"
 nsenter --net="$ns_path" bin/esb-agent "${runtime_flags[@]}" \
 	-socket "$sock" -cni-conf-dir "$work/conf" -cni-bin-dirs "$PWD/bin" -cni-cache-dir "$work/cache" \
-	-log-dir "$work/logs" -state-file "$work/state.db" -metrics-listen "" -nat-rules "$work/nat.yaml" 2>"$work/agent.log" &
+	-log-dir "$work/logs" -state-file "$work/state.db" -metrics-listen "" -nat-rules "$work/nat.yaml" -services s3-storage=9000 2>"$work/agent.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$sock" ] && bin/esbctl status -socket "$sock" >/dev/null 2>&1 && break; sleep 0.1; done
 bin/esbctl status -socket "$sock"
@@ -136,9 +137,9 @@ ip=$(sed -n 's/.*"ip": *"\([^"]*\)".*/\1/p' <<<"$out" | head -1)
 echo "   worker $id at $ip:8080, acquired in $acq ms"
 bin/esbctl ls -socket "$sock" -owner demo
 
-say "invoking it; the worker fetches http://10.88.0.1:9000/ (DNAT to HAProxy)"
+say "invoking it; the worker fetches http://s3-storage:9000/ (the agent's resolver answers 10.88.0.1; DNAT to HAProxy)"
 t0=$(now_ms)
-nsenter --net="$ns_path" bin/esbctl invoke -socket "$sock" -owner demo "$id" '{"fetch":"http://10.88.0.1:9000/"}'
+nsenter --net="$ns_path" bin/esbctl invoke -socket "$sock" -owner demo "$id" '{"fetch":"http://s3-storage:9000/"}'
 echo "   invoke took $(( $(now_ms) - t0 )) ms"
 echo "   NAT counters (connections per forward):"
 nsenter --net="$ns_path" bin/esbctl nat show | sed 's/^/   /'

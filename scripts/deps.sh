@@ -11,7 +11,9 @@
 #     for the runtime stack (scripts/stack.sh, tests/stacktest): containerd
 #     and runc, docker.io (Docker Engine 20.10, for the Docker runtime mode),
 #     docker-registry (the local registry), umoci and skopeo (to build and
-#     push the worker image) and curl. Package installs never start a
+#     push the worker image) and curl; python3-grpcio and python3-grpc-tools
+#     for the ESB Gateway's Python client test (tests/e2e, stubs generated
+#     from agent.proto at test time). Package installs never start a
 #     service: the stack runs its own daemons on loopback and unix sockets.
 #   - into $ESB_TOOLS_DIR (default /opt/esbnet-tools/bin), from the Go module
 #     proxy: cnitool v1.3.0 and the reference plugins bridge and host-local
@@ -29,7 +31,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 pkgs=(iproute2 iputils-ping nftables procps podman containernetworking-plugins busybox-static haproxy iptables
-	containerd runc docker.io docker-registry umoci skopeo curl)
+	containerd runc docker.io docker-registry umoci skopeo curl python3-grpcio python3-grpc-tools)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -54,7 +54,7 @@ declare -A node_ip=([n1]=10.87.0.11 [n2]=10.87.0.12)
 # The reference bridge's node-local subnets (RuntimeClass refbridge).
 declare -A ref_subnet=([n1]=10.89.1.0/24 [n2]=10.89.2.0/24)
 sysctls=(kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
-cgroup_ctrls=(blkio cpu cpuacct cpuset devices freezer hugetlb memory net_cls net_prio perf_event pids rdma misc systemd)
+cgroup_ctrls=(blkio cpu cpuacct cpuset devices freezer hugetlb memory net_cls net_prio perf_event pids rdma misc systemd unified)
 
 log() { echo "k8s.sh: $*" >&2; }
 die() {

@@ -15,29 +15,25 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
+
+	"github.com/edge-serverless-box/esbnet/conf"
 )
 
-// DefaultNetNSDir is where worker namespaces are pinned, as `ip netns` does.
-const DefaultNetNSDir = "/run/netns"
-
-// NetNSPrefix starts the name of every namespace esbnet pins.
-const NetNSPrefix = "esb-"
-
 // NetNSes creates and removes pinned network namespaces named
-// <Dir>/esb-<id>. The zero value uses DefaultNetNSDir.
+// <Dir>/esb-<id>. The zero value uses conf.DefaultNetNSDir.
 type NetNSes struct {
 	Dir string
 }
 
 func (n NetNSes) dir() string {
 	if n.Dir == "" {
-		return DefaultNetNSDir
+		return conf.DefaultNetNSDir
 	}
 	return n.Dir
 }
 
 // Path returns where the namespace of id is pinned.
-func (n NetNSes) Path(id string) string { return filepath.Join(n.dir(), NetNSPrefix+id) }
+func (n NetNSes) Path(id string) string { return filepath.Join(n.dir(), conf.NetNSPrefix+id) }
 
 // ErrNetNSExists is returned by Create when the namespace is already pinned.
 var ErrNetNSExists = errors.New("network namespace already exists")
@@ -149,7 +145,7 @@ func (n NetNSes) List() ([]string, error) {
 	}
 	var ids []string
 	for _, e := range entries {
-		if id, ok := strings.CutPrefix(e.Name(), NetNSPrefix); ok && IsWorkerID(id) {
+		if id, ok := strings.CutPrefix(e.Name(), conf.NetNSPrefix); ok && IsWorkerID(id) {
 			ids = append(ids, id)
 		}
 	}

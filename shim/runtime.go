@@ -6,16 +6,6 @@ import (
 	"time"
 )
 
-// Labels every worker container carries.
-const (
-	LabelWorker   = "esb.worker"   // "1"
-	LabelFunction = "esb.function" // the function's name
-	LabelOwner    = "esb.owner"    // the owner's ID ("" while idle in a pool)
-	LabelPoolKey  = "esb.pool"     // which warm pool the worker belongs to
-	LabelPort     = "esb.port"     // the port its function serves
-	LabelRequest  = "esb.request"  // the acquire's request ID, for retries after a restart
-)
-
 // WorkerCapabilities is the capability set of every worker's process
 // (bounding, effective and permitted), in both runtimes: what a function
 // that starts as root and drops to its own user needs, and nothing that
@@ -56,6 +46,9 @@ type WorkerSpec struct {
 	// ReadOnlyRootfs mounts the image's root file system read-only, with a
 	// tmpfs on WorkerTmpfsPath.
 	ReadOnlyRootfs bool
+	// ResolvConf, when set, is a host file bind-mounted read-only on
+	// /etc/resolv.conf (the agent's: nameserver <gateway>).
+	ResolvConf string
 }
 
 // WorkerInfo is what a runtime reports of a worker container.
@@ -95,8 +88,15 @@ type Metrics struct {
 }
 
 // Runtime creates and runs worker containers. containerd and Docker
-// implement it (shim/containerd, shim/docker); the agent's lifecycle is the
-// same for both and differs only in OwnsNetNS.
+// implement it (shim/containerd, shim/docker), and shim/shimfake in memory
+// for unit tests; the agent's lifecycle is the same for all and differs
+// only in OwnsNetNS. shim/runtimetest.RuntimeSuite checks this contract
+// against each of them.
+//
+// Every call that reaches a daemon which does not answer returns an error
+// wrapping ErrUnavailable; a call about a worker that does not exist
+// returns one wrapping ErrNotFound, but Stop and Delete, for which it is
+// success.
 type Runtime interface {
 	// Name is "containerd" or "docker".
 	Name() string
@@ -106,12 +106,15 @@ type Runtime interface {
 	OwnsNetNS() bool
 	// EnsureImage pulls the image when it is not present.
 	EnsureImage(ctx context.Context, ref string) error
-	// Create makes the container (not started).
+	// Create makes the container (not started: List reports it created).
+	// An ID in use is an error.
 	Create(ctx context.Context, spec WorkerSpec) error
 	// Start starts the worker's process and returns its network namespace.
 	Start(ctx context.Context, id string) (netns string, err error)
 	// Stop stops the process, killing it after grace. Stopping a stopped or
-	// missing worker is not an error.
+	// missing worker is not an error. Afterwards List reports the worker
+	// stopped (or created, where the runtime deleted its task), without a
+	// namespace when the runtime owns it.
 	Stop(ctx context.Context, id string, grace time.Duration) error
 	// Delete removes the container; a missing one is not an error.
 	Delete(ctx context.Context, id string) error

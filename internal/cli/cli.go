@@ -60,6 +60,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "esbctl:", err)
 		return 2
 	}
+	var se silentError
+	if errors.As(err, &se) { // the command's own output already said it
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "esbctl:", err)
 		return 1
@@ -68,6 +72,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 }
 
 type usageError struct{ error }
+
+// silentError exits 1 without a message: the command printed it.
+type silentError struct{ error }
 
 func conflist(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("esbctl conflist", flag.ContinueOnError)

@@ -108,6 +108,11 @@ func TestDoctorCLI(t *testing.T) {
 	if !found {
 		t.Errorf("no conflist failure naming %s: %+v", dir, r.Findings)
 	}
+	// The text report closes with its verdict; the error is not repeated.
+	code, out, errOut = run("doctor", "-config", cfg, "-runtime", "none", "-registry", "none")
+	if code != 1 || !strings.Contains(out, "problem(s) block workers") || errOut != "" {
+		t.Errorf("doctor text: exit %d, stderr %q, stdout ends %q", code, errOut, out[max(0, len(out)-80):])
+	}
 	if code, _, errOut := run("doctor", "-config", filepath.Join(dir, "missing.yaml")); code != 1 || !strings.Contains(errOut, "missing.yaml") {
 		t.Errorf("a missing -config: %d %s", code, errOut)
 	}

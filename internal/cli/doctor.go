@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edge-serverless-box/esbnet/agent"
+	"github.com/edge-serverless-box/esbnet/conf/agentconf"
 	"github.com/edge-serverless-box/esbnet/internal/buildinfo"
 	"github.com/edge-serverless-box/esbnet/internal/doctor"
 )
@@ -19,7 +19,10 @@ import (
 // defaultAgentConfig is where make install puts esb-agent's settings.
 const defaultAgentConfig = "/etc/esb/agent.yaml"
 
-// errProblems makes esbctl exit 1 after doctor printed its report.
+// errProblems makes esbctl exit 1 after doctor printed its report. The
+// text report's closing line already says so, so there it exits quietly
+// (the sentence was printed twice); JSON has no sentence, so it goes to
+// stderr once, on its own line.
 var errProblems = errors.New("doctor found problems that block workers")
 
 // doctorCmd checks the node; the checks live in internal/doctor. Where
@@ -50,6 +53,7 @@ workers, 0 otherwise (warnings included). Settings default to esb-agent's
 	sysRoot := fs.String("sys-root", "/sys", "sysfs, for the loaded kernel modules")
 	modulesDir := fs.String("modules-dir", "", "the kernel's module directory (default: /lib/modules/<running release>)")
 	kconfig := fs.String("kernel-config", "", "kernel config file (default: /proc/config.gz, else /boot/config-<release>)")
+	dnsPort := fs.Int("dns-port", -1, "port of the workers' resolver on the gateway (default: the agent's dns-port; 0: skip the DNS check)")
 	timeout := fs.Duration("timeout", 2*time.Second, "bound of each probe (socket, registry, proxy, IPAM lock)")
 	out := fs.String("o", "text", "output: text or json")
 	if err := fs.Parse(args); err != nil {
@@ -70,7 +74,7 @@ workers, 0 otherwise (warnings included). Settings default to esb-agent's
 	if _, err := os.Stat(*cfgFile); err == nil || set["config"] {
 		agentArgs = []string{"--config", *cfgFile}
 	}
-	ac, err := agent.LoadDaemonConfig(agentArgs, func(string) string { return "" }, io.Discard)
+	ac, err := agentconf.Load(agentArgs, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		return fmt.Errorf("read esb-agent's settings: %w", err)
 	}
@@ -88,6 +92,8 @@ workers, 0 otherwise (warnings included). Settings default to esb-agent's
 		NATRules:   pick(*natRules, ac.NATRules),
 		Runtime:    pick(*runtime, ac.Runtime),
 		Registry:   *registry,
+		DNSPort:    ac.DNSPort,
+		Services:   ac.Services,
 		SysRoot:    *sysRoot,
 		ModulesDir: *modulesDir,
 		Timeout:    *timeout,
@@ -103,6 +109,9 @@ workers, 0 otherwise (warnings included). Settings default to esb-agent's
 	o.RuntimeURL = *runtimeAddr
 	if o.RuntimeURL == "" {
 		o.RuntimeURL = map[string]string{"containerd": ac.ContainerdAddress, "docker": ac.DockerHost}[o.Runtime]
+	}
+	if *dnsPort >= 0 {
+		o.DNSPort = *dnsPort
 	}
 	for _, s := range []*string{&o.NATRules, &o.Runtime, &o.Registry} {
 		if *s == "none" {
@@ -120,8 +129,11 @@ workers, 0 otherwise (warnings included). Settings default to esb-agent's
 	if err != nil {
 		return err
 	}
-	if !report.OK {
+	if !report.OK && *out == "json" {
 		return errProblems
+	}
+	if !report.OK {
+		return silentError{errProblems}
 	}
 	return nil
 }

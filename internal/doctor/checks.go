@@ -29,7 +29,6 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/nat"
-	"github.com/edge-serverless-box/esbnet/plugins/esb-bridge/bridge"
 )
 
 // netState is what the conflist says about the network, with esbnet's
@@ -307,6 +306,14 @@ func (d *doctor) loadNAT() {
 	if err != nil {
 		d.add("nftables", Fail, "fix the rule file (esbctl nat apply -f "+d.o.NATRules+" names the bad field)", "NAT rules %s: %v", d.o.NATRules, err)
 		return
+	}
+	if d.o.DNSPort != 0 {
+		withDNS, err := r.WithResolver(netip.AddrPortFrom(r.Gateway, uint16(d.o.DNSPort)))
+		if err != nil {
+			d.add("nftables", Fail, "remove the port 53 forward from "+d.o.NATRules+": esb-agent adds it for its resolver", "NAT rules %s: %v", d.o.NATRules, err)
+			return
+		}
+		r = withDNS
 	}
 	d.nat.rules = r
 }
@@ -589,7 +596,7 @@ func (d *doctor) ipam(st netState) {
 		if time.Since(a.Created) < cfg.GCGrace {
 			continue
 		}
-		if _, err := netlinksafe.LinkByName(bridge.VethName(a.ID.ContainerID, a.ID.IfName)); err != nil {
+		if _, err := netlinksafe.LinkByName(conf.VethName(a.ID.ContainerID, a.ID.IfName)); err != nil {
 			var nf netlink.LinkNotFoundError
 			if errors.As(err, &nf) {
 				stale = append(stale, fmt.Sprintf("%s (%s)", a.ID, prefixes(a.IPs)))
@@ -740,8 +747,8 @@ func (d *doctor) proxy(ctx context.Context) {
 	}
 	var down, up []string
 	for _, f := range d.nat.rules.Forwards {
-		if f.Proto != "tcp" {
-			continue
+		if f.Proto != "tcp" || (d.o.DNSPort != 0 && f.Port == conf.DNSPort) {
+			continue // the resolver's forward: the dns check asks it
 		}
 		var dl net.Dialer
 		cctx, cancel := context.WithTimeout(ctx, d.o.Timeout)

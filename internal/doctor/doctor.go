@@ -32,7 +32,7 @@ const (
 
 // Finding is one check's result.
 type Finding struct {
-	Check   string `json:"check"` // kernel, sysctl, conflist, plugins, bridge, subnet, nftables, antispoof, ipam, runtime, registry, proxy
+	Check   string `json:"check"` // kernel, sysctl, conflist, plugins, bridge, subnet, nftables, antispoof, ipam, runtime, registry, proxy, dns
 	Status  Status `json:"status"`
 	Message string `json:"message"`
 	Fix     string `json:"fix,omitempty"` // a command (or the steps) that fixes it
@@ -55,8 +55,12 @@ type Options struct {
 	Runtime    string   // containerd or docker; "" skips the runtime check
 	RuntimeURL string   // containerd's socket path, or dockerd's unix:// address
 	Registry   string   // host:port of the local registry; "" skips the check
-	SysRoot    string   // where the module list lives (/sys)
-	ModulesDir string   // the running kernel's module directory (/lib/modules/$(uname -r))
+	// DNSPort is the port of the agent's resolver on the gateway (its
+	// dns-port); 0 skips the DNS check. Services are its names (services).
+	DNSPort    int
+	Services   string
+	SysRoot    string // where the module list lives (/sys)
+	ModulesDir string // the running kernel's module directory (/lib/modules/$(uname -r))
 	// KernelConfig lists kernel config files, the first found is read
 	// (/proc/config.gz, /boot/config-$(uname -r)).
 	KernelConfig []string
@@ -97,6 +101,7 @@ func Run(ctx context.Context, o Options) Report {
 	d.runtime(ctx)
 	d.registry(ctx)
 	d.proxy(ctx)
+	d.dns(ctx)
 	r := Report{OK: true, Findings: d.findings}
 	for _, f := range d.findings {
 		if f.Status == Fail {

@@ -1,5 +1,6 @@
-// Command esb-ipam is the esbnet IPAM CNI plugin. The logic lives in
-// package ipam; this main only wires it to skel.
+// Command esb-ipam is the esbnet IPAM CNI plugin. The verbs live in
+// package ipamplugin, the allocator in package ipam; this main only wires
+// them to skel.
 package main
 
 import (
@@ -10,7 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/edge-serverless-box/esbnet/internal/buildinfo"
-	"github.com/edge-serverless-box/esbnet/ipam"
+	"github.com/edge-serverless-box/esbnet/plugins/esb-ipam/ipamplugin"
 )
 
 func init() { runtime.LockOSThread() }
@@ -19,6 +20,6 @@ func main() {
 	if buildinfo.PrintPluginVersion(os.Args, os.Getenv, os.Stdout, "esb-ipam") {
 		return
 	}
-	p := &ipam.Plugin{}
+	p := &ipamplugin.Plugin{}
 	skel.PluginMainFuncs(p.Funcs(), buildinfo.PluginInfo("esb-ipam", version.All), buildinfo.About("esb-ipam"))
 }

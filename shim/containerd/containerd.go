@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,6 +33,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 )
 
@@ -56,7 +56,10 @@ type Runtime struct {
 	opts Options
 }
 
-var _ shim.Runtime = (*Runtime)(nil)
+var (
+	_ shim.Runtime = (*Runtime)(nil)
+	_ shim.Puller  = (*Runtime)(nil)
+)
 
 // New connects to containerd. It does not fail when the daemon is down:
 // calls then return errors wrapping shim.ErrUnavailable.
@@ -110,12 +113,28 @@ func (r *Runtime) Ping(ctx context.Context) error {
 // EnsureImage implements shim.Runtime: an image already present and
 // unpacked is used as it is.
 func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
-	ctx = r.ctx(ctx)
-	if img, err := r.c.GetImage(ctx, ref); err == nil {
-		if ok, err := img.IsUnpacked(ctx, r.opts.Snapshotter); err == nil && ok {
-			return nil
-		}
+	if r.HasImage(ctx, ref) {
+		return nil
 	}
+	_, err := r.PullImage(ctx, ref)
+	return err
+}
+
+// HasImage implements shim.Puller: present and unpacked.
+func (r *Runtime) HasImage(ctx context.Context, ref string) bool {
+	ctx = r.ctx(ctx)
+	img, err := r.c.GetImage(ctx, ref)
+	if err != nil {
+		return false
+	}
+	ok, err := img.IsUnpacked(ctx, r.opts.Snapshotter)
+	return err == nil && ok
+}
+
+// PullImage implements shim.Puller: containerd fetches only the content
+// it lacks.
+func (r *Runtime) PullImage(ctx context.Context, ref string) (string, error) {
+	ctx = r.ctx(ctx)
 	plain := r.opts.PlainHTTP
 	hosts := config.ConfigureHosts(ctx, config.HostOptions{})
 	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: func(host string) ([]docker.RegistryHost, error) {
@@ -140,15 +159,16 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 	if r.opts.Snapshotter != "" {
 		opts = append(opts, client.WithPullSnapshotter(r.opts.Snapshotter))
 	}
-	if _, err := r.c.Pull(ctx, ref, opts...); err != nil {
+	img, err := r.c.Pull(ctx, ref, opts...)
+	if err != nil {
 		// The client fetches from the registry itself: a refused
 		// connection there is the registry's, not containerd's.
 		if perr := r.Ping(ctx); perr != nil {
-			return perr
+			return "", perr
 		}
-		return fmt.Errorf("pull %s (is the registry reachable from the agent?): %w", ref, err)
+		return "", shim.PullError(ref, err)
 	}
-	return nil
+	return img.Target().Digest.String(), nil
 }
 
 func envList(env map[string]string) []string {
@@ -175,6 +195,7 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 		oci.WithEnv(envList(s.Env)),
 		oci.WithHostname("esb-" + s.ID[:min(len(s.ID), 12)]),
 		oci.WithNoNewPrivileges,
+		oci.WithCgroup(r.cgroupPath(s.ID)),
 		oci.WithCapabilities(shim.WorkerCapabilities),
 		seccomp.WithDefaultProfile(),
 	}
@@ -182,6 +203,12 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 		specOpts = append(specOpts, oci.WithRootFSReadonly(), oci.WithMounts([]specs.Mount{{
 			Destination: shim.WorkerTmpfsPath, Type: "tmpfs", Source: "tmpfs",
 			Options: strings.Split(shim.WorkerTmpfsOptions, ","),
+		}}))
+	}
+	if s.ResolvConf != "" {
+		specOpts = append(specOpts, oci.WithMounts([]specs.Mount{{
+			Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf,
+			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
 		}}))
 	}
 	if s.NetNS != "" {
@@ -344,9 +371,10 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 }
 
 // removeLeftovers removes the snapshot of id (made before the container,
-// so a creation stopped between the two leaves it) and the empty cgroups
-// runc made for it at /<namespace>/<id> (left when a task's creation was
-// cut off). A cgroup that still holds processes stays.
+// so a creation stopped between the two leaves it) and the cgroups runc
+// made for it at cgroupPath (left when a task's creation was cut off),
+// killing a leftover `runc init` in them first. An error leaves the
+// caller's journal entry in place, so the sweep tries again.
 func (r *Runtime) removeLeftovers(ctx context.Context, id string) error {
 	var errs []error
 	sn := r.opts.Snapshotter
@@ -356,11 +384,8 @@ func (r *Runtime) removeLeftovers(ctx context.Context, id string) error {
 	if err := r.c.SnapshotService(sn).Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		errs = append(errs, wrap(err, "remove snapshot %s", id))
 	}
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", r.opts.Namespace, id))
-	for _, d := range append(dirs, filepath.Join("/sys/fs/cgroup", r.opts.Namespace, id)) {
-		if err := os.Remove(d); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.EBUSY) {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
-		}
+	if err := removeCgroup(ctx, cgroupRoot, r.cgroupPath(id)); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -443,7 +468,7 @@ func (r *Runtime) SetLabels(ctx context.Context, id string, labels map[string]st
 // List implements shim.Runtime.
 func (r *Runtime) List(ctx context.Context) ([]shim.WorkerInfo, error) {
 	ctx = r.ctx(ctx)
-	cs, err := r.c.Containers(ctx, fmt.Sprintf(`labels.%q==1`, shim.LabelWorker))
+	cs, err := r.c.Containers(ctx, fmt.Sprintf(`labels.%q==1`, conf.LabelWorker))
 	if err != nil {
 		return nil, wrap(err, "list containers")
 	}

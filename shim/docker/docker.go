@@ -30,15 +30,12 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 )
-
-// LabelNamespace scopes workers to one adapter configuration (an agent, a
-// test), as containerd namespaces do: List returns only the workers whose
-// label matches Options.Namespace.
-const LabelNamespace = "esb.namespace"
 
 // namePrefix starts every worker container's name: "esb-<worker ID>".
 const namePrefix = "esb-"
@@ -62,7 +59,10 @@ type Runtime struct {
 	opts Options
 }
 
-var _ shim.Runtime = (*Runtime)(nil)
+var (
+	_ shim.Runtime = (*Runtime)(nil)
+	_ shim.Puller  = (*Runtime)(nil)
+)
 
 // New makes a client for dockerd at o.Host. It does not connect: when the
 // daemon is down, calls return errors wrapping shim.ErrUnavailable.
@@ -122,6 +122,19 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 	if !cerrdefs.IsNotFound(err) {
 		return wrap(err, "inspect image %s", ref)
 	}
+	_, err = r.PullImage(ctx, ref)
+	return err
+}
+
+// HasImage implements shim.Puller.
+func (r *Runtime) HasImage(ctx context.Context, ref string) bool {
+	_, err := r.c.ImageInspect(ctx, ref)
+	return err == nil
+}
+
+// PullImage implements shim.Puller: dockerd asks the registry and fetches
+// what changed; the digest is the image ID the tag names afterwards.
+func (r *Runtime) PullImage(ctx context.Context, ref string) (string, error) {
 	rc, err := r.c.ImagePull(ctx, ref, image.PullOptions{})
 	if err == nil {
 		err = readPull(rc)
@@ -131,16 +144,20 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 	}
 	if err != nil {
 		if client.IsErrConnectionFailed(err) {
-			return wrap(err, "pull %s", ref)
+			return "", wrap(err, "pull %s", ref)
 		}
 		// dockerd fetches from the registry itself: a refused connection
 		// there is the registry's, not dockerd's.
 		if perr := r.Ping(ctx); perr != nil {
-			return perr
+			return "", perr
 		}
-		return fmt.Errorf("pull %s (is the registry reachable from dockerd?): %w", ref, err)
+		return "", shim.PullError(ref, err)
 	}
-	return nil
+	info, err := r.c.ImageInspect(ctx, ref)
+	if err != nil {
+		return "", wrap(err, "inspect image %s", ref)
+	}
+	return info.ID, nil
 }
 
 // readPull drains a pull's progress stream and returns the error it
@@ -191,7 +208,7 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	for k, v := range s.Labels {
 		labels[k] = v
 	}
-	labels[LabelNamespace] = r.opts.Namespace
+	labels[conf.LabelNamespace] = r.opts.Namespace
 	cfg := &container.Config{
 		Image:    s.Image,
 		Env:      envList(s.Env),
@@ -212,6 +229,11 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	if s.ReadOnlyRootfs {
 		host.ReadonlyRootfs = true
 		host.Tmpfs = map[string]string{shim.WorkerTmpfsPath: shim.WorkerTmpfsOptions}
+	}
+	if s.ResolvConf != "" {
+		// A mount on /etc/resolv.conf replaces the one dockerd makes.
+		host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeBind, Source: s.ResolvConf,
+			Target: "/etc/resolv.conf", ReadOnly: true})
 	}
 	if _, err := r.c.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(s.ID)); err != nil {
 		return wrap(err, "create container %s", s.ID)
@@ -355,8 +377,8 @@ func (r *Runtime) SetLabels(ctx context.Context, id string, _ map[string]string)
 // namespace. A container removed while listing is left out.
 func (r *Runtime) List(ctx context.Context) ([]shim.WorkerInfo, error) {
 	cs, err := r.c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
-		filters.Arg("label", shim.LabelWorker+"=1"),
-		filters.Arg("label", LabelNamespace+"="+r.opts.Namespace),
+		filters.Arg("label", conf.LabelWorker+"=1"),
+		filters.Arg("label", conf.LabelNamespace+"="+r.opts.Namespace),
 	)})
 	if err != nil {
 		return nil, wrap(err, "list containers")
@@ -427,8 +449,8 @@ func (r *Runtime) Events(ctx context.Context) (<-chan shim.Event, <-chan error) 
 		filters.Arg("type", string(events.ContainerEventType)),
 		filters.Arg("event", string(events.ActionDie)),
 		filters.Arg("event", string(events.ActionDestroy)),
-		filters.Arg("label", shim.LabelWorker+"=1"),
-		filters.Arg("label", LabelNamespace+"="+r.opts.Namespace),
+		filters.Arg("label", conf.LabelWorker+"=1"),
+		filters.Arg("label", conf.LabelNamespace+"="+r.opts.Namespace),
 	)})
 	go func() {
 		defer close(out)

@@ -7,8 +7,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/edge-serverless-box/esbnet/ipam"
-	"github.com/edge-serverless-box/esbnet/plugins/esb-bridge/bridge"
+	"github.com/edge-serverless-box/esbnet/conf"
 )
 
 // TestBadConfig runs ADD with configurations that are wrong in one field
@@ -63,7 +62,7 @@ func TestExhaustedAddLeavesNothing(t *testing.T) {
 	n.mustAdd(a)
 	n.mustAdd(b)
 	extra := n.newWorker("full-extra")
-	_ = wantCNIError(t, n.add(extra), ipam.CodeExhausted, "ADD into a full range", "exhausted")
+	_ = wantCNIError(t, n.add(extra), conf.CodeExhausted, "ADD into a full range", "exhausted")
 	n.assertClean("after the failed ADD", a, b)
 	if out, err := inNS(extra.name, "ip", "link", "show", ifName); err == nil {
 		t.Errorf("the failed ADD left %s in the container: %s", ifName, out)
@@ -82,7 +81,7 @@ func TestIfNameTaken(t *testing.T) {
 	n := newNode(t, nil, nil)
 	w := n.newWorker("eth0-taken")
 	mustInNS(t, w.name, "ip", "link", "add", ifName, "type", "bridge")
-	_ = wantCNIError(t, n.add(w), bridge.CodeLinkConflict, "ADD with eth0 taken", ifName)
+	_ = wantCNIError(t, n.add(w), conf.CodeLinkConflict, "ADD with eth0 taken", ifName)
 	n.assertClean("after the rolled-back ADD")
 	if out := mustInNS(t, w.name, "ip", "-d", "link", "show", ifName); !strings.Contains(out, "bridge") {
 		t.Errorf("the container's own %s changed: %s", ifName, out)
@@ -108,7 +107,7 @@ func TestRepeatedAdd(t *testing.T) {
 	first := w.ip
 	again := n.runtime() // a runtime that lost its cache retries the ADD
 	if _, err := n.addVersion(again, w, "1.1.0"); err != nil {
-		_ = wantCNIError(t, err, bridge.CodeLinkConflict, "second ADD", w.veth())
+		_ = wantCNIError(t, err, conf.CodeLinkConflict, "second ADD", w.veth())
 	} else if w.ip != first {
 		t.Errorf("second ADD returned %s, the first %s", w.ip, first)
 	}

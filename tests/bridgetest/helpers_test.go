@@ -33,9 +33,9 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/nat"
-	"github.com/edge-serverless-box/esbnet/plugins/esb-bridge/bridge"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -173,7 +173,7 @@ func (n *node) newWorker(id string) *worker {
 }
 
 // veth is the node-side veth name esb-bridge gives the worker's eth0.
-func (w *worker) veth() string { return bridge.VethName(w.id, ifName) }
+func (w *worker) veth() string { return conf.VethName(w.id, ifName) }
 
 func (w *worker) attachment() ipam.AttachmentID {
 	return ipam.AttachmentID{ContainerID: w.id, IfName: ifName}

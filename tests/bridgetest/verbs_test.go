@@ -14,7 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
-	"github.com/edge-serverless-box/esbnet/plugins/esb-bridge/bridge"
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -144,7 +144,7 @@ func TestCheck(t *testing.T) {
 				t.Fatalf("CHECK right after ADD: %v", err)
 			}
 			tc.brk(t, w)
-			_ = wantCNIError(t, n.check(w), bridge.CodeDrift, "CHECK after the break", tc.names(w)...)
+			_ = wantCNIError(t, n.check(w), conf.CodeDrift, "CHECK after the break", tc.names(w)...)
 			n.mustDel(w)
 			n.assertClean("after DEL")
 		})
@@ -295,7 +295,7 @@ func TestStatus(t *testing.T) {
 		mustInNS(t, n.name, "ip", "link", "set", "podman0", "up")
 		_ = wantCNIError(t, n.status(), types.ErrPluginNotAvailable, "STATUS", "podman0", subnet)
 		w := n.newWorker("status-podman")
-		_ = wantCNIError(t, n.add(w), bridge.CodeSubnetConflict, "ADD", "podman0", subnet)
+		_ = wantCNIError(t, n.add(w), conf.CodeSubnetConflict, "ADD", "podman0", subnet)
 		if n.hasLink(bridgeName) {
 			t.Errorf("a failed ADD created bridge %s", bridgeName)
 		}

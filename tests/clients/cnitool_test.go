@@ -136,7 +136,7 @@ func TestCnitoolLifecycle(t *testing.T) {
 	dataDir, varLib := t.TempDir(), t.TempDir()
 	c := newCnitool(t, n, dataDir)
 	cid := cnitoolID(worker.Path())
-	veth := bridge.VethName(cid, ifName)
+	veth := conf.VethName(cid, ifName)
 
 	c.mustRun("status", worker, varLib)
 
@@ -229,7 +229,7 @@ func TestCnitoolGC(t *testing.T) {
 	wantAllocation(t, dataDir, cidA, addrA)
 	wantAllocation(t, dataDir, cidB, addrB)
 	for _, cid := range []string{cidA, cidB} {
-		if !hasLink(t, n.ns, bridge.VethName(cid, ifName)) {
+		if !hasLink(t, n.ns, conf.VethName(cid, ifName)) {
 			t.Fatalf("GC with %s valid removed its veth", cid)
 		}
 	}
@@ -243,7 +243,7 @@ func TestCnitoolGC(t *testing.T) {
 		ns   ns.NetNS
 		cid  string
 	}{{"a (DEL by libcni from the cache)", a, cidA}, {"b (esb-bridge GC)", b, cidB}} {
-		if veth := bridge.VethName(w.cid, ifName); hasLink(t, n.ns, veth) || guarded(t, n.name, veth) {
+		if veth := conf.VethName(w.cid, ifName); hasLink(t, n.ns, veth) || guarded(t, n.name, veth) {
 			t.Errorf("worker %s: veth or its anti-spoof guard survived cnitool gc", w.name)
 		}
 		if hasLink(t, w.ns, ifName) {
@@ -294,7 +294,7 @@ func TestCnitoolSubnetTaken(t *testing.T) {
 			t.Errorf("cnitool %s: error does not say %q:\n%v", verb, want, err)
 		}
 	}
-	if hasLink(t, n.ns, bridge.VethName(cid, ifName)) || hasLink(t, n.ns, conf.BridgeName) {
+	if hasLink(t, n.ns, conf.VethName(cid, ifName)) || hasLink(t, n.ns, conf.BridgeName) {
 		t.Errorf("failed ADD left a veth or %s on the node", conf.BridgeName)
 	}
 	if hasLink(t, worker, ifName) {

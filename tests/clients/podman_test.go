@@ -356,7 +356,7 @@ func (p *podman) wantAttached(id string) string {
 	}
 
 	wantAllocation(t, p.dataDir, id, addr)
-	veth := bridge.VethName(id, ifName)
+	veth := conf.VethName(id, ifName)
 	if !hasLink(t, p.node.ns, veth) || !hasLink(t, p.node.ns, conf.BridgeName) {
 		t.Errorf("node lacks veth %s or %s", veth, conf.BridgeName)
 	}
@@ -387,7 +387,7 @@ func (p *podman) wantNothingLeft(id string) {
 	t := p.t
 	t.Helper()
 	if id != "" {
-		if veth := bridge.VethName(id, ifName); hasLink(t, p.node.ns, veth) || guarded(t, p.node.name, veth) {
+		if veth := conf.VethName(id, ifName); hasLink(t, p.node.ns, veth) || guarded(t, p.node.name, veth) {
 			t.Errorf("veth of %.12s or its anti-spoof guard is still on the node", id)
 		}
 		if _, err := os.Stat(libcniCache(id)); !errors.Is(err, fs.ErrNotExist) {

@@ -31,8 +31,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/shim/runtimetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
 func TestMain(m *testing.M) {
@@ -205,7 +205,7 @@ func TestGCAndStatusBesideCRI(t *testing.T) {
 // where containerd has it, runp works and the sandbox's score is -998.
 func TestSandboxOOMScoreNeedsCapability(t *testing.T) {
 	n := newNode(t, override{"restrict_oom_score_adj", false})
-	c, err := stacktest.ReadConfinement(n.ctrd.Process.Pid)
+	c, err := runtimetest.ReadConfinement(n.ctrd.Process.Pid)
 	if err != nil {
 		t.Fatalf("containerd's capabilities: %v", err)
 	}

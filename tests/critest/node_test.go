@@ -34,7 +34,6 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/nat"
-	"github.com/edge-serverless-box/esbnet/plugins/esb-bridge/bridge"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -645,7 +644,7 @@ func attachment(id string) ipam.AttachmentID {
 }
 
 // vethOf is the node-side veth esb-bridge gives a pod's eth0.
-func vethOf(id string) string { return bridge.VethName(id, ifName) }
+func vethOf(id string) string { return conf.VethName(id, ifName) }
 
 // wantHeld fails the test unless the node holds exactly the veths,
 // anti-spoof guards and allocations of the sandboxes in ids.

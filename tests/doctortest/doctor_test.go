@@ -27,7 +27,6 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/internal/doctor"
 	"github.com/edge-serverless-box/esbnet/nat"
-	"github.com/edge-serverless-box/esbnet/plugins/esb-bridge/bridge"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -172,9 +171,10 @@ func newNode(t *testing.T) *node {
 		t.Fatal(err)
 	}
 	// esb-agent's settings, as make install writes them: doctor reads
-	// where everything is from there.
+	// where everything is from there. No agent runs here, so no workers'
+	// resolver either (dns-port 0; internal/doctor tests the DNS check).
 	n.cfgFile = filepath.Join(n.base, "agent.yaml")
-	n.writeFile(n.cfgFile, fmt.Sprintf("cni-conf-dir: %q\ncni-bin-dirs: %q\nnat-rules: %q\nruntime: containerd\ncontainerd-address: %q\nplain-http-registries: %q\n",
+	n.writeFile(n.cfgFile, fmt.Sprintf("cni-conf-dir: %q\ncni-bin-dirs: %q\nnat-rules: %q\ndns-port: 0\nruntime: containerd\ncontainerd-address: %q\nplain-http-registries: %q\n",
 		confDir, n.binDir, n.natFile, s.ContainerdSock, n.regAddr))
 
 	// A healthy node: one worker attached (bridge, gateway, veth, its
@@ -475,12 +475,12 @@ func TestDoctor(t *testing.T) {
 		n.add("w2")
 		n.expectWith([]string{"-registry", "none"}, "range full", "ipam", doctor.Fail, "exhausted", "2 of 2")
 		// w2's veth removed behind esb-bridge's back: its address is stale.
-		n.inNode("ip", "link", "del", bridge.VethName("w2", "eth0"))
+		n.inNode("ip", "link", "del", conf.VethName("w2", "eth0"))
 		n.expectWith([]string{"-registry", "none"}, "stale allocation", "ipam", doctor.Fail, "1 stale allocation", "w2/eth0")
 	})
 	t.Run("antispoof", func(t *testing.T) {
 		n := n.with(t)
 		n.inNode("nft", "delete", "table", "bridge", "esb")
-		n.expectWith([]string{"-registry", "none"}, "anti-spoof table deleted", "antispoof", doctor.Fail, bridge.VethName("w1", "eth0"))
+		n.expectWith([]string{"-registry", "none"}, "anti-spoof table deleted", "antispoof", doctor.Fail, conf.VethName("w1", "eth0"))
 	})
 }

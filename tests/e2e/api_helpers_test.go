@@ -49,7 +49,7 @@ func (e *env) acquire(r *agentv1.AcquireWorkerRequest) (*agentv1.Worker, error) 
 	if err != nil {
 		return nil, err
 	}
-	e.seen[resp.GetWorker().GetId()] = true
+	e.seen.add(resp.GetWorker().GetId())
 	return resp.GetWorker(), nil
 }
 

@@ -33,7 +33,7 @@ func TestEsbctl(t *testing.T) {
 		t.Fatalf("esbctl acquire -o json printed %q (%v), want a list of one worker", out, err)
 	}
 	w := ws[0]
-	e.seen[w.GetId()] = true
+	e.seen.add(w.GetId())
 	if w.GetOwnerId() != "ops" || w.GetFunction() != "cli" || w.GetState() != agentv1.WorkerState_WORKER_STATE_BUSY || !strings.HasPrefix(w.GetIp(), "10.88.") {
 		t.Errorf("esbctl acquire: %+v, want a busy worker of ops for cli on 10.88.0.0/16", w)
 	}

@@ -105,13 +105,42 @@ type env struct {
 	dc    *client.Client // dockerd's client (rtDocker)
 	stack stacktest.Stack
 	node  ns.NetNS
-	base  string // every file of the test
-	ctrNS string // containerd namespace, or Docker esb.namespace label, of the test's workers
-	image string
+	// nodeUse is held (read) by every switch into the node and taken
+	// (write) before the node is closed: an HTTP dial can finish on its
+	// own goroutine after its request gave up, and closing the node under
+	// it was a data race.
+	nodeUse    sync.RWMutex
+	nodeClosed bool
+	base       string // every file of the test
+	ctrNS      string // containerd namespace, or Docker esb.namespace label, of the test's workers
+	image      string
 
 	agent *agentProc // nil while no agent runs
 	runs  int        // agents started so far (names their logs)
-	seen  map[string]bool
+	seen  *idSet     // every worker ID an acquire returned (acquires run from many goroutines)
+}
+
+// idSet is a set of IDs safe for concurrent use.
+type idSet struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+func (s *idSet) add(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ids[id] = true
+}
+
+// list returns the IDs added so far.
+func (s *idSet) list() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.ids))
+	for id := range s.ids {
+		out = append(out, id)
+	}
+	return out
 }
 
 // newEnv makes the test's node and containerd namespace and pre-pulls the
@@ -153,7 +182,7 @@ func newEnvFor(t *testing.T, rt string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, rt: rt, dc: dc, stack: s, base: base, ctrNS: "esbe2e-" + randomHex(t, 4), image: s.WorkerImage, seen: map[string]bool{}}
+	e := &env{t: t, rt: rt, dc: dc, stack: s, base: base, ctrNS: "esbe2e-" + randomHex(t, 4), image: s.WorkerImage, seen: &idSet{ids: map[string]bool{}}}
 	// Cleanups run last-registered first: the directory goes after the
 	// node, which goes after the workers and the containerd namespace.
 	t.Cleanup(func() {
@@ -165,6 +194,7 @@ func newEnvFor(t *testing.T, rt string) *env {
 		}
 	})
 	e.node = nstest.NewNS(t)
+	t.Cleanup(func() { e.nodeUse.Lock(); e.nodeClosed = true; e.nodeUse.Unlock() }) // before the node's close
 	if err := e.inNode(func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
@@ -230,6 +260,11 @@ func (e *env) writeConflist() {
 
 // inNode runs fn on a thread in the node namespace.
 func (e *env) inNode(fn func() error) error {
+	e.nodeUse.RLock()
+	defer e.nodeUse.RUnlock()
+	if e.nodeClosed {
+		return errors.New("the test's node is gone")
+	}
 	return e.node.Do(func(ns.NetNS) error { return fn() })
 }
 

@@ -24,7 +24,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/internal/testpki"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/shim/runtimetest"
 )
 
 const (
@@ -96,7 +96,7 @@ func testWorkerIsolation(t *testing.T, e *env) {
 
 	// The worker process: confined, read-only root, no agent socket.
 	pid := e.workerPID(a.GetId())
-	stacktest.CheckWorkerConfinement(t, pid, true)
+	runtimetest.CheckWorkerConfinement(t, pid, true)
 	for _, p := range []string{e.socket(), filepath.Dir(e.socket())} {
 		if _, err := os.Lstat(filepath.Join(fmt.Sprintf("/proc/%d/root", pid), p)); !os.IsNotExist(err) {
 			t.Errorf("the worker's file system has %s (%v), want it absent", p, err)

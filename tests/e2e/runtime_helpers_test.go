@@ -12,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim/docker"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -68,7 +69,7 @@ func (e *env) dockerWorkers() ([]string, error) {
 	ctx, cancel := cmdCtx()
 	defer cancel()
 	cs, err := e.dc.ContainerList(ctx, container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", docker.LabelNamespace+"="+e.ctrNS))})
+		Filters: filters.NewArgs(filters.Arg("label", conf.LabelNamespace+"="+e.ctrNS))})
 	if err != nil {
 		return nil, fmt.Errorf("docker ps: %w", err)
 	}

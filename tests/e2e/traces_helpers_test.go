@@ -45,7 +45,7 @@ func (e *env) traces(only ...string) []string {
 			out = append(out, "netns pin "+p)
 		}
 	}
-	for id := range e.seen {
+	for _, id := range e.seen.list() {
 		if p := "/run/netns/esb-" + id; keep(id) {
 			if _, err := os.Lstat(p); err == nil {
 				out = append(out, "netns pin "+p)
@@ -229,7 +229,7 @@ func (e *env) forceClean() error {
 	}
 	killStrayShims(e.ctrNS)
 	pins, _ := filepath.Glob(filepath.Join(e.netnsDir(), "esb-*"))
-	for id := range e.seen {
+	for _, id := range e.seen.list() {
 		if _, err := os.Lstat("/run/netns/esb-" + id); err == nil {
 			pins = append(pins, "/run/netns/esb-"+id)
 		}

@@ -280,15 +280,6 @@ func ipConfigAddr(ip, mask, gw []byte) (netip.Prefix, netip.Addr, error) {
 	return netip.PrefixFrom(a.Unmap(), ones), g.Unmap(), nil
 }
 
-// cniCode returns the code of the CNI error in err's chain.
-func cniCode(err error) (uint, bool) {
-	var te *types.Error
-	if !errors.As(err, &te) {
-		return 0, false
-	}
-	return te.Code, true
-}
-
 // wantCode fails the test unless err carries the CNI error code want, and
 // returns the error.
 func wantCode(t *testing.T, err error, want uint, what string) *types.Error {

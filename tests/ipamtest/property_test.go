@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edge-serverless-box/esbnet/ipam"
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -210,7 +210,7 @@ func (n *ipamNet) pluginOps(rng *rand.Rand, stop <-chan struct{}) ([]event, int,
 			cid := fmt.Sprintf("plug-%d", next)
 			start := time.Now().UnixNano()
 			ip, err := n.add(n.cni, cid)
-			if code, ok := cniCode(err); ok && code == ipam.CodeExhausted {
+			if code, ok := conf.CNICode(err); ok && code == conf.CodeExhausted {
 				continue // the checker cannot time it; the stress processes cover exhaustion
 			}
 			if err != nil {

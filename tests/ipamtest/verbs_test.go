@@ -13,6 +13,7 @@ import (
 	types040 "github.com/containernetworking/cni/pkg/types/040"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
 )
 
@@ -163,7 +164,7 @@ func TestCheck(t *testing.T) {
 	if moved == old {
 		t.Fatalf("re-ADD got the released address %s again", old)
 	}
-	_ = wantCode(t, n.check(n.cni, "ctr-a"), ipam.CodeDrift, "CHECK with a stale prevResult")
+	_ = wantCode(t, n.check(n.cni, "ctr-a"), conf.CodeDrift, "CHECK with a stale prevResult")
 	if err := n.check(other, "ctr-a"); err != nil {
 		t.Errorf("CHECK with the current prevResult: %v", err)
 	}
@@ -236,7 +237,7 @@ func TestStatusExhausted(t *testing.T) {
 	}
 	_ = wantCode(t, n.status(nil), types.ErrPluginNotAvailable, "STATUS of a full range")
 	_, err := n.add(n.cni, "ctr-c")
-	_ = wantCode(t, err, ipam.CodeExhausted, "ADD to a full range")
+	_ = wantCode(t, err, conf.CodeExhausted, "ADD to a full range")
 	if st := n.state(); len(st.allocs) != 2 || st.used != 2 || st.capacity != 2 {
 		t.Fatalf("failed ADD changed the store: %v (%d of %d used)", st.allocs, st.used, st.capacity)
 	}

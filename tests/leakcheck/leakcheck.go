@@ -216,12 +216,12 @@ func (c *checker) pins() error {
 	if c.n.PinDir == "" {
 		return nil
 	}
-	pins, err := filepath.Glob(filepath.Join(c.n.PinDir, "esb-*"))
+	pins, err := filepath.Glob(filepath.Join(c.n.PinDir, conf.NetNSPrefix+"*"))
 	if err != nil {
 		return err
 	}
 	for _, p := range pins {
-		c.found("netns pin", strings.TrimPrefix(filepath.Base(p), "esb-"), p)
+		c.found("netns pin", strings.TrimPrefix(filepath.Base(p), conf.NetNSPrefix), p)
 	}
 	return nil
 }
@@ -278,8 +278,8 @@ func (c *checker) nodeHandles() (*handles, error) {
 	return &handles{nsh: nsh, nl: nl, nft: nft}, nil
 }
 
-// veths finds the node's esb veths; their alias names the attachment
-// ("esb-bridge <created> <id> <ifname> [<ips>]"). A veth without one (an
+// veths finds the node's esb veths; their alias (conf.VethAlias) names the
+// attachment. A veth without one (an
 // ADD killed before labelling it) belongs to no worker.
 func (c *checker) veths(h *handles) error {
 	links, err := h.nl.LinkList()
@@ -291,12 +291,12 @@ func (c *checker) veths(h *handles) error {
 		if l.Type() != "veth" || !strings.HasPrefix(a.Name, "esb") {
 			continue
 		}
-		f := strings.Fields(a.Alias)
-		if len(f) < 4 || f[0] != "esb-bridge" {
+		rec, ok := conf.ParseVethAlias(a.Alias)
+		if !ok {
 			c.found("veth", "", fmt.Sprintf("%s (unlabelled)", a.Name))
 			continue
 		}
-		c.found("veth", f[2], fmt.Sprintf("%s (%s)", a.Name, a.Alias))
+		c.found("veth", rec.ContainerID, fmt.Sprintf("%s (%s)", a.Name, a.Alias))
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
@@ -44,7 +45,7 @@ func TestNetNSLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
-	if path != filepath.Join(shim.DefaultNetNSDir, "esb-"+id) || !nses.Exists(id) {
+	if path != filepath.Join(conf.DefaultNetNSDir, "esb-"+id) || !nses.Exists(id) {
 		t.Fatalf("created %s, Exists=%v", path, nses.Exists(id))
 	}
 	if err := ns.IsNSorErr(path); err != nil {

@@ -6,12 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/edge-serverless-box/esbnet/shim"
 )
 
 // RemoveNamespaceCgroups removes the parent cgroup runc leaves for a
@@ -44,20 +40,4 @@ func UnmountAll(dir string) error {
 		}
 	}
 	return fmt.Errorf("%s is still mounted after 8 unmounts", dir)
-}
-
-// NextEvent returns the next event of a runtime's event stream, failing
-// the test when the stream ends or nothing comes within 10 s.
-func NextEvent(t *testing.T, evs <-chan shim.Event, errc <-chan error) shim.Event {
-	t.Helper()
-	select {
-	case ev, ok := <-evs:
-		if !ok {
-			t.Fatalf("event stream ended: %v", <-errc)
-		}
-		return ev
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10s")
-	}
-	return shim.Event{}
 }

@@ -878,6 +878,1004 @@ func (x *WorkerMetricsResponse) GetPids() uint64 {
 	return 0
 }
 
+type EnsureContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FunctionName  string                 `protobuf:"bytes,1,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
+	Image         string                 `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	Env           map[string]string      `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	OwnerId       string                 `protobuf:"bytes,4,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnsureContainerRequest) Reset() {
+	*x = EnsureContainerRequest{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnsureContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnsureContainerRequest) ProtoMessage() {}
+
+func (x *EnsureContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnsureContainerRequest.ProtoReflect.Descriptor instead.
+func (*EnsureContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *EnsureContainerRequest) GetFunctionName() string {
+	if x != nil {
+		return x.FunctionName
+	}
+	return ""
+}
+
+func (x *EnsureContainerRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *EnsureContainerRequest) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *EnsureContainerRequest) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+// WorkerInfo says where the new worker listens; id and name are both the
+// worker's ID.
+type WorkerInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	IpAddress     string                 `protobuf:"bytes,3,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
+	Port          int32                  `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerInfo) Reset() {
+	*x = WorkerInfo{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerInfo) ProtoMessage() {}
+
+func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerInfo.ProtoReflect.Descriptor instead.
+func (*WorkerInfo) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *WorkerInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WorkerInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WorkerInfo) GetIpAddress() string {
+	if x != nil {
+		return x.IpAddress
+	}
+	return ""
+}
+
+func (x *WorkerInfo) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+type DestroyContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FunctionName  string                 `protobuf:"bytes,1,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
+	ContainerId   string                 `protobuf:"bytes,2,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	OwnerId       string                 `protobuf:"bytes,3,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroyContainerRequest) Reset() {
+	*x = DestroyContainerRequest{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroyContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroyContainerRequest) ProtoMessage() {}
+
+func (x *DestroyContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroyContainerRequest.ProtoReflect.Descriptor instead.
+func (*DestroyContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DestroyContainerRequest) GetFunctionName() string {
+	if x != nil {
+		return x.FunctionName
+	}
+	return ""
+}
+
+func (x *DestroyContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *DestroyContainerRequest) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+type DestroyContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Success       bool                   `protobuf:"varint,1,opt,name=success,proto3" json:"success,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroyContainerResponse) Reset() {
+	*x = DestroyContainerResponse{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroyContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroyContainerResponse) ProtoMessage() {}
+
+func (x *DestroyContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroyContainerResponse.ProtoReflect.Descriptor instead.
+func (*DestroyContainerResponse) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DestroyContainerResponse) GetSuccess() bool {
+	if x != nil {
+		return x.Success
+	}
+	return false
+}
+
+type PauseContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	OwnerId       string                 `protobuf:"bytes,2,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseContainerRequest) Reset() {
+	*x = PauseContainerRequest{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseContainerRequest) ProtoMessage() {}
+
+func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseContainerRequest.ProtoReflect.Descriptor instead.
+func (*PauseContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PauseContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *PauseContainerRequest) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+type PauseContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Success       bool                   `protobuf:"varint,1,opt,name=success,proto3" json:"success,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseContainerResponse) Reset() {
+	*x = PauseContainerResponse{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseContainerResponse) ProtoMessage() {}
+
+func (x *PauseContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseContainerResponse.ProtoReflect.Descriptor instead.
+func (*PauseContainerResponse) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PauseContainerResponse) GetSuccess() bool {
+	if x != nil {
+		return x.Success
+	}
+	return false
+}
+
+type ResumeContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	OwnerId       string                 `protobuf:"bytes,2,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeContainerRequest) Reset() {
+	*x = ResumeContainerRequest{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeContainerRequest) ProtoMessage() {}
+
+func (x *ResumeContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeContainerRequest.ProtoReflect.Descriptor instead.
+func (*ResumeContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ResumeContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ResumeContainerRequest) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+type ResumeContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Success       bool                   `protobuf:"varint,1,opt,name=success,proto3" json:"success,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeContainerResponse) Reset() {
+	*x = ResumeContainerResponse{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeContainerResponse) ProtoMessage() {}
+
+func (x *ResumeContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeContainerResponse.ProtoReflect.Descriptor instead.
+func (*ResumeContainerResponse) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ResumeContainerResponse) GetSuccess() bool {
+	if x != nil {
+		return x.Success
+	}
+	return false
+}
+
+type ListContainersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OwnerId       string                 `protobuf:"bytes,1,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListContainersRequest) Reset() {
+	*x = ListContainersRequest{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListContainersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListContainersRequest) ProtoMessage() {}
+
+func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListContainersRequest.ProtoReflect.Descriptor instead.
+func (*ListContainersRequest) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListContainersRequest) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+type ListContainersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Containers    []*ContainerState      `protobuf:"bytes,1,rep,name=containers,proto3" json:"containers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListContainersResponse) Reset() {
+	*x = ListContainersResponse{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListContainersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListContainersResponse) ProtoMessage() {}
+
+func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListContainersResponse.ProtoReflect.Descriptor instead.
+func (*ListContainersResponse) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListContainersResponse) GetContainers() []*ContainerState {
+	if x != nil {
+		return x.Containers
+	}
+	return nil
+}
+
+type ContainerState struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId  string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	FunctionName string                 `protobuf:"bytes,2,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
+	// "RUNNING" or "PAUSED".
+	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	// Unix seconds of the last InvokeWorker; created_at before the first.
+	LastUsedAt int64 `protobuf:"varint,4,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	// The worker's ID.
+	ContainerName string `protobuf:"bytes,5,opt,name=container_name,json=containerName,proto3" json:"container_name,omitempty"`
+	// Unix seconds of when the worker was handed to owner_id.
+	CreatedAt     int64  `protobuf:"varint,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	OwnerId       string `protobuf:"bytes,7,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerState) Reset() {
+	*x = ContainerState{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerState) ProtoMessage() {}
+
+func (x *ContainerState) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerState.ProtoReflect.Descriptor instead.
+func (*ContainerState) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ContainerState) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ContainerState) GetFunctionName() string {
+	if x != nil {
+		return x.FunctionName
+	}
+	return ""
+}
+
+func (x *ContainerState) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ContainerState) GetLastUsedAt() int64 {
+	if x != nil {
+		return x.LastUsedAt
+	}
+	return 0
+}
+
+func (x *ContainerState) GetContainerName() string {
+	if x != nil {
+		return x.ContainerName
+	}
+	return ""
+}
+
+func (x *ContainerState) GetCreatedAt() int64 {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return 0
+}
+
+func (x *ContainerState) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+type GetContainerMetricsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	OwnerId       string                 `protobuf:"bytes,2,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetContainerMetricsRequest) Reset() {
+	*x = GetContainerMetricsRequest{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetContainerMetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetContainerMetricsRequest) ProtoMessage() {}
+
+func (x *GetContainerMetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetContainerMetricsRequest.ProtoReflect.Descriptor instead.
+func (*GetContainerMetricsRequest) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetContainerMetricsRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *GetContainerMetricsRequest) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+type GetContainerMetricsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Metrics       *ContainerMetrics      `protobuf:"bytes,1,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetContainerMetricsResponse) Reset() {
+	*x = GetContainerMetricsResponse{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetContainerMetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetContainerMetricsResponse) ProtoMessage() {}
+
+func (x *GetContainerMetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetContainerMetricsResponse.ProtoReflect.Descriptor instead.
+func (*GetContainerMetricsResponse) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetContainerMetricsResponse) GetMetrics() *ContainerMetrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+type ContainerMetrics struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	FunctionName  string                 `protobuf:"bytes,2,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
+	ContainerName string                 `protobuf:"bytes,3,opt,name=container_name,json=containerName,proto3" json:"container_name,omitempty"`
+	// "RUNNING" or "PAUSED".
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// Bytes.
+	MemoryCurrent uint64 `protobuf:"varint,5,opt,name=memory_current,json=memoryCurrent,proto3" json:"memory_current,omitempty"`
+	MemoryMax     uint64 `protobuf:"varint,6,opt,name=memory_max,json=memoryMax,proto3" json:"memory_max,omitempty"`
+	OomEvents     uint64 `protobuf:"varint,7,opt,name=oom_events,json=oomEvents,proto3" json:"oom_events,omitempty"`
+	// Nanoseconds of CPU time.
+	CpuUsageNs uint64 `protobuf:"varint,8,opt,name=cpu_usage_ns,json=cpuUsageNs,proto3" json:"cpu_usage_ns,omitempty"`
+	// Always 0: a worker that exits is gone.
+	ExitCode     uint32 `protobuf:"varint,9,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	RestartCount uint32 `protobuf:"varint,10,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
+	ExitTime     int64  `protobuf:"varint,11,opt,name=exit_time,json=exitTime,proto3" json:"exit_time,omitempty"`
+	// Unix seconds.
+	CollectedAt   int64 `protobuf:"varint,12,opt,name=collected_at,json=collectedAt,proto3" json:"collected_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerMetrics) Reset() {
+	*x = ContainerMetrics{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerMetrics) ProtoMessage() {}
+
+func (x *ContainerMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerMetrics.ProtoReflect.Descriptor instead.
+func (*ContainerMetrics) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ContainerMetrics) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ContainerMetrics) GetFunctionName() string {
+	if x != nil {
+		return x.FunctionName
+	}
+	return ""
+}
+
+func (x *ContainerMetrics) GetContainerName() string {
+	if x != nil {
+		return x.ContainerName
+	}
+	return ""
+}
+
+func (x *ContainerMetrics) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ContainerMetrics) GetMemoryCurrent() uint64 {
+	if x != nil {
+		return x.MemoryCurrent
+	}
+	return 0
+}
+
+func (x *ContainerMetrics) GetMemoryMax() uint64 {
+	if x != nil {
+		return x.MemoryMax
+	}
+	return 0
+}
+
+func (x *ContainerMetrics) GetOomEvents() uint64 {
+	if x != nil {
+		return x.OomEvents
+	}
+	return 0
+}
+
+func (x *ContainerMetrics) GetCpuUsageNs() uint64 {
+	if x != nil {
+		return x.CpuUsageNs
+	}
+	return 0
+}
+
+func (x *ContainerMetrics) GetExitCode() uint32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *ContainerMetrics) GetRestartCount() uint32 {
+	if x != nil {
+		return x.RestartCount
+	}
+	return 0
+}
+
+func (x *ContainerMetrics) GetExitTime() int64 {
+	if x != nil {
+		return x.ExitTime
+	}
+	return 0
+}
+
+func (x *ContainerMetrics) GetCollectedAt() int64 {
+	if x != nil {
+		return x.CollectedAt
+	}
+	return 0
+}
+
+type InvokeWorkerRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,7,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Default: /2015-03-31/functions/function/invocations.
+	Path    string            `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	Payload []byte            `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	Headers map[string]string `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// 0: 30 s; the call's deadline bounds it too.
+	TimeoutMs     int32  `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	OwnerId       string `protobuf:"bytes,8,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InvokeWorkerRequest) Reset() {
+	*x = InvokeWorkerRequest{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvokeWorkerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvokeWorkerRequest) ProtoMessage() {}
+
+func (x *InvokeWorkerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvokeWorkerRequest.ProtoReflect.Descriptor instead.
+func (*InvokeWorkerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *InvokeWorkerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *InvokeWorkerRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *InvokeWorkerRequest) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *InvokeWorkerRequest) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *InvokeWorkerRequest) GetTimeoutMs() int32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *InvokeWorkerRequest) GetOwnerId() string {
+	if x != nil {
+		return x.OwnerId
+	}
+	return ""
+}
+
+type InvokeWorkerResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	StatusCode int32                  `protobuf:"varint,1,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	// The first value of each response header.
+	Headers       map[string]string `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Body          []byte            `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InvokeWorkerResponse) Reset() {
+	*x = InvokeWorkerResponse{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InvokeWorkerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InvokeWorkerResponse) ProtoMessage() {}
+
+func (x *InvokeWorkerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InvokeWorkerResponse.ProtoReflect.Descriptor instead.
+func (*InvokeWorkerResponse) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *InvokeWorkerResponse) GetStatusCode() int32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+func (x *InvokeWorkerResponse) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *InvokeWorkerResponse) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 var File_agent_api_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_api_v1_agent_proto_rawDesc = "" +
@@ -938,19 +1936,115 @@ const file_agent_api_v1_agent_proto_rawDesc = "" +
 	"\x0fcpu_usage_nanos\x18\x04 \x01(\x04R\rcpuUsageNanos\x12\x1d\n" +
 	"\n" +
 	"oom_events\x18\x05 \x01(\x04R\toomEvents\x12\x12\n" +
-	"\x04pids\x18\x06 \x01(\x04R\x04pids*r\n" +
+	"\x04pids\x18\x06 \x01(\x04R\x04pids\"\x8c\x02\n" +
+	"\x16EnsureContainerRequest\x12#\n" +
+	"\rfunction_name\x18\x01 \x01(\tR\ffunctionName\x12\x14\n" +
+	"\x05image\x18\x02 \x01(\tR\x05image\x12?\n" +
+	"\x03env\x18\x03 \x03(\v2-.esb.agent.v1.EnsureContainerRequest.EnvEntryR\x03env\x12\x19\n" +
+	"\bowner_id\x18\x04 \x01(\tR\aownerId\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x05\x10\x06J\x04\b\x06\x10\aR\fimage_sourceR\timage_ref\"c\n" +
+	"\n" +
+	"WorkerInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"ip_address\x18\x03 \x01(\tR\tipAddress\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\x05R\x04port\"|\n" +
+	"\x17DestroyContainerRequest\x12#\n" +
+	"\rfunction_name\x18\x01 \x01(\tR\ffunctionName\x12!\n" +
+	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\x12\x19\n" +
+	"\bowner_id\x18\x03 \x01(\tR\aownerId\"4\n" +
+	"\x18DestroyContainerResponse\x12\x18\n" +
+	"\asuccess\x18\x01 \x01(\bR\asuccess\"U\n" +
+	"\x15PauseContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x19\n" +
+	"\bowner_id\x18\x02 \x01(\tR\aownerId\"2\n" +
+	"\x16PauseContainerResponse\x12\x18\n" +
+	"\asuccess\x18\x01 \x01(\bR\asuccess\"V\n" +
+	"\x16ResumeContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x19\n" +
+	"\bowner_id\x18\x02 \x01(\tR\aownerId\"3\n" +
+	"\x17ResumeContainerResponse\x12\x18\n" +
+	"\asuccess\x18\x01 \x01(\bR\asuccess\"2\n" +
+	"\x15ListContainersRequest\x12\x19\n" +
+	"\bowner_id\x18\x01 \x01(\tR\aownerId\"V\n" +
+	"\x16ListContainersResponse\x12<\n" +
+	"\n" +
+	"containers\x18\x01 \x03(\v2\x1c.esb.agent.v1.ContainerStateR\n" +
+	"containers\"\xf3\x01\n" +
+	"\x0eContainerState\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12#\n" +
+	"\rfunction_name\x18\x02 \x01(\tR\ffunctionName\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12 \n" +
+	"\flast_used_at\x18\x04 \x01(\x03R\n" +
+	"lastUsedAt\x12%\n" +
+	"\x0econtainer_name\x18\x05 \x01(\tR\rcontainerName\x12\x1d\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\x03R\tcreatedAt\x12\x19\n" +
+	"\bowner_id\x18\a \x01(\tR\aownerId\"Z\n" +
+	"\x1aGetContainerMetricsRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x19\n" +
+	"\bowner_id\x18\x02 \x01(\tR\aownerId\"W\n" +
+	"\x1bGetContainerMetricsResponse\x128\n" +
+	"\ametrics\x18\x01 \x01(\v2\x1e.esb.agent.v1.ContainerMetricsR\ametrics\"\xa0\x03\n" +
+	"\x10ContainerMetrics\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12#\n" +
+	"\rfunction_name\x18\x02 \x01(\tR\ffunctionName\x12%\n" +
+	"\x0econtainer_name\x18\x03 \x01(\tR\rcontainerName\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12%\n" +
+	"\x0ememory_current\x18\x05 \x01(\x04R\rmemoryCurrent\x12\x1d\n" +
+	"\n" +
+	"memory_max\x18\x06 \x01(\x04R\tmemoryMax\x12\x1d\n" +
+	"\n" +
+	"oom_events\x18\a \x01(\x04R\toomEvents\x12 \n" +
+	"\fcpu_usage_ns\x18\b \x01(\x04R\n" +
+	"cpuUsageNs\x12\x1b\n" +
+	"\texit_code\x18\t \x01(\rR\bexitCode\x12#\n" +
+	"\rrestart_count\x18\n" +
+	" \x01(\rR\frestartCount\x12\x1b\n" +
+	"\texit_time\x18\v \x01(\x03R\bexitTime\x12!\n" +
+	"\fcollected_at\x18\f \x01(\x03R\vcollectedAt\"\xc4\x02\n" +
+	"\x13InvokeWorkerRequest\x12!\n" +
+	"\fcontainer_id\x18\a \x01(\tR\vcontainerId\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x18\n" +
+	"\apayload\x18\x04 \x01(\fR\apayload\x12H\n" +
+	"\aheaders\x18\x05 \x03(\v2..esb.agent.v1.InvokeWorkerRequest.HeadersEntryR\aheaders\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x06 \x01(\x05R\ttimeoutMs\x12\x19\n" +
+	"\bowner_id\x18\b \x01(\tR\aownerId\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x01\x10\x02J\x04\b\x02\x10\x03R\n" +
+	"ip_addressR\x04port\"\xd2\x01\n" +
+	"\x14InvokeWorkerResponse\x12\x1f\n" +
+	"\vstatus_code\x18\x01 \x01(\x05R\n" +
+	"statusCode\x12I\n" +
+	"\aheaders\x18\x02 \x03(\v2/.esb.agent.v1.InvokeWorkerResponse.HeadersEntryR\aheaders\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*r\n" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11WORKER_STATE_IDLE\x10\x01\x12\x15\n" +
 	"\x11WORKER_STATE_BUSY\x10\x02\x12\x17\n" +
-	"\x13WORKER_STATE_PAUSED\x10\x032\x9b\x04\n" +
+	"\x13WORKER_STATE_PAUSED\x10\x032\xae\t\n" +
 	"\fAgentService\x12X\n" +
 	"\rAcquireWorker\x12\".esb.agent.v1.AcquireWorkerRequest\x1a#.esb.agent.v1.AcquireWorkerResponse\x12X\n" +
 	"\rReleaseWorker\x12\".esb.agent.v1.ReleaseWorkerRequest\x1a#.esb.agent.v1.ReleaseWorkerResponse\x12R\n" +
 	"\vListWorkers\x12 .esb.agent.v1.ListWorkersRequest\x1a!.esb.agent.v1.ListWorkersResponse\x12R\n" +
 	"\vPauseWorker\x12 .esb.agent.v1.PauseWorkerRequest\x1a!.esb.agent.v1.PauseWorkerResponse\x12U\n" +
 	"\fResumeWorker\x12!.esb.agent.v1.ResumeWorkerRequest\x1a\".esb.agent.v1.ResumeWorkerResponse\x12X\n" +
-	"\rWorkerMetrics\x12\".esb.agent.v1.WorkerMetricsRequest\x1a#.esb.agent.v1.WorkerMetricsResponseB<Z:github.com/edge-serverless-box/esbnet/agent/api/v1;agentv1b\x06proto3"
+	"\rWorkerMetrics\x12\".esb.agent.v1.WorkerMetricsRequest\x1a#.esb.agent.v1.WorkerMetricsResponse\x12Q\n" +
+	"\x0fEnsureContainer\x12$.esb.agent.v1.EnsureContainerRequest\x1a\x18.esb.agent.v1.WorkerInfo\x12a\n" +
+	"\x10DestroyContainer\x12%.esb.agent.v1.DestroyContainerRequest\x1a&.esb.agent.v1.DestroyContainerResponse\x12[\n" +
+	"\x0ePauseContainer\x12#.esb.agent.v1.PauseContainerRequest\x1a$.esb.agent.v1.PauseContainerResponse\x12^\n" +
+	"\x0fResumeContainer\x12$.esb.agent.v1.ResumeContainerRequest\x1a%.esb.agent.v1.ResumeContainerResponse\x12[\n" +
+	"\x0eListContainers\x12#.esb.agent.v1.ListContainersRequest\x1a$.esb.agent.v1.ListContainersResponse\x12j\n" +
+	"\x13GetContainerMetrics\x12(.esb.agent.v1.GetContainerMetricsRequest\x1a).esb.agent.v1.GetContainerMetricsResponse\x12U\n" +
+	"\fInvokeWorker\x12!.esb.agent.v1.InvokeWorkerRequest\x1a\".esb.agent.v1.InvokeWorkerResponseB<Z:github.com/edge-serverless-box/esbnet/agent/api/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_api_v1_agent_proto_rawDescOnce sync.Once
@@ -965,50 +2059,88 @@ func file_agent_api_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_api_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_api_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_agent_api_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_agent_api_v1_agent_proto_goTypes = []any{
-	(WorkerState)(0),              // 0: esb.agent.v1.WorkerState
-	(*Limits)(nil),                // 1: esb.agent.v1.Limits
-	(*Worker)(nil),                // 2: esb.agent.v1.Worker
-	(*AcquireWorkerRequest)(nil),  // 3: esb.agent.v1.AcquireWorkerRequest
-	(*AcquireWorkerResponse)(nil), // 4: esb.agent.v1.AcquireWorkerResponse
-	(*ReleaseWorkerRequest)(nil),  // 5: esb.agent.v1.ReleaseWorkerRequest
-	(*ReleaseWorkerResponse)(nil), // 6: esb.agent.v1.ReleaseWorkerResponse
-	(*ListWorkersRequest)(nil),    // 7: esb.agent.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),   // 8: esb.agent.v1.ListWorkersResponse
-	(*PauseWorkerRequest)(nil),    // 9: esb.agent.v1.PauseWorkerRequest
-	(*PauseWorkerResponse)(nil),   // 10: esb.agent.v1.PauseWorkerResponse
-	(*ResumeWorkerRequest)(nil),   // 11: esb.agent.v1.ResumeWorkerRequest
-	(*ResumeWorkerResponse)(nil),  // 12: esb.agent.v1.ResumeWorkerResponse
-	(*WorkerMetricsRequest)(nil),  // 13: esb.agent.v1.WorkerMetricsRequest
-	(*WorkerMetricsResponse)(nil), // 14: esb.agent.v1.WorkerMetricsResponse
-	nil,                           // 15: esb.agent.v1.AcquireWorkerRequest.EnvEntry
+	(WorkerState)(0),                    // 0: esb.agent.v1.WorkerState
+	(*Limits)(nil),                      // 1: esb.agent.v1.Limits
+	(*Worker)(nil),                      // 2: esb.agent.v1.Worker
+	(*AcquireWorkerRequest)(nil),        // 3: esb.agent.v1.AcquireWorkerRequest
+	(*AcquireWorkerResponse)(nil),       // 4: esb.agent.v1.AcquireWorkerResponse
+	(*ReleaseWorkerRequest)(nil),        // 5: esb.agent.v1.ReleaseWorkerRequest
+	(*ReleaseWorkerResponse)(nil),       // 6: esb.agent.v1.ReleaseWorkerResponse
+	(*ListWorkersRequest)(nil),          // 7: esb.agent.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),         // 8: esb.agent.v1.ListWorkersResponse
+	(*PauseWorkerRequest)(nil),          // 9: esb.agent.v1.PauseWorkerRequest
+	(*PauseWorkerResponse)(nil),         // 10: esb.agent.v1.PauseWorkerResponse
+	(*ResumeWorkerRequest)(nil),         // 11: esb.agent.v1.ResumeWorkerRequest
+	(*ResumeWorkerResponse)(nil),        // 12: esb.agent.v1.ResumeWorkerResponse
+	(*WorkerMetricsRequest)(nil),        // 13: esb.agent.v1.WorkerMetricsRequest
+	(*WorkerMetricsResponse)(nil),       // 14: esb.agent.v1.WorkerMetricsResponse
+	(*EnsureContainerRequest)(nil),      // 15: esb.agent.v1.EnsureContainerRequest
+	(*WorkerInfo)(nil),                  // 16: esb.agent.v1.WorkerInfo
+	(*DestroyContainerRequest)(nil),     // 17: esb.agent.v1.DestroyContainerRequest
+	(*DestroyContainerResponse)(nil),    // 18: esb.agent.v1.DestroyContainerResponse
+	(*PauseContainerRequest)(nil),       // 19: esb.agent.v1.PauseContainerRequest
+	(*PauseContainerResponse)(nil),      // 20: esb.agent.v1.PauseContainerResponse
+	(*ResumeContainerRequest)(nil),      // 21: esb.agent.v1.ResumeContainerRequest
+	(*ResumeContainerResponse)(nil),     // 22: esb.agent.v1.ResumeContainerResponse
+	(*ListContainersRequest)(nil),       // 23: esb.agent.v1.ListContainersRequest
+	(*ListContainersResponse)(nil),      // 24: esb.agent.v1.ListContainersResponse
+	(*ContainerState)(nil),              // 25: esb.agent.v1.ContainerState
+	(*GetContainerMetricsRequest)(nil),  // 26: esb.agent.v1.GetContainerMetricsRequest
+	(*GetContainerMetricsResponse)(nil), // 27: esb.agent.v1.GetContainerMetricsResponse
+	(*ContainerMetrics)(nil),            // 28: esb.agent.v1.ContainerMetrics
+	(*InvokeWorkerRequest)(nil),         // 29: esb.agent.v1.InvokeWorkerRequest
+	(*InvokeWorkerResponse)(nil),        // 30: esb.agent.v1.InvokeWorkerResponse
+	nil,                                 // 31: esb.agent.v1.AcquireWorkerRequest.EnvEntry
+	nil,                                 // 32: esb.agent.v1.EnsureContainerRequest.EnvEntry
+	nil,                                 // 33: esb.agent.v1.InvokeWorkerRequest.HeadersEntry
+	nil,                                 // 34: esb.agent.v1.InvokeWorkerResponse.HeadersEntry
 }
 var file_agent_api_v1_agent_proto_depIdxs = []int32{
 	0,  // 0: esb.agent.v1.Worker.state:type_name -> esb.agent.v1.WorkerState
-	15, // 1: esb.agent.v1.AcquireWorkerRequest.env:type_name -> esb.agent.v1.AcquireWorkerRequest.EnvEntry
+	31, // 1: esb.agent.v1.AcquireWorkerRequest.env:type_name -> esb.agent.v1.AcquireWorkerRequest.EnvEntry
 	1,  // 2: esb.agent.v1.AcquireWorkerRequest.limits:type_name -> esb.agent.v1.Limits
 	2,  // 3: esb.agent.v1.AcquireWorkerResponse.worker:type_name -> esb.agent.v1.Worker
 	2,  // 4: esb.agent.v1.ListWorkersResponse.workers:type_name -> esb.agent.v1.Worker
 	2,  // 5: esb.agent.v1.PauseWorkerResponse.worker:type_name -> esb.agent.v1.Worker
 	2,  // 6: esb.agent.v1.ResumeWorkerResponse.worker:type_name -> esb.agent.v1.Worker
-	3,  // 7: esb.agent.v1.AgentService.AcquireWorker:input_type -> esb.agent.v1.AcquireWorkerRequest
-	5,  // 8: esb.agent.v1.AgentService.ReleaseWorker:input_type -> esb.agent.v1.ReleaseWorkerRequest
-	7,  // 9: esb.agent.v1.AgentService.ListWorkers:input_type -> esb.agent.v1.ListWorkersRequest
-	9,  // 10: esb.agent.v1.AgentService.PauseWorker:input_type -> esb.agent.v1.PauseWorkerRequest
-	11, // 11: esb.agent.v1.AgentService.ResumeWorker:input_type -> esb.agent.v1.ResumeWorkerRequest
-	13, // 12: esb.agent.v1.AgentService.WorkerMetrics:input_type -> esb.agent.v1.WorkerMetricsRequest
-	4,  // 13: esb.agent.v1.AgentService.AcquireWorker:output_type -> esb.agent.v1.AcquireWorkerResponse
-	6,  // 14: esb.agent.v1.AgentService.ReleaseWorker:output_type -> esb.agent.v1.ReleaseWorkerResponse
-	8,  // 15: esb.agent.v1.AgentService.ListWorkers:output_type -> esb.agent.v1.ListWorkersResponse
-	10, // 16: esb.agent.v1.AgentService.PauseWorker:output_type -> esb.agent.v1.PauseWorkerResponse
-	12, // 17: esb.agent.v1.AgentService.ResumeWorker:output_type -> esb.agent.v1.ResumeWorkerResponse
-	14, // 18: esb.agent.v1.AgentService.WorkerMetrics:output_type -> esb.agent.v1.WorkerMetricsResponse
-	13, // [13:19] is the sub-list for method output_type
-	7,  // [7:13] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	32, // 7: esb.agent.v1.EnsureContainerRequest.env:type_name -> esb.agent.v1.EnsureContainerRequest.EnvEntry
+	25, // 8: esb.agent.v1.ListContainersResponse.containers:type_name -> esb.agent.v1.ContainerState
+	28, // 9: esb.agent.v1.GetContainerMetricsResponse.metrics:type_name -> esb.agent.v1.ContainerMetrics
+	33, // 10: esb.agent.v1.InvokeWorkerRequest.headers:type_name -> esb.agent.v1.InvokeWorkerRequest.HeadersEntry
+	34, // 11: esb.agent.v1.InvokeWorkerResponse.headers:type_name -> esb.agent.v1.InvokeWorkerResponse.HeadersEntry
+	3,  // 12: esb.agent.v1.AgentService.AcquireWorker:input_type -> esb.agent.v1.AcquireWorkerRequest
+	5,  // 13: esb.agent.v1.AgentService.ReleaseWorker:input_type -> esb.agent.v1.ReleaseWorkerRequest
+	7,  // 14: esb.agent.v1.AgentService.ListWorkers:input_type -> esb.agent.v1.ListWorkersRequest
+	9,  // 15: esb.agent.v1.AgentService.PauseWorker:input_type -> esb.agent.v1.PauseWorkerRequest
+	11, // 16: esb.agent.v1.AgentService.ResumeWorker:input_type -> esb.agent.v1.ResumeWorkerRequest
+	13, // 17: esb.agent.v1.AgentService.WorkerMetrics:input_type -> esb.agent.v1.WorkerMetricsRequest
+	15, // 18: esb.agent.v1.AgentService.EnsureContainer:input_type -> esb.agent.v1.EnsureContainerRequest
+	17, // 19: esb.agent.v1.AgentService.DestroyContainer:input_type -> esb.agent.v1.DestroyContainerRequest
+	19, // 20: esb.agent.v1.AgentService.PauseContainer:input_type -> esb.agent.v1.PauseContainerRequest
+	21, // 21: esb.agent.v1.AgentService.ResumeContainer:input_type -> esb.agent.v1.ResumeContainerRequest
+	23, // 22: esb.agent.v1.AgentService.ListContainers:input_type -> esb.agent.v1.ListContainersRequest
+	26, // 23: esb.agent.v1.AgentService.GetContainerMetrics:input_type -> esb.agent.v1.GetContainerMetricsRequest
+	29, // 24: esb.agent.v1.AgentService.InvokeWorker:input_type -> esb.agent.v1.InvokeWorkerRequest
+	4,  // 25: esb.agent.v1.AgentService.AcquireWorker:output_type -> esb.agent.v1.AcquireWorkerResponse
+	6,  // 26: esb.agent.v1.AgentService.ReleaseWorker:output_type -> esb.agent.v1.ReleaseWorkerResponse
+	8,  // 27: esb.agent.v1.AgentService.ListWorkers:output_type -> esb.agent.v1.ListWorkersResponse
+	10, // 28: esb.agent.v1.AgentService.PauseWorker:output_type -> esb.agent.v1.PauseWorkerResponse
+	12, // 29: esb.agent.v1.AgentService.ResumeWorker:output_type -> esb.agent.v1.ResumeWorkerResponse
+	14, // 30: esb.agent.v1.AgentService.WorkerMetrics:output_type -> esb.agent.v1.WorkerMetricsResponse
+	16, // 31: esb.agent.v1.AgentService.EnsureContainer:output_type -> esb.agent.v1.WorkerInfo
+	18, // 32: esb.agent.v1.AgentService.DestroyContainer:output_type -> esb.agent.v1.DestroyContainerResponse
+	20, // 33: esb.agent.v1.AgentService.PauseContainer:output_type -> esb.agent.v1.PauseContainerResponse
+	22, // 34: esb.agent.v1.AgentService.ResumeContainer:output_type -> esb.agent.v1.ResumeContainerResponse
+	24, // 35: esb.agent.v1.AgentService.ListContainers:output_type -> esb.agent.v1.ListContainersResponse
+	27, // 36: esb.agent.v1.AgentService.GetContainerMetrics:output_type -> esb.agent.v1.GetContainerMetricsResponse
+	30, // 37: esb.agent.v1.AgentService.InvokeWorker:output_type -> esb.agent.v1.InvokeWorkerResponse
+	25, // [25:38] is the sub-list for method output_type
+	12, // [12:25] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_agent_api_v1_agent_proto_init() }
@@ -1022,7 +2154,7 @@ func file_agent_api_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_api_v1_agent_proto_rawDesc), len(file_agent_api_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

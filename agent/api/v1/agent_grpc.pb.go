@@ -22,12 +22,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentService_AcquireWorker_FullMethodName = "/esb.agent.v1.AgentService/AcquireWorker"
-	AgentService_ReleaseWorker_FullMethodName = "/esb.agent.v1.AgentService/ReleaseWorker"
-	AgentService_ListWorkers_FullMethodName   = "/esb.agent.v1.AgentService/ListWorkers"
-	AgentService_PauseWorker_FullMethodName   = "/esb.agent.v1.AgentService/PauseWorker"
-	AgentService_ResumeWorker_FullMethodName  = "/esb.agent.v1.AgentService/ResumeWorker"
-	AgentService_WorkerMetrics_FullMethodName = "/esb.agent.v1.AgentService/WorkerMetrics"
+	AgentService_AcquireWorker_FullMethodName       = "/esb.agent.v1.AgentService/AcquireWorker"
+	AgentService_ReleaseWorker_FullMethodName       = "/esb.agent.v1.AgentService/ReleaseWorker"
+	AgentService_ListWorkers_FullMethodName         = "/esb.agent.v1.AgentService/ListWorkers"
+	AgentService_PauseWorker_FullMethodName         = "/esb.agent.v1.AgentService/PauseWorker"
+	AgentService_ResumeWorker_FullMethodName        = "/esb.agent.v1.AgentService/ResumeWorker"
+	AgentService_WorkerMetrics_FullMethodName       = "/esb.agent.v1.AgentService/WorkerMetrics"
+	AgentService_EnsureContainer_FullMethodName     = "/esb.agent.v1.AgentService/EnsureContainer"
+	AgentService_DestroyContainer_FullMethodName    = "/esb.agent.v1.AgentService/DestroyContainer"
+	AgentService_PauseContainer_FullMethodName      = "/esb.agent.v1.AgentService/PauseContainer"
+	AgentService_ResumeContainer_FullMethodName     = "/esb.agent.v1.AgentService/ResumeContainer"
+	AgentService_ListContainers_FullMethodName      = "/esb.agent.v1.AgentService/ListContainers"
+	AgentService_GetContainerMetrics_FullMethodName = "/esb.agent.v1.AgentService/GetContainerMetrics"
+	AgentService_InvokeWorker_FullMethodName        = "/esb.agent.v1.AgentService/InvokeWorker"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -52,6 +59,26 @@ type AgentServiceClient interface {
 	PauseWorker(ctx context.Context, in *PauseWorkerRequest, opts ...grpc.CallOption) (*PauseWorkerResponse, error)
 	ResumeWorker(ctx context.Context, in *ResumeWorkerRequest, opts ...grpc.CallOption) (*ResumeWorkerResponse, error)
 	WorkerMetrics(ctx context.Context, in *WorkerMetricsRequest, opts ...grpc.CallOption) (*WorkerMetricsResponse, error)
+	// EnsureContainer returns a new worker for the caller on every call (the
+	// Gateway pools on its side), once its port accepts TCP. function_name
+	// follows Lambda's rule ([A-Za-z0-9_-]{1,64}); the memory limit comes from
+	// env AWS_LAMBDA_FUNCTION_MEMORY_SIZE (MiB, 128 to 10240), else the
+	// agent's --default-memory.
+	EnsureContainer(ctx context.Context, in *EnsureContainerRequest, opts ...grpc.CallOption) (*WorkerInfo, error)
+	// DestroyContainer tears the worker down; an unknown or gone worker is
+	// success, another owner's is PERMISSION_DENIED.
+	DestroyContainer(ctx context.Context, in *DestroyContainerRequest, opts ...grpc.CallOption) (*DestroyContainerResponse, error)
+	PauseContainer(ctx context.Context, in *PauseContainerRequest, opts ...grpc.CallOption) (*PauseContainerResponse, error)
+	ResumeContainer(ctx context.Context, in *ResumeContainerRequest, opts ...grpc.CallOption) (*ResumeContainerResponse, error)
+	// ListContainers lists the owner's workers; created_at is when the worker
+	// was handed to the owner.
+	ListContainers(ctx context.Context, in *ListContainersRequest, opts ...grpc.CallOption) (*ListContainersResponse, error)
+	GetContainerMetrics(ctx context.Context, in *GetContainerMetricsRequest, opts ...grpc.CallOption) (*GetContainerMetricsResponse, error)
+	// InvokeWorker POSTs payload to the worker and returns its answer: the
+	// request is sent at most once (only connection failures before it is
+	// written are retried); a paused worker is FAILED_PRECONDITION; an answer
+	// over 10 MiB is RESOURCE_EXHAUSTED.
+	InvokeWorker(ctx context.Context, in *InvokeWorkerRequest, opts ...grpc.CallOption) (*InvokeWorkerResponse, error)
 }
 
 type agentServiceClient struct {
@@ -122,6 +149,76 @@ func (c *agentServiceClient) WorkerMetrics(ctx context.Context, in *WorkerMetric
 	return out, nil
 }
 
+func (c *agentServiceClient) EnsureContainer(ctx context.Context, in *EnsureContainerRequest, opts ...grpc.CallOption) (*WorkerInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WorkerInfo)
+	err := c.cc.Invoke(ctx, AgentService_EnsureContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) DestroyContainer(ctx context.Context, in *DestroyContainerRequest, opts ...grpc.CallOption) (*DestroyContainerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DestroyContainerResponse)
+	err := c.cc.Invoke(ctx, AgentService_DestroyContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) PauseContainer(ctx context.Context, in *PauseContainerRequest, opts ...grpc.CallOption) (*PauseContainerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PauseContainerResponse)
+	err := c.cc.Invoke(ctx, AgentService_PauseContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) ResumeContainer(ctx context.Context, in *ResumeContainerRequest, opts ...grpc.CallOption) (*ResumeContainerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeContainerResponse)
+	err := c.cc.Invoke(ctx, AgentService_ResumeContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) ListContainers(ctx context.Context, in *ListContainersRequest, opts ...grpc.CallOption) (*ListContainersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListContainersResponse)
+	err := c.cc.Invoke(ctx, AgentService_ListContainers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) GetContainerMetrics(ctx context.Context, in *GetContainerMetricsRequest, opts ...grpc.CallOption) (*GetContainerMetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetContainerMetricsResponse)
+	err := c.cc.Invoke(ctx, AgentService_GetContainerMetrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) InvokeWorker(ctx context.Context, in *InvokeWorkerRequest, opts ...grpc.CallOption) (*InvokeWorkerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InvokeWorkerResponse)
+	err := c.cc.Invoke(ctx, AgentService_InvokeWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -144,6 +241,26 @@ type AgentServiceServer interface {
 	PauseWorker(context.Context, *PauseWorkerRequest) (*PauseWorkerResponse, error)
 	ResumeWorker(context.Context, *ResumeWorkerRequest) (*ResumeWorkerResponse, error)
 	WorkerMetrics(context.Context, *WorkerMetricsRequest) (*WorkerMetricsResponse, error)
+	// EnsureContainer returns a new worker for the caller on every call (the
+	// Gateway pools on its side), once its port accepts TCP. function_name
+	// follows Lambda's rule ([A-Za-z0-9_-]{1,64}); the memory limit comes from
+	// env AWS_LAMBDA_FUNCTION_MEMORY_SIZE (MiB, 128 to 10240), else the
+	// agent's --default-memory.
+	EnsureContainer(context.Context, *EnsureContainerRequest) (*WorkerInfo, error)
+	// DestroyContainer tears the worker down; an unknown or gone worker is
+	// success, another owner's is PERMISSION_DENIED.
+	DestroyContainer(context.Context, *DestroyContainerRequest) (*DestroyContainerResponse, error)
+	PauseContainer(context.Context, *PauseContainerRequest) (*PauseContainerResponse, error)
+	ResumeContainer(context.Context, *ResumeContainerRequest) (*ResumeContainerResponse, error)
+	// ListContainers lists the owner's workers; created_at is when the worker
+	// was handed to the owner.
+	ListContainers(context.Context, *ListContainersRequest) (*ListContainersResponse, error)
+	GetContainerMetrics(context.Context, *GetContainerMetricsRequest) (*GetContainerMetricsResponse, error)
+	// InvokeWorker POSTs payload to the worker and returns its answer: the
+	// request is sent at most once (only connection failures before it is
+	// written are retried); a paused worker is FAILED_PRECONDITION; an answer
+	// over 10 MiB is RESOURCE_EXHAUSTED.
+	InvokeWorker(context.Context, *InvokeWorkerRequest) (*InvokeWorkerResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -171,6 +288,27 @@ func (UnimplementedAgentServiceServer) ResumeWorker(context.Context, *ResumeWork
 }
 func (UnimplementedAgentServiceServer) WorkerMetrics(context.Context, *WorkerMetricsRequest) (*WorkerMetricsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WorkerMetrics not implemented")
+}
+func (UnimplementedAgentServiceServer) EnsureContainer(context.Context, *EnsureContainerRequest) (*WorkerInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnsureContainer not implemented")
+}
+func (UnimplementedAgentServiceServer) DestroyContainer(context.Context, *DestroyContainerRequest) (*DestroyContainerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DestroyContainer not implemented")
+}
+func (UnimplementedAgentServiceServer) PauseContainer(context.Context, *PauseContainerRequest) (*PauseContainerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseContainer not implemented")
+}
+func (UnimplementedAgentServiceServer) ResumeContainer(context.Context, *ResumeContainerRequest) (*ResumeContainerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeContainer not implemented")
+}
+func (UnimplementedAgentServiceServer) ListContainers(context.Context, *ListContainersRequest) (*ListContainersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListContainers not implemented")
+}
+func (UnimplementedAgentServiceServer) GetContainerMetrics(context.Context, *GetContainerMetricsRequest) (*GetContainerMetricsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetContainerMetrics not implemented")
+}
+func (UnimplementedAgentServiceServer) InvokeWorker(context.Context, *InvokeWorkerRequest) (*InvokeWorkerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InvokeWorker not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -301,6 +439,132 @@ func _AgentService_WorkerMetrics_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_EnsureContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnsureContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).EnsureContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_EnsureContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).EnsureContainer(ctx, req.(*EnsureContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_DestroyContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DestroyContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).DestroyContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_DestroyContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).DestroyContainer(ctx, req.(*DestroyContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_PauseContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).PauseContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_PauseContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).PauseContainer(ctx, req.(*PauseContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_ResumeContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ResumeContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ResumeContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ResumeContainer(ctx, req.(*ResumeContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_ListContainers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListContainersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ListContainers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ListContainers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ListContainers(ctx, req.(*ListContainersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_GetContainerMetrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetContainerMetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).GetContainerMetrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_GetContainerMetrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).GetContainerMetrics(ctx, req.(*GetContainerMetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_InvokeWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InvokeWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).InvokeWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_InvokeWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).InvokeWorker(ctx, req.(*InvokeWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -331,6 +595,34 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WorkerMetrics",
 			Handler:    _AgentService_WorkerMetrics_Handler,
+		},
+		{
+			MethodName: "EnsureContainer",
+			Handler:    _AgentService_EnsureContainer_Handler,
+		},
+		{
+			MethodName: "DestroyContainer",
+			Handler:    _AgentService_DestroyContainer_Handler,
+		},
+		{
+			MethodName: "PauseContainer",
+			Handler:    _AgentService_PauseContainer_Handler,
+		},
+		{
+			MethodName: "ResumeContainer",
+			Handler:    _AgentService_ResumeContainer_Handler,
+		},
+		{
+			MethodName: "ListContainers",
+			Handler:    _AgentService_ListContainers_Handler,
+		},
+		{
+			MethodName: "GetContainerMetrics",
+			Handler:    _AgentService_GetContainerMetrics_Handler,
+		},
+		{
+			MethodName: "InvokeWorker",
+			Handler:    _AgentService_InvokeWorker_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,7 +1,8 @@
 // Command esb-agent is the esb node daemon: it creates workers through
-// containerd, attaches them to the esb network and serves acquire/release
-// over gRPC. The logic lives in package agent; run with --help for the
-// settings.
+// containerd or Docker (--runtime), attaches them to the esb network, and
+// serves acquire/release and the ESB Gateway's calls over gRPC. The logic
+// lives in package agent, the settings in conf/agentconf; run with --help
+// for them.
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 	clog "github.com/containerd/log"
 
 	"github.com/edge-serverless-box/esbnet/agent"
+	"github.com/edge-serverless-box/esbnet/conf/agentconf"
 	"github.com/edge-serverless-box/esbnet/internal/buildinfo"
 )
 
@@ -24,12 +26,12 @@ func main() {
 		fmt.Println("esb-agent", buildinfo.Version)
 		return
 	}
-	cfg, err := agent.LoadDaemonConfig(os.Args[1:], os.Getenv, os.Stderr)
-	if errors.Is(err, agent.ErrHelp) {
+	cfg, err := agentconf.Load(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, agentconf.ErrHelp) {
 		return
 	}
-	if errors.Is(err, agent.ErrPrintConfig) {
-		if err := agent.WriteConfig(os.Stdout, cfg); err != nil {
+	if errors.Is(err, agentconf.ErrPrintConfig) {
+		if err := agentconf.Write(os.Stdout, cfg); err != nil {
 			fmt.Fprintln(os.Stderr, "esb-agent:", err)
 			os.Exit(1)
 		}

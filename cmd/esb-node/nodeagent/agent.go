@@ -135,10 +135,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	var retry <-chan time.Time
 	for {
 		err := a.SyncFromLister(ctx, lister)
-		switch {
-		case err == nil:
+		if err == nil {
 			backoff, retry = 0, nil
-		default:
+		} else {
 			backoff = min(max(2*backoff, 500*time.Millisecond), a.cfg.Resync)
 			retry = time.After(backoff)
 			a.cfg.Log.Warn("sync failed", "err", err, "retry", backoff)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,6 +198,28 @@ func TestAgentKeepsRoutesWhileAPIServerUnreachable(t *testing.T) {
 		node("n1", "10.88.1.0/24", "192.168.50.1"),
 		node("n2", "10.88.2.0/24", "192.168.50.2"),
 	)
+	// The reactors are installed before the agent runs (the fake's
+	// reaction chain is not safe to change while it is called) and fail
+	// every call once apiDown is set.
+	down := errors.New("connection refused")
+	var apiDown atomic.Bool
+	failed := make(chan struct{}, 16)
+	client.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if !apiDown.Load() {
+			return false, nil, nil
+		}
+		select {
+		case failed <- struct{}{}:
+		default:
+		}
+		return true, nil, down
+	})
+	client.PrependWatchReactor("*", func(k8stesting.Action) (bool, watch.Interface, error) {
+		if !apiDown.Load() {
+			return false, nil, nil
+		}
+		return true, nil, down
+	})
 	routes := &FakeRoutes{}
 	a, _ := newAgent(t, client, routes)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -207,30 +230,31 @@ func TestAgentKeepsRoutesWhileAPIServerUnreachable(t *testing.T) {
 
 	// From now on every call to the API server fails (and the node's
 	// condition is cleared, so each pass has to try to patch it).
-	down := errors.New("connection refused")
-	failed := make(chan struct{}, 16)
-	client.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+	apiDown.Store(true)
+	// Three passes that each fail at the API server. A patch let through
+	// just before the switch may land after the condition was cleared and
+	// set it again, so each wait clears it anew until a pass has failed.
+	fails := 0
+	eventually(t, "three passes failing at the API server", func() bool {
 		select {
-		case failed <- struct{}{}:
+		case <-failed:
+			fails++
 		default:
+			n1 := node("n1", "10.88.1.0/24", "192.168.50.1")
+			if err := client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("nodes"), n1, ""); err != nil {
+				t.Fatal(err)
+			}
 		}
-		return true, nil, down
-	})
-	client.PrependWatchReactor("*", func(k8stesting.Action) (bool, watch.Interface, error) { return true, nil, down })
-	n1 := node("n1", "10.88.1.0/24", "192.168.50.1")
-	if err := client.Tracker().Update(corev1.SchemeGroupVersion.WithResource("nodes"), n1, ""); err != nil {
-		t.Fatal(err)
-	}
-	// Three passes that each fail at the API server.
-	for range 3 {
-		<-failed
 		a.trigger()
-	}
+		return fails >= 3
+	})
 	if got := routes.Dump(); got != "10.88.2.0/24 via 192.168.50.2\n" {
 		t.Fatalf("routes while the API server is away: %q", got)
 	}
 	cancel()
-	<-done
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run after cancel: %v, want context.Canceled", err)
+	}
 }
 
 func networkAvailable(t *testing.T, client *fake.Clientset, name string) bool {

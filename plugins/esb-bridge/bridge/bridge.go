@@ -20,14 +20,7 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
-)
-
-// CNI error codes of esb-bridge beyond the spec's (100 and up are ours;
-// 100-102 are esb-ipam's, passed through).
-const (
-	CodeDrift               = ipam.CodeDrift // CHECK found something that differs
-	CodeSubnetConflict uint = 110            // another interface owns the subnet
-	CodeLinkConflict   uint = 111            // a link of ours is in the way or is not what we expect
+	"github.com/edge-serverless-box/esbnet/plugins/esb-ipam/ipamplugin"
 )
 
 // Plugin serves esb-bridge's CNI verbs. The zero value is ready to use.
@@ -73,7 +66,7 @@ func (p *Plugin) now() time.Time {
 func parse(stdin []byte) (*conf.BridgeNetConf, error) {
 	nc, err := conf.ParseBridgeNetConf(stdin)
 	if err != nil {
-		return nil, ipam.CNIError(err)
+		return nil, ipamplugin.CNIError(err)
 	}
 	return nc, nil
 }
@@ -110,7 +103,7 @@ func (u undoStack) run(cause error, w io.Writer) error {
 
 func asCNIError(err error) *types.Error {
 	var te *types.Error
-	if errors.As(ipam.CNIError(err), &te) {
+	if errors.As(ipamplugin.CNIError(err), &te) {
 		return te
 	}
 	return types.NewError(types.ErrInternal, err.Error(), "")
@@ -161,7 +154,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	hostName := VethName(args.ContainerID, args.IfName)
+	hostName := conf.VethName(args.ContainerID, args.IfName)
 	host, err := addVeth(h, vethSpec{
 		hostName:  hostName,
 		ifName:    args.IfName,
@@ -170,7 +163,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		bridge:    br,
 		target:    target,
 		isolation: nc.Isolation,
-		alias:     vethAlias(args.ContainerID, args.IfName, p.now(), resultAddrs(res)),
+		alias:     conf.VethAlias{ContainerID: args.ContainerID, IfName: args.IfName, Created: p.now(), IPs: resultAddrs(res)}.String(),
 	})
 	if err != nil {
 		return err
@@ -218,12 +211,12 @@ func (p *Plugin) ipamAdd(nc *conf.BridgeNetConf, args *skel.CmdArgs, undo *undoS
 			return guardedAllocations(nc.IPAM, p.now(), nil)
 		})
 		if err != nil {
-			return nil, ipam.CNIError(err)
+			return nil, ipamplugin.CNIError(err)
 		}
 		if !existed {
 			undo.push("release addresses of "+id.String(), func() error { return ipam.Del(nc.IPAM, p.BootID, id) })
 		}
-		return ipam.Result(nc.IPAM, a), nil
+		return ipamplugin.Result(nc.IPAM, a), nil
 	}
 	ctx := context.Background()
 	res, err := p.delegateAdd(ctx, nc.IPAMType, nc.Raw)

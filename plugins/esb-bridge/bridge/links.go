@@ -155,7 +155,7 @@ func checkSubnetFree(h netlinksafe.Handle, bridge string, br netlink.Link, range
 			if name == bridge {
 				break // made by a concurrent first ADD since br was looked up
 			}
-			return nil, types.NewError(CodeSubnetConflict,
+			return nil, types.NewError(conf.CodeSubnetConflict,
 				fmt.Sprintf("subnet %s is already used by %s (%s); remove that network or give esb another subnet", r.Subnet, name, a.IPNet), "")
 		}
 	}
@@ -186,7 +186,7 @@ func ensureBridge(h netlinksafe.Handle, name string, link netlink.Link, gws []ne
 		held = nil
 	}
 	if _, ok := link.(*netlink.Bridge); !ok {
-		return nil, types.NewError(CodeLinkConflict, fmt.Sprintf("%s exists but is a %s, not a bridge", name, link.Type()), "")
+		return nil, types.NewError(conf.CodeLinkConflict, fmt.Sprintf("%s exists but is a %s, not a bridge", name, link.Type()), "")
 	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		if err := h.LinkSetUp(link); err != nil {
@@ -246,9 +246,9 @@ func addVeth(h netlinksafe.Handle, s vethSpec) (netlink.Link, error) {
 	if err := h.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			if _, lerr := h.LinkByName(s.hostName); lerr == nil {
-				return nil, types.NewError(CodeLinkConflict, fmt.Sprintf("veth %s already exists: the attachment is already set up (DEL it first)", s.hostName), "")
+				return nil, types.NewError(conf.CodeLinkConflict, fmt.Sprintf("veth %s already exists: the attachment is already set up (DEL it first)", s.hostName), "")
 			}
-			return nil, types.NewError(CodeLinkConflict, fmt.Sprintf("the container already has an interface named %s", s.ifName), "")
+			return nil, types.NewError(conf.CodeLinkConflict, fmt.Sprintf("the container already has an interface named %s", s.ifName), "")
 		}
 		return nil, types.NewError(types.ErrInternal, "create veth "+s.hostName, err.Error())
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/plugins/esb-ipam/ipamplugin"
 )
 
 // Del detaches the container. It needs neither the namespace nor the veth
@@ -31,7 +32,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	hostName := VethName(args.ContainerID, args.IfName)
+	hostName := conf.VethName(args.ContainerID, args.IfName)
 	var errs []error
 	var host netlink.Link
 	h, err := hostRtnl()
@@ -70,7 +71,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	} else {
 		errs = append(errs, p.delegateVerb(context.Background(), "DEL", nc.IPAMType, nc.Raw))
 	}
-	return ipam.CNIError(errors.Join(errs...))
+	return ipamplugin.CNIError(errors.Join(errs...))
 }
 
 // guardOf returns the guard a host veth's alias records (its addresses,
@@ -79,11 +80,11 @@ func guardOf(port string, host netlink.Link) *nat.Guard {
 	if host == nil {
 		return nil
 	}
-	rec, ok := parseAlias(host.Attrs().Alias)
-	if !ok || len(rec.ips) == 0 {
+	rec, ok := conf.ParseVethAlias(host.Attrs().Alias)
+	if !ok || len(rec.IPs) == 0 {
 		return nil
 	}
-	return knownGuard(port, rec.ips)
+	return knownGuard(port, rec.IPs)
 }
 
 // knownGuard is port's guard for the addresses ips, or nil when none is
@@ -100,7 +101,7 @@ func knownGuard(port string, ips []netip.Addr) *nat.Guard {
 }
 
 func drift(format string, args ...any) error {
-	return types.NewError(CodeDrift, fmt.Sprintf(format, args...), "")
+	return types.NewError(conf.CodeDrift, fmt.Sprintf(format, args...), "")
 }
 
 // Check verifies the attachment against prevResult: the container
@@ -111,7 +112,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	prev, err := ipam.PrevResult(nc.Raw)
+	prev, err := ipamplugin.PrevResult(nc.Raw)
 	if err != nil {
 		return err
 	}
@@ -128,7 +129,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	hostName := VethName(args.ContainerID, args.IfName)
+	hostName := conf.VethName(args.ContainerID, args.IfName)
 	host, err := netlinksafe.LinkByName(hostName)
 	if err != nil {
 		return drift("veth %s of %s/%s is missing", hostName, args.ContainerID, args.IfName)
@@ -159,7 +160,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	}
 	a, err := ipam.Get(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName})
 	if err != nil {
-		return ipam.CNIError(err)
+		return ipamplugin.CNIError(err)
 	}
 	if a == nil {
 		return drift("IPAM holds no address for %s/%s", args.ContainerID, args.IfName)
@@ -293,10 +294,10 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 			return types.NewError(types.ErrInternal, "list anti-spoof guards", err.Error())
 		}
 		if _, err := ipam.Readopt(nc.IPAM, p.BootID, lost); err != nil {
-			return ipam.CNIError(err)
+			return ipamplugin.CNIError(err)
 		}
 		if _, err := ipam.Collect(nc.IPAM, p.BootID, valid, p.now); err != nil {
-			return ipam.CNIError(err)
+			return ipamplugin.CNIError(err)
 		}
 	} else if err := p.delegateVerb(context.Background(), "GC", nc.IPAMType, nc.Raw); err != nil {
 		return err
@@ -324,14 +325,14 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	if nc.IPAM != nil {
 		remaining, err := ipam.List(nc.IPAM, p.BootID)
 		if err != nil {
-			return ipam.CNIError(err)
+			return ipamplugin.CNIError(err)
 		}
 		protected = map[string]bool{}
 		for _, a := range remaining {
-			protected[VethName(a.ID.ContainerID, a.ID.IfName)] = true
+			protected[conf.VethName(a.ID.ContainerID, a.ID.IfName)] = true
 		}
 		for id := range valid {
-			protected[VethName(id.ContainerID, id.IfName)] = true
+			protected[conf.VethName(id.ContainerID, id.IfName)] = true
 		}
 	}
 	brIndex := -1
@@ -345,10 +346,10 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	var errs []error
 	for _, l := range links {
 		name := l.Attrs().Name
-		rec, ok := parseAlias(l.Attrs().Alias)
-		stale := ok && !valid[ipam.AttachmentID{ContainerID: rec.containerID, IfName: rec.ifName}] && rec.created.Before(cutoff)
+		rec, ok := conf.ParseVethAlias(l.Attrs().Alias)
+		stale := ok && !valid[ipam.AttachmentID{ContainerID: rec.ContainerID, IfName: rec.IfName}] && rec.Created.Before(cutoff)
 		// The kill may land before the veth is even on the bridge.
-		unlabelled := !ok && protected != nil && l.Type() == "veth" && isVethName(name) &&
+		unlabelled := !ok && protected != nil && l.Type() == "veth" && conf.IsVethName(name) &&
 			(l.Attrs().MasterIndex == brIndex || l.Attrs().MasterIndex == 0) && !protected[name]
 		if !stale && !unlabelled {
 			present[name] = true
@@ -370,7 +371,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 			errs = append(errs, err)
 		}
 	}
-	return ipam.CNIError(errors.Join(errs...))
+	return ipamplugin.CNIError(errors.Join(errs...))
 }
 
 // guardedAllocations returns the allocations the node's anti-spoof
@@ -437,7 +438,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	}
 	if err := ipam.Ready(nc.IPAM, p.BootID); err != nil {
 		if ipam.IsTryAgain(err) {
-			return ipam.CNIError(err)
+			return ipamplugin.CNIError(err)
 		}
 		return unavailable(err)
 	}

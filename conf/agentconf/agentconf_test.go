@@ -1,4 +1,4 @@
-package agent
+package agentconf
 
 import (
 	"errors"
@@ -12,20 +12,20 @@ import (
 	"time"
 )
 
-func TestLoadDaemonConfigPrecedence(t *testing.T) {
+func TestLoadPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "agent.yaml")
 	if err := os.WriteFile(file, []byte("port: 8081\npool-min-idle: 2\nready-timeout: 3s\nsocket: /tmp/from-file.sock\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"ESB_AGENT_POOL_MIN_IDLE": "4", "ESB_AGENT_SOCKET": "/tmp/from-env.sock"}
-	c, err := LoadDaemonConfig([]string{"--config", file, "--socket", "/tmp/from-flag.sock"}, func(k string) string { return env[k] }, io.Discard)
+	c, err := Load([]string{"--config", file, "--socket", "/tmp/from-flag.sock"}, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Socket != "/tmp/from-flag.sock" || c.PoolMinIdle != 4 || c.Port != 8081 || c.ReadyTimeout != 3*time.Second {
 		t.Errorf("flag > env > file > default broken: %+v", c)
 	}
-	if c.MaxWorkers != DefaultConfig().MaxWorkers || c.Runtime != "containerd" || c.StateFile != DefaultStateFile {
+	if c.MaxWorkers != DefaultMaxWorkers || c.Runtime != "containerd" || c.StateFile != DefaultStateFile {
 		t.Errorf("defaults: %+v", c)
 	}
 	for _, src := range []struct {
@@ -45,14 +45,14 @@ func TestLoadDaemonConfigPrecedence(t *testing.T) {
 			}
 			args = []string{"--config", f}
 		}
-		c, err := LoadDaemonConfig(args, func(k string) string { return src.env[k] }, io.Discard)
+		c, err := Load(args, func(k string) string { return src.env[k] }, io.Discard)
 		if err != nil || c.StateFile != "/tmp/s.db" {
 			t.Errorf("state-file from %+v: %q, %v", src, c.StateFile, err)
 		}
 	}
 }
 
-func TestLoadDaemonConfigErrors(t *testing.T) {
+func TestLoadErrors(t *testing.T) {
 	none := func(string) string { return "" }
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	if err := os.WriteFile(bad, []byte("prot: 1\n"), 0o600); err != nil {
@@ -90,14 +90,14 @@ func TestLoadDaemonConfigErrors(t *testing.T) {
 		if tc.env != nil {
 			get = func(k string) string { return tc.env[k] }
 		}
-		_, err := LoadDaemonConfig(tc.args, get, io.Discard)
+		_, err := Load(tc.args, get, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v %v: %v, want %q", tc.args, tc.env, err, tc.want)
 		}
 	}
 }
 
-func TestLoadDaemonConfigFileErrors(t *testing.T) {
+func TestLoadFileErrors(t *testing.T) {
 	tests := []struct{ yaml, want string }{
 		{"port: [1]\n", "config key port"},
 		{"ready-timeout: forever\n", "config key ready-timeout"},
@@ -112,17 +112,17 @@ func TestLoadDaemonConfigFileErrors(t *testing.T) {
 		if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := LoadDaemonConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+		_, err := Load([]string{"--config", file}, func(string) string { return "" }, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
 		}
 	}
 }
 
-// FuzzLoadDaemonConfig feeds YAML files to the agent's configuration
-// loader: it never panics, and what it accepts passes validate and keeps
+// FuzzLoad feeds YAML files to the agent's configuration
+// loader: it never panics, and what it accepts passes Validate and keeps
 // the TCP listener behind mutual TLS.
-func FuzzLoadDaemonConfig(f *testing.F) {
+func FuzzLoad(f *testing.F) {
 	for _, s := range []string{
 		"port: 8081\npool-min-idle: 2\nready-timeout: 3s\nsocket: /tmp/x.sock\n",
 		"runtime: docker\ndocker-host: unix:///run/esbnet/docker.sock\nmax-workers: 10\n",
@@ -141,11 +141,11 @@ func FuzzLoadDaemonConfig(f *testing.F) {
 		if err := os.WriteFile(file, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		c, err := LoadDaemonConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+		c, err := Load([]string{"--config", file}, func(string) string { return "" }, io.Discard)
 		if err != nil {
 			return
 		}
-		if verr := c.validate(); verr != nil {
+		if verr := c.Validate(); verr != nil {
 			t.Fatalf("accepted a config that does not validate: %v", verr)
 		}
 		if c.TCPListen != "" && (c.TLSCert == "" || c.TLSKey == "" || c.TLSClientCA == "") {
@@ -154,16 +154,16 @@ func FuzzLoadDaemonConfig(f *testing.F) {
 	})
 }
 
-// The file WriteConfig makes holds every DaemonConfig key with a comment and
+// The file Write makes holds every Config key with a comment and
 // its default, and loads back to the same configuration.
-func TestWriteConfigRoundTrip(t *testing.T) {
+func TestWriteRoundTrip(t *testing.T) {
 	none := func(string) string { return "" }
-	def, err := LoadDaemonConfig(nil, none, io.Discard)
+	def, err := Load(nil, none, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
-	if err := WriteConfig(&b, def); err != nil {
+	if err := Write(&b, def); err != nil {
 		t.Fatal(err)
 	}
 	text := b.String()
@@ -184,7 +184,7 @@ func TestWriteConfigRoundTrip(t *testing.T) {
 	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err := LoadDaemonConfig([]string{"--config", file}, none, io.Discard)
+	got, err := Load([]string{"--config", file}, none, io.Discard)
 	if err != nil {
 		t.Fatalf("load the written defaults: %v\n%s", err, text)
 	}
@@ -197,13 +197,13 @@ func TestWriteConfigRoundTrip(t *testing.T) {
 	changed := def
 	changed.Snapshotter, changed.DefaultMemory, changed.NATInterval, changed.Port = "native", 1<<30, 90*time.Second, 9090
 	b.Reset()
-	if err := WriteConfig(&b, changed); err != nil {
+	if err := Write(&b, changed); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err = LoadDaemonConfig([]string{"--config", file, "--print-config"}, none, io.Discard)
+	got, err = Load([]string{"--config", file, "--print-config"}, none, io.Discard)
 	if !errors.Is(err, ErrPrintConfig) {
 		t.Fatalf("--print-config: err %v, want ErrPrintConfig", err)
 	}
@@ -222,7 +222,7 @@ func TestConfigFileLargeNumbersAndEmpty(t *testing.T) {
 		if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		c, err := LoadDaemonConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+		c, err := Load([]string{"--config", file}, func(string) string { return "" }, io.Discard)
 		if err != nil {
 			t.Errorf("%s: %v", name, err)
 		} else if c.DefaultMemory != 268435456 {

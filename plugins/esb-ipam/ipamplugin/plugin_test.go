@@ -1,15 +1,17 @@
-package ipam
+package ipamplugin
 
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/ipam"
 )
 
 // These tests call the verbs in-process; tests/ipamtest runs the binary
@@ -21,11 +23,11 @@ func netconf(version, dir, extra string) []byte {
 
 func cniCode(t *testing.T, err error) uint {
 	t.Helper()
-	var te *types.Error
-	if !errors.As(err, &te) {
+	code, ok := conf.CNICode(err)
+	if !ok {
 		t.Fatalf("want a *types.Error, got %T %v", err, err)
 	}
-	return te.Code
+	return code
 }
 
 func TestPluginVerbs(t *testing.T) {
@@ -90,7 +92,7 @@ func TestPluginCheckComparesPrevResult(t *testing.T) {
 		t.Errorf("CHECK with matching prevResult: %v", err)
 	}
 	err := p.Check(withPrev("10.0.0.5/29"))
-	if code := cniCode(t, err); code != CodeDrift || !strings.Contains(err.Error(), "10.0.0.2") {
+	if code := cniCode(t, err); code != conf.CodeDrift || !strings.Contains(err.Error(), "10.0.0.2") {
 		t.Errorf("CHECK with other prevResult: %v (code %d)", err, code)
 	}
 }
@@ -116,7 +118,7 @@ func TestPluginErrorsCarryCNICodes(t *testing.T) {
 		}
 	}
 	err = p.Add(args("c9", string(netconf("1.1.0", dir, ""))))
-	if cniCode(t, err) != CodeExhausted {
+	if cniCode(t, err) != conf.CodeExhausted {
 		t.Errorf("exhausted ADD: %v", err)
 	}
 	err = p.Status(args("", string(netconf("1.1.0", dir, ""))))
@@ -139,7 +141,7 @@ func TestPluginErrorsCarryCNICodes(t *testing.T) {
 		t.Error("stale attachment survived GC")
 	}
 	// A held lock makes ADD code 11.
-	held, err := OpenBolt(dir, "esbt", BoltOptions{BootID: "boot"})
+	held, err := ipam.OpenBolt(dir, "esbt", ipam.BoltOptions{BootID: "boot"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,9 @@
-package ipam
+// Package ipamplugin serves esb-ipam's CNI verbs over package ipam's
+// allocator: it parses the network configuration, turns allocations into
+// CNI results and package ipam's errors into CNI errors with the codes of
+// conf. esb-bridge, which allocates in-process, uses the same mapping. The
+// plugin's main only wires Plugin to skel.
+package ipamplugin
 
 import (
 	"encoding/json"
@@ -16,13 +21,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/edge-serverless-box/esbnet/conf"
-)
-
-// CNI error codes of esb-ipam beyond the spec's (100 and up are ours).
-const (
-	CodeExhausted uint = 100 // a range has no free address
-	CodeCorrupt   uint = 101 // the store cannot be read
-	CodeDrift     uint = 102 // CHECK found the allocation differs from the previous result
+	"github.com/edge-serverless-box/esbnet/ipam"
 )
 
 // Plugin serves esb-ipam's CNI verbs. The zero value is ready to use.
@@ -68,7 +67,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	a, _, err := Add(nc.IPAM, p.BootID, AttachmentID{args.ContainerID, args.IfName}, p.now)
+	a, _, err := ipam.Add(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}, p.now)
 	if err != nil {
 		return CNIError(err)
 	}
@@ -85,7 +84,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	return CNIError(Del(nc.IPAM, p.BootID, AttachmentID{args.ContainerID, args.IfName}))
+	return CNIError(ipam.Del(nc.IPAM, p.BootID, ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}))
 }
 
 // Check fails when the attachment holds no address or holds other addresses
@@ -95,8 +94,8 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	id := AttachmentID{args.ContainerID, args.IfName}
-	a, err := Get(nc.IPAM, p.BootID, id)
+	id := ipam.AttachmentID{ContainerID: args.ContainerID, IfName: args.IfName}
+	a, err := ipam.Get(nc.IPAM, p.BootID, id)
 	if err != nil {
 		return CNIError(err)
 	}
@@ -115,7 +114,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 			}
 		}
 		if !found {
-			return types.NewError(CodeDrift, fmt.Sprintf("attachment %s holds %s, which prevResult does not list", id, ip), "")
+			return types.NewError(conf.CodeDrift, fmt.Sprintf("attachment %s holds %s, which prevResult does not list", id, ip), "")
 		}
 	}
 	return nil
@@ -128,11 +127,11 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	valid := make(map[AttachmentID]bool, len(nc.ValidAttachments))
+	valid := make(map[ipam.AttachmentID]bool, len(nc.ValidAttachments))
 	for _, v := range nc.ValidAttachments {
-		valid[AttachmentID{v.ContainerID, v.IfName}] = true
+		valid[ipam.AttachmentID{ContainerID: v.ContainerID, IfName: v.IfName}] = true
 	}
-	_, err = Collect(nc.IPAM, p.BootID, valid, p.now)
+	_, err = ipam.Collect(nc.IPAM, p.BootID, valid, p.now)
 	return CNIError(err)
 }
 
@@ -143,11 +142,11 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	err = Ready(nc.IPAM, p.BootID)
+	err = ipam.Ready(nc.IPAM, p.BootID)
 	switch {
 	case err == nil:
 		return nil
-	case IsTryAgain(err):
+	case ipam.IsTryAgain(err):
 		return CNIError(err)
 	default:
 		return types.NewError(types.ErrPluginNotAvailable, "esb-ipam cannot allocate", err.Error())
@@ -176,7 +175,7 @@ func PrevResult(raw []byte) (*current.Result, error) {
 }
 
 // Result renders an allocation as a CNI result for cfg.
-func Result(cfg *conf.IPAM, a *Allocation) *current.Result {
+func Result(cfg *conf.IPAM, a *ipam.Allocation) *current.Result {
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
 	for _, p := range a.IPs {
 		ipc := &current.IPConfig{Address: ipNet(p)}
@@ -201,7 +200,7 @@ func ipNet(p netip.Prefix) net.IPNet {
 	return net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-// CNIError maps an error of this package or of conf to a CNI error with
+// CNIError maps an error of package ipam or of conf to a CNI error with
 // the spec's code; nil stays nil and a *types.Error passes through.
 func CNIError(err error) error {
 	var te *types.Error
@@ -214,12 +213,12 @@ func CNIError(err error) error {
 		return types.NewError(types.ErrDecodingFailure, err.Error(), "")
 	case conf.IsFieldError(err):
 		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
-	case IsTryAgain(err):
+	case ipam.IsTryAgain(err):
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
-	case IsExhausted(err):
-		return types.NewError(CodeExhausted, err.Error(), "")
-	case errors.Is(err, ErrCorrupt):
-		return types.NewError(CodeCorrupt, err.Error(), "")
+	case ipam.IsExhausted(err):
+		return types.NewError(conf.CodeExhausted, err.Error(), "")
+	case errors.Is(err, ipam.ErrCorrupt):
+		return types.NewError(conf.CodeCorrupt, err.Error(), "")
 	default:
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}

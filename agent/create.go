@@ -1,0 +1,236 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/shim"
+)
+
+// create makes a new worker and registers it, returning a copy. owner ""
+// makes an idle pooled worker.
+func (a *Agent) create(ctx context.Context, r AcquireRequest, key, owner string) (*Worker, error) {
+	w := &Worker{ID: newID(), Function: r.Function, Owner: owner, Image: r.Image, Port: a.cfg.Port,
+		State: StateIdle, Created: time.Now(), poolKey: key, request: r.RequestID, spec: r}
+	if owner != "" {
+		w.State = StateBusy
+	}
+	// The worker holds a place against MaxWorkers while it is made.
+	if !a.table.reserve(w, a.cfg.MaxWorkers) {
+		return nil, errf(Exhausted, nil, "the agent runs its maximum of %d workers", a.cfg.MaxWorkers)
+	}
+
+	select {
+	case a.sem <- struct{}{}:
+	case <-ctx.Done():
+		a.forget(w.ID)
+		return nil, errf(NotReady, ctx.Err(), "wait for a free creation slot")
+	}
+	err := a.start(ctx, w, r)
+	<-a.sem
+	if err != nil {
+		a.forget(w.ID)
+		// A step that failed oddly while the runtime went away (a container
+		// that exited as dockerd shut down) is the runtime's unavailability.
+		if CodeOf(err) == Internal {
+			if perr := a.runtimeGoing(context.WithoutCancel(ctx)); perr != nil {
+				return nil, a.runtimeErr(errors.Join(perr, err), "create worker: the runtime does not answer")
+			}
+		}
+		return nil, err
+	}
+	if err := a.recs.Put(w.ID, Record{Owner: owner, Request: r.RequestID, PoolKey: key}); err != nil {
+		a.log.Warn("record worker (its labels still name its owner)", "worker", w.ID, "err", err)
+	}
+	c := a.table.settle(w, time.Now())
+	a.setStates()
+	a.log.Info("worker ready", "worker", c.ID, "function", c.Function, "ip", c.IP, "owner", owner, "took", time.Since(c.Created))
+	return &c, nil
+}
+
+// runtimeGoingWindow is how long runtimeGoing watches the runtime after a
+// creation failed oddly.
+const runtimeGoingWindow = 2 * time.Second
+
+// runtimeGoing reports the runtime's unavailability seen within
+// runtimeGoingWindow of an odd failure: a daemon that shuts down stops its
+// containers first (a worker just started exits) and closes its API only
+// after, so a single ping right after the failure may still succeed.
+func (a *Agent) runtimeGoing(ctx context.Context) error {
+	deadline := time.Now().Add(runtimeGoingWindow)
+	for {
+		if err := a.rt.Ping(ctx); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// forget drops a worker from the table and its record.
+func (a *Agent) forget(id string) {
+	a.table.forget(id)
+	if err := a.recs.Delete(id); err != nil {
+		a.log.Warn("forget worker record", "worker", id, "err", err)
+	}
+}
+
+// start runs the lifecycle of a new worker; on any failure it undoes what
+// it did, in reverse order, so nothing is left behind.
+func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err error) {
+	if err := a.journal.begin(w.ID); err != nil {
+		return errf(Internal, err, "create worker")
+	}
+	c := &creation{a: a, w: w, r: r, att: shim.Attachment{ContainerID: w.ID}}
+	defer func() { c.finish(err) }()
+	if err := a.ensureImage(ctx, r.Image); err != nil {
+		return a.pullErr(err, r.Image)
+	}
+	if !a.rt.OwnsNetNS() {
+		if err := c.pin(); err != nil {
+			return err
+		}
+		if err := c.attach(ctx); err != nil {
+			return err
+		}
+	}
+	if err := c.run(ctx); err != nil {
+		return err
+	}
+	if a.rt.OwnsNetNS() {
+		if err := c.attach(ctx); err != nil {
+			return err
+		}
+	}
+	ip, err := ipv4Of(c.res)
+	if err != nil {
+		return err
+	}
+	a.table.setAddress(w, ip, c.att.NetNS)
+	return a.waitReady(ctx, w)
+}
+
+// creation is one worker being made: the steps it took so far, undone in
+// reverse order when a later one fails.
+type creation struct {
+	a    *Agent
+	w    *Worker
+	r    AcquireRequest
+	att  shim.Attachment
+	res  *current.Result
+	undo []func() error
+}
+
+// cleanup registers the undo of a step; it runs with a fresh context,
+// since the caller's may be what failed.
+func (c *creation) cleanup(what string, fn func(context.Context) error) {
+	c.undo = append(c.undo, func() error {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := fn(cctx)
+		if err != nil {
+			c.a.log.Error("rollback of a failed acquire", "worker", c.w.ID, "step", what, "err", err)
+		}
+		return err
+	})
+}
+
+// finish ends the journal entry of a creation that succeeded, or undoes a
+// failed one; what could not be undone stays journalled: the sweep
+// finishes it.
+func (c *creation) finish(err error) {
+	failed := false
+	if err != nil {
+		for i := len(c.undo) - 1; i >= 0; i-- {
+			failed = c.undo[i]() != nil || failed
+		}
+	}
+	if !failed {
+		if jerr := c.a.journal.end(c.w.ID); jerr != nil {
+			c.a.log.Warn("journal", "err", jerr)
+		}
+	}
+}
+
+// pin makes the worker's namespace, where the agent pins it (containerd).
+func (c *creation) pin() error {
+	path, err := c.a.nses.Create(c.w.ID)
+	if err != nil {
+		return errf(Internal, err, "create network namespace")
+	}
+	c.cleanup("remove netns", func(context.Context) error { return c.a.nses.Remove(c.w.ID) })
+	c.att.NetNS = path
+	return nil
+}
+
+// attach runs the network's ADD for the worker's namespace.
+func (c *creation) attach(ctx context.Context) error {
+	res, err := c.a.net.Attach(ctx, c.att)
+	if err != nil {
+		return c.a.cniErr(err)
+	}
+	c.res = res
+	c.cleanup("detach network", func(ctx context.Context) error { return c.a.detach(ctx, c.att) })
+	return nil
+}
+
+// run creates and starts the worker's container; where the runtime owns
+// the namespace (Docker), it is the one the start made.
+func (c *creation) run(ctx context.Context) error {
+	spec, err := c.spec()
+	if err != nil {
+		return err
+	}
+	rt, id := c.a.rt, c.w.ID
+	if err := rt.Create(ctx, spec); err != nil {
+		return c.a.runtimeErr(err, "create container")
+	}
+	c.cleanup("delete container", func(ctx context.Context) error { return rt.Delete(ctx, id) })
+	netns, err := rt.Start(ctx, id)
+	if err != nil {
+		return c.a.runtimeErr(err, "start worker")
+	}
+	c.cleanup("stop worker", func(ctx context.Context) error { return rt.Stop(ctx, id, 0) })
+	if rt.OwnsNetNS() {
+		c.att.NetNS = netns
+	}
+	return nil
+}
+
+// spec is the container of the worker: its labels, its environment (the
+// caller's, with the keys the agent sets), its limits and its log.
+func (c *creation) spec() (shim.WorkerSpec, error) {
+	w, r, cfg := c.w, c.r, c.a.cfg
+	memory := r.MemoryBytes
+	if memory == 0 {
+		memory = cfg.DefaultMemoryBytes
+	}
+	labels := map[string]string{
+		conf.LabelWorker: "1", conf.LabelFunction: r.Function, conf.LabelOwner: w.Owner,
+		conf.LabelPoolKey: w.poolKey, conf.LabelPort: strconv.Itoa(w.Port), conf.LabelRequest: r.RequestID,
+	}
+	env := map[string]string{}
+	for k, v := range r.Env {
+		env[k] = v
+	}
+	env["ESB_FUNCTION"], env["ESB_WORKER_ID"], env["PORT"] = r.Function, w.ID, strconv.Itoa(w.Port)
+	if err := os.MkdirAll(cfg.LogDir, 0o750); err != nil {
+		return shim.WorkerSpec{}, errf(Internal, err, "create worker log dir")
+	}
+	return shim.WorkerSpec{ID: w.ID, Image: r.Image, Env: env, Labels: labels, MemoryBytes: memory,
+		CPUMillis: r.CPUMillis, NetNS: c.att.NetNS, LogPath: filepath.Join(cfg.LogDir, w.ID+".log"),
+		ReadOnlyRootfs: cfg.ReadOnlyRootfs, ResolvConf: cfg.ResolvConf}, nil
+}

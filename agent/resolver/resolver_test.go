@@ -1,0 +1,141 @@
+package resolver
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/miekg/dns"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+)
+
+var gateway = netip.MustParseAddr("10.88.0.1")
+
+// start runs a resolver on loopback that treats 127.0.0.0/8 as the worker
+// subnet.
+func start(t *testing.T, subnet string, upstream netip.AddrPort) *Server {
+	t.Helper()
+	svcs, err := conf.ParseServices("services", "s3-storage=9000,database=8000,victorialogs=9428")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(Config{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Gateway: gateway,
+		Subnet: netip.MustParsePrefix(subnet), Services: svcs, Upstream: upstream})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+func query(t *testing.T, s netip.AddrPort, proto, name string, qtype uint16) *dns.Msg {
+	t.Helper()
+	c := &dns.Client{Net: proto}
+	r, _, err := c.Exchange(new(dns.Msg).SetQuestion(dns.Fqdn(name), qtype), s.String())
+	if err != nil {
+		t.Fatalf("%s %s %s: %v", proto, name, dns.TypeToString[qtype], err)
+	}
+	return r
+}
+
+func answerA(r *dns.Msg) string {
+	if len(r.Answer) != 1 {
+		return ""
+	}
+	if a, ok := r.Answer[0].(*dns.A); ok {
+		return a.A.String()
+	}
+	return ""
+}
+
+func TestProxyOnly(t *testing.T) {
+	s := start(t, "127.0.0.0/8", netip.AddrPort{})
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, tc := range []struct {
+			name  string
+			qtype uint16
+			rcode int
+			a     string
+			n     int
+		}{
+			{"s3-storage", dns.TypeA, dns.RcodeSuccess, "10.88.0.1", 1},
+			{"Database.", dns.TypeA, dns.RcodeSuccess, "10.88.0.1", 1},
+			{"victorialogs", dns.TypeAAAA, dns.RcodeSuccess, "", 0},
+			{"victorialogs", dns.TypeTXT, dns.RcodeSuccess, "", 0},
+			{"x.s3-storage", dns.TypeA, dns.RcodeNameError, "", 0},
+			{"a.b.database", dns.TypeAAAA, dns.RcodeNameError, "", 0},
+			{"example.com", dns.TypeA, dns.RcodeNameError, "", 0},
+			{"localhost", dns.TypeA, dns.RcodeNameError, "", 0},
+			{"1.0.88.10.in-addr.arpa", dns.TypePTR, dns.RcodeNameError, "", 0},
+		} {
+			r := query(t, s.Addr(), proto, tc.name, tc.qtype)
+			if r.Rcode != tc.rcode || len(r.Answer) != tc.n || answerA(r) != tc.a {
+				t.Errorf("%s %s %s: rcode %s, %d answers (%v), want %s, %d (%q)", proto, tc.name, dns.TypeToString[tc.qtype],
+					dns.RcodeToString[r.Rcode], len(r.Answer), r.Answer, dns.RcodeToString[tc.rcode], tc.n, tc.a)
+			}
+		}
+	}
+}
+
+func TestOnlyTheSubnet(t *testing.T) {
+	s := start(t, "10.88.0.0/16", netip.AddrPort{})
+	for _, proto := range []string{"udp", "tcp"} {
+		if r := query(t, s.Addr(), proto, "s3-storage", dns.TypeA); r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
+			t.Errorf("%s from 127.0.0.1: rcode %s, answers %v; want REFUSED, none", proto, dns.RcodeToString[r.Rcode], r.Answer)
+		}
+	}
+}
+
+func TestOpenForwardsToUpstream(t *testing.T) {
+	up := startUpstream(t)
+	s := start(t, "127.0.0.0/8", up)
+	for _, proto := range []string{"udp", "tcp"} {
+		r := query(t, s.Addr(), proto, "example.com", dns.TypeA)
+		if r.Rcode != dns.RcodeSuccess || answerA(r) != "192.0.2.80" {
+			t.Errorf("%s example.com via upstream: rcode %s, answers %v", proto, dns.RcodeToString[r.Rcode], r.Answer)
+		}
+		if r := query(t, s.Addr(), proto, "s3-storage", dns.TypeA); answerA(r) != "10.88.0.1" {
+			t.Errorf("%s s3-storage with an upstream: %v, want the gateway", proto, r.Answer)
+		}
+		if r := query(t, s.Addr(), proto, "www.s3-storage", dns.TypeA); r.Rcode != dns.RcodeNameError {
+			t.Errorf("%s www.s3-storage with an upstream: rcode %s, want NXDOMAIN (not forwarded)", proto, dns.RcodeToString[r.Rcode])
+		}
+	}
+}
+
+func TestUpstreamDownIsServFail(t *testing.T) {
+	// A bound UDP socket that never answers: the forward times out.
+	up := startUpstream(t)
+	mute := netip.AddrPortFrom(up.Addr(), up.Port()+1)
+	s := start(t, "127.0.0.0/8", mute)
+	if r := query(t, s.Addr(), "tcp", "example.com", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("dead upstream: rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	}
+}
+
+// startUpstream serves example.com. A 192.0.2.80 on loopback, over UDP and
+// TCP on one port.
+func startUpstream(t *testing.T) netip.AddrPort {
+	t.Helper()
+	s, err := Start(Config{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Gateway: netip.MustParseAddr("192.0.2.80"),
+		Subnet: netip.MustParsePrefix("127.0.0.0/8"), Services: conf.Services{{Name: "example.com", Port: 80}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s.Addr()
+}
+
+func TestCloseIsIdempotent(t *testing.T) {
+	s := start(t, "127.0.0.0/8", netip.AddrPort{})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,140 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/edge-serverless-box/esbnet/shim"
+)
+
+// SweepReport says what one sweep cleaned.
+type SweepReport struct {
+	Removed     int // worker containers the agent did not know, torn down
+	Interrupted int // journalled creations of no live worker, torn down
+}
+
+// Sweep finishes what failed cleanups left: worker containers the agent
+// does not know (a rollback or release that could not reach the runtime),
+// creations in the journal with no live worker (an agent killed mid-way),
+// and, through a CNI GC with every known worker as valid, any address,
+// veth or anti-spoof element of no worker (a plugin killed during DEL, an
+// ADD that finished after its agent died). It returns Unavailable, and
+// changes nothing, while the runtime does not answer.
+func (a *Agent) Sweep(ctx context.Context) (SweepReport, error) {
+	var rep SweepReport
+	if err := a.rt.Ping(ctx); err != nil {
+		return rep, a.runtimeErr(err, "sweep")
+	}
+	infos, err := a.rt.List(ctx)
+	if err != nil {
+		return rep, a.runtimeErr(err, "sweep: list worker containers")
+	}
+	journalled, jerr := a.journal.list()
+	// Known workers are read after the listing: a worker is registered
+	// before its container is made and forgotten after it is removed, so
+	// every container listed above of a worker being made or released is
+	// in this set.
+	known := a.table.known()
+	errs := []error{jerr}
+	done, err := a.sweepUnknown(ctx, infos, known)
+	rep.Removed = len(done)
+	errs = append(errs, err)
+	var undo []string
+	for _, id := range journalled {
+		if !known[id] && !done[id] {
+			undo = append(undo, id)
+		}
+	}
+	rep.Interrupted = len(undo)
+	errs = append(errs, a.undoCreations(ctx, undo))
+	if err := a.net.GC(ctx, a.table.attachments()); err != nil {
+		errs = append(errs, err)
+	}
+	if rep.Removed > 0 || rep.Interrupted > 0 {
+		a.log.Info("swept", "removed", rep.Removed, "interrupted", rep.Interrupted)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return rep, errf(Internal, err, "sweep")
+	}
+	return rep, nil
+}
+
+// sweepUnknown tears down the listed worker containers the agent does not
+// know and ends their journal entries; it returns the IDs it tried.
+func (a *Agent) sweepUnknown(ctx context.Context, infos []shim.WorkerInfo, known map[string]bool) (map[string]bool, error) {
+	var errs []error
+	done := map[string]bool{}
+	for _, info := range infos {
+		if known[info.ID] {
+			continue
+		}
+		a.log.Warn("sweep: tearing down a worker container the agent does not know", "worker", info.ID)
+		done[info.ID] = true
+		netns := info.NetNS
+		if !a.rt.OwnsNetNS() {
+			netns = a.nses.Path(info.ID)
+		}
+		if err := a.teardown(ctx, info.ID, netns, 0); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, a.journal.end(info.ID))
+	}
+	return done, errors.Join(errs...)
+}
+
+// undoCreation removes whatever an interrupted creation of id made (its
+// process is killed: no client ever had it) and then its journal entry.
+func (a *Agent) undoCreation(ctx context.Context, id string) error {
+	netns := ""
+	if !a.rt.OwnsNetNS() {
+		netns = a.nses.Path(id)
+	}
+	if err := a.teardown(ctx, id, netns, 0); err != nil {
+		return err
+	}
+	return a.journal.end(id)
+}
+
+// undoCreations undoes ids, MaxParallel at a time.
+func (a *Agent) undoCreations(ctx context.Context, ids []string) error {
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, a.cfg.MaxParallel)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		if !a.table.startUndo(id) { // the reconcile's or a sweep's undo has it
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = a.undoCreation(ctx, id)
+			a.table.endUndo(id)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Maintain sweeps every interval until ctx ends (interval <= 0: never).
+func (a *Agent) Maintain(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, interval+pullFactor*a.cfg.RuntimeTimeout)
+		if _, err := a.Sweep(sctx); err != nil {
+			a.log.Warn("sweep", "err", err)
+		}
+		cancel()
+	}
+}

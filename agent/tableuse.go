@@ -1,0 +1,35 @@
+package agent
+
+import "time"
+
+// The table's reads and writes for the Gateway's contract and the pull
+// policy: the same lock and invariants as table.go.
+
+// snapshot returns a copy of w taken under the lock.
+func (t *workerTable) snapshot(w *Worker) Worker {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return *w
+}
+
+// idleOfImage returns the settled idle workers that run image ref.
+func (t *workerTable) idleOfImage(ref string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var ids []string
+	for id, w := range t.workers {
+		if w.Image == ref && w.State == StateIdle && !w.creating {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// touch records a use of worker id (last_used_at) at now.
+func (t *workerTable) touch(id string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if w, ok := t.workers[id]; ok {
+		w.LastUsed = now
+	}
+}

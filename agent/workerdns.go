@@ -1,0 +1,88 @@
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/edge-serverless-box/esbnet/agent/resolver"
+	"github.com/edge-serverless-box/esbnet/conf"
+)
+
+// workerDNS is the running resolver and the resolv.conf workers get.
+type workerDNS struct {
+	srv        *resolver.Server
+	resolvConf string
+}
+
+// startWorkerDNS starts the workers' resolver on the gateway, writes the
+// workers' resolv.conf beside the state file and returns the NAT rules
+// with the udp+tcp 53 forwards to the resolver added. With dns-port 0 it
+// returns rules unchanged and no resolver.
+func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, log *slog.Logger) (*workerDNS, *conf.NATRules, error) {
+	if c.DNSPort == 0 {
+		return nil, rules, nil
+	}
+	svcs, err := c.CheckServices(rules)
+	if err != nil {
+		return nil, nil, err
+	}
+	listen := netip.AddrPortFrom(rules.Gateway, uint16(c.DNSPort))
+	withDNS, err := rules.WithResolver(listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", c.NATRules, err)
+	}
+	var upstream netip.AddrPort
+	if c.DNSUpstream != "" {
+		upstream = netip.MustParseAddrPort(c.DNSUpstream) // validated
+	}
+	dir := journalDir(c.StateFile)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("make state directory: %w", err)
+	}
+	path := filepath.Join(dir, "resolv.conf")
+	if err := writeFileAtomic(path, []byte(conf.ResolvConf(rules.Gateway)), 0o644); err != nil {
+		return nil, nil, fmt.Errorf("write workers' resolv.conf: %w", err)
+	}
+	srv, err := resolver.Start(resolver.Config{Listen: listen, Gateway: rules.Gateway, Subnet: rules.Subnet,
+		Services: svcs, Upstream: upstream, Log: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("start the workers' resolver: %w", err)
+	}
+	log.Info("workers' resolver serving", "listen", listen.String(), "services", svcs.String(),
+		"egress", rules.Egress, "upstream", c.DNSUpstream)
+	return &workerDNS{srv: srv, resolvConf: path}, withDNS, nil
+}
+
+// writeFileAtomic replaces path with data in one rename, so a worker
+// being created never bind-mounts half a file.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".resolv-*")
+	if err != nil {
+		return err
+	}
+	_, werr := tmp.Write(data)
+	cerr := tmp.Close()
+	if werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Chmod(tmp.Name(), mode)
+	}
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), path)
+	}
+	if werr != nil {
+		_ = os.Remove(tmp.Name())
+	}
+	return werr
+}
+
+func (w *workerDNS) resolvConfPath() string {
+	if w == nil {
+		return ""
+	}
+	return w.resolvConf
+}
