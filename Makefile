@@ -16,7 +16,7 @@ UNIT_DIR    ?= /etc/systemd/system
 INSTALL_BUILD ?= build
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 
-.PHONY: help kube-tools build install uninstall deps stack-up stack-down stack-status worker-image function-image test test-unit test-privileged bench reliability fuzz lint proto demo clean
+.PHONY: help kube-tools k8s-up k8s-down k8s-status test-k8s build install uninstall deps stack-up stack-down stack-status worker-image function-image test test-unit test-privileged bench reliability fuzz lint proto demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -63,15 +63,29 @@ test-privileged: deps stack-up ## the namespace, client, stack and end-to-end su
 bench: deps stack-up ## benchmarks side by side with the reference plugins, with a printed table (root)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 95m ./ipam/... ./tests/bench/... ./tests/benchbridge/... ./tests/benchnat/... ./tests/benchagent/... $(BENCH_MORE)
 
-reliability: deps stack-up ## the load, soak and fault tests at full size, both runtimes: 2,000 acquire/invoke/release cycles from 16 clients (ESB_LOAD_CYCLES, ESB_LOAD_CLIENTS), a 10-minute soak (ESB_SOAK_DURATION) and the fault tests; make test runs them scaled down (root)
+reliability: deps stack-up ## the load, soak and fault tests at full size, both runtimes: 2,000 acquire/invoke/release cycles from 16 clients (ESB_LOAD_CYCLES, ESB_LOAD_CLIENTS), a 10-minute soak (ESB_SOAK_DURATION) and the fault tests; then make test-k8s; make test runs the first ones scaled down (root)
 	ESB_REQUIRE_PRIVILEGED=1 ESB_LOAD_CYCLES=$${ESB_LOAD_CYCLES:-2000} ESB_SOAK_DURATION=$${ESB_SOAK_DURATION:-10m} ESB_SOAK_INTERVAL=$${ESB_SOAK_INTERVAL:-20s} \
 		$(GO) test -p 1 -count=1 -timeout 240m -v -run '^(TestLoadAcquireRelease|TestSoak|TestFault.*)$$' ./tests/e2e/
+	$(MAKE) test-k8s
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 2m), one at a time; a failing input becomes a seed under testdata/fuzz
 	FUZZTIME=$(or $(FUZZTIME),2m) scripts/fuzz.sh
 
 kube-tools: ## build Kubernetes v1.37.2 and etcd v3.7.0 (tools/k8s, its own module) once per machine into /opt/esbnet-tools/k8s-v1.37.2/bin (ESB_K8S_TOOLS_DIR); about 30 min cold on 2 cores
 	scripts/k8s-tools.sh
+
+k8s-up: kube-tools ## start the two-node Kubernetes cluster on esb-bridge in network namespaces (scripts/k8s.sh; root, the stack's registry)
+	scripts/k8s.sh up
+
+k8s-down: ## stop the cluster, restore the sysctls the kubelet changed, remove its namespaces, mounts and cgroups
+	scripts/k8s.sh down
+
+k8s-status: ## show the cluster's processes, nodes and pods
+	scripts/k8s.sh status
+
+test-k8s: kube-tools stack-up ## the cluster tests (tests/k8stest, build tag k8s) and the e2e.test networking subset on a fresh cluster, then down; not part of make test (root)
+	scripts/k8s.sh up
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -tags k8s -p 1 -count=1 -v -timeout 60m ./tests/k8stest/; rc=$$?; scripts/k8s.sh down; exit $$rc
 
 lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
