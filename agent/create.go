@@ -116,7 +116,7 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 	}
 	if a.rt.OwnsNetNS() {
 		if err := c.attach(ctx); err != nil {
-			return err
+			return c.attachAfterStartErr(err)
 		}
 	}
 	ip, err := ipv4Of(c.res)
@@ -220,6 +220,30 @@ func (c *creation) run(ctx context.Context) error {
 		c.att.NetNS = netns
 	}
 	return nil
+}
+
+// exitReportWait bounds how long a failed attach after the start waits
+// for the report of the worker's exit, which follows the exit closely.
+const exitReportWait = 2 * time.Second
+
+// attachAfterStartErr classifies a failed attach to a namespace the
+// runtime made (Docker): a worker whose process already ended takes its
+// namespace with it, so the network fails; that is the worker's exit
+// (Exited, or Unavailable when the runtime stopped it), not an internal
+// error. An exhausted network is what it says, at once.
+func (c *creation) attachAfterStartErr(err error) error {
+	var ae *Error
+	if errors.As(err, &ae) && ae.Code == Exhausted {
+		return err
+	}
+	t := time.NewTimer(exitReportWait)
+	defer t.Stop()
+	select {
+	case ex := <-c.exited:
+		return notReady(c.w, "its port", ex)
+	case <-t.C:
+		return err
+	}
 }
 
 // spec is the container of the worker: its labels, its environment (the

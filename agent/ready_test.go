@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	cnitypes "github.com/containernetworking/cni/pkg/types"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -87,5 +89,39 @@ func TestReadinessWatchEnds(t *testing.T) {
 	// fake reports it from its own goroutine: a hang here is the bug).
 	if id := <-r.rt.WaitsEnded(); id != w.ID {
 		t.Errorf("the watch that ended is %s's, want %s's", id, w.ID)
+	}
+}
+
+// TestAttachFailsOnAnExitedWorker: where the runtime makes the namespace
+// (Docker), a worker that exits at once takes its namespace with it and the
+// attach after the start fails; that is the worker's exit, FailedPrecondition
+// with its status, not an internal error. An exhausted network stays
+// ResourceExhausted.
+func TestAttachFailsOnAnExitedWorker(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		attachErr error
+		code      Code
+		want      string
+	}{
+		{"namespace gone", errors.New(`CNI_NETNS "/proc/1/ns/net" is not a network namespace`), Exited, "exited with status 3 before its port opened"},
+		{"network exhausted", &cnitypes.Error{Code: 100, Msg: "no address left"}, Exhausted, "no address left"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rt := shimfake.New(shimfake.Options{OwnsNetNS: true, ManualEvents: true})
+			nw, nses := newFakeNetwork(), newFakeNetNSes()
+			nw.attachErr = c.attachErr
+			rt.SetExit(&shim.Exit{Code: 3, Log: "esb-worker: exit 3 as asked"})
+			a := New(Options{Runtime: rt, Network: nw, NetNSes: nses,
+				Config: Config{LogDir: t.TempDir(), ReadyTimeout: time.Hour}})
+			t.Cleanup(a.Wait)
+			_, err := a.Acquire(context.Background(), req("o1"))
+			if CodeOf(err) != c.code || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("acquire: %v (class %d), want class %d saying %q", err, CodeOf(err), c.code, c.want)
+			}
+			if ws := a.List(""); len(ws) != 0 {
+				t.Errorf("workers after the failed acquire: %v", ws)
+			}
+		})
 	}
 }
