@@ -206,10 +206,14 @@ func (c *creation) run(ctx context.Context) error {
 	// Events of the worker are replayed from here (Docker): its exit is
 	// seen even when it comes before the watch is in place.
 	since := time.Now()
+	// The delete is registered before the create: a create cut off half-way
+	// (the runtime stopping) can leave a snapshot or a container behind,
+	// and Delete removes those too. Where it cannot (the runtime is still
+	// away), the journal entry stays and the sweep finishes it.
+	c.cleanup("delete container", func(ctx context.Context) error { return rt.Delete(ctx, id) })
 	if err := rt.Create(ctx, spec); err != nil {
 		return c.a.runtimeErr(err, "create container")
 	}
-	c.cleanup("delete container", func(ctx context.Context) error { return rt.Delete(ctx, id) })
 	netns, err := rt.Start(ctx, id)
 	if err != nil {
 		return c.a.runtimeErr(err, "start worker")

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -82,6 +83,51 @@ func TestSweepRetriesLeftoversOfCutOffCreation(t *testing.T) {
 		t.Errorf("after the second sweep: journal %d entries, leftovers %d", journal(), r.rt.Leftovers("cut"))
 	}
 	r.assertEmpty(t)
+}
+
+// TestCutOffCreateLeavesNothing: a Create that fails after the runtime
+// made the container's snapshot (containerd stopping between the two) is
+// undone like any later step; when the runtime is gone by then, the
+// creation stays journalled and the sweep removes the snapshot once the
+// runtime is back.
+func TestCutOffCreateLeavesNothing(t *testing.T) {
+	t.Run("runtime up", func(t *testing.T) {
+		r := newRig(t, Config{})
+		r.rt.CutCreate(fmt.Errorf("create container: %w", shim.ErrUnavailable), false)
+		if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Unavailable {
+			t.Fatalf("Acquire = %v, want Unavailable", err)
+		}
+		if s := r.rt.Snapshots(); len(s) != 0 {
+			t.Errorf("snapshots left by the cut-off create: %v", s)
+		}
+		r.assertEmpty(t)
+	})
+	t.Run("runtime gone", func(t *testing.T) {
+		state := t.TempDir()
+		r := newRig(t, Config{StateDir: state})
+		// The runtime goes away as Create fails: the undo's Delete cannot
+		// reach it.
+		r.rt.CutCreate(fmt.Errorf("create container: %w", shim.ErrUnavailable), true)
+		if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Unavailable {
+			t.Fatalf("Acquire = %v, want Unavailable", err)
+		}
+		if s := r.rt.Snapshots(); len(s) != 1 {
+			t.Fatalf("snapshots after the cut-off create = %v, want the one it made", s)
+		}
+		journal := func() int { ents, _ := os.ReadDir(filepath.Join(state, "creating")); return len(ents) }
+		if journal() != 1 {
+			t.Fatalf("the journal forgot a creation whose snapshot is still there")
+		}
+		r.rt.SetDown(false)
+		rep, err := r.a.Sweep(context.Background())
+		if err != nil || rep.Interrupted != 1 {
+			t.Fatalf("Sweep = %+v, %v; want the interrupted creation finished", rep, err)
+		}
+		if s := r.rt.Snapshots(); len(s) != 0 || journal() != 0 {
+			t.Errorf("after the sweep: snapshots %v, journal %d entries", s, journal())
+		}
+		r.assertEmpty(t)
+	})
 }
 
 // TestReconcileUndoesJournalledCreations: a creation the journal holds

@@ -41,7 +41,10 @@ type Runtime struct {
 	specs      map[string]shim.WorkerSpec // as created
 	calls      []string
 	failCreate error
-	leftovers  map[string]int   // Deletes that fail on a leftover cgroup
+	cutCreate  bool            // a failing Create leaves a snapshot behind
+	cutDown    bool            // and the runtime is down after it
+	snapshots  map[string]bool // snapshots of creations cut off half-way
+	leftovers  map[string]int  // Deletes that fail on a leftover cgroup
 	imageErrs  map[string]error // what EnsureImage of a ref answers
 	failPull   error
 	digest     string          // what PullImage resolves to
@@ -63,7 +66,7 @@ var (
 // New returns an empty fake runtime.
 func New(o Options) *Runtime {
 	return &Runtime{opts: o, containers: map[string]*shim.WorkerInfo{}, specs: map[string]shim.WorkerSpec{},
-		leftovers: map[string]int{}, imageErrs: map[string]error{}, hand: make(chan shim.Event), streams: map[*stream]struct{}{},
+		leftovers: map[string]int{}, snapshots: map[string]bool{}, imageErrs: map[string]error{}, hand: make(chan shim.Event), streams: map[*stream]struct{}{},
 		waitEnded: make(chan string, 64)}
 }
 
@@ -114,6 +117,23 @@ func (f *Runtime) FailCreate(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failCreate = err
+}
+
+// CutCreate makes Create fail with err after it made the container's
+// snapshot, as containerd's does when it stops between the two: the
+// snapshot stays until a Delete of the ID removes it (nil: succeed again).
+// With thenDown the runtime is down from that failure on (SetDown).
+func (f *Runtime) CutCreate(err error, thenDown bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failCreate, f.cutCreate, f.cutDown = err, err != nil, thenDown
+}
+
+// Snapshots returns the IDs whose cut-off creation left a snapshot.
+func (f *Runtime) Snapshots() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(maps.Keys(f.snapshots))
 }
 
 // FailPull makes EnsureImage and PullImage answer err (nil: succeed).
@@ -283,6 +303,10 @@ func (f *Runtime) Create(_ context.Context, s shim.WorkerSpec) error {
 	case f.down:
 		return fmt.Errorf("create container %s: %w", s.ID, shim.ErrUnavailable)
 	case f.failCreate != nil:
+		if f.cutCreate {
+			f.snapshots[s.ID] = true
+			f.down = f.down || f.cutDown
+		}
 		return f.failCreate
 	case f.containers[s.ID] != nil:
 		return fmt.Errorf("create container %s: it exists", s.ID)
@@ -350,6 +374,7 @@ func (f *Runtime) Delete(_ context.Context, id string) error {
 	if f.down {
 		return fmt.Errorf("delete %s: %w", id, shim.ErrUnavailable)
 	}
+	delete(f.snapshots, id)
 	if c, ok := f.containers[id]; ok {
 		delete(f.containers, id)
 		if c.State == shim.StateRunning || c.State == shim.StatePaused {

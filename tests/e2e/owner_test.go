@@ -72,7 +72,7 @@ func testOwnerChecks(t *testing.T, e *env) {
 		{"no image", func(r *agentv1.AcquireWorkerRequest) { r.Image = "" }, "image"},
 		{"image with spaces", func(r *agentv1.AcquireWorkerRequest) { r.Image = "not an image" }, "image"},
 		{"env key A=B", func(r *agentv1.AcquireWorkerRequest) { r.Env = map[string]string{"A=B": "1"} }, "env"},
-		{"env key ESB_X", func(r *agentv1.AcquireWorkerRequest) { r.Env = map[string]string{"ESB_X": "1"} }, "env"},
+		{"env key ESB_WORKER_ID", func(r *agentv1.AcquireWorkerRequest) { r.Env = map[string]string{"ESB_WORKER_ID": "x"} }, "env"},
 		{"memory 1", func(r *agentv1.AcquireWorkerRequest) { r.Limits = &agentv1.Limits{MemoryBytes: 1} }, "limits.memory_bytes"},
 		{"cpu 1", func(r *agentv1.AcquireWorkerRequest) { r.Limits = &agentv1.Limits{CpuMillis: 1} }, "limits.cpu_millis"},
 		{"request_id a b", func(r *agentv1.AcquireWorkerRequest) { r.RequestId = "a b" }, "request_id"},
