@@ -20,7 +20,6 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 
@@ -57,18 +56,18 @@ type Options struct {
 
 // Agent owns the workers of one node.
 type Agent struct {
-	rt      shim.Runtime
-	net     shim.Network
-	nses    NetNSes
-	cfg     Config
-	log     *slog.Logger
-	metrics *Metrics
-	probe   func(ctx context.Context, addr string) error
-	invoker *http.Client
-	img     images
-	sem     chan struct{}
-	journal journal
-	recs    Records
+	rt       shim.Runtime
+	net      shim.Network
+	nses     NetNSes
+	cfg      Config
+	log      *slog.Logger
+	metrics  *Metrics
+	probe    func(ctx context.Context, addr string) error
+	invokers invokers
+	img      images
+	sem      chan struct{}
+	journal  journal
+	recs     Records
 	// immutable is set once the runtime said it cannot change labels.
 	immutable atomic.Bool
 
@@ -91,7 +90,7 @@ func New(o Options) *Agent {
 	if a.probe == nil {
 		a.probe = dialProbe
 	}
-	a.invoker = newInvoker(o.Dial)
+	a.invokers.dial = o.Dial
 	if a.recs == nil {
 		a.recs = noRecords{}
 	}

@@ -83,6 +83,7 @@ func (a *Agent) runtimeGoing(ctx context.Context) error {
 // forget drops a worker from the table and its record.
 func (a *Agent) forget(id string) {
 	a.table.forget(id)
+	a.invokers.drop(id)
 	if err := a.recs.Delete(id); err != nil {
 		a.log.Warn("forget worker record", "worker", id, "err", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -44,7 +45,44 @@ type InvokeResponse struct {
 	Body    []byte
 }
 
-// newInvoker returns the HTTP client of Invoke. Its dial retries failures
+// invokers are the HTTP clients of Invoke, one per worker: a worker's
+// keep-alive connections end with it. With one shared client, those of a
+// released worker stayed open until their idle timeout (a descriptor each,
+// and a dead connection that a later worker on the same address would
+// meet).
+type invokers struct {
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	mu   sync.Mutex
+	m    map[string]*http.Client
+}
+
+// get returns the client of worker id, made on first use.
+func (i *invokers) get(id string) *http.Client {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	c := i.m[id]
+	if c == nil {
+		if i.m == nil {
+			i.m = map[string]*http.Client{}
+		}
+		c = newInvoker(i.dial)
+		i.m[id] = c
+	}
+	return c
+}
+
+// drop closes the idle connections of worker id and forgets its client.
+func (i *invokers) drop(id string) {
+	i.mu.Lock()
+	c := i.m[id]
+	delete(i.m, id)
+	i.mu.Unlock()
+	if c != nil {
+		c.CloseIdleConnections()
+	}
+}
+
+// newInvoker returns an HTTP client of Invoke. Its dial retries failures
 // to connect (refused, unreachable, a connect timeout) with a backoff from
 // 100 ms doubling to 1 s until the invoke's deadline: nothing has reached
 // the worker then. Failures after the request was written are not retried.
@@ -115,7 +153,10 @@ func (a *Agent) Invoke(ctx context.Context, id, owner string, r InvokeRequest) (
 		// connection; without GetBody it does not.
 		req.GetBody = nil
 	}
-	resp, err := a.invoker.Do(req)
+	resp, err := a.invokers.get(id).Do(req)
+	if !a.table.has(id) { // released meanwhile: its client goes too
+		defer a.invokers.drop(id)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, errf(NotReady, err, "invoke worker %s: no answer within %s", id, timeout)

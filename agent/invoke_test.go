@@ -20,9 +20,46 @@ func (r *rig) toServer(srv *httptest.Server, dial func(ctx context.Context, netw
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	r.a.invoker = newInvoker(func(ctx context.Context, network, _ string) (net.Conn, error) {
+	r.a.invokers.dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return dial(ctx, network, addr)
-	})
+	}
+}
+
+// A released worker's keep-alive connection is closed with the release,
+// not left open until its idle timeout.
+func TestReleaseClosesTheWorkersConnections(t *testing.T) {
+	r := newRig(t, Config{})
+	closed := make(chan struct{}, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	r.toServer(srv, nil)
+	w, err := r.a.Acquire(context.Background(), req("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.a.Invoke(context.Background(), w.ID, "o1", InvokeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+		t.Fatal("the connection closed before the release")
+	default:
+	}
+	if err := r.a.Release(context.Background(), w.ID, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	<-closed // the test's deadline bounds the wait
+	r.a.invokers.mu.Lock()
+	defer r.a.invokers.mu.Unlock()
+	if len(r.a.invokers.m) != 0 {
+		t.Errorf("clients of released workers kept: %d", len(r.a.invokers.m))
+	}
 }
 
 // invokeRig serves one worker of owner gw with h, dialled through dial

@@ -33,3 +33,11 @@ func (t *workerTable) touch(id string, now time.Time) {
 		w.LastUsed = now
 	}
 }
+
+// has says whether id is a worker, settled or not.
+func (t *workerTable) has(id string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.workers[id]
+	return ok
+}

@@ -126,6 +126,40 @@ func procStatus(pid int) (rss int64, fds int, err error) {
 	return rss, len(ents), nil
 }
 
+// procFDs lists what pid's descriptors point at (socket:[inode],
+// anon_inode:[eventpoll], paths), for the report of a descriptor that
+// stayed open; unix sockets are named by their bound path where the
+// kernel shows one.
+func procFDs(pid int) []string {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	unix := map[string]string{}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/unix", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			if f := strings.Fields(line); len(f) >= 8 {
+				unix[f[6]] = f[7]
+			}
+		}
+	}
+	var out []string
+	for _, e := range ents {
+		t, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		if ino, ok := strings.CutPrefix(t, "socket:["); ok {
+			if path := unix[strings.TrimSuffix(ino, "]")]; path != "" {
+				t += " unix " + path
+			}
+		}
+		out = append(out, e.Name()+" -> "+t)
+	}
+	return out
+}
+
 // loadAvg is /proc/loadavg's first three fields, for the reports.
 func loadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")

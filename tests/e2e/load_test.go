@@ -150,6 +150,7 @@ func TestSoak(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		fdsBefore := procFDs(pid)
 
 		var done atomic.Int64
 		stop := make(chan struct{})
@@ -210,7 +211,8 @@ func TestSoak(t *testing.T) {
 			t.Errorf("the agent's open descriptors grew from %d (first window) to %d (last window)", fd0, fd1)
 		}
 		if idleAfter != idleBefore {
-			t.Errorf("the idle agent holds %d descriptors after the soak, %d before", idleAfter, idleBefore)
+			t.Errorf("the idle agent holds %d descriptors after the soak, %d before:\nbefore:\n  %s\nafter:\n  %s",
+				idleAfter, idleBefore, strings.Join(fdsBefore, "\n  "), strings.Join(procFDs(pid), "\n  "))
 		}
 		t.Logf("SOAK runtime=%s duration=%s clients=%d cycles=%d errors=%d rss first=%.1fMiB last=%.1fMiB end=%.1fMiB "+
 			"fds first=%d last=%d idle before=%d after=%d acquire p50=%s p99=%s loadavg=%q",
