@@ -41,10 +41,10 @@ type Runtime struct {
 	specs      map[string]shim.WorkerSpec // as created
 	calls      []string
 	failCreate error
-	cutCreate  bool            // a failing Create leaves a snapshot behind
-	cutDown    bool            // and the runtime is down after it
-	snapshots  map[string]bool // snapshots of creations cut off half-way
-	leftovers  map[string]int  // Deletes that fail on a leftover cgroup
+	cutCreate  bool             // a failing Create leaves a snapshot behind
+	cutDown    bool             // and the runtime is down after it
+	snapshots  map[string]bool  // snapshots of creations cut off half-way
+	leftovers  map[string]int   // Deletes that fail on a leftover cgroup
 	imageErrs  map[string]error // what EnsureImage of a ref answers
 	failPull   error
 	digest     string          // what PullImage resolves to
