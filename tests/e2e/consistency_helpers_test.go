@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -126,24 +128,17 @@ func procStatus(pid int) (rss int64, fds int, err error) {
 	return rss, len(ents), nil
 }
 
-// procFDs lists what pid's descriptors point at (socket:[inode],
-// anon_inode:[eventpoll], paths), for the report of a descriptor that
-// stayed open; unix sockets are named by their bound path where the
-// kernel shows one.
+// procFDs lists what pid's descriptors point at, without their numbers:
+// paths, pipes, anon inodes, and sockets by what they connect (a unix
+// socket by its bound path or its peer's, "unix -> /x/docker.sock"; TCP
+// by its addresses), read in pid's network namespace.
 func procFDs(pid int) []string {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return []string{err.Error()}
 	}
-	unix := map[string]string{}
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/unix", pid)); err == nil {
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			if f := strings.Fields(line); len(f) >= 8 {
-				unix[f[6]] = f[7]
-			}
-		}
-	}
+	socks := socketNames(pid)
 	var out []string
 	for _, e := range ents {
 		t, err := os.Readlink(filepath.Join(dir, e.Name()))
@@ -151,13 +146,67 @@ func procFDs(pid int) []string {
 			continue
 		}
 		if ino, ok := strings.CutPrefix(t, "socket:["); ok {
-			if path := unix[strings.TrimSuffix(ino, "]")]; path != "" {
-				t += " unix " + path
+			if name := socks[strings.TrimSuffix(ino, "]")]; name != "" {
+				t = name
 			}
 		}
-		out = append(out, e.Name()+" -> "+t)
+		out = append(out, t)
 	}
+	slices.Sort(out)
 	return out
+}
+
+// socketNames maps the socket inodes of pid's network namespace to what
+// they are: "unix <path>" (bound), "unix -> <path>" (connected to a bound
+// socket), "tcp <local> -> <remote>".
+func socketNames(pid int) map[string]string {
+	names := map[string]string{}
+	out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-n", "ss", "-xaH").Output()
+	if err == nil {
+		path, peer := map[string]string{}, map[string]string{}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 8 {
+				continue
+			}
+			path[f[5]], peer[f[5]] = f[4], f[7]
+		}
+		for ino, p := range path {
+			switch {
+			case p != "*":
+				names[ino] = "unix " + p
+			case path[peer[ino]] != "" && path[peer[ino]] != "*":
+				names[ino] = "unix -> " + path[peer[ino]]
+			}
+		}
+	}
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			if x := strings.Fields(line); len(x) >= 10 {
+				names[x[9]] = fmt.Sprintf("tcp %s -> %s", hexAddr(x[1]), hexAddr(x[2]))
+			}
+		}
+	}
+	return names
+}
+
+// hexAddr turns /proc/net/tcp's "0100007F:1388" into "127.0.0.1:5000"
+// (IPv4; IPv6 addresses stay as the kernel prints them).
+func hexAddr(s string) string {
+	h, p, ok := strings.Cut(s, ":")
+	port, err := strconv.ParseUint(p, 16, 16)
+	if !ok || err != nil || len(h) != 8 {
+		return s
+	}
+	v, err := strconv.ParseUint(h, 16, 32)
+	if err != nil {
+		return s
+	}
+	return fmt.Sprintf("%d.%d.%d.%d:%d", v&0xff, v>>8&0xff, v>>16&0xff, v>>24, port)
 }
 
 // loadAvg is /proc/loadavg's first three fields, for the reports.
