@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 	"golang.org/x/sys/unix"
 
@@ -134,6 +135,16 @@ func (e *env) startNodeDockerd() *nodeDockerd {
 	e.t.Cleanup(func() { e.stopNodeDockerd(d) })
 	ctx, cancel := cmdCtx()
 	defer cancel()
+	// The stack's dockerd holds the image only after something pulled it
+	// there (a test run alone on a fresh machine has not): pull it first.
+	pull, err := e.dc.ImagePull(ctx, e.image, image.PullOptions{})
+	if err == nil {
+		_, err = io.Copy(io.Discard, pull)
+		_ = pull.Close()
+	}
+	if err != nil {
+		e.t.Fatalf("pull %s into the stack's dockerd: %v", e.image, err)
+	}
 	rc, err := e.dc.ImageSave(ctx, []string{e.image})
 	if err != nil {
 		e.t.Fatalf("save %s from the stack's dockerd: %v", e.image, err)
