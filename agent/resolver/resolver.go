@@ -78,20 +78,12 @@ func Start(cfg Config) (*Server, error) {
 	for _, svc := range cfg.Services {
 		s.names[dns.Fqdn(svc.Name)] = true
 	}
-	lc := net.ListenConfig{Control: freebind}
-	addr := cfg.Listen.String()
-	pc, err := lc.ListenPacket(context.Background(), "udp4", addr)
+	pc, l, err := listen(cfg.Listen, 0)
 	if err != nil {
-		return nil, fmt.Errorf("listen on udp %s: %w", addr, err)
+		return nil, err
 	}
-	if cfg.Listen.Port() == 0 { // tests: the port UDP got, for TCP too
-		s.cfg.Listen = netip.AddrPortFrom(cfg.Listen.Addr(), uint16(pc.LocalAddr().(*net.UDPAddr).Port))
-		addr = s.cfg.Listen.String()
-	}
-	l, err := lc.Listen(context.Background(), "tcp4", addr)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("listen on tcp %s: %w", addr, err), pc.Close())
-	}
+	s.cfg.Listen = netip.AddrPortFrom(cfg.Listen.Addr(), uint16(pc.LocalAddr().(*net.UDPAddr).Port))
+	addr := s.cfg.Listen.String()
 	h := dns.HandlerFunc(s.serve)
 	var started sync.WaitGroup
 	started.Add(2)
@@ -112,6 +104,37 @@ func Start(cfg Config) (*Server, error) {
 		return s, nil
 	case err := <-s.errc:
 		return nil, errors.Join(fmt.Errorf("serve DNS on %s: %w", addr, err), pc.Close(), l.Close())
+	}
+}
+
+// listen binds UDP and TCP on one address. Port 0 (tests) takes the port
+// the kernel gives UDP for TCP too; TCP's port space is another, so that
+// port may be taken there (seen in CI: a client connection of a parallel
+// test held it): then it tries again with a new port. first, when not
+// 0, is the port the first try takes with port 0 (a test's seam).
+func listen(at netip.AddrPort, first uint16) (net.PacketConn, net.Listener, error) {
+	lc := net.ListenConfig{Control: freebind}
+	for attempt := 1; ; attempt++ {
+		try := at
+		if attempt == 1 && at.Port() == 0 && first != 0 {
+			try = netip.AddrPortFrom(at.Addr(), first)
+		}
+		pc, err := lc.ListenPacket(context.Background(), "udp4", try.String())
+		if err != nil && try != at {
+			continue // the seam's port is taken for UDP: the kernel picks
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen on udp %s: %w", at, err)
+		}
+		addr := netip.AddrPortFrom(at.Addr(), uint16(pc.LocalAddr().(*net.UDPAddr).Port)).String()
+		l, err := lc.Listen(context.Background(), "tcp4", addr)
+		if err == nil {
+			return pc, l, nil
+		}
+		err = errors.Join(fmt.Errorf("listen on tcp %s: %w", addr, err), pc.Close())
+		if at.Port() != 0 || !errors.Is(err, syscall.EADDRINUSE) || attempt == 20 {
+			return nil, nil, err
+		}
 	}
 }
 

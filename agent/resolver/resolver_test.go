@@ -1,7 +1,9 @@
 package resolver
 
 import (
+	"net"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -128,6 +130,33 @@ func startUpstream(t *testing.T) netip.AddrPort {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s.Addr()
+}
+
+// Port 0 takes UDP's port for TCP too; when TCP's port space has it taken
+// (seen in CI: a parallel test's client connection), the resolver takes
+// another port instead of failing.
+func TestAnyPortSkipsATakenTCPPort(t *testing.T) {
+	taken, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	port := uint16(taken.Addr().(*net.TCPAddr).Port)
+	pc, l, err := listen(netip.MustParseAddrPort("127.0.0.1:0"), port)
+	if err != nil {
+		t.Fatalf("listen on any port with TCP %d taken: %v", port, err)
+	}
+	defer pc.Close()
+	defer l.Close()
+	got := uint16(l.Addr().(*net.TCPAddr).Port)
+	if got == port || uint16(pc.LocalAddr().(*net.UDPAddr).Port) != got {
+		t.Errorf("listen gave udp %s, tcp %s; want one port, not the taken %d", pc.LocalAddr(), l.Addr(), port)
+	}
+	// A port given explicitly is not changed: the error names TCP.
+	if _, _, err := listen(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port), 0); err == nil ||
+		!strings.Contains(err.Error(), "listen on tcp") {
+		t.Errorf("listen on the taken port %d: %v, want a TCP listen error", port, err)
+	}
 }
 
 func TestCloseIsIdempotent(t *testing.T) {
