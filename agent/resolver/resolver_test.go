@@ -110,10 +110,15 @@ func TestOpenForwardsToUpstream(t *testing.T) {
 }
 
 func TestUpstreamDownIsServFail(t *testing.T) {
-	// A bound UDP socket that never answers: the forward times out.
-	up := startUpstream(t)
-	mute := netip.AddrPortFrom(up.Addr(), up.Port()+1)
-	s := start(t, "127.0.0.0/8", mute)
+	// A bound UDP socket that never answers, with no TCP listener on its
+	// port: the forward over TCP is refused.
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	mute := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	s := start(t, "127.0.0.0/8", netip.AddrPortFrom(mute.Addr().Unmap(), mute.Port()))
 	if r := query(t, s.Addr(), "tcp", "example.com", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
 		t.Errorf("dead upstream: rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
 	}
