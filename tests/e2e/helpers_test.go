@@ -77,7 +77,13 @@ func binaries(t testing.TB) (agentBin, esbctlBin string) {
 			return
 		}
 		built.dir = dir
-		cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./agent/cmd/esb-agent", "./cmd/esbctl")
+		args := []string{"build", "-o", dir + string(filepath.Separator)}
+		if os.Getenv("ESB_AGENT_RACE") != "" {
+			// The agent under the race detector; with GORACE=log_path=…
+			// its reports land in files the run can be checked for.
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./agent/cmd/esb-agent", "./cmd/esbctl")...)
 		cmd.Dir = nstest.RepoRoot(t)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("go build esb-agent and esbctl: %w\n%s", err, out)
