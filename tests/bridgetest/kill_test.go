@@ -53,7 +53,15 @@ func TestKillDuringAdd(t *testing.T) {
 	var runTimes []time.Duration
 	for i := range rounds {
 		w.id = fmt.Sprintf("kill-%02d", i)
-		delay := time.Duration(rng.Int64N(int64(60 * time.Millisecond)))
+		// Round 0 runs to its end and measures an ADD; later kills land
+		// anywhere in [0, 1.5 × the median ADD so far), so about two in
+		// three land mid-run however fast the machine is (a fixed 0–60 ms
+		// once let all 30 ADDs of 7–15 ms finish first).
+		delay := time.Minute
+		if len(runTimes) > 0 {
+			sorted := slices.Sorted(slices.Values(runTimes))
+			delay = time.Duration(rng.Int64N(int64(sorted[len(sorted)/2]) * 3 / 2))
+		}
 		state, ran, out, err := n.killAdd(binary, w, delay)
 		if err != nil {
 			t.Fatalf("round %d: %v", i, err)
