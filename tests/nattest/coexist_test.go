@@ -48,7 +48,7 @@ func (n *node) foreign() string {
 	var b strings.Builder
 	for _, table := range []string{"nat", "filter"} {
 		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n.name, "nft", "list", "table", "ip", table).Output()
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n.Name, "nft", "list", "table", "ip", table).Output()
 		cancel()
 		if err != nil {
 			n.t.Fatalf("nft list table ip %s: %v", table, err)
@@ -69,7 +69,7 @@ func TestCoexistsWithDocker(t *testing.T) {
 	n := newNode(t)
 	w := n.attach()
 	const target = nodeAddr + ":19000"
-	listenTCP(t, n.ns, target)
+	listenTCP(t, n.NS, target)
 	for _, args := range dockerRules {
 		n.inNS(append([]string{"iptables"}, args...)...)
 	}
@@ -125,7 +125,7 @@ func TestCoexistsWithDocker(t *testing.T) {
 		t.Errorf("Docker's DNAT did not see the connection made without our table:\n%s", n.foreign())
 	}
 	n.mustApply(r, nat.Rebuilt)
-	w.expectReach("forward with Docker's DNAT of the same port", gatewayIP+":9000", w.ip)
+	w.expectReach("forward with Docker's DNAT of the same port", gatewayIP+":9000", w.IP)
 	if got := n.dockerDNATs(); got != dockerDNAT {
 		t.Errorf("Docker's DNAT counted %d packets with our table, want still %d", got, dockerDNAT)
 	}

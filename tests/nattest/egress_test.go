@@ -21,7 +21,7 @@ import (
 func (n *node) addOutside(addr string) {
 	n.t.Helper()
 	ext := nstest.NewNS(n.t)
-	h := n.handle()
+	h := n.Handle()
 	defer h.Close()
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ext0"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(ext.Fd()))}
 	if err := errors.Join(h.LinkAdd(veth),
@@ -57,8 +57,8 @@ func (n *node) addOutside(addr string) {
 func (w *worker) routeLoopbackOut() {
 	w.t.Helper()
 	for _, args := range [][]string{
-		{"ip", "-n", w.name, "route", "add", "127.0.0.0/8", "via", gatewayIP, "dev", "eth0"},
-		{"ip", "netns", "exec", w.name, "sysctl", "-q", "-w", "net.ipv4.conf.eth0.route_localnet=1"},
+		{"ip", "-n", w.Name, "route", "add", "127.0.0.0/8", "via", gatewayIP, "dev", "eth0"},
+		{"ip", "netns", "exec", w.Name, "sysctl", "-q", "-w", "net.ipv4.conf.eth0.route_localnet=1"},
 	} {
 		if out, err := run(args[0], args[1:]...); err != nil {
 			w.t.Fatalf("route loopback out of the worker: %v\n%s", err, out)
@@ -86,7 +86,7 @@ func TestEgress(t *testing.T) {
 		viaGW9001 = gatewayIP + ":9001"
 	)
 	for _, a := range []string{gwOther, nodeOther, loOther, proxyNode, proxyLo} {
-		listenTCP(t, n.ns, a)
+		listenTCP(t, n.NS, a)
 	}
 	n.addOutside(outside)
 	w.routeLoopbackOut()
@@ -96,13 +96,13 @@ func TestEgress(t *testing.T) {
 	// Without table ip esb everything but loopback (a martian destination
 	// while route_localnet is off) is reachable.
 	for _, a := range []string{gwOther, nodeOther, proxyNode, outside} {
-		w.expectReach("without table ip esb", a, w.ip)
+		w.expectReach("without table ip esb", a, w.IP)
 	}
 
 	// --- proxy-only
 	n.mustApply(rules(t, fwds), nat.Rebuilt)
-	w.expectReach("forward to the node address", viaGW9000, w.ip)
-	w.expectReach("forward to loopback", viaGW9001, w.ip)
+	w.expectReach("forward to the node address", viaGW9000, w.IP)
+	w.expectReach("forward to loopback", viaGW9001, w.IP)
 	guard0 := n.ruleCounter("input", "loopback guard")
 	input0 := n.ruleCounter("input", "egress proxy-only")
 	forward0 := n.ruleCounter("forward", "egress proxy-only")
@@ -122,14 +122,14 @@ func TestEgress(t *testing.T) {
 	if err := w.ping(gatewayIP); err != nil {
 		t.Errorf("ping the gateway under proxy-only: %v", err)
 	}
-	w.expectReach("forward after the drops", viaGW9000, w.ip)
+	w.expectReach("forward after the drops", viaGW9000, w.IP)
 
 	// --- open
 	n.mustApply(rules(t, "egress: open\n"+fwds), nat.Rebuilt)
-	w.expectReach("open: node address", nodeOther, w.ip)
-	w.expectReach("open: gateway port", gwOther, w.ip)
-	w.expectReach("open: forward", viaGW9000, w.ip)
-	w.expectReach("open: forward to loopback", viaGW9001, w.ip)
+	w.expectReach("open: node address", nodeOther, w.IP)
+	w.expectReach("open: gateway port", gwOther, w.IP)
+	w.expectReach("open: forward", viaGW9000, w.IP)
+	w.expectReach("open: forward to loopback", viaGW9001, w.IP)
 	// Masqueraded: the outside host sees the node's address.
 	w.expectReach("open: outside network", outside, extGW)
 	// The loopback guard still stands.
@@ -147,7 +147,7 @@ func TestEgress(t *testing.T) {
 	}
 	guard := n.esbRule("input", "loopback guard")
 	n.inNS("nft", "delete", "rule", "ip", nat.TableName, "input", "handle", strconv.FormatUint(guard.Handle, 10))
-	w.expectReach("without the guard", loOther, w.ip)
+	w.expectReach("without the guard", loOther, w.IP)
 	// Apply puts it back (the table differs: rebuilt whole).
 	n.mustApply(rules(t, "egress: open\n"+fwds), nat.Rebuilt)
 	w.expectBlocked("with the guard back", loOther)
@@ -163,8 +163,8 @@ func TestLocalnetOffAfterTableLost(t *testing.T) {
 	n := newNode(t)
 	w := n.attach()
 	const loOther, proxyLo = "127.0.0.1:7002", "127.0.0.1:19001"
-	listenTCP(t, n.ns, loOther)
-	listenTCP(t, n.ns, proxyLo)
+	listenTCP(t, n.NS, loOther)
+	listenTCP(t, n.NS, proxyLo)
 	w.routeLoopbackOut()
 	withLo := rules(t, "forwards:\n  - {proto: tcp, port: 9001, to: \""+proxyLo+"\"}\n")
 	withoutLo := rules(t, "forwards:\n  - {proto: tcp, port: 9000, to: \""+nodeAddr+":19000\"}\n")

@@ -33,7 +33,7 @@ func (n *node) esbctl(bin string, args ...string) (stdout, stderr string, code i
 	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.name, bin}, args...)...)
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, bin}, args...)...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -65,7 +65,7 @@ func TestEsbctlNat(t *testing.T) {
 	n := newNode(t)
 	w := n.attach()
 	const target = nodeAddr + ":19000"
-	listenTCP(t, n.ns, target)
+	listenTCP(t, n.NS, target)
 	good := writeFile(t, "rules.yaml", `egress: proxy-only
 forwards:
   - {proto: tcp, port: 9000, to: "`+target+`"}
@@ -82,7 +82,7 @@ forwards:
 	if got := n.localnet(); got != "1" {
 		t.Errorf("route_localnet with a loopback forward = %s, want 1", got)
 	}
-	w.expectReach("through the forward", gatewayIP+":9000", w.ip)
+	w.expectReach("through the forward", gatewayIP+":9000", w.IP)
 
 	out, errOut, code = n.esbctl(bin, "nat", "show", "-o", "json")
 	if code != 0 {

@@ -86,8 +86,8 @@ func TestApplyKeepsCounters(t *testing.T) {
 	n := newNode(t)
 	w := n.attach()
 	const target, moved = nodeAddr + ":19000", nodeAddr + ":19002"
-	listenTCP(t, n.ns, target)
-	listenTCP(t, n.ns, moved)
+	listenTCP(t, n.NS, target)
+	listenTCP(t, n.NS, moved)
 	text := func(tcpTo, udpTo string) string {
 		return fmt.Sprintf("forwards:\n  - {proto: tcp, port: 9000, to: %q}\n  - {proto: udp, port: 9053, to: %q}\n", tcpTo, udpTo)
 	}
@@ -95,7 +95,7 @@ func TestApplyKeepsCounters(t *testing.T) {
 	n.mustApply(r, nat.Rebuilt)
 
 	// One connection: the DNAT chain sees its first packet only.
-	w.expectReach("through the forward", gatewayIP+":9000", w.ip)
+	w.expectReach("through the forward", gatewayIP+":9000", w.IP)
 	want := fmt.Sprintf("tcp/9000->%s=1\nudp/9053->%s:53=0\n", target, nodeAddr)
 	if got := forwardsOf(t, n); got != want {
 		t.Fatalf("counters after one connection:\n%s\nwant\n%s", got, want)
@@ -122,7 +122,7 @@ func TestApplyKeepsCounters(t *testing.T) {
 	r = rules(t, text(moved, nodeAddr+":5353"))
 	n.mustApply(r, nat.ElementsUpdated)
 	n.mustApply(r, nat.Unchanged)
-	if g, err := w.greeting(gatewayIP+":9000", dialTimeout); err != nil || g != "from "+w.ip.String()+" to "+moved {
+	if g, err := w.greeting(gatewayIP+":9000", dialTimeout); err != nil || g != "from "+w.IP.String()+" to "+moved {
 		t.Errorf("through the moved forward: greeting %q, %v; want one from %s", g, err, moved)
 	}
 	want = fmt.Sprintf("tcp/9000->%s=1\nudp/9053->%s:5353=0\n", moved, nodeAddr)

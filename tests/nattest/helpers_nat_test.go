@@ -2,9 +2,7 @@ package nattest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,29 +10,21 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
-	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/nat"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // The topology every test here builds: a "node" namespace that plays the
@@ -51,9 +41,8 @@ const (
 	extNodeAddr = "198.51.100.1"
 	extAddr     = "198.51.100.2"
 
-	// callTimeout bounds one libcni call; cmdTimeout one command.
-	callTimeout = time.Minute
-	cmdTimeout  = 15 * time.Second
+	// cmdTimeout bounds one command.
+	cmdTimeout = 15 * time.Second
 	// dialTimeout bounds a dial or request that should work; blockedTimeout
 	// one that should not (a dropped SYN: nothing ever answers).
 	dialTimeout    = 3 * time.Second
@@ -62,22 +51,18 @@ const (
 
 // node is one test's host namespace with its NAT manager.
 type node struct {
-	t       *testing.T
-	ns      ns.NetNS
-	name    string // for ip netns exec
-	mgr     *nat.Manager
-	cni     *libcni.CNIConfig
-	dataDir string
-	workers int
+	*nodetest.Node
+	t   *testing.T
+	mgr *nat.Manager
 }
 
 // newNode makes the node namespace: lo up, nodeLink up with nodeAddr/32, and
 // a NAT manager bound to it.
 func newNode(t *testing.T) *node {
 	t.Helper()
-	nsNode := nstest.NewNS(t)
-	n := &node{t: t, ns: nsNode, name: filepath.Base(nsNode.Path()), mgr: nat.NewManager(nsNode), dataDir: t.TempDir()}
-	h := n.handle()
+	n := &node{Node: nodetest.New(t, "nattest"), t: t}
+	n.mgr = nat.NewManager(n.NS)
+	h := n.Handle()
 	defer h.Close()
 	lo, err := h.LinkByName("lo")
 	if err == nil {
@@ -86,20 +71,8 @@ func newNode(t *testing.T) *node {
 	if err != nil {
 		t.Fatalf("set lo up in node: %v", err)
 	}
-	// The second node address sits on one end of a veth pair kept inside
-	// the node: this kernel has no dummy driver, and a veth end behaves
-	// like any other non-loopback interface of the host.
-	addrLink := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nodeLink}, PeerName: nodeLink + "p"}
-	if err := h.LinkAdd(addrLink); err != nil {
-		t.Fatalf("add %s: %v", nodeLink, err)
-	}
-	peer, err := h.LinkByName(nodeLink + "p")
-	if err != nil {
-		t.Fatalf("find %sp: %v", nodeLink, err)
-	}
-	if err := errors.Join(h.AddrAdd(addrLink, &netlink.Addr{IPNet: netlinkNet(nodeAddr + "/32")}),
-		h.LinkSetUp(peer), h.LinkSetUp(addrLink)); err != nil {
-		t.Fatalf("put %s on %s: %v", nodeAddr, nodeLink, err)
+	if err := nodetest.AddAddrLink(h, nodeLink, nodeAddr); err != nil {
+		t.Fatal(err)
 	}
 	return n
 }
@@ -109,95 +82,17 @@ func netlinkNet(cidr string) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}
 }
 
-func (n *node) handle() *netlink.Handle {
-	n.t.Helper()
-	h, err := netlink.NewHandleAt(vnetns.NsHandle(int(n.ns.Fd())))
-	if err != nil {
-		n.t.Fatalf("netlink handle in node: %v", err)
-	}
-	return h
-}
-
-// conflist is the esb network as the brief's runtime would write it.
-func (n *node) conflist() *libcni.NetworkConfigList {
-	n.t.Helper()
-	b, err := json.Marshal(map[string]any{
-		"cniVersion": "1.1.0",
-		"name":       "esb",
-		"plugins": []any{map[string]any{
-			"type": "esb-bridge",
-			"ipam": map[string]any{
-				"type":    "esb-ipam",
-				"routes":  []any{map[string]any{"dst": "0.0.0.0/0"}},
-				"dataDir": n.dataDir,
-			},
-		}},
-	})
-	if err != nil {
-		n.t.Fatalf("marshal conflist: %v", err)
-	}
-	l, err := libcni.ConfListFromBytes(b)
-	if err != nil {
-		n.t.Fatalf("parse conflist: %v", err)
-	}
-	return l
-}
-
-// inNode runs fn on a thread in the node namespace with a bounded context,
-// so that plugins libcni executes from there run in the node.
-func (n *node) inNode(fn func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	return n.ns.Do(func(ns.NetNS) error { return fn(ctx) })
-}
-
 // worker is a namespace attached to the node's bridge by esb-bridge.
 type worker struct {
-	t    *testing.T
-	ns   ns.NetNS
-	name string
-	ip   netip.Addr
+	*nodetest.Worker
+	t *testing.T
 }
 
 // attach makes a worker namespace and runs CNI ADD for it through libcni
 // inside the node; DEL runs at cleanup, before the namespace goes.
 func (n *node) attach() *worker {
 	n.t.Helper()
-	if n.cni == nil {
-		n.cni = libcni.NewCNIConfigWithCacheDir([]string{nstest.PluginDir(n.t)}, n.t.TempDir(),
-			&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
-	}
-	n.workers++
-	wns := nstest.NewNS(n.t)
-	w := &worker{t: n.t, ns: wns, name: filepath.Base(wns.Path())}
-	rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("nattest-%d", n.workers), NetNS: wns.Path(), IfName: "eth0"}
-	list := n.conflist()
-	var res *current.Result
-	err := n.inNode(func(ctx context.Context) error {
-		r, err := n.cni.AddNetworkList(ctx, list, rt)
-		if err != nil {
-			return err
-		}
-		res, err = current.NewResultFromResult(r)
-		return err
-	})
-	if err != nil {
-		n.t.Fatalf("CNI ADD %s: %v", rt.ContainerID, err)
-	}
-	n.t.Cleanup(func() {
-		if err := n.inNode(func(ctx context.Context) error { return n.cni.DelNetworkList(ctx, list, rt) }); err != nil {
-			n.t.Errorf("CNI DEL %s: %v", rt.ContainerID, err)
-		}
-	})
-	for _, ipc := range res.IPs {
-		if a, ok := netip.AddrFromSlice(ipc.Address.IP.To4()); ok && ipc.Address.IP.To4() != nil {
-			w.ip = a
-		}
-	}
-	if !w.ip.IsValid() {
-		n.t.Fatalf("CNI ADD %s: no IPv4 address in %+v", rt.ContainerID, res)
-	}
-	return w
+	return &worker{Worker: n.Attach(), t: n.t}
 }
 
 // --- traffic from a worker -----------------------------------------------------
@@ -206,7 +101,7 @@ func (n *node) attach() *worker {
 // (the socket keeps its namespace when the thread switches back).
 func (w *worker) dial(ctx context.Context, network, addr string, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn
-	err := w.ns.Do(func(ns.NetNS) error {
+	err := w.NS.Do(func(ns.NetNS) error {
 		d := net.Dialer{Timeout: timeout}
 		var err error
 		c, err = d.DialContext(ctx, network, addr)
@@ -305,7 +200,7 @@ func udpRoundTrip(c *net.UDPConn, msg string, timeout time.Duration) (string, er
 func (w *worker) ping(dst string) error {
 	var err error
 	for range 3 {
-		if _, err = run("ip", "netns", "exec", w.name, "ping", "-n", "-q", "-c", "1", "-W", "1", dst); err == nil {
+		if _, err = run("ip", "netns", "exec", w.Name, "ping", "-n", "-q", "-c", "1", "-W", "1", dst); err == nil {
 			return nil
 		}
 	}
@@ -399,7 +294,7 @@ func backendBody(via string) string { return "esb backend via " + via }
 func (n *node) serveHTTP(addr string) {
 	n.t.Helper()
 	var l net.Listener
-	err := n.ns.Do(func(ns.NetNS) error {
+	err := n.NS.Do(func(ns.NetNS) error {
 		var err error
 		l, err = net.Listen("tcp4", addr)
 		return err
@@ -425,7 +320,7 @@ func udpEchoReply(addr, msg string) string { return "echo from " + addr + ": " +
 func (n *node) serveUDPEcho(addr string) {
 	n.t.Helper()
 	var pc net.PacketConn
-	err := n.ns.Do(func(ns.NetNS) error {
+	err := n.NS.Do(func(ns.NetNS) error {
 		var err error
 		pc, err = net.ListenPacket("udp4", addr)
 		return err
@@ -446,91 +341,6 @@ func (n *node) serveUDPEcho(addr string) {
 		}
 	}()
 	n.t.Cleanup(func() { _ = pc.Close(); <-done })
-}
-
-// syncBuffer collects a child's output for the failure message.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// startHAProxy runs Debian's haproxy in the node with cfg, in the
-// foreground (-db), until the test ends, and waits until every address in
-// binds accepts connections.
-func (n *node) startHAProxy(cfg string, binds ...string) {
-	n.t.Helper()
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		nstest.Unavailable(n.t, "haproxy is not installed (run scripts/deps.sh): %v", err)
-	}
-	path := filepath.Join(n.t.TempDir(), "haproxy.cfg")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		n.t.Fatal(err)
-	}
-	if out, err := run(bin, "-c", "-q", "-f", path); err != nil {
-		n.t.Fatalf("haproxy -c: %v\n%s\n%s", err, out, cfg)
-	}
-	// ip netns exec execs haproxy in place: the process is haproxy itself.
-	cmd := exec.Command("ip", "netns", "exec", n.name, bin, "-f", path, "-db")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		n.t.Fatalf("start haproxy: %v", err)
-	}
-	// exited is closed when haproxy is gone; waitErr is then its status.
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	n.t.Cleanup(func() {
-		select {
-		case <-exited:
-			n.t.Errorf("haproxy ended before the test did (%v):\n%s", waitErr, out.String())
-			return
-		default:
-		}
-		_ = cmd.Process.Kill()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			n.t.Errorf("haproxy (pid %d) did not exit after kill", cmd.Process.Pid)
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for _, b := range binds {
-		for {
-			err := n.ns.Do(func(ns.NetNS) error {
-				c, err := net.DialTimeout("tcp4", b, 200*time.Millisecond)
-				if err == nil {
-					_ = c.Close()
-				}
-				return err
-			})
-			if err == nil {
-				break
-			}
-			select {
-			case <-exited:
-				n.t.Fatalf("haproxy exited at start")
-			default:
-			}
-			if time.Now().After(deadline) {
-				n.t.Fatalf("haproxy does not accept on %s: %v\n%s", b, err, out.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 }
 
 // haproxyConfig renders a configuration with one HTTP frontend per bind
@@ -581,7 +391,7 @@ func (n *node) startProxyStack() {
 	n.serveHTTP(backend)
 	n.serveUDPEcho(udpNode)
 	n.serveUDPEcho(udpLo)
-	n.startHAProxy(haproxyConfig(backend, map[string]string{viaNode: feNode, viaLo: feLo}), feNode, feLo)
+	n.StartHAProxy(haproxyConfig(backend, map[string]string{viaNode: feNode, viaLo: feLo}), feNode, feLo)
 }
 
 // --- rules, nftables, sysctls ---------------------------------------------
@@ -611,20 +421,14 @@ func (n *node) mustApply(r *conf.NATRules, want nat.Change) {
 
 // run runs a command with cmdTimeout and returns its combined output.
 func run(name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
+	return nodetest.Run(cmdTimeout, nil, name, args...)
 }
 
 // inNS runs a command in the node with ip netns exec, failing the test
 // when it fails.
 func (n *node) inNS(args ...string) string {
 	n.t.Helper()
-	out, err := run("ip", append([]string{"netns", "exec", n.name}, args...)...)
+	out, err := run("ip", append([]string{"netns", "exec", n.Name}, args...)...)
 	if err != nil {
 		n.t.Fatalf("in node: %v", err)
 	}
@@ -634,7 +438,7 @@ func (n *node) inNS(args ...string) string {
 // list is the kernel's rendering of a table of the node.
 func (n *node) list(family, table string) string {
 	n.t.Helper()
-	return nftList(n.t, n.ns.Path(), family, table)
+	return nftList(n.t, n.NS.Path(), family, table)
 }
 
 // hasESBTable reports whether table ip esb exists in the node.
@@ -647,7 +451,7 @@ func (n *node) hasESBTable() bool {
 func (n *node) localnet() string {
 	n.t.Helper()
 	var b []byte
-	err := n.ns.Do(func(ns.NetNS) error {
+	err := n.NS.Do(func(ns.NetNS) error {
 		var err error
 		b, err = os.ReadFile("/proc/sys/net/ipv4/conf/" + bridgeName + "/route_localnet")
 		return err
@@ -660,7 +464,7 @@ func (n *node) localnet() string {
 
 func (n *node) nftConn() *nftables.Conn {
 	n.t.Helper()
-	c, err := nftables.New(nftables.WithNetNSFd(int(n.ns.Fd())))
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.NS.Fd())))
 	if err != nil {
 		n.t.Fatalf("nftables in node: %v", err)
 	}
@@ -704,7 +508,7 @@ func (n *node) ruleCounter(chain, prefix string) uint64 {
 type shape struct{ rules, forwards, targets int }
 
 func (n *node) shape() (shape, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(int(n.ns.Fd())))
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.NS.Fd())))
 	if err != nil {
 		return shape{}, err
 	}
