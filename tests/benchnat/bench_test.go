@@ -66,7 +66,7 @@ func BenchmarkNATSideBySide(b *testing.B) {
 		}
 	}
 	n := newNode(b)
-	w := n.attach()
+	w := n.Attach()
 	n.serveBackend()
 	n.startHAProxy()
 	loadgen := buildLoadgen(b)
@@ -329,7 +329,7 @@ func perConnection(b *testing.B, n *node, w *worker, loadgen string) []Setup {
 			name: "iptables-nft, 1000 DNAT rules, used port last",
 			install: func() time.Duration {
 				start := time.Now()
-				if out, err := run(script, "ip", "netns", "exec", n.name, "iptables-restore"); err != nil {
+				if out, err := run(script, "ip", "netns", "exec", n.Name, "iptables-restore"); err != nil {
 					b.Fatalf("iptables-restore: %v\n%s", err, out)
 				}
 				d := time.Since(start)

@@ -9,31 +9,24 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
-	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -68,20 +61,16 @@ const (
 
 // node is the host namespace with its NAT manager.
 type node struct {
-	tb      testing.TB
-	ns      ns.NetNS
-	name    string // for ip netns exec
-	mgr     *nat.Manager
-	cni     *libcni.CNIConfig
-	dataDir string
-	workers int
+	*nodetest.Node
+	tb  testing.TB
+	mgr *nat.Manager
 }
 
 func newNode(tb testing.TB) *node {
 	tb.Helper()
-	nsNode := nstest.NewNS(tb)
-	n := &node{tb: tb, ns: nsNode, name: filepath.Base(nsNode.Path()), mgr: nat.NewManager(nsNode), dataDir: tb.TempDir()}
-	h := n.handle()
+	n := &node{Node: nodetest.New(tb, "benchnat"), tb: tb}
+	n.mgr = nat.NewManager(n.NS)
+	h := n.Handle()
 	defer h.Close()
 	lo, err := h.LinkByName("lo")
 	if err == nil {
@@ -93,113 +82,27 @@ func newNode(tb testing.TB) *node {
 	return n
 }
 
-func (n *node) handle() *netlink.Handle {
-	n.tb.Helper()
-	h, err := netlink.NewHandleAt(vnetns.NsHandle(int(n.ns.Fd())))
-	if err != nil {
-		n.tb.Fatalf("netlink handle in node: %v", err)
-	}
-	return h
-}
-
 // flushConntrack empties the node's conntrack table, so that every round
 // starts from the same state (a round leaves thousands of TIME_WAIT
 // entries).
 func (n *node) flushConntrack() {
 	n.tb.Helper()
-	h := n.handle()
+	h := n.Handle()
 	defer h.Close()
 	if err := h.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
 		n.tb.Fatalf("flush conntrack in node: %v", err)
 	}
 }
 
-func (n *node) conflist() *libcni.NetworkConfigList {
-	n.tb.Helper()
-	b, err := json.Marshal(map[string]any{
-		"cniVersion": "1.1.0",
-		"name":       conf.NetworkName,
-		"plugins": []any{map[string]any{
-			"type": "esb-bridge",
-			"ipam": map[string]any{
-				"type":    "esb-ipam",
-				"routes":  []any{map[string]any{"dst": "0.0.0.0/0"}},
-				"dataDir": n.dataDir,
-			},
-		}},
-	})
-	if err != nil {
-		n.tb.Fatalf("marshal conflist: %v", err)
-	}
-	l, err := libcni.ConfListFromBytes(b)
-	if err != nil {
-		n.tb.Fatalf("parse conflist: %v", err)
-	}
-	return l
-}
-
-// inNode runs fn on a thread in the node, so that the plugins libcni
-// executes from there run in the node.
-func (n *node) inNode(fn func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	return n.ns.Do(func(ns.NetNS) error { return fn(ctx) })
-}
-
 // worker is a namespace attached to the node's bridge by esb-bridge.
-type worker struct {
-	ns   ns.NetNS
-	name string
-	ip   netip.Addr
-}
-
-// attach makes a worker namespace and runs CNI ADD for it through libcni
-// in the node; DEL runs at cleanup, before the namespace goes.
-func (n *node) attach() *worker {
-	n.tb.Helper()
-	if n.cni == nil {
-		n.cni = libcni.NewCNIConfigWithCacheDir([]string{nstest.PluginDir(n.tb)}, n.tb.TempDir(),
-			&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
-	}
-	n.workers++
-	wns := nstest.NewNS(n.tb)
-	w := &worker{ns: wns, name: filepath.Base(wns.Path())}
-	rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("benchnat-%d", n.workers), NetNS: wns.Path(), IfName: "eth0"}
-	list := n.conflist()
-	var res *current.Result
-	err := n.inNode(func(ctx context.Context) error {
-		r, err := n.cni.AddNetworkList(ctx, list, rt)
-		if err != nil {
-			return err
-		}
-		res, err = current.NewResultFromResult(r)
-		return err
-	})
-	if err != nil {
-		n.tb.Fatalf("CNI ADD %s: %v", rt.ContainerID, err)
-	}
-	n.tb.Cleanup(func() {
-		if err := n.inNode(func(ctx context.Context) error { return n.cni.DelNetworkList(ctx, list, rt) }); err != nil {
-			n.tb.Errorf("CNI DEL %s: %v", rt.ContainerID, err)
-		}
-	})
-	for _, ipc := range res.IPs {
-		if a, ok := netip.AddrFromSlice(ipc.Address.IP.To4()); ok {
-			w.ip = a
-		}
-	}
-	if !w.ip.IsValid() {
-		n.tb.Fatalf("CNI ADD %s: no IPv4 address in %+v", rt.ContainerID, res)
-	}
-	return w
-}
+type worker = nodetest.Worker
 
 // serveBackend runs the proxy's backend in the node: smallPath answers
 // smallBody, bigPath bigSize bytes, both with a Content-Length.
 func (n *node) serveBackend() {
 	n.tb.Helper()
 	var l net.Listener
-	err := n.ns.Do(func(ns.NetNS) error {
+	err := n.NS.Do(func(ns.NetNS) error {
 		var err error
 		l, err = net.Listen("tcp4", backend)
 		return err
@@ -250,103 +153,17 @@ backend be_go
 	server go ` + backend + `
 `
 
-// syncBuffer collects a child's output for the failure message.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startHAProxy runs Debian's haproxy in the node in the foreground until
 // the benchmark ends, and waits until its frontends accept connections.
 func (n *node) startHAProxy() {
 	n.tb.Helper()
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		nstest.Unavailable(n.tb, "haproxy is not installed (run scripts/deps.sh): %v", err)
-	}
-	path := filepath.Join(n.tb.TempDir(), "haproxy.cfg")
-	if err := os.WriteFile(path, []byte(haproxyConfig), 0o644); err != nil {
-		n.tb.Fatal(err)
-	}
-	if out, err := run(nil, bin, "-c", "-q", "-f", path); err != nil {
-		n.tb.Fatalf("haproxy -c: %v\n%s", err, out)
-	}
-	// ip netns exec execs haproxy in place: the process is haproxy itself.
-	cmd := exec.Command("ip", "netns", "exec", n.name, bin, "-f", path, "-db")
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		n.tb.Fatalf("start haproxy: %v", err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	n.tb.Cleanup(func() {
-		select {
-		case <-exited:
-			n.tb.Errorf("haproxy ended before the benchmark did (%v):\n%s", waitErr, out.String())
-			return
-		default:
-		}
-		_ = cmd.Process.Kill()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			n.tb.Errorf("haproxy (pid %d) did not exit after kill", cmd.Process.Pid)
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for _, addr := range []string{frontend, direct} {
-		for {
-			err := n.ns.Do(func(ns.NetNS) error {
-				c, err := net.DialTimeout("tcp4", addr, 200*time.Millisecond)
-				if err == nil {
-					_ = c.Close()
-				}
-				return err
-			})
-			if err == nil {
-				break
-			}
-			select {
-			case <-exited:
-				n.tb.Fatalf("haproxy exited at start:\n%s", out.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				n.tb.Fatalf("haproxy does not accept on %s: %v\n%s", addr, err, out.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	n.StartHAProxy(haproxyConfig, frontend, direct)
 }
 
 // run runs a command with cmdTimeout, stdin when not nil, and returns its
 // combined output.
 func run(stdin []byte, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
+	return nodetest.Run(cmdTimeout, stdin, name, args...)
 }
 
 // buildLoadgen builds the load generator into a directory removed when the
@@ -368,7 +185,7 @@ func buildLoadgen(tb testing.TB) string {
 func (n *node) load(w *worker, loadgen, mode string, addrs []string, path string, d time.Duration, body int64) []LoadResult {
 	n.tb.Helper()
 	n.flushConntrack()
-	args := []string{"netns", "exec", w.name, loadgen, "-mode", mode, "-addr", strings.Join(addrs, ","), "-path", path,
+	args := []string{"netns", "exec", w.Name, loadgen, "-mode", mode, "-addr", strings.Join(addrs, ","), "-path", path,
 		"-duration", d.String(), "-body", strconv.FormatInt(body, 10), "-timeout", "3s"}
 	ctx, cancel := context.WithTimeout(context.Background(), d+cmdTimeout)
 	defer cancel()
@@ -432,7 +249,7 @@ var (
 // nft opens a lasting nftables connection in the node, closed at cleanup.
 func (n *node) nft() *nftables.Conn {
 	n.tb.Helper()
-	c, err := nftables.New(nftables.WithNetNSFd(int(n.ns.Fd())), nftables.AsLasting())
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.NS.Fd())), nftables.AsLasting())
 	if err != nil {
 		n.tb.Fatalf("nftables in node: %v", err)
 	}
@@ -521,7 +338,7 @@ func iptablesHits(c *nftables.Conn) (uint64, error) {
 // nftables library does not offer).
 func (n *node) genID() (uint32, error) {
 	var id uint32
-	err := n.ns.Do(func(ns.NetNS) error {
+	err := n.NS.Do(func(ns.NetNS) error {
 		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 		if err != nil {
 			return fmt.Errorf("netfilter socket: %w", err)
