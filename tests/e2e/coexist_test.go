@@ -24,6 +24,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // nodeDockerd is a dockerd of the test's own, run in the node namespace
@@ -38,7 +39,7 @@ type nodeDockerd struct {
 	args             []string // nsenter's, to start (and restart) it
 	cmd              *exec.Cmd
 	exited           chan struct{}
-	log              *syncBuffer
+	log              *nodetest.SyncBuffer
 }
 
 // start runs the dockerd and waits until it answers.
@@ -111,7 +112,7 @@ func (e *env) startNodeDockerd() *nodeDockerd {
 		e.t.Fatal(err)
 	}
 	d := &nodeDockerd{sock: filepath.Join(short, "docker.sock"), root: filepath.Join(e.base, "dockerd-root"), short: short,
-		exec: filepath.Join(short, "x"), log: &syncBuffer{}, stackDC: e.dc, stackSock: e.stack.DockerSock}
+		exec: filepath.Join(short, "x"), log: &nodetest.SyncBuffer{}, stackDC: e.dc, stackSock: e.stack.DockerSock}
 	cfg := map[string]any{
 		"data-root": d.root, "exec-root": d.exec, "pidfile": filepath.Join(short, "dockerd.pid"),
 		"hosts": []string{"unix://" + d.sock}, "storage-driver": "overlay2", "iptables": true, "ip6tables": false,

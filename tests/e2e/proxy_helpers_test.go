@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,13 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // The local proxy of the node, as production runs it: HAProxy on a node
@@ -47,14 +41,6 @@ var fetchURL = fmt.Sprintf("http://%s:%d/", gatewayIP, gatewayPort)
 // rule file that forwards the gateway's port 9000 to HAProxy.
 func (e *env) startProxy() string {
 	e.t.Helper()
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		nstest.Unavailable(e.t, "haproxy is not installed (run scripts/deps.sh): %v", err)
-	}
-	e.addNodeAddr()
-	e.serveBackend()
-
-	dir := e.t.TempDir()
 	cfg := fmt.Sprintf(`global
 	maxconn 256
 
@@ -72,18 +58,12 @@ frontend %s
 backend be_go
 	server go %s
 `, frontendName, proxyAddr, frontendName, backendAddr)
-	path := filepath.Join(dir, "haproxy.cfg")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, bin, "-c", "-q", "-f", path).CombinedOutput(); err != nil {
-		e.t.Fatalf("haproxy -c: %v\n%s\n%s", err, out, cfg)
-	}
+	bin, path := nodetest.HAProxy(e.t, cfg)
+	e.addNodeAddr()
+	e.serveBackend()
 	e.runInNode("haproxy", proxyAddr, bin, "-f", path, "-db")
 
-	rules := filepath.Join(dir, "nat.yaml")
+	rules := filepath.Join(e.t.TempDir(), "nat.yaml")
 	text := fmt.Sprintf("forwards:\n  - {proto: tcp, port: %d, to: %q}\n", gatewayPort, proxyAddr)
 	if err := os.WriteFile(rules, []byte(text), 0o644); err != nil {
 		e.t.Fatal(err)
@@ -97,53 +77,14 @@ backend be_go
 // fails the test with its output.
 func (e *env) runInNode(name, readyAddr string, argv ...string) {
 	e.t.Helper()
-	cmd := exec.Command("nsenter", append([]string{"--net=" + e.node.Path()}, argv...)...)
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		e.t.Fatalf("start %s: %v", name, err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	e.t.Cleanup(func() {
-		select {
-		case <-exited:
-			e.t.Errorf("%s ended before the test did (%v):\n%s", name, waitErr, out.String())
-			return
-		default:
-		}
-		_ = cmd.Process.Kill()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			e.t.Errorf("%s (pid %d) did not exit after kill", name, cmd.Process.Pid)
-		}
-	})
-	start := time.Now()
-	deadline := start.Add(proxyStartTimeout)
-	for {
-		err := e.inNode(func() error {
-			c, err := net.DialTimeout("tcp4", readyAddr, 200*time.Millisecond)
-			if err == nil {
-				_ = c.Close()
-			}
-			return err
-		})
-		if err == nil {
-			noteWait(name+" start", proxyStartTimeout, time.Since(start))
-			return
-		}
-		select {
-		case <-exited:
-			e.t.Fatalf("%s exited at start (%v):\n%s", name, waitErr, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s does not accept on %s within %s: %v\n%s", name, readyAddr, proxyStartTimeout, err, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	took := nodetest.Program{
+		Name:  name,
+		Cmd:   exec.Command("nsenter", append([]string{"--net=" + e.node.Path()}, argv...)...),
+		In:    e.inNode,
+		Ready: []string{readyAddr},
+		Limit: proxyStartTimeout,
+	}.Start(e.t)
+	noteWait(name+" start", proxyStartTimeout, took)
 }
 
 // addNodeAddr puts nodeAddr on one end of a veth pair kept inside the node
@@ -156,20 +97,8 @@ func (e *env) addNodeAddr() {
 		e.t.Fatal(err)
 	}
 	defer h.Close()
-	link := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nodeLink}, PeerName: nodeLink + "p"}
-	if err := h.LinkAdd(link); err != nil {
-		e.t.Fatalf("add %s: %v", nodeLink, err)
-	}
-	peer, err := h.LinkByName(nodeLink + "p")
-	if err != nil {
+	if err := nodetest.AddAddrLink(h, nodeLink, nodeAddr); err != nil {
 		e.t.Fatal(err)
-	}
-	addr, err := netlink.ParseAddr(nodeAddr + "/32")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := errors.Join(h.AddrAdd(link, addr), h.LinkSetUp(peer), h.LinkSetUp(link)); err != nil {
-		e.t.Fatalf("put %s on %s: %v", nodeAddr, nodeLink, err)
 	}
 }
 
@@ -194,22 +123,4 @@ func (e *env) serveBackend() {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(l) }()
 	e.t.Cleanup(func() { _ = srv.Close(); <-done })
-}
-
-// syncBuffer collects a child's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
