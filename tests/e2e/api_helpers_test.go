@@ -35,7 +35,7 @@ func (e *env) api() agentv1.AgentServiceClient {
 	if e.agent == nil {
 		e.t.Fatal("no agent runs")
 	}
-	return e.agent.api
+	return e.agent.API
 }
 
 // acquireReq is an acquire of the worker image for owner and function.

@@ -101,8 +101,8 @@ func TestBadRequests(t *testing.T) {
 		t.Errorf("the agent lists workers after bad requests only: %v", ws)
 	}
 	e.expectNoTraces("after bad requests")
-	if _, err := os.Stat(e.logDir()); err == nil {
-		if logs, _ := os.ReadDir(e.logDir()); len(logs) != 0 {
+	if _, err := os.Stat(e.LogDir()); err == nil {
+		if logs, _ := os.ReadDir(e.LogDir()); len(logs) != 0 {
 			t.Errorf("bad requests left worker logs: %v", logs)
 		}
 	}

@@ -111,7 +111,7 @@ func (e *env) startNodeDockerd() *nodeDockerd {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	d := &nodeDockerd{sock: filepath.Join(short, "docker.sock"), root: filepath.Join(e.base, "dockerd-root"), short: short,
+	d := &nodeDockerd{sock: filepath.Join(short, "docker.sock"), root: filepath.Join(e.Base, "dockerd-root"), short: short,
 		exec: filepath.Join(short, "x"), log: &nodetest.SyncBuffer{}, stackDC: e.dc, stackSock: e.stack.DockerSock}
 	cfg := map[string]any{
 		"data-root": d.root, "exec-root": d.exec, "pidfile": filepath.Join(short, "dockerd.pid"),
@@ -122,7 +122,7 @@ func (e *env) startNodeDockerd() *nodeDockerd {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	conf := filepath.Join(e.base, "dockerd.json")
+	conf := filepath.Join(e.Base, "dockerd.json")
 	if err := os.WriteFile(conf, b, 0o600); err != nil {
 		e.t.Fatal(err)
 	}

@@ -19,11 +19,11 @@ import (
 // leakNode is the test's node as leakcheck sees it.
 func (e *env) leakNode() leakcheck.Node {
 	n := leakcheck.Node{
-		NetNS: e.node.Path(), IPAMDir: e.ipamDir(), Network: netName, CNICacheDir: e.cacheDir(),
+		NetNS: e.node.Path(), IPAMDir: e.IPAMDir(), Network: netName, CNICacheDir: e.CacheDir(),
 		Containers: func(context.Context) ([]string, error) { return e.containers() },
 	}
 	if !e.ownsNetNS() { // containerd: the agent's pins, containerd's snapshots, runc's cgroups
-		n.PinDir, n.Snapshots, n.Cgroups = e.netnsDir(), e.workerSnapshots, e.workerCgroups
+		n.PinDir, n.Snapshots, n.Cgroups = e.NetnsDir(), e.workerSnapshots, e.workerCgroups
 	}
 	return n
 }

@@ -14,7 +14,7 @@ import (
 func TestEsbctl(t *testing.T) {
 	e := newEnv(t)
 	e.startAgent()
-	sock := e.socket()
+	sock := e.Socket()
 	run := func(inNode bool, wantCode int, args ...string) string {
 		t.Helper()
 		out, errOut, code := e.esbctl(inNode, args...)

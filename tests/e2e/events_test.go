@@ -53,7 +53,7 @@ func testKilledWorkerIsCleanedUp(t *testing.T, e *env) {
 	if v, ok := metricValue(e.metrics(), "esb_agent_workers_lost_total"); !ok || v != "1" {
 		t.Errorf("esb_agent_workers_lost_total = %q (present %v), want 1", v, ok)
 	}
-	if recs := e.agent.logRecords("worker lost behind the agent's back; removing it"); len(recs) != 1 {
+	if recs := e.agent.LogRecords("worker lost behind the agent's back; removing it"); len(recs) != 1 {
 		t.Errorf("the agent logged %d losses, want 1", len(recs))
 	}
 	e.mustInvoke(other, `{"neighbour":"killed"}`)

@@ -41,12 +41,12 @@ func (e *env) faultFlags(extra ...string) []string {
 
 // journalDir is the agent's journal of creations in flight (beside its
 // state file, which the env puts in its directory).
-func (e *env) journalDir() string { return filepath.Join(e.base, "creating") }
+func (e *env) journalDir() string { return filepath.Join(e.Base, "creating") }
 
 // setGCGrace rewrites the test's conflist with the plugins' GC grace.
 func (e *env) setGCGrace(grace string) {
 	e.t.Helper()
-	path := filepath.Join(e.confDir(), "10-esb.conflist")
+	path := filepath.Join(e.ConfDir(), "10-esb.conflist")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		e.t.Fatal(err)
@@ -160,7 +160,7 @@ func TestFaultAgentKilledDuringAcquires(t *testing.T) {
 		}
 
 		p := e.startAgent(e.faultFlags()...)
-		recs := p.logRecords("reconciled")
+		recs := p.LogRecords("reconciled")
 		listed := e.list("")
 		if len(recs) != 1 || recs[0]["adopted"] != float64(len(listed)) {
 			t.Errorf("reconcile reported %v; the agent lists %d workers", recs, len(listed))
@@ -197,11 +197,11 @@ func wantUnavailableOrOK(t *testing.T, what string, err error) {
 // pluginKiller is a CNI_PATH directory whose esb-bridge runs the real one
 // and, for ADD and DEL, SIGKILLs it after a random delay in [0, maxMS) ms
 // with probability pct%, until the file killerOff exists.
-func (e *env) killerOff() string { return filepath.Join(e.base, "killer-off") }
+func (e *env) killerOff() string { return filepath.Join(e.Base, "killer-off") }
 
 func (e *env) pluginKiller(pct, maxMS int) string {
 	e.t.Helper()
-	dir := filepath.Join(e.base, "killer-bin")
+	dir := filepath.Join(e.Base, "killer-bin")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		e.t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ wait "$pid"
 rc=$?
 kill "$killer" 2>/dev/null
 exit "$rc"
-`, plugin, pct, maxMS, filepath.Join(e.base, "kills.log"), e.killerOff())
+`, plugin, pct, maxMS, filepath.Join(e.Base, "kills.log"), e.killerOff())
 	if err := os.WriteFile(filepath.Join(dir, "esb-bridge"), []byte(script), 0o755); err != nil {
 		e.t.Fatal(err)
 	}
@@ -277,7 +277,7 @@ func TestFaultPluginKilled(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		kills, _ := os.ReadFile(filepath.Join(e.base, "kills.log"))
+		kills, _ := os.ReadFile(filepath.Join(e.Base, "kills.log"))
 		nk := strings.Count(string(kills), "\n")
 		if nk == 0 {
 			t.Errorf("the wrapper killed no plugin: the test proves nothing")
@@ -332,7 +332,7 @@ func TestFaultIPAMStoreWiped(t *testing.T) {
 
 func (e *env) wipeIPAM() {
 	e.t.Helper()
-	if err := os.RemoveAll(e.ipamDir()); err != nil {
+	if err := os.RemoveAll(e.IPAMDir()); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -356,7 +356,7 @@ func (c *ownContainerd) sock() string { return filepath.Join(c.dir, "containerd.
 // test ends, before the env's own teardown.
 func (e *env) useOwnContainerd() *ownContainerd {
 	e.t.Helper()
-	c := &ownContainerd{t: e.t, dir: filepath.Join(e.base, "ctd")}
+	c := &ownContainerd{t: e.t, dir: filepath.Join(e.Base, "ctd")}
 	for _, d := range []string{"root", "state"} {
 		if err := os.MkdirAll(filepath.Join(c.dir, d), 0o711); err != nil {
 			e.t.Fatal(err)

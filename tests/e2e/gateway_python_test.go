@@ -48,7 +48,7 @@ func TestGatewayPythonClient(t *testing.T) {
 		// address it dials is in the agent certificate's SAN.
 		{"mutual TLS", []string{"nsenter", "--net=" + e.node.Path(), gatewayPython, script, stubs,
 			fmt.Sprintf("127.0.0.1:%d", port), e.image, "py-gw", ca.File, clientCert, clientKey}},
-		{"unix socket", []string{gatewayPython, script, stubs, "unix:" + e.socket(), e.image, "py-gw"}},
+		{"unix socket", []string{gatewayPython, script, stubs, "unix:" + e.Socket(), e.image, "py-gw"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := exec.Command(tc.cmd[0], tc.cmd[1:]...).CombinedOutput()

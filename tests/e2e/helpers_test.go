@@ -23,12 +23,11 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -111,18 +110,18 @@ func cleanupBinaries() {
 // libcni cache, worker logs, netns pins and socket, and at most one running
 // agent.
 type env struct {
-	t     *testing.T
-	rt    string         // rtContainerd or rtDocker
-	dc    *client.Client // dockerd's client (rtDocker)
-	stack stacktest.Stack
-	node  ns.NetNS
+	agenttest.Dirs // every file of the test, below Base
+	t              *testing.T
+	rt             string         // rtContainerd or rtDocker
+	dc             *client.Client // dockerd's client (rtDocker)
+	stack          stacktest.Stack
+	node           ns.NetNS
 	// nodeUse is held (read) by every switch into the node and taken
 	// (write) before the node is closed: an HTTP dial can finish on its
 	// own goroutine after its request gave up, and closing the node under
 	// it was a data race.
 	nodeUse    sync.RWMutex
 	nodeClosed bool
-	base       string // every file of the test
 	ctrNS      string // containerd namespace, or Docker esb.namespace label, of the test's workers
 	image      string
 
@@ -196,12 +195,12 @@ func newEnvFor(t *testing.T, rt string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, rt: rt, dc: dc, stack: s, base: base, ctrNS: "esbe2e-" + randomHex(t, 4), image: s.WorkerImage, seen: &idSet{ids: map[string]bool{}}}
+	e := &env{t: t, rt: rt, dc: dc, stack: s, Dirs: agenttest.Dirs{Base: base}, ctrNS: "esbe2e-" + randomHex(t, 4), image: s.WorkerImage, seen: &idSet{ids: map[string]bool{}}}
 	// Cleanups run last-registered first: the directory goes after the
 	// node, which goes after the workers and the containerd namespace.
 	t.Cleanup(func() {
-		if err := stacktest.UnmountAll(e.netnsDir()); err != nil {
-			t.Errorf("unmount %s: %v", e.netnsDir(), err)
+		if err := stacktest.UnmountAll(e.NetnsDir()); err != nil {
+			t.Errorf("unmount %s: %v", e.NetnsDir(), err)
 		}
 		if err := os.RemoveAll(base); err != nil {
 			t.Errorf("remove %s: %v", base, err)
@@ -218,7 +217,7 @@ func newEnvFor(t *testing.T, rt string) *env {
 	}); err != nil {
 		t.Fatalf("set lo up in the node: %v", err)
 	}
-	e.writeConflist()
+	e.WriteConflist(t)
 	t.Cleanup(e.teardown)
 	if rt == rtContainerd {
 		e.ctr("images", "pull", "--plain-http", "--snapshotter", s.Snapshotter, s.WorkerImage)
@@ -234,43 +233,8 @@ func randomHex(t testing.TB, n int) string {
 	return hex.EncodeToString(b)
 }
 
-func (e *env) socket() string   { return filepath.Join(e.base, "agent.sock") }
-func (e *env) confDir() string  { return filepath.Join(e.base, "conf") }
-func (e *env) ipamDir() string  { return filepath.Join(e.base, "ipam") }
-func (e *env) cacheDir() string { return filepath.Join(e.base, "cache") }
-func (e *env) logDir() string   { return filepath.Join(e.base, "logs") }
-func (e *env) netnsDir() string { return filepath.Join(e.base, "netns") }
-
 // pinPath is where the agent pins the namespace of worker id.
-func (e *env) pinPath(id string) string { return filepath.Join(e.netnsDir(), "esb-"+id) }
-
-// writeConflist writes the esb network of the test: esb-bridge with
-// esb-ipam, whose store lives in the test's directory.
-func (e *env) writeConflist() {
-	e.t.Helper()
-	list := map[string]any{
-		"cniVersion": "1.1.0",
-		"name":       netName,
-		"plugins": []any{map[string]any{
-			"type": "esb-bridge",
-			"ipam": map[string]any{
-				"type":    "esb-ipam",
-				"dataDir": e.ipamDir(),
-				"routes":  []any{map[string]any{"dst": "0.0.0.0/0"}},
-			},
-		}},
-	}
-	b, err := json.MarshalIndent(list, "", "  ")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := os.MkdirAll(e.confDir(), 0o755); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(e.confDir(), "10-esb.conflist"), b, 0o644); err != nil {
-		e.t.Fatal(err)
-	}
-}
+func (e *env) pinPath(id string) string { return filepath.Join(e.NetnsDir(), "esb-"+id) }
 
 // inNode runs fn on a thread in the node namespace.
 func (e *env) inNode(fn func() error) error {
@@ -396,13 +360,7 @@ func removeContainer(e *env, id string) error {
 
 // agentProc is one run of esb-agent in the node.
 type agentProc struct {
-	cmd     *exec.Cmd
-	logPath string
-	logFile *os.File
-	exited  chan struct{}
-	waitErr error
-	conn    *grpc.ClientConn
-	api     agentv1.AgentServiceClient
+	*agenttest.Proc
 	// ready is the time from the process start to the socket answering
 	// health checks with SERVING: reconcile (adoption) included.
 	ready time.Duration
@@ -419,45 +377,25 @@ func (e *env) startAgent(extra ...string) *agentProc {
 	}
 	agentBin, _ := binaries(e.t)
 	e.runs++
-	args := append([]string{"--net=" + e.node.Path(), agentBin}, e.runtimeFlags()...)
+	args := append(e.runtimeFlags(), e.Flags(nstest.PluginDir(e.t))...)
 	args = append(args,
-		"-socket", e.socket(),
-		"-cni-conf-dir", e.confDir(),
-		"-cni-bin-dirs", nstest.PluginDir(e.t),
-		"-cni-cache-dir", e.cacheDir(),
-		"-netns-dir", e.netnsDir(),
-		"-log-dir", e.logDir(),
-		"-state-file", filepath.Join(e.base, "state.db"),
 		"-metrics-listen", metricsAddr,
 		"-log-level", "debug",
 	)
 	args = append(args, extra...)
-	p := &agentProc{logPath: filepath.Join(e.base, fmt.Sprintf("agent-%d.log", e.runs)), exited: make(chan struct{})}
-	f, err := os.Create(p.logPath)
+	proc, start, err := agenttest.Start(filepath.Join(e.Base, fmt.Sprintf("agent-%d.log", e.runs)), e.node.Path(), agentBin, args)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	p.logFile = f
-	p.cmd = exec.Command("nsenter", args...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	start := time.Now()
-	if err := p.cmd.Start(); err != nil {
-		_ = f.Close()
-		e.t.Fatalf("start esb-agent: %v", err)
-	}
-	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
+	p := &agentProc{Proc: proc}
 	e.agent = p
 
 	// A short reconnect backoff, so the wait measures the agent and not
 	// gRPC's default one-second backoff after the first refused dial.
-	p.conn, err = grpc.NewClient("unix://"+e.socket(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: time.Second,
-			Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.2, MaxDelay: 100 * time.Millisecond}}))
-	if err != nil {
+	if err := p.Dial(e.Socket(), backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.2, MaxDelay: 100 * time.Millisecond}); err != nil {
 		e.t.Fatalf("grpc client: %v", err)
 	}
-	p.api = agentv1.NewAgentServiceClient(p.conn)
-	health := healthpb.NewHealthClient(p.conn)
+	health := healthpb.NewHealthClient(p.Conn)
 	deadline := start.Add(agentStartTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -469,37 +407,19 @@ func (e *env) startAgent(extra ...string) *agentProc {
 			return p
 		}
 		select {
-		case <-p.exited:
-			e.t.Fatalf("esb-agent exited at start (%v):\n%s", p.waitErr, p.log())
+		case <-p.Exited:
+			e.t.Fatalf("esb-agent exited at start (%v):\n%s", p.WaitErr, p.log())
 		default:
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("esb-agent does not answer on %s within %s (last: %v):\n%s", e.socket(), agentStartTimeout, err, p.log())
+			e.t.Fatalf("esb-agent does not answer on %s within %s (last: %v):\n%s", e.Socket(), agentStartTimeout, err, p.log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
 // log returns what the agent wrote so far.
-func (p *agentProc) log() string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return fmt.Sprintf("(read %s: %v)", p.logPath, err)
-	}
-	return string(b)
-}
-
-// logRecords returns the agent's JSON log records whose msg is msg.
-func (p *agentProc) logRecords(msg string) []map[string]any {
-	var out []map[string]any
-	for _, line := range strings.Split(p.log(), "\n") {
-		var r map[string]any
-		if json.Unmarshal([]byte(line), &r) == nil && r["msg"] == msg {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+func (p *agentProc) log() string { return p.Log() }
 
 // stopAgent signals the agent and waits for it to exit. After SIGTERM the
 // agent must exit 0 (a graceful stop that keeps the workers).
@@ -516,21 +436,10 @@ func (e *env) stopAgentErr(sig syscall.Signal) error {
 		return nil
 	}
 	e.agent = nil
-	defer func() { _ = p.conn.Close(); _ = p.logFile.Close() }()
-	stopped := time.Now()
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal esb-agent: %w", err)
+	took, err := p.Stop(sig, agentStopTimeout)
+	if err != nil {
+		return err
 	}
-	select {
-	case <-p.exited:
-		noteWait("agent stop", agentStopTimeout, time.Since(stopped))
-	case <-time.After(agentStopTimeout):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		return fmt.Errorf("esb-agent did not exit within %s of %v:\n%s", agentStopTimeout, sig, p.log())
-	}
-	if sig == syscall.SIGTERM && p.waitErr != nil {
-		return fmt.Errorf("esb-agent exited with %w after SIGTERM, want 0:\n%s", p.waitErr, p.log())
-	}
-	return nil
+	noteWait("agent stop", agentStopTimeout, took)
+	return p.ExitErr(sig)
 }

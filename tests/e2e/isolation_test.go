@@ -60,12 +60,12 @@ func testWorkerIsolation(t *testing.T, e *env) {
 		"-tls-cert", cert, "-tls-key", key, "-tls-client-ca", ca.File, "-read-only-rootfs")
 
 	// The socket: mode 0600, owned by root.
-	fi, err := os.Lstat(e.socket())
+	fi, err := os.Lstat(e.Socket())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 || st.Uid != 0 {
-		t.Errorf("agent socket %s is %v owned by uid %d, want a socket of mode 0600 owned by root", e.socket(), fi.Mode(), st.Uid)
+		t.Errorf("agent socket %s is %v owned by uid %d, want a socket of mode 0600 owned by root", e.Socket(), fi.Mode(), st.Uid)
 	}
 
 	a := e.mustAcquire(e.acquireReq("alice", isolationProbe))
@@ -97,7 +97,7 @@ func testWorkerIsolation(t *testing.T, e *env) {
 	// The worker process: confined, read-only root, no agent socket.
 	pid := e.workerPID(a.GetId())
 	runtimetest.CheckWorkerConfinement(t, pid, true)
-	for _, p := range []string{e.socket(), filepath.Dir(e.socket())} {
+	for _, p := range []string{e.Socket(), filepath.Dir(e.Socket())} {
 		if _, err := os.Lstat(filepath.Join(fmt.Sprintf("/proc/%d/root", pid), p)); !os.IsNotExist(err) {
 			t.Errorf("the worker's file system has %s (%v), want it absent", p, err)
 		}

@@ -133,7 +133,7 @@ func TestSoak(t *testing.T) {
 		interval := envDuration("ESB_SOAK_INTERVAL", dur/20)
 		clients := envInt("ESB_SOAK_CLIENTS", defaultSoakClients)
 		p := e.startAgent()
-		pid := p.cmd.Process.Pid
+		pid := p.Cmd.Process.Pid
 		s := &cycleStats{}
 
 		// Warm-up: every client runs a few cycles, so the first window

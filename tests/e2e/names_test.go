@@ -87,7 +87,7 @@ func TestBadServicesStopTheAgent(t *testing.T) {
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), agentStartTimeout)
 		out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + e.node.Path(), agentBin}, append(e.runtimeFlags(),
-			"-socket", filepath.Join(dir, "agent.sock"), "-cni-conf-dir", e.confDir(), "-state-file", filepath.Join(dir, "state.db"),
+			"-socket", filepath.Join(dir, "agent.sock"), "-cni-conf-dir", e.ConfDir(), "-state-file", filepath.Join(dir, "state.db"),
 			"-metrics-listen", "", "-nat-rules", rules, "-services", tc.services)...)...).CombinedOutput()
 		cancel()
 		if err == nil || !strings.Contains(string(out), tc.want) {

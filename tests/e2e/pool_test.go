@@ -136,7 +136,7 @@ func testWarmPool(t *testing.T, e *env) {
 	if e.ownsNetNS() {
 		orphans = 0
 	}
-	if recs := p.logRecords("reconciled"); len(recs) != 1 || recs[0]["orphan_netns"] != orphans {
+	if recs := p.LogRecords("reconciled"); len(recs) != 1 || recs[0]["orphan_netns"] != orphans {
 		t.Errorf("reconcile reported %v, want %v orphan namespaces", recs, orphans)
 	}
 	e.expectNoTraces("after reconcile")

@@ -94,7 +94,7 @@ func testPullPolicyAlways(t *testing.T, e *env) {
 		return !slices.ContainsFunc(ws, func(w *agentv1.Worker) bool { return w.GetId() == idleA.GetId() })
 	})
 	e.expectNoTraces("after the drain", idleA.GetId())
-	if recs := p.logRecords("image changed; draining its idle workers"); len(recs) != 1 || recs[0]["image"] != ref || recs[0]["workers"] != float64(1) {
+	if recs := p.LogRecords("image changed; draining its idle workers"); len(recs) != 1 || recs[0]["image"] != ref || recs[0]["workers"] != float64(1) {
 		t.Errorf("drain log records %v, want one for %s with one worker", recs, ref)
 	}
 	idleB := idleWorker("the pool of "+fnB+" fills", fnB)
@@ -127,7 +127,7 @@ func testPullPolicyAlways(t *testing.T, e *env) {
 	if v := fallbacks(); v != 1 {
 		t.Errorf("esb_agent_image_pull_fallbacks_total = %v after a warm acquire and its refill, want 1", v)
 	}
-	recs := p.logRecords(pullFallbackMsg)
+	recs := p.LogRecords(pullFallbackMsg)
 	if len(recs) != 1 || recs[0]["level"] != "WARN" || recs[0]["image"] != ref || !strings.Contains(fmt.Sprint(recs[0]["err"]), reg.addr) {
 		t.Errorf("fallback warnings %v, want one naming %s and the error reaching %s", recs, ref, reg.addr)
 	}

@@ -26,7 +26,7 @@ func reconcileAfter(t *testing.T, breakIt func(e *env, w *agentv1.Worker)) {
 	breakIt(e, broken)
 
 	p := e.startAgent()
-	if recs := p.logRecords("reconciled"); len(recs) != 1 || recs[0]["adopted"] != float64(1) || recs[0]["removed"] != float64(1) {
+	if recs := p.LogRecords("reconciled"); len(recs) != 1 || recs[0]["adopted"] != float64(1) || recs[0]["removed"] != float64(1) {
 		t.Errorf("reconcile reported %v, want 1 adopted and 1 removed", recs)
 	}
 	sameWorkers(t, e.list(""), []*agentv1.Worker{intact})

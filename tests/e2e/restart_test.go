@@ -74,7 +74,7 @@ func testRestartAdoptsWorkers(t *testing.T, e *env) {
 
 	p := e.startAgent()
 	t.Logf("restart with 3 live workers: socket answers %v after start", p.ready)
-	if recs := p.logRecords("reconciled"); len(recs) == 1 {
+	if recs := p.LogRecords("reconciled"); len(recs) == 1 {
 		took, _ := recs[0]["took"].(float64)
 		t.Logf("reconcile: adopted %v, removed %v, took %v", recs[0]["adopted"], recs[0]["removed"], time.Duration(took))
 		if recs[0]["adopted"] != float64(3) || recs[0]["removed"] != float64(0) {

@@ -39,7 +39,7 @@ func (e *env) traces(only ...string) []string {
 			out = append(out, "container "+id)
 		}
 	}
-	pins, _ := filepath.Glob(filepath.Join(e.netnsDir(), "esb-*"))
+	pins, _ := filepath.Glob(filepath.Join(e.NetnsDir(), "esb-*"))
 	for _, p := range pins {
 		if keep(strings.TrimPrefix(filepath.Base(p), "esb-")) {
 			out = append(out, "netns pin "+p)
@@ -70,7 +70,7 @@ func (e *env) traces(only ...string) []string {
 			out = append(out, fmt.Sprintf("address %s of %s", ip, id))
 		}
 	}
-	results, _ := filepath.Glob(filepath.Join(e.cacheDir(), "results", "*"))
+	results, _ := filepath.Glob(filepath.Join(e.CacheDir(), "results", "*"))
 	for _, r := range results {
 		if len(only) == 0 || slices.ContainsFunc(only, func(id string) bool { return strings.Contains(filepath.Base(r), id) }) {
 			out = append(out, "libcni cache entry "+r)
@@ -143,10 +143,10 @@ func (e *env) vethOf(id string) (string, bool) {
 
 // allocations returns the IPAM store's allocations: attachment -> address.
 func (e *env) allocations() (map[string]string, error) {
-	if _, err := os.Stat(ipam.DBPath(e.ipamDir(), netName)); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(ipam.DBPath(e.IPAMDir(), netName)); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
-	s, err := ipam.OpenBolt(e.ipamDir(), netName, ipam.BoltOptions{LockWait: 10 * time.Second})
+	s, err := ipam.OpenBolt(e.IPAMDir(), netName, ipam.BoltOptions{LockWait: 10 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("open the IPAM store: %w", err)
 	}
@@ -214,7 +214,7 @@ func (e *env) teardown() {
 		t.Errorf("clean up: %v", err)
 	}
 	if t.Failed() {
-		logs, _ := filepath.Glob(filepath.Join(e.base, "agent-*.log"))
+		logs, _ := filepath.Glob(filepath.Join(e.Base, "agent-*.log"))
 		for _, l := range logs {
 			b, _ := os.ReadFile(l)
 			t.Logf("%s:\n%s", filepath.Base(l), b)
@@ -238,7 +238,7 @@ func (e *env) forceClean() error {
 		return errors.Join(errs...)
 	}
 	killStrayShims(e.ctrNS)
-	pins, _ := filepath.Glob(filepath.Join(e.netnsDir(), "esb-*"))
+	pins, _ := filepath.Glob(filepath.Join(e.NetnsDir(), "esb-*"))
 	for _, id := range e.seen.list() {
 		if _, err := os.Lstat("/run/netns/esb-" + id); err == nil {
 			pins = append(pins, "/run/netns/esb-"+id)
