@@ -290,7 +290,7 @@ func (r *results) measureCold(b *testing.B, e *env, p *agentProc) {
 			ctrOnce(i, true)
 		}
 	}
-	recs := p.logRecords("worker ready")
+	recs := p.LogRecords("worker ready")
 	for _, rec := range recs[min(1, len(recs)):] { // the first was the warm-up
 		if d, ok := tookOf(rec); ok {
 			r.coldLogged = append(r.coldLogged, d)
@@ -445,7 +445,7 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler
 	if p.first >= liveWorkers {
 		r.adoptAll = p.ready
 	}
-	if recs := p.logRecords("reconciled"); len(recs) == 1 {
+	if recs := p.LogRecords("reconciled"); len(recs) == 1 {
 		r.reconcileTook, _ = tookOf(recs[0])
 		r.reconcileAdopted, _ = recs[0]["adopted"].(float64)
 	}
@@ -486,7 +486,7 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler
 	if len(r.leftovers) > 0 {
 		b.Errorf("after releasing every worker, left on the node:\n  %s", strings.Join(r.leftovers, "\n  "))
 	}
-	logs, _ := filepath.Glob(filepath.Join(e.logDir(), "*.log"))
+	logs, _ := filepath.Glob(filepath.Join(e.LogDir(), "*.log"))
 	r.workerLogs = len(logs)
 	if err := e.stopAgent(syscall.SIGTERM); err != nil {
 		b.Error(err)

@@ -1,11 +1,9 @@
 package benchagent
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -33,10 +31,10 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/ipam"
+	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -60,19 +58,19 @@ const (
 // running agent. Everything is removed when the benchmark ends, even when
 // it fails.
 type env struct {
-	b         *testing.B
-	rt        string // rtContainerd or rtDocker: the agent's runtime, and the baseline's CLI
-	stack     stacktest.Stack
-	node      ns.NetNS
-	base      string
-	ctrNS     string
-	image     string
-	agentBin  string
-	pluginDir string
-	cc        *client.Client       // the run's own containerd client, in ctrNS (rtContainerd)
-	dc        *dockerclient.Client // dockerd's client (rtDocker); ctrNS is then the esb.namespace label
-	agent     *agentProc
-	runs      int
+	agenttest.Dirs // every file of the run, below Base
+	b              *testing.B
+	rt             string // rtContainerd or rtDocker: the agent's runtime, and the baseline's CLI
+	stack          stacktest.Stack
+	node           ns.NetNS
+	ctrNS          string
+	image          string
+	agentBin       string
+	pluginDir      string
+	cc             *client.Client       // the run's own containerd client, in ctrNS (rtContainerd)
+	dc             *dockerclient.Client // dockerd's client (rtDocker); ctrNS is then the esb.namespace label
+	agent          *agentProc
+	runs           int
 	// logIssues counts the warnings and errors of the stopped agents'
 	// logs, by message.
 	logIssues map[string]int
@@ -106,12 +104,12 @@ func newEnvFor(b *testing.B, rt string) *env {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := &env{b: b, rt: rt, stack: s, base: base, ctrNS: "esbbenchagent-" + randomHex(4), image: s.WorkerImage, logIssues: map[string]int{}}
+	e := &env{b: b, rt: rt, stack: s, Dirs: agenttest.Dirs{Base: base}, ctrNS: "esbbenchagent-" + randomHex(4), image: s.WorkerImage, logIssues: map[string]int{}}
 	// Cleanups run last-registered first: the directory goes after the
 	// node, which goes after the workers and the containerd namespace.
 	b.Cleanup(func() {
-		if err := stacktest.UnmountAll(e.netnsDir()); err != nil {
-			b.Errorf("unmount %s: %v", e.netnsDir(), err)
+		if err := stacktest.UnmountAll(e.NetnsDir()); err != nil {
+			b.Errorf("unmount %s: %v", e.NetnsDir(), err)
 		}
 		if err := os.RemoveAll(base); err != nil {
 			b.Errorf("remove %s: %v", base, err)
@@ -129,7 +127,7 @@ func newEnvFor(b *testing.B, rt string) *env {
 	}); err != nil {
 		b.Fatalf("set lo up in the node: %v", err)
 	}
-	e.writeConflist()
+	e.WriteConflist(b)
 	if rt == rtDocker {
 		e.dc, err = dockerclient.NewClientWithOpts(dockerclient.WithHost(s.DockerHost()), dockerclient.WithAPIVersionNegotiation())
 		if err != nil {
@@ -179,54 +177,13 @@ func buildAgent(b *testing.B, dir string) string {
 	return filepath.Join(dir, "esb-agent")
 }
 
-func (e *env) socket() string   { return filepath.Join(e.base, "agent.sock") }
-func (e *env) confDir() string  { return filepath.Join(e.base, "conf") }
-func (e *env) ipamDir() string  { return filepath.Join(e.base, "ipam") }
-func (e *env) cacheDir() string { return filepath.Join(e.base, "cache") }
-func (e *env) logDir() string   { return filepath.Join(e.base, "logs") }
-func (e *env) netnsDir() string { return filepath.Join(e.base, "netns") }
-
-// writeConflist writes the esb network of the run: esb-bridge with
-// esb-ipam, whose store lives in the run's directory.
-func (e *env) writeConflist() {
-	e.b.Helper()
-	list := map[string]any{
-		"cniVersion": "1.1.0",
-		"name":       netName,
-		"plugins": []any{map[string]any{
-			"type": "esb-bridge",
-			"ipam": map[string]any{
-				"type":    "esb-ipam",
-				"dataDir": e.ipamDir(),
-				"routes":  []any{map[string]any{"dst": "0.0.0.0/0"}},
-			},
-		}},
-	}
-	p, err := json.MarshalIndent(list, "", "  ")
-	if err != nil {
-		e.b.Fatal(err)
-	}
-	if err := os.MkdirAll(e.confDir(), 0o755); err != nil {
-		e.b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(e.confDir(), "10-esb.conflist"), p, 0o644); err != nil {
-		e.b.Fatal(err)
-	}
-}
-
 // --- the agent process ---------------------------------------------------
 
 // agentProc is one run of esb-agent in the node. nsenter execs the agent,
 // so the process is the agent itself.
 type agentProc struct {
-	cmd     *exec.Cmd
+	*agenttest.Proc
 	started time.Time
-	logPath string
-	logFile *os.File
-	exited  chan struct{}
-	waitErr error
-	conn    *grpc.ClientConn
-	api     agentv1.AgentServiceClient
 	// ready is the time from the process start to the first answer of
 	// ListWorkers (reconcile, and so adoption, included); first is how
 	// many workers that answer listed.
@@ -243,44 +200,28 @@ func (e *env) startAgent(extra ...string) *agentProc {
 	if e.agent != nil {
 		e.b.Fatal("an agent already runs")
 	}
-	if err := os.Remove(e.socket()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(e.Socket()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		e.b.Fatal(err)
 	}
 	e.runs++
-	args := []string{"--net=" + e.node.Path(), e.agentBin}
+	var args []string
 	if e.rt == rtDocker {
 		args = append(args, "-runtime", "docker", "-docker-host", e.stack.DockerHost(), "-docker-namespace", e.ctrNS)
 	} else {
 		args = append(args, "-containerd-address", e.stack.ContainerdSock,
 			"-containerd-namespace", e.ctrNS, "-snapshotter", e.stack.Snapshotter)
 	}
+	args = append(args, e.Flags(e.pluginDir)...)
 	args = append(args,
-		"-socket", e.socket(),
-		"-cni-conf-dir", e.confDir(),
-		"-cni-bin-dirs", e.pluginDir,
-		"-cni-cache-dir", e.cacheDir(),
-		"-netns-dir", e.netnsDir(),
-		"-log-dir", e.logDir(),
-		"-state-file", filepath.Join(e.base, "state.db"),
 		"-metrics-listen", "",
 		"-max-workers", "1000",
 	)
 	args = append(args, extra...)
-	p := &agentProc{logPath: filepath.Join(e.base, fmt.Sprintf("agent-%d.log", e.runs)), exited: make(chan struct{})}
-	f, err := os.Create(p.logPath)
+	proc, start, err := agenttest.Start(filepath.Join(e.Base, fmt.Sprintf("agent-%d.log", e.runs)), e.node.Path(), e.agentBin, args)
 	if err != nil {
 		e.b.Fatal(err)
 	}
-	p.logFile = f
-	p.cmd = exec.Command("nsenter", args...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	start := time.Now()
-	if err := p.cmd.Start(); err != nil {
-		_ = f.Close()
-		e.b.Fatalf("start esb-agent: %v", err)
-	}
-	p.started = start
-	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
+	p := &agentProc{Proc: proc, started: start}
 	e.agent = p
 
 	deadline := start.Add(agentStartTimeout)
@@ -290,37 +231,33 @@ func (e *env) startAgent(extra ...string) *agentProc {
 	}
 	// The socket appears once reconcile is done.
 	for {
-		if _, err := os.Stat(e.socket()); err == nil {
+		if _, err := os.Stat(e.Socket()); err == nil {
 			break
 		}
 		select {
-		case <-p.exited:
-			fail("exited at start (%v)", p.waitErr)
+		case <-p.Exited:
+			fail("exited at start (%v)", p.WaitErr)
 		default:
 		}
 		if time.Now().After(deadline) {
-			fail("no socket %s within %s", e.socket(), agentStartTimeout)
+			fail("no socket %s within %s", e.Socket(), agentStartTimeout)
 		}
 		time.Sleep(time.Millisecond)
 	}
-	p.conn, err = grpc.NewClient("unix://"+e.socket(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: time.Second,
-			Backoff: backoff.Config{BaseDelay: time.Millisecond, Multiplier: 1.5, MaxDelay: 20 * time.Millisecond}}))
-	if err != nil {
+	if err := p.Dial(e.Socket(), backoff.Config{BaseDelay: time.Millisecond, Multiplier: 1.5, MaxDelay: 20 * time.Millisecond}); err != nil {
 		fail("grpc client: %v", err)
 	}
-	p.api = agentv1.NewAgentServiceClient(p.conn)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		r, err := p.api.ListWorkers(ctx, &agentv1.ListWorkersRequest{}, grpc.WaitForReady(true))
+		r, err := p.API.ListWorkers(ctx, &agentv1.ListWorkersRequest{}, grpc.WaitForReady(true))
 		cancel()
 		if err == nil {
 			p.ready, p.first = time.Since(start), len(r.GetWorkers())
 			return p
 		}
 		select {
-		case <-p.exited:
-			fail("exited at start (%v)", p.waitErr)
+		case <-p.Exited:
+			fail("exited at start (%v)", p.WaitErr)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -329,35 +266,11 @@ func (e *env) startAgent(extra ...string) *agentProc {
 	}
 }
 
-func (p *agentProc) log() string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return fmt.Sprintf("(read %s: %v)", p.logPath, err)
-	}
-	return string(b)
-}
-
-// logRecords returns the agent's JSON log records whose msg is msg.
-func (p *agentProc) logRecords(msg string) []map[string]any {
-	return p.records(func(r map[string]any) bool { return r["msg"] == msg })
-}
+func (p *agentProc) log() string { return p.Log() }
 
 // logRecordsAt returns the agent's JSON log records of level.
 func (p *agentProc) logRecordsAt(level string) []map[string]any {
-	return p.records(func(r map[string]any) bool { return r["level"] == level })
-}
-
-func (p *agentProc) records(keep func(map[string]any) bool) []map[string]any {
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(p.log()))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var r map[string]any
-		if json.Unmarshal(sc.Bytes(), &r) == nil && keep(r) {
-			out = append(out, r)
-		}
-	}
-	return out
+	return p.Records(func(r map[string]any) bool { return r["level"] == level })
 }
 
 // tookOf reads the "took" attribute of a log record (slog writes a
@@ -375,7 +288,7 @@ type Memory struct {
 // memory reads the agent's VmRSS and VmHWM, after checking that the pid
 // is esb-agent (nsenter exec'd it) and not nsenter.
 func (p *agentProc) memory() (Memory, error) {
-	pid := p.cmd.Process.Pid
+	pid := p.Cmd.Process.Pid
 	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	if err != nil {
 		return Memory{}, err
@@ -418,26 +331,15 @@ func (e *env) stopAgent(sig syscall.Signal) error {
 		return nil
 	}
 	e.agent = nil
-	defer func() { _ = p.conn.Close(); _ = p.logFile.Close() }()
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal esb-agent: %w", err)
-	}
-	select {
-	case <-p.exited:
-	case <-time.After(agentStopTimeout):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		return fmt.Errorf("esb-agent did not exit within %s of %v:\n%s", agentStopTimeout, sig, p.log())
+	if _, err := p.Stop(sig, agentStopTimeout); err != nil {
+		return err
 	}
 	for _, level := range []string{"WARN", "ERROR"} {
 		for _, r := range p.logRecordsAt(level) {
 			e.logIssues[fmt.Sprintf("%s %v", level, r["msg"])]++
 		}
 	}
-	if sig == syscall.SIGTERM && p.waitErr != nil {
-		return fmt.Errorf("esb-agent exited with %w after SIGTERM, want 0:\n%s", p.waitErr, p.log())
-	}
-	return nil
+	return p.ExitErr(sig)
 }
 
 // --- API calls -------------------------------------------------------------
@@ -448,7 +350,7 @@ func (p *agentProc) acquire(image, owner, function string) (*agentv1.Worker, tim
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
 	start := time.Now()
-	r, err := p.api.AcquireWorker(ctx, &agentv1.AcquireWorkerRequest{Function: function, Image: image, OwnerId: owner})
+	r, err := p.API.AcquireWorker(ctx, &agentv1.AcquireWorkerRequest{Function: function, Image: image, OwnerId: owner})
 	took := time.Since(start)
 	if err != nil {
 		return nil, took, fmt.Errorf("acquire %s for %s: %w", function, owner, err)
@@ -461,7 +363,7 @@ func (p *agentProc) release(w *agentv1.Worker) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
 	start := time.Now()
-	_, err := p.api.ReleaseWorker(ctx, &agentv1.ReleaseWorkerRequest{WorkerId: w.GetId(), OwnerId: w.GetOwnerId()})
+	_, err := p.API.ReleaseWorker(ctx, &agentv1.ReleaseWorkerRequest{WorkerId: w.GetId(), OwnerId: w.GetOwnerId()})
 	took := time.Since(start)
 	if err != nil {
 		return took, fmt.Errorf("release %s: %w", w.GetId(), err)
@@ -473,7 +375,7 @@ func (p *agentProc) release(w *agentv1.Worker) (time.Duration, error) {
 func (p *agentProc) list() ([]*agentv1.Worker, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
-	r, err := p.api.ListWorkers(ctx, &agentv1.ListWorkersRequest{})
+	r, err := p.API.ListWorkers(ctx, &agentv1.ListWorkersRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("list workers: %w", err)
 	}
@@ -716,7 +618,7 @@ func (e *env) traces() []string {
 	for _, id := range ids {
 		out = append(out, "container "+id)
 	}
-	pins, _ := filepath.Glob(filepath.Join(e.netnsDir(), "esb-*"))
+	pins, _ := filepath.Glob(filepath.Join(e.NetnsDir(), "esb-*"))
 	for _, p := range pins {
 		out = append(out, "netns pin "+p)
 	}
@@ -734,7 +636,7 @@ func (e *env) traces() []string {
 	for _, a := range allocs {
 		out = append(out, "address "+a)
 	}
-	results, _ := filepath.Glob(filepath.Join(e.cacheDir(), "results", "*"))
+	results, _ := filepath.Glob(filepath.Join(e.CacheDir(), "results", "*"))
 	for _, r := range results {
 		out = append(out, "libcni cache entry "+filepath.Base(r))
 	}
@@ -778,10 +680,10 @@ func (e *env) veths() ([]string, error) {
 
 // allocations returns the IPAM store's allocations as "address of attachment".
 func (e *env) allocations() ([]string, error) {
-	if _, err := os.Stat(ipam.DBPath(e.ipamDir(), netName)); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(ipam.DBPath(e.IPAMDir(), netName)); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
-	s, err := ipam.OpenBolt(e.ipamDir(), netName, ipam.BoltOptions{LockWait: 10 * time.Second})
+	s, err := ipam.OpenBolt(e.IPAMDir(), netName, ipam.BoltOptions{LockWait: 10 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("open the IPAM store: %w", err)
 	}
@@ -807,7 +709,7 @@ func (e *env) allocations() ([]string, error) {
 func (e *env) teardown() {
 	b := e.b
 	if e.agent != nil {
-		logPath := e.agent.logPath
+		logPath := e.agent.LogPath
 		if err := e.stopAgent(syscall.SIGTERM); err != nil {
 			b.Error(err)
 		}
@@ -857,7 +759,7 @@ func (e *env) forceClean() error {
 	if e.rt == rtDocker {
 		return errors.Join(errs...) // the image is dockerd's, shared
 	}
-	pins, _ := filepath.Glob(filepath.Join(e.netnsDir(), "esb-*"))
+	pins, _ := filepath.Glob(filepath.Join(e.NetnsDir(), "esb-*"))
 	for _, p := range pins {
 		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("unpin %s: %w", p, err))

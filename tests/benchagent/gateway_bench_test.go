@@ -45,7 +45,7 @@ func benchGatewayContract(b *testing.B, rt string) {
 	const owner = "bench-gateway"
 	ensure := func() (*agentv1.WorkerInfo, time.Duration) {
 		start := time.Now()
-		w, err := p.api.EnsureContainer(ctx, &agentv1.EnsureContainerRequest{FunctionName: function, Image: e.image, OwnerId: owner})
+		w, err := p.API.EnsureContainer(ctx, &agentv1.EnsureContainerRequest{FunctionName: function, Image: e.image, OwnerId: owner})
 		took := time.Since(start)
 		if err != nil {
 			b.Fatalf("EnsureContainer: %v", err)
@@ -53,7 +53,7 @@ func benchGatewayContract(b *testing.B, rt string) {
 		return w, took
 	}
 	destroy := func(id string) {
-		if _, err := p.api.DestroyContainer(ctx, &agentv1.DestroyContainerRequest{ContainerId: id, OwnerId: owner}); err != nil {
+		if _, err := p.API.DestroyContainer(ctx, &agentv1.DestroyContainerRequest{ContainerId: id, OwnerId: owner}); err != nil {
 			b.Fatalf("DestroyContainer: %v", err)
 		}
 	}
@@ -116,7 +116,7 @@ func benchGatewayContract(b *testing.B, rt string) {
 	}
 	invoke := func() time.Duration {
 		start := time.Now()
-		resp, err := p.api.InvokeWorker(ctx, &agentv1.InvokeWorkerRequest{ContainerId: w.GetId(), OwnerId: owner, Payload: payload,
+		resp, err := p.API.InvokeWorker(ctx, &agentv1.InvokeWorkerRequest{ContainerId: w.GetId(), OwnerId: owner, Payload: payload,
 			Headers: map[string]string{"Content-Type": "application/json"}})
 		took := time.Since(start)
 		if err != nil || resp.GetStatusCode() != http.StatusOK {

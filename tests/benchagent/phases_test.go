@@ -198,8 +198,8 @@ func (e *env) newProfiler() (*profiler, error) {
 	if err != nil {
 		return nil, err
 	}
-	cni, err := shim.NewCNI(shim.CNIOptions{ConfDir: e.confDir(), Network: netName,
-		BinDirs: []string{e.pluginDir}, CacheDir: e.cacheDir()})
+	cni, err := shim.NewCNI(shim.CNIOptions{ConfDir: e.ConfDir(), Network: netName,
+		BinDirs: []string{e.pluginDir}, CacheDir: e.CacheDir()})
 	if err != nil {
 		return nil, errors.Join(err, rt.Close())
 	}
@@ -213,7 +213,7 @@ func (p *profiler) network() timedNetwork {
 }
 
 func (p *profiler) netnses() timedNetNSes {
-	return timedNetNSes{NetNSes: shim.NetNSes{Dir: p.e.netnsDir()}, p: p.clock}
+	return timedNetNSes{NetNSes: shim.NetNSes{Dir: p.e.NetnsDir()}, p: p.clock}
 }
 
 // agent returns an in-process agent keeping poolMinIdle idle workers.
@@ -237,7 +237,7 @@ func (p *profiler) agent(poolMinIdle int) *agent.Agent {
 		Runtime: timedRuntime{Runtime: p.rt, p: clock},
 		Network: p.network(),
 		NetNSes: p.netnses(),
-		Config: agent.Config{LogDir: filepath.Join(p.e.base, "logs-profile"), MaxWorkers: 1000,
+		Config: agent.Config{LogDir: filepath.Join(p.e.Base, "logs-profile"), MaxWorkers: 1000,
 			PoolMinIdle: poolMinIdle},
 		Probe: probe,
 	})
