@@ -22,6 +22,7 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/plugins/esb-bridge/bridge"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -38,7 +39,7 @@ type cnitool struct {
 func newCnitool(t *testing.T, n *node, dataDir string) *cnitool {
 	t.Helper()
 	c := &cnitool{t: t, bin: nstest.Tool(t, "cnitool"), node: n, netDir: t.TempDir(), plugins: nstest.PluginDir(t)}
-	writeConflist(t, c.netDir, conf.CNIVersion, dataDir)
+	nodetest.WriteConflist(t, c.netDir, conf.CNIVersion, dataDir, "0s")
 	return c
 }
 

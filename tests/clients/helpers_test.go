@@ -43,29 +43,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// writeConflist writes the esb conflist as conf.DefaultConflist renders it
-// into dir/10-esb.conflist, with the given cniVersion, the IPAM store in
-// dataDir and no GC grace period.
-func writeConflist(t *testing.T, dir, cniVersion, dataDir string) {
-	t.Helper()
-	list := conf.DefaultConflist()
-	list.CNIVersion = cniVersion
-	br, ok := list.Plugins[0].(conf.BridgeConfig)
-	if !ok {
-		t.Fatalf("conf.DefaultConflist: first plugin is a %T, not a conf.BridgeConfig", list.Plugins[0])
-	}
-	br.IPAM.DataDir = dataDir
-	br.IPAM.GCGrace = "0s"
-	list.Plugins[0] = br
-	b, err := list.Marshal()
-	if err != nil {
-		t.Fatalf("render conflist: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "10-esb.conflist"), b, 0o644); err != nil {
-		t.Fatalf("write conflist: %v", err)
-	}
-}
-
 // lookPath finds a binary on PATH; a missing one fails the test under CI
 // and skips it elsewhere.
 func lookPath(t *testing.T, name, pkg string) string {

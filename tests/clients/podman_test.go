@@ -15,6 +15,7 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/plugins/esb-bridge/bridge"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -119,7 +120,7 @@ func newPodman(t *testing.T, cniVersion string) *podman {
 	}
 	netDir, tmpDir, root, runRoot := sub("net.d"), sub("tmp"), sub("root"), sub("runroot")
 	p.dataDir, p.rootfs = sub("ipam"), sub("rootfs")
-	writeConflist(t, netDir, cniVersion, p.dataDir)
+	nodetest.WriteConflist(t, netDir, cniVersion, p.dataDir, "0s")
 	buildRootfs(t, p.rootfs)
 
 	nofile, nproc := lowLimit(t, unix.RLIMIT_NOFILE), lowLimit(t, unix.RLIMIT_NPROC)

@@ -32,6 +32,7 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim/runtimetest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -250,7 +251,7 @@ func TestSandboxOOMScoreNeedsCapability(t *testing.T) {
 // list parses the node's conflist at cniVersion (with gcGrace) for libcni.
 func (n *node) list(cniVersion, gcGrace string) *libcni.NetworkConfigList {
 	n.t.Helper()
-	l, err := libcni.NetworkConfFromBytes(n.conflist(cniVersion, gcGrace))
+	l, err := libcni.NetworkConfFromBytes(nodetest.Conflist(n.t, cniVersion, n.dataDir(), gcGrace))
 	if err != nil {
 		n.t.Fatalf("parse the conflist: %v", err)
 	}

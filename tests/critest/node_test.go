@@ -33,6 +33,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -212,34 +213,11 @@ func (n *node) writeBinDir() {
 	}
 }
 
-// conflist returns esbnet's default network (what make install writes)
-// at cniVersion, with the IPAM store in the test's directory and, when
-// gcGrace is not empty, that grace period for GC.
-func (n *node) conflist(cniVersion, gcGrace string) []byte {
-	n.t.Helper()
-	list := conf.DefaultConflist()
-	list.CNIVersion = cniVersion
-	br := list.Plugins[0].(conf.BridgeConfig)
-	br.IPAM.DataDir = n.dataDir()
-	br.IPAM.GCGrace = gcGrace
-	list.Plugins[0] = br
-	b, err := list.Marshal()
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	return b
-}
-
 // writeConflist installs the conflist containerd reads: cniVersion 1.0.0,
 // the newest result version containerd 1.6's libcni reads.
 func (n *node) writeConflist() {
 	n.t.Helper()
-	if err := os.MkdirAll(n.confDir(), 0o755); err != nil {
-		n.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(n.confDir(), "10-esb.conflist"), n.conflist("1.0.0", ""), 0o644); err != nil {
-		n.t.Fatal(err)
-	}
+	nodetest.WriteConflist(n.t, n.confDir(), "1.0.0", n.dataDir(), "")
 }
 
 // writeConfig writes deploy/containerd/config.toml with the paths it

@@ -20,6 +20,7 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -105,10 +106,7 @@ func TestNetNSLifecycle(t *testing.T) {
 
 func writeConflist(t *testing.T) string {
 	dir := t.TempDir()
-	c := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"esb","plugins":[{"type":"esb-bridge","ipam":{"type":"esb-ipam","routes":[{"dst":"0.0.0.0/0"}],"dataDir":%q,"gcGrace":"0s"}}]}`, filepath.Join(dir, "ipam"))
-	if err := os.WriteFile(filepath.Join(dir, "10-esb.conflist"), []byte(c), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	nodetest.WriteConflist(t, dir, conf.CNIVersion, filepath.Join(dir, "ipam"), "0s")
 	return dir
 }
 
