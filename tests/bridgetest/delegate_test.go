@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -22,7 +23,7 @@ func TestDelegatedIPAM(t *testing.T) {
 	hostLocal := nstest.Tool(t, "host-local")
 	hlDir := t.TempDir()
 	n := newNode(t, nil, map[string]any{"type": "host-local", "dataDir": hlDir})
-	n.cni = libcni.NewCNIConfigWithCacheDir([]string{n.plugins, filepath.Dir(hostLocal)}, t.TempDir(), pluginExec())
+	n.cni = libcni.NewCNIConfigWithCacheDir([]string{n.plugins, filepath.Dir(hostLocal)}, t.TempDir(), nodetest.PluginExec())
 	held := func() []string {
 		t.Helper()
 		entries, err := os.ReadDir(filepath.Join(hlDir, netName))

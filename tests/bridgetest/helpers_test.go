@@ -23,10 +23,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -35,6 +33,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -112,14 +111,7 @@ func (n *node) in(t *testing.T) *node {
 // runtime returns a libcni runtime on the built plugins with its own empty
 // result cache, as a second runtime (or one that lost its cache) would be.
 func (n *node) runtime() *libcni.CNIConfig {
-	return libcni.NewCNIConfigWithCacheDir([]string{n.plugins}, n.t.TempDir(), pluginExec())
-}
-
-// pluginExec is libcni's default executor, passed explicitly because a
-// CNIConfig with a nil Exec sets its default on first use without a lock,
-// which races when goroutines share it.
-func pluginExec() invoke.Exec {
-	return &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	return libcni.NewCNIConfigWithCacheDir([]string{n.plugins}, n.t.TempDir(), nodetest.PluginExec())
 }
 
 // confBytes renders the conflist for cniVersion.
@@ -150,9 +142,7 @@ func (n *node) list(cniVersion string) *libcni.NetworkConfigList {
 // on another goroutine (ns.Do's), so it must not call t.Fatal. The context
 // is not the test's, so that cleanups can call plugins too.
 func (n *node) inNode(fn func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	return n.ns.Do(func(ns.NetNS) error { return fn(ctx) })
+	return nodetest.InNS(n.ns, callTimeout, fn)
 }
 
 // worker is a container network namespace attached (or to be attached) to

@@ -26,7 +26,6 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/plugins/pkg/ns"
 
 	"golang.org/x/sys/unix"
 
@@ -261,9 +260,7 @@ func (n *node) list(cniVersion, gcGrace string) *libcni.NetworkConfigList {
 // inNode runs fn on a thread in the node's network namespace, where the
 // plugins it executes inherit the namespace, as under containerd.
 func (n *node) inNode(fn func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	return n.netns.Do(func(ns.NetNS) error { return fn(ctx) })
+	return nodetest.InNS(n.netns, cmdTimeout, fn)
 }
 
 // answer is the worker's reply to an invoke (tests/worker).
