@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
@@ -101,24 +103,20 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	c.watchCtx = wctx
-	if err := a.ensureImage(ctx, r.Image); err != nil {
-		return a.pullErr(err, r.Image)
-	}
-	if !a.rt.OwnsNetNS() {
-		if err := c.pin(); err != nil {
-			return err
-		}
-		if err := c.attach(ctx); err != nil {
-			return err
-		}
-	}
-	if err := c.run(ctx); err != nil {
-		return err
-	}
 	if a.rt.OwnsNetNS() {
+		// Docker makes the namespace as it starts the container: the
+		// network follows the start.
+		if err := a.ensureImage(ctx, r.Image); err != nil {
+			return a.pullErr(err, r.Image)
+		}
+		if err := c.run(ctx); err != nil {
+			return err
+		}
 		if err := c.attach(ctx); err != nil {
 			return c.attachAfterStartErr(err)
 		}
+	} else if err := c.prepare(ctx); err != nil {
+		return err
 	}
 	ip, err := ipv4Of(c.res)
 	if err != nil {
@@ -128,24 +126,53 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 	return a.waitReady(ctx, w, c.exited)
 }
 
+// prepare makes what the worker's start needs where the agent owns the
+// namespace (containerd): the pinned namespace, then its network (CNI ADD)
+// beside the image check and the container's creation (snapshot, spec),
+// which need only the namespace's path. Together they take the longer of
+// the two instead of their sum (issue 17: the agent's share of a cold
+// acquire); then the task starts.
+func (c *creation) prepare(ctx context.Context) error {
+	if err := c.pin(); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.attach(gctx) })
+	g.Go(func() error {
+		if err := c.a.ensureImage(gctx, c.r.Image); err != nil {
+			return c.a.pullErr(err, c.r.Image)
+		}
+		return c.create(gctx)
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return c.startTask(ctx)
+}
+
 // creation is one worker being made: the steps it took so far, undone in
 // reverse order when a later one fails.
 type creation struct {
-	a    *Agent
-	w    *Worker
-	r    AcquireRequest
-	att  shim.Attachment
-	res  *current.Result
+	a   *Agent
+	w   *Worker
+	r   AcquireRequest
+	att shim.Attachment
+	res *current.Result
+	// mu guards undo: the network and the container are made side by side.
+	mu   sync.Mutex
 	undo []func() error
 	// watchCtx bounds the watch of the worker's exit, which run starts
 	// right after the process does; exited is where it reports.
 	watchCtx context.Context
 	exited   <-chan shim.Exit
+	since    time.Time // when the container was created: its events replay from here
 }
 
 // cleanup registers the undo of a step; it runs with a fresh context,
 // since the caller's may be what failed.
 func (c *creation) cleanup(what string, fn func(context.Context) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.undo = append(c.undo, func() error {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -185,20 +212,32 @@ func (c *creation) pin() error {
 	return nil
 }
 
-// attach runs the network's ADD for the worker's namespace.
+// attach runs the network's ADD for the worker's namespace. The DEL is
+// registered before the ADD, as the container's delete is before its
+// create: an ADD cut off half-way (a sibling step failed and cancelled it)
+// may hold an address, and DEL of an attachment that never was is a no-op.
 func (c *creation) attach(ctx context.Context) error {
-	res, err := c.a.net.Attach(ctx, c.att)
+	att := c.att
+	c.cleanup("detach network", func(ctx context.Context) error { return c.a.detach(ctx, att) })
+	res, err := c.a.net.Attach(ctx, att)
 	if err != nil {
 		return c.a.cniErr(err)
 	}
 	c.res = res
-	c.cleanup("detach network", func(ctx context.Context) error { return c.a.detach(ctx, c.att) })
 	return nil
 }
 
 // run creates and starts the worker's container; where the runtime owns
 // the namespace (Docker), it is the one the start made.
 func (c *creation) run(ctx context.Context) error {
+	if err := c.create(ctx); err != nil {
+		return err
+	}
+	return c.startTask(ctx)
+}
+
+// create creates the worker's container (its snapshot and spec).
+func (c *creation) create(ctx context.Context) error {
 	spec, err := c.spec()
 	if err != nil {
 		return err
@@ -206,7 +245,7 @@ func (c *creation) run(ctx context.Context) error {
 	rt, id := c.a.rt, c.w.ID
 	// Events of the worker are replayed from here (Docker): its exit is
 	// seen even when it comes before the watch is in place.
-	since := time.Now()
+	c.since = time.Now()
 	// The delete is registered before the create: a create cut off half-way
 	// (the runtime stopping) can leave a snapshot or a container behind,
 	// and Delete removes those too. Where it cannot (the runtime is still
@@ -215,12 +254,18 @@ func (c *creation) run(ctx context.Context) error {
 	if err := rt.Create(ctx, spec); err != nil {
 		return c.a.runtimeErr(err, "create container")
 	}
+	return nil
+}
+
+// startTask starts the created container and watches its exit.
+func (c *creation) startTask(ctx context.Context) error {
+	rt, id := c.a.rt, c.w.ID
 	netns, err := rt.Start(ctx, id)
 	if err != nil {
 		return c.a.runtimeErr(err, "start worker")
 	}
 	c.cleanup("stop worker", func(ctx context.Context) error { return rt.Stop(ctx, id, 0) })
-	c.exited = rt.WaitExit(c.watchCtx, id, since)
+	c.exited = rt.WaitExit(c.watchCtx, id, c.since)
 	if rt.OwnsNetNS() {
 		c.att.NetNS = netns
 	}

@@ -20,7 +20,7 @@ func (a *Agent) waitReady(ctx context.Context, w *Worker, exited <-chan shim.Exi
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.ReadyTimeout)
 	defer cancel()
 	addr := net.JoinHostPort(w.IP.String(), strconv.Itoa(w.Port))
-	delay := 2 * time.Millisecond
+	start, delay := time.Now(), readyPoll
 	for {
 		pctx, pcancel := context.WithTimeout(ctx, time.Second)
 		err := a.probe(pctx, addr)
@@ -40,9 +40,22 @@ func (a *Agent) waitReady(ctx context.Context, w *Worker, exited <-chan shim.Exi
 			return notReady(w, addr, ex)
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, 50*time.Millisecond)
+		if time.Since(start) > readyFastFor {
+			delay = min(delay*2, readyPollMax)
+		}
 	}
 }
+
+// The readiness probe's pace. A refused connect to a worker on the bridge
+// costs tens of microseconds, so the probe tries every millisecond while a
+// worker usually comes up (a cold acquire sees its port within a
+// millisecond of its opening: issue 17), then backs off to readyPollMax
+// for a slow starter.
+const (
+	readyPoll    = time.Millisecond
+	readyFastFor = time.Second
+	readyPollMax = 50 * time.Millisecond
+)
 
 // notReady classifies the end of a worker's process, or of its runtime's
 // answer, before its port opened. A runtime that stopped answering is
