@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/shim/shimfake"
@@ -168,6 +170,16 @@ func TestAcquireErrorsAreClassified(t *testing.T) {
 		if CodeOf(err) != Exhausted {
 			t.Fatalf("got %v, want Exhausted", err)
 		}
+		r.assertEmpty(t)
+	})
+	t.Run("bridge full", func(t *testing.T) {
+		r := newRig(t, Config{})
+		r.net.attachErr = bridgeFullErr()
+		_, err := r.a.Acquire(context.Background(), req("o1"))
+		if CodeOf(err) != Exhausted {
+			t.Fatalf("got %v, want Exhausted", err)
+		}
+		wantCode(t, "bridge full", toStatus(err), codes.ResourceExhausted, "a Linux bridge holds at most 1023 ports")
 		r.assertEmpty(t)
 	})
 	t.Run("runtime down", func(t *testing.T) {

@@ -72,10 +72,14 @@ func (a *Agent) runtimeErr(err error, format string, args ...any) error {
 }
 
 // cniErr classifies a network failure: an exhausted range (esb-ipam's
-// code 100, or STATUS's 50) is ResourceExhausted.
+// code 100, or STATUS's 50) and a full bridge (esb-bridge's 103) are
+// ResourceExhausted.
 func (a *Agent) cniErr(err error) error {
 	if conf.IsExhausted(err) {
 		return errf(Exhausted, err, "no address left on the esb network")
+	}
+	if conf.IsBridgeFull(err) {
+		return errf(Exhausted, err, "the esb network's bridge is full: a Linux bridge holds at most %d ports, one per worker", conf.BridgeMaxPorts)
 	}
 	return errf(Internal, err, "attach the worker to the esb network")
 }

@@ -115,6 +115,11 @@ func exhaustedErr() error {
 	return fmt.Errorf("attach: %w", types.NewError(100, "address range exhausted", ""))
 }
 
+// bridgeFullErr is esb-bridge's ADD on a bridge that holds 1,023 ports.
+func bridgeFullErr() error {
+	return fmt.Errorf("attach: %w", types.NewError(103, "bridge esb-cni0 is full: a Linux bridge holds at most 1023 ports", ""))
+}
+
 // fakeNetNSes pins nothing; it remembers paths.
 type fakeNetNSes struct {
 	mu  sync.Mutex

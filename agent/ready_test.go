@@ -106,6 +106,7 @@ func TestAttachFailsOnAnExitedWorker(t *testing.T) {
 	}{
 		{"namespace gone", errors.New(`CNI_NETNS "/proc/1/ns/net" is not a network namespace`), Exited, "exited with status 3 before its port opened"},
 		{"network exhausted", &cnitypes.Error{Code: 100, Msg: "no address left"}, Exhausted, "no address left"},
+		{"bridge full", bridgeFullErr(), Exhausted, "at most 1023 ports"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rt := shimfake.New(shimfake.Options{OwnsNetNS: true, ManualEvents: true})

@@ -15,6 +15,11 @@ const (
 	MaxMTU = 65535
 	// MaxIfNameLen is the longest interface name the kernel takes (IFNAMSIZ-1).
 	MaxIfNameLen = 15
+	// BridgeMaxPorts is the most ports a Linux bridge holds: port numbers
+	// run from 1 to BR_MAX_PORTS-1 (1023), and attaching one more fails in
+	// the kernel with EXFULL. One port per worker, so it bounds the live
+	// workers on one bridge; esb-bridge's ADD past it is CodeBridgeFull.
+	BridgeMaxPorts = 1023
 )
 
 // BridgeNetConf is a validated esb-bridge network configuration.

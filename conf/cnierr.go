@@ -14,6 +14,7 @@ const (
 	CodeExhausted      uint = 100 // a range has no free address
 	CodeCorrupt        uint = 101 // the IPAM store cannot be read
 	CodeDrift          uint = 102 // CHECK found the attachment differs from the previous result
+	CodeBridgeFull     uint = 103 // the bridge holds BridgeMaxPorts ports: the kernel takes no more
 	CodeSubnetConflict uint = 110 // another interface owns the subnet
 	CodeLinkConflict   uint = 111 // a link of ours is in the way or is not what we expect
 )
@@ -47,4 +48,12 @@ func IsTryAgain(err error) bool {
 func IsDrift(err error) bool {
 	code, ok := CNICode(err)
 	return ok && code == CodeDrift
+}
+
+// IsBridgeFull reports whether err is ADD's CodeBridgeFull: the bridge
+// already holds BridgeMaxPorts ports, so no worker can be attached to it
+// until one is detached.
+func IsBridgeFull(err error) bool {
+	code, ok := CNICode(err)
+	return ok && code == CodeBridgeFull
 }

@@ -53,6 +53,7 @@ workers, 0 otherwise (warnings included). Settings default to esb-agent's
 	sysRoot := fs.String("sys-root", "/sys", "sysfs, for the loaded kernel modules")
 	modulesDir := fs.String("modules-dir", "", "the kernel's module directory (default: /lib/modules/<running release>)")
 	kconfig := fs.String("kernel-config", "", "kernel config file (default: /proc/config.gz, else /boot/config-<release>)")
+	workers := fs.Int("workers", 0, "live workers the node is meant to hold, compared with the kernel's ceilings (default: the agent's max-workers)")
 	dnsPort := fs.Int("dns-port", -1, "port of the workers' resolver on the gateway (default: the agent's dns-port; 0: skip the DNS check)")
 	timeout := fs.Duration("timeout", 2*time.Second, "bound of each probe (socket, registry, proxy, IPAM lock)")
 	out := fs.String("o", "text", "output: text or json")
@@ -94,6 +95,7 @@ workers, 0 otherwise (warnings included). Settings default to esb-agent's
 		Registry:   *registry,
 		DNSPort:    ac.DNSPort,
 		Services:   ac.Services,
+		Workers:    ac.MaxWorkers,
 		SysRoot:    *sysRoot,
 		ModulesDir: *modulesDir,
 		Timeout:    *timeout,
@@ -109,6 +111,9 @@ workers, 0 otherwise (warnings included). Settings default to esb-agent's
 	o.RuntimeURL = *runtimeAddr
 	if o.RuntimeURL == "" {
 		o.RuntimeURL = map[string]string{"containerd": ac.ContainerdAddress, "docker": ac.DockerHost}[o.Runtime]
+	}
+	if *workers > 0 {
+		o.Workers = *workers
 	}
 	if *dnsPort >= 0 {
 		o.DNSPort = *dnsPort

@@ -1,7 +1,8 @@
 // Package doctor checks that a node can run esbnet workers: the kernel
 // features, sysctls, the conflist and its plugins, the bridge, the subnet,
-// the nftables tables, IPAM, the container runtime, the registry and the
-// proxy targets. Each finding says what is wrong and the command that
+// the nftables tables, IPAM, the kernel's ceilings against the workers the
+// node is meant to hold, the container runtime, the registry and the proxy
+// targets. Each finding says what is wrong and the command that
 // fixes it. It reads the node and changes nothing (the IPAM store is
 // opened like a plugin opens it, and only when it exists).
 //
@@ -16,6 +17,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/edge-serverless-box/esbnet/conf/agentconf"
 )
 
 // Status is a finding's verdict.
@@ -32,7 +35,7 @@ const (
 
 // Finding is one check's result.
 type Finding struct {
-	Check   string `json:"check"` // kernel, sysctl, conflist, plugins, bridge, subnet, nftables, antispoof, ipam, runtime, registry, proxy, dns
+	Check   string `json:"check"` // kernel, sysctl, conflist, plugins, bridge, subnet, nftables, antispoof, ipam, ports, neigh, pids, inotify, files, conntrack, runtime, registry, proxy, dns
 	Status  Status `json:"status"`
 	Message string `json:"message"`
 	Fix     string `json:"fix,omitempty"` // a command (or the steps) that fixes it
@@ -65,7 +68,12 @@ type Options struct {
 	// (/proc/config.gz, /boot/config-$(uname -r)).
 	KernelConfig []string
 	ProcSys      string // /proc/sys
-	Timeout      time.Duration
+	ProcRoot     string // /proc, for the open-files limits of the running daemons
+	// Workers is how many live workers the node is meant to hold (the
+	// agent's max-workers); the kernel's ceilings are compared with it.
+	// 0 means agentconf.DefaultMaxWorkers.
+	Workers int
+	Timeout time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -78,6 +86,10 @@ func (o Options) withDefaults() Options {
 	def(&o.Network, "esb")
 	def(&o.SysRoot, "/sys")
 	def(&o.ProcSys, "/proc/sys")
+	def(&o.ProcRoot, "/proc")
+	if o.Workers <= 0 {
+		o.Workers = agentconf.DefaultMaxWorkers
+	}
 	if len(o.BinDirs) == 0 {
 		o.BinDirs = []string{"/opt/cni/bin"}
 	}
@@ -98,6 +110,7 @@ func Run(ctx context.Context, o Options) Report {
 	d.subnet(net)
 	d.nftables(ctx, net)
 	d.ipam(net)
+	d.ceilings(net)
 	d.runtime(ctx)
 	d.registry(ctx)
 	d.proxy(ctx)

@@ -222,10 +222,11 @@ type vethSpec struct {
 	alias            string
 }
 
-// addVeth creates the veth pair in one netlink call: the host end up and
-// enslaved to the bridge, the peer created directly in the container's
-// namespace under its final name and MAC. Then it sets the host end's
-// alias and, with isolation, the bridge port's isolated flag.
+// addVeth creates the veth pair in one netlink call, the host end up and
+// the peer directly in the container's namespace under its final name and
+// MAC, and enslaves the host end to the bridge (netlink's second request).
+// Then it sets the host end's alias and, with isolation, the bridge port's
+// isolated flag. A bridge that takes no more ports is CodeBridgeFull.
 func addVeth(h netlinksafe.Handle, s vethSpec) (netlink.Link, error) {
 	mtu := s.mtu
 	if mtu == 0 {
@@ -250,7 +251,15 @@ func addVeth(h netlinksafe.Handle, s vethSpec) (netlink.Link, error) {
 			}
 			return nil, types.NewError(conf.CodeLinkConflict, fmt.Sprintf("the container already has an interface named %s", s.ifName), "")
 		}
-		return nil, types.NewError(types.ErrInternal, "create veth "+s.hostName, err.Error())
+		// netlink creates the pair and then enslaves the host end in a
+		// second request; when that one fails (EXFULL: the bridge holds
+		// its maximum of ports) the pair exists and is ours: delete it,
+		// its peer goes with it.
+		cause := types.NewError(types.ErrInternal, "create veth "+s.hostName, err.Error())
+		if errors.Is(err, unix.EXFULL) {
+			cause = bridgeFull(s.bridge.Attrs().Name)
+		}
+		return nil, errors.Join(cause, delLink(h, s.hostName))
 	}
 	// From here on the caller's rollback deletes the veth by name.
 	host, err := h.LinkByName(s.hostName)
@@ -266,6 +275,13 @@ func addVeth(h netlinksafe.Handle, s vethSpec) (netlink.Link, error) {
 		}
 	}
 	return host, nil
+}
+
+// bridgeFull is ADD's error when the kernel refuses one more port on the
+// bridge (EXFULL from br_add_if): it holds conf.BridgeMaxPorts already.
+func bridgeFull(bridge string) *types.Error {
+	return types.NewError(conf.CodeBridgeFull,
+		fmt.Sprintf("bridge %s is full: a Linux bridge holds at most %d ports (one per worker); detach a worker first", bridge, conf.BridgeMaxPorts), "")
 }
 
 // delLink deletes a host link by name; a missing link is success.
