@@ -16,6 +16,7 @@ import (
 	"time"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/benchstat"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -583,11 +584,11 @@ func (r *results) summary(e *env, notes []string) *Summary {
 				Note: "one <id>.log per worker ever created: Release does not remove it"})
 	}
 
-	ms := func(d time.Duration) string { return Ms(d) + " ms" }
+	ms := func(d time.Duration) string { return benchstat.Ms(d) + " ms" }
 	s.Targets = []Target{
-		RatioTarget(fmt.Sprintf("cold acquire p50 ≤ %.1f × ctr run -d p50", coldVsCtrLimit), r.cold.P50(), r.ctrRun.P50(), coldVsCtrLimit,
+		benchstat.RatioTarget(fmt.Sprintf("cold acquire p50 ≤ %.1f × ctr run -d p50", coldVsCtrLimit), r.cold.P50(), r.ctrRun.P50(), coldVsCtrLimit,
 			fmt.Sprintf("%s vs %s", ms(r.cold.P50()), ms(r.ctrRun.P50()))),
-		RatioTarget(fmt.Sprintf("cold acquire p95 ≤ %.0f × its p50", p95VsP50Limit), r.cold.P95(), r.cold.P50(), p95VsP50Limit,
+		benchstat.RatioTarget(fmt.Sprintf("cold acquire p95 ≤ %.0f × its p50", p95VsP50Limit), r.cold.P95(), r.cold.P50(), p95VsP50Limit,
 			fmt.Sprintf("%s vs %s", ms(r.cold.P95()), ms(r.cold.P50()))),
 		{Name: "warm-pool acquire p50 under 5 ms", Measured: float64(r.warm.P50()) / float64(time.Millisecond),
 			Limit: float64(warmLimit) / float64(time.Millisecond), Unit: "ms", Strict: true, Known: len(r.warm) > 0},

@@ -1,34 +1,10 @@
-package benchagent
+package benchstat
 
 import (
 	"strings"
 	"testing"
 	"time"
 )
-
-func TestQuantiles(t *testing.T) {
-	ms := time.Millisecond
-	s := Samples{4 * ms, 1 * ms, 3 * ms, 2 * ms}
-	if got := s.P50(); got != 2500*time.Microsecond {
-		t.Errorf("P50 = %v, want 2.5ms", got)
-	}
-	if got := s.Quantile(1); got != 4*ms {
-		t.Errorf("Quantile(1) = %v, want 4ms", got)
-	}
-	if got := s.Quantile(2.0 / 3); got < 2999*time.Microsecond || got > 3*ms {
-		t.Errorf("Quantile(2/3) = %v, want 3ms", got)
-	}
-	if got, want := s.Mean(), 2500*time.Microsecond; got != want {
-		t.Errorf("Mean = %v, want %v", got, want)
-	}
-	if s[0] != 4*ms {
-		t.Error("Quantile sorted the samples in place")
-	}
-	var none Samples
-	if none.P50() != 0 || none.Mean() != 0 || none.Max() != 0 {
-		t.Error("empty samples give non-zero figures")
-	}
-}
 
 func TestTargets(t *testing.T) {
 	for _, tc := range []struct {

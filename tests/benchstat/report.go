@@ -1,27 +1,14 @@
-// Package benchagent measures esb-agent the way a Gateway sees it, beside
-// containerd's own CLI: cold AcquireWorker against `ctr run -d` of the
-// same image (no network, ctr's default: a new empty network namespace),
-// warm-pool acquires, throughput with 8 concurrent clients, 200 live
-// workers with the agent's RSS, and the adoption of those 200 by a
-// restarted agent. The agent runs as a real process (nsenter --net) in a
-// node network namespace made for the run; ctr runs in the host's, as it
-// would on a node. It needs root and the stack of scripts/stack.sh; the
-// benchmark prints a markdown table with the issue's targets.
-//
-// This file holds the arithmetic and the table, which need no privileges.
-package benchagent
+// This file holds the markdown report the benchmarks print: latency rows,
+// figures and the issue's targets, each met or not.
+
+package benchstat
 
 import (
 	"fmt"
 	"io"
 	"strings"
 	"time"
-
-	"github.com/edge-serverless-box/esbnet/tests/benchstat"
 )
-
-// Samples are the durations of repeated runs of one operation.
-type Samples = benchstat.Samples
 
 // Ms renders d in milliseconds: two decimals below 10 ms, one above.
 func Ms(d time.Duration) string {
