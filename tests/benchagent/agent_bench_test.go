@@ -17,6 +17,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/benchstat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -61,7 +62,7 @@ type results struct {
 	ctrConc                                     Samples
 	ctrThroughputWall                           time.Duration
 	liveWall                                    time.Duration
-	liveMem, adoptMem                           Memory
+	liveMem, adoptMem                           agenttest.Memory
 	stopWall                                    time.Duration
 	adoptReady, adoptAll                        time.Duration
 	adoptFirst                                  int
@@ -120,13 +121,13 @@ func BenchmarkAgentSideBySide(b *testing.B) {
 	if err != nil {
 		b.Fatalf("profiler: %v", err)
 	}
-	defer func() { _ = prof.close() }()
-	rows, err := prof.cold(profileSamples)
+	defer func() { _ = prof.Close() }()
+	rows, err := prof.Cold(profileSamples)
 	if err != nil {
 		b.Fatalf("profile cold acquires: %v", err)
 	}
 	r.phases = append(r.phases, rows...)
-	rows, err = prof.warm(profileSamples)
+	rows, err = prof.Warm(profileSamples)
 	if err != nil {
 		b.Fatalf("profile warm acquires: %v", err)
 	}
@@ -171,8 +172,8 @@ func machineNote(e *env, when string) string {
 		if v, err := e.dc.ServerVersion(ctx); err == nil {
 			daemon = fmt.Sprintf("Docker %s (API %s)", v.Version, e.dc.ClientVersion())
 		}
-	} else if v, err := e.cc.Version(ctx); err == nil {
-		daemon = "containerd " + v.Version
+	} else {
+		daemon = "containerd " + e.ctrd.Version(ctx)
 	}
 	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, %s, %s",
 		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), daemon, runtime.Version())
@@ -184,18 +185,18 @@ func machineNote(e *env, when string) string {
 // stopped agent's back, for the next agent's reconcile to clean up.
 func (r *results) measureWarm(b *testing.B, e *env) {
 	p := e.startAgent("-pool-min-idle", "1")
-	w, _, err := p.acquire(e.image, "warm-owner", "warm")
+	w, _, err := p.Acquire(e.image, "warm-owner", "warm")
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := p.release(w); err != nil {
+	if _, err := p.Release(w); err != nil {
 		b.Fatal(err)
 	}
 	for range warmSamples {
 		if err := waitIdle(p, "warm", time.Minute); err != nil {
 			b.Fatal(err)
 		}
-		w, took, err := p.acquire(e.image, "warm-owner", "warm")
+		w, took, err := p.Acquire(e.image, "warm-owner", "warm")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -204,14 +205,14 @@ func (r *results) measureWarm(b *testing.B, e *env) {
 		} else {
 			r.warmNotWarm++
 		}
-		if _, err := p.release(w); err != nil {
+		if _, err := p.Release(w); err != nil {
 			b.Fatal(err)
 		}
 	}
 	if err := waitIdle(p, "warm", time.Minute); err != nil {
 		b.Fatal(err)
 	}
-	ws, err := p.list()
+	ws, err := p.List()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -231,7 +232,7 @@ func (r *results) measureWarm(b *testing.B, e *env) {
 func waitIdle(p *agentProc, function string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		ws, err := p.list()
+		ws, err := p.List()
 		if err != nil {
 			return err
 		}
@@ -268,11 +269,11 @@ func (r *results) measureCold(b *testing.B, e *env, p *agentProc) {
 		}
 	}
 	agentOnce := func(record bool) {
-		w, took, err := p.acquire(e.image, "cold-owner", function)
+		w, took, err := p.Acquire(e.image, "cold-owner", function)
 		if err != nil {
 			b.Fatal(err)
 		}
-		rel, err := p.release(w)
+		rel, err := p.Release(w)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -310,10 +311,10 @@ func (e *env) throughput(b *testing.B, p *agentProc) (acq, rel Samples, wall tim
 	for c := range clients {
 		wg.Go(func() {
 			for next.Add(1) <= throughputCycles {
-				w, a, err := p.acquire(e.image, fmt.Sprintf("tp-owner-%d", c), function)
+				w, a, err := p.Acquire(e.image, fmt.Sprintf("tp-owner-%d", c), function)
 				var d time.Duration
 				if err == nil {
-					d, err = p.release(w)
+					d, err = p.Release(w)
 				}
 				mu.Lock()
 				if err != nil {
@@ -384,7 +385,7 @@ func (e *env) ctrThroughput(b *testing.B) (runs Samples, wall time.Duration) {
 // adoption (process start to ListWorkers listing all of them), takes a
 // reconcile of them apart in-process, then releases them all and checks
 // that nothing is left.
-func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler) {
+func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *agenttest.Profiler) {
 	workers := make([]*agentv1.Worker, liveWorkers)
 	var next atomic.Int64
 	var mu sync.Mutex
@@ -398,7 +399,7 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler
 				if i >= liveWorkers {
 					return
 				}
-				w, _, err := p.acquire(e.image, fmt.Sprintf("live-owner-%d", c), function)
+				w, _, err := p.Acquire(e.image, fmt.Sprintf("live-owner-%d", c), function)
 				if err != nil {
 					mu.Lock()
 					errs = append(errs, err)
@@ -414,14 +415,14 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler
 	if err := errors.Join(errs...); err != nil {
 		b.Fatalf("acquire %d live workers: %v", liveWorkers, err)
 	}
-	ws, err := p.list()
+	ws, err := p.List()
 	if err != nil {
 		b.Fatal(err)
 	}
 	if len(ws) != liveWorkers {
 		b.Fatalf("the agent lists %d workers, want %d", len(ws), liveWorkers)
 	}
-	if r.liveMem, err = p.memory(); err != nil {
+	if r.liveMem, err = p.Memory(); err != nil {
 		b.Fatal(err)
 	}
 
@@ -436,7 +437,7 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler
 		if time.Since(p.started) > time.Minute {
 			b.Fatalf("the restarted agent lists %d workers after a minute, want %d", n, liveWorkers)
 		}
-		ws, err := p.list()
+		ws, err := p.List()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -450,12 +451,12 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler
 		r.reconcileTook, _ = tookOf(recs[0])
 		r.reconcileAdopted, _ = recs[0]["adopted"].(float64)
 	}
-	if r.adoptMem, err = p.memory(); err != nil {
+	if r.adoptMem, err = p.Memory(); err != nil {
 		b.Fatal(err)
 	}
 	// The agent is idle: fresh in-process agents reconcile the same node
 	// to take the adoption apart.
-	rows, err := prof.reconcile(reconcileSamples, liveWorkers)
+	rows, err := prof.Reconcile(reconcileSamples, liveWorkers)
 	if err != nil {
 		b.Fatalf("profile reconcile: %v", err)
 	}
@@ -466,7 +467,7 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler
 	for range clients {
 		wg.Go(func() {
 			for w := range work {
-				if _, err := p.release(w); err != nil {
+				if _, err := p.Release(w); err != nil {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
