@@ -40,8 +40,10 @@ type Target struct {
 	Limit    float64 // in Unit
 	Unit     string  // "×", "ms", "MiB", "s"
 	// Strict makes the check Measured < Limit ("under"); otherwise
-	// Measured ≤ Limit ("at most").
-	Strict bool
+	// Measured ≤ Limit ("at most"). AtLeast turns it round: Measured ≥
+	// Limit.
+	Strict  bool
+	AtLeast bool
 	// Known is false when the figure could not be measured.
 	Known  bool
 	Detail string
@@ -52,7 +54,10 @@ func (t Target) Met() bool {
 	if !t.Known {
 		return false
 	}
-	if t.Strict {
+	switch {
+	case t.AtLeast:
+		return t.Measured >= t.Limit
+	case t.Strict:
 		return t.Measured < t.Limit
 	}
 	return t.Measured <= t.Limit
@@ -79,12 +84,19 @@ func RatioTarget(name string, num, den time.Duration, limit float64, detail stri
 	return t
 }
 
+// Table is a table of any shape: a header and rows of cells.
+type Table struct {
+	Head []string
+	Rows [][]string
+}
+
 // Summary is what the benchmark prints.
 type Summary struct {
 	Title   string
 	Notes   []string
-	Latency []Row // end-to-end latencies
-	Phases  []Row // one acquire and release taken apart
+	Tables  []Table // before the latency rows
+	Latency []Row   // end-to-end latencies
+	Phases  []Row   // one acquire and release taken apart
 	Figures []Figure
 	Targets []Target
 }
@@ -110,13 +122,23 @@ func num(v float64) string {
 	}
 }
 
-// Print writes the summary as markdown: the latency table, the phases of
-// one acquire, the other figures, then the targets.
+// Print writes the summary as markdown: the tables, the latency rows, the
+// phases of one acquire, the other figures, then the targets.
 func (s *Summary) Print(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## %s\n\n", s.Title)
 	for _, n := range s.Notes {
 		fmt.Fprintf(&b, "- %s\n", n)
+	}
+	for _, t := range s.Tables {
+		b.WriteString("\n| " + strings.Join(t.Head, " | ") + " |\n|")
+		for range t.Head {
+			b.WriteString(" ---: |")
+		}
+		b.WriteString("\n")
+		for _, r := range t.Rows {
+			b.WriteString("| " + strings.Join(r, " | ") + " |\n")
+		}
 	}
 	if len(s.Latency) > 0 {
 		b.WriteString("\n")
@@ -142,6 +164,9 @@ func (s *Summary) Print(w io.Writer) error {
 			op := "≤"
 			if t.Strict {
 				op = "<"
+			}
+			if t.AtLeast {
+				op = "≥"
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s %s %s | %s | %s |\n", t.Name, measured, op, num(t.Limit), t.Unit, t.Result(), t.Detail)
 		}

@@ -16,6 +16,8 @@ func TestTargets(t *testing.T) {
 		{Target{Measured: 5, Limit: 5, Strict: true, Known: true}, "NOT MET"},
 		{Target{Measured: 4.9, Limit: 5, Strict: true, Known: true}, "met"},
 		{Target{Measured: 0, Limit: 5}, "not measured"},
+		{Target{Measured: 30, Limit: 1000, AtLeast: true, Known: true}, "NOT MET"},
+		{Target{Measured: 1000, Limit: 1000, AtLeast: true, Known: true}, "met"},
 		{RatioTarget("r", time.Second, 0, 1.2, ""), "not measured"},
 		{RatioTarget("r", 3*time.Second, 2*time.Second, 1.2, ""), "NOT MET"},
 		{RatioTarget("r", 2*time.Second, 2*time.Second, 1.2, ""), "met"},
@@ -30,6 +32,7 @@ func TestPrint(t *testing.T) {
 	s := &Summary{
 		Title:   "agent",
 		Notes:   []string{"a note"},
+		Tables:  []Table{{Head: []string{"live", "p50"}, Rows: [][]string{{"0", "1.00"}}}},
 		Latency: []Row{{Name: "acquire", Samples: Samples{time.Millisecond, 3 * time.Millisecond}, Note: "n"}},
 		Phases:  []Row{{Name: "CNI ADD", Samples: Samples{20 * time.Millisecond}}},
 		Figures: []Figure{{Name: "RSS", Value: "30 MiB"}},
@@ -42,6 +45,7 @@ func TestPrint(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"## agent", "- a note",
+		"| live | p50 |\n| ---: | ---: |\n| 0 | 1.00 |",
 		"| acquire | 2 | 2.00 | 2.90 | 2.00 | 3.00 | n |",
 		"| CNI ADD | 1 | 20.0 | 20.0 | 20.0 | 20.0 |  |",
 		"| RSS | 30 MiB |  |",
