@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -142,31 +143,39 @@ func (p *Proc) Memory() (Memory, error) {
 	if err != nil {
 		return Memory{}, err
 	}
-	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kb, err := KB(fmt.Sprintf("/proc/%d/status", pid), "VmRSS", "VmHWM")
+	return Memory{RSS: kb["VmRSS"] << 10, HWM: kb["VmHWM"] << 10}, err
+}
+
+// KB reads the "key: N kB" lines of a /proc file (status, meminfo,
+// smaps_rollup) for keys, in kB; a key that is missing is an error.
+func KB(path string, keys ...string) (map[string]uint64, error) {
+	f, err := os.ReadFile(path)
 	if err != nil {
-		return Memory{}, err
+		return nil, err
 	}
-	var m Memory
+	out := make(map[string]uint64, len(keys))
 	for _, line := range strings.Split(string(f), "\n") {
 		k, v, ok := strings.Cut(line, ":")
-		if !ok || (k != "VmRSS" && k != "VmHWM") {
+		if !ok || !slices.Contains(keys, k) {
 			continue
 		}
 		fields := strings.Fields(v)
 		if len(fields) != 2 || fields[1] != "kB" {
-			return m, fmt.Errorf("unexpected %s line %q", k, line)
+			return out, fmt.Errorf("%s: unexpected %s line %q", path, k, line)
 		}
 		n, err := strconv.ParseUint(fields[0], 10, 64)
 		if err != nil {
-			return m, err
+			return out, fmt.Errorf("%s: %w", path, err)
 		}
-		if k == "VmRSS" {
-			m.RSS = n << 10
-		} else {
-			m.HWM = n << 10
+		out[k] = n
+	}
+	for _, k := range keys {
+		if _, ok := out[k]; !ok {
+			return out, fmt.Errorf("%s has no %s line", path, k)
 		}
 	}
-	return m, nil
+	return out, nil
 }
 
 // FDs counts the agent's open descriptors.
