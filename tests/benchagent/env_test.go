@@ -563,5 +563,5 @@ func (e *env) forceClean() error {
 		return e.ctrd.Clean(ctx, e.NetnsDir())
 	}
 	ids, err := e.containers(ctx)
-	return errors.Join(err, agenttest.RemoveAll(ctx, ids, e.removeContainer)) // the image is dockerd's, shared
+	return errors.Join(err, agenttest.ForEach(ctx, ids, e.removeContainer)) // the image is dockerd's, shared
 }

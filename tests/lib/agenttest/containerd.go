@@ -141,8 +141,8 @@ func (c *Containerd) Cgroup(controller, id string) string {
 	return filepath.Join("/sys/fs/cgroup", controller, c.NS, id)
 }
 
-// RemoveAll runs remove for every id, 8 at a time, and joins the errors.
-func RemoveAll(ctx context.Context, ids []string, remove func(context.Context, string) error) error {
+// ForEach runs fn for every id, 8 at a time, and joins the errors.
+func ForEach(ctx context.Context, ids []string, fn func(context.Context, string) error) error {
 	var mu sync.Mutex
 	var errs []error
 	work := make(chan string)
@@ -150,7 +150,7 @@ func RemoveAll(ctx context.Context, ids []string, remove func(context.Context, s
 	for range 8 {
 		wg.Go(func() {
 			for id := range work {
-				if err := remove(ctx, id); err != nil {
+				if err := fn(ctx, id); err != nil {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
@@ -166,8 +166,12 @@ func RemoveAll(ctx context.Context, ids []string, remove func(context.Context, s
 	return errors.Join(errs...)
 }
 
-// Unpin unmounts and removes every netns pin (esb-*) in dir.
+// Unpin unmounts and removes every netns pin (esb-*) in dir; an empty
+// dir is nothing to do.
 func Unpin(dir string) error {
+	if dir == "" {
+		return nil
+	}
 	var errs []error
 	pins, _ := filepath.Glob(filepath.Join(dir, conf.NetNSPrefix+"*"))
 	for _, p := range pins {
@@ -186,7 +190,7 @@ func Unpin(dir string) error {
 // run leaves the machine clean too.
 func (c *Containerd) Clean(ctx context.Context, pinDir string) error {
 	ids, err := c.Containers(ctx)
-	errs := []error{err, RemoveAll(ctx, ids, c.Remove), Unpin(pinDir)}
+	errs := []error{err, ForEach(ctx, ids, c.Remove), Unpin(pinDir)}
 	is := c.Client.ImageService()
 	imgs, err := is.List(ctx)
 	errs = append(errs, err)

@@ -332,6 +332,9 @@ func (c *ColdProfile) Pair() error {
 	return nil
 }
 
+// Reset forgets the pairs so far (a warm-up).
+func (c *ColdProfile) Reset() { c.samples = map[string]benchstat.Samples{} }
+
 // Samples returns the samples of one phase so far.
 func (c *ColdProfile) Samples(phase string) benchstat.Samples { return c.samples[phase] }
 
