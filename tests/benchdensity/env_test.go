@@ -129,21 +129,26 @@ func lockRun(b *testing.B) {
 	b.Cleanup(func() { _ = f.Close() })
 }
 
-// sweepStale removes what a killed run left: its agent process, the
-// containers, images and cgroups of its containerd namespaces, its pins
-// and its directory. (Its node namespace, whose name is random, and the
-// HAProxy in it are left: they hold no worker.)
+// sweepStale removes what a killed run left: the processes of its node
+// namespace (its esb-agent, found by its binary, and HAProxy) and the
+// namespace's pin, the containers, images and cgroups of its containerd
+// namespaces, its pins and its directories.
 func sweepStale(b *testing.B, s stacktest.Stack) {
 	b.Helper()
+	self, _ := os.Readlink("/proc/self/ns/net")
 	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
 	for _, p := range procs {
 		exe, err := os.Readlink(p)
 		if err != nil || !strings.HasPrefix(exe, filepath.Join(os.TempDir(), prefix)) || !strings.Contains(exe, "/bin/esb-agent") {
 			continue
 		}
-		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-			b.Logf("killing esb-agent %d of a killed run (%s)", pid, exe)
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+		node, err := os.Readlink(filepath.Join(filepath.Dir(p), "ns", "net"))
+		if err != nil || node == self { // the agent runs in a node, never in the host's namespace
+			continue
+		}
+		b.Logf("removing the node namespace %s of a killed run (its esb-agent %s)", node, exe)
+		if err := removeNode(node); err != nil {
+			b.Fatal(err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cleanTimeout)
@@ -162,7 +167,8 @@ func sweepStale(b *testing.B, s stacktest.Stack) {
 		}
 	}
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
-	for _, d := range dirs {
+	tmp, _ := filepath.Glob(filepath.Join(os.TempDir(), "BenchmarkDensity*")) // b.TempDir's
+	for _, d := range append(dirs, tmp...) {
 		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
 			continue
 		}
@@ -171,6 +177,34 @@ func sweepStale(b *testing.B, s stacktest.Stack) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// removeNode kills every process in the network namespace node
+// ("net:[inode]") and removes the namespace's pins under /run/netns.
+func removeNode(node string) error {
+	links, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	for _, l := range links {
+		if t, err := os.Readlink(l); err == nil && t == node {
+			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(l)))); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	pins, _ := filepath.Glob("/run/netns/*")
+	var errs []error
+	for _, p := range pins {
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil || fmt.Sprintf("net:[%d]", st.Ino) != node {
+			continue
+		}
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("unpin %s: %w", p, err))
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // removeBase unpins what the agent and the profiler pinned below base,
