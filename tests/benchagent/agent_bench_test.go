@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -159,12 +158,6 @@ func logNote(e *env) string {
 
 // machineNote describes the machine and its load.
 func machineNote(e *env, when string) string {
-	load, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(load))
-	if len(f) < 3 {
-		f = []string{"?", "?", "?"}
-	}
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	daemon := "containerd ?"
@@ -175,8 +168,7 @@ func machineNote(e *env, when string) string {
 	} else {
 		daemon = "containerd " + e.ctrd.Version(ctx)
 	}
-	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, %s, %s",
-		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), daemon, runtime.Version())
+	return benchstat.MachineNote(when, daemon)
 }
 
 // measureWarm runs an agent with -pool-min-idle 1: after each acquire the
@@ -463,25 +455,12 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *agenttes
 	r.phases = append(r.phases, rows...)
 
 	start = time.Now()
-	work := make(chan *agentv1.Worker)
-	for range clients {
-		wg.Go(func() {
-			for w := range work {
-				if _, err := p.Release(w); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	for _, w := range workers {
-		work <- w
-	}
-	close(work)
-	wg.Wait()
+	err = agenttest.ForEach(context.Background(), workers, func(_ context.Context, w *agentv1.Worker) error {
+		_, err := p.Release(w)
+		return err
+	})
 	r.releaseAllWall = time.Since(start)
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		b.Fatalf("release %d workers: %v", liveWorkers, err)
 	}
 	r.leftovers, r.leftChecked = e.noTraces(), true

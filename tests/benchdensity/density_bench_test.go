@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -166,21 +165,9 @@ func (e *env) checkLive(b *testing.B, p *agenttest.Proc, held []*agentv1.Worker)
 	hc := nodetest.HTTPClient(e.node.NS, invokeTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(len(held)/clients+1)*invokeTimeout)
 	defer cancel()
-	if err := eachWorker(ctx, held, func(ctx context.Context, w *agentv1.Worker) error { return invoke(ctx, hc, w) }); err != nil {
+	if err := agenttest.ForEach(ctx, held, func(ctx context.Context, w *agentv1.Worker) error { return invoke(ctx, hc, w) }); err != nil {
 		b.Fatalf("invoke the %d live workers: %v", len(held), err)
 	}
-}
-
-// eachWorker runs fn for every worker, clients at a time
-// (agenttest.ForEach), and joins the errors.
-func eachWorker(ctx context.Context, ws []*agentv1.Worker, fn func(context.Context, *agentv1.Worker) error) error {
-	byID := make(map[string]*agentv1.Worker, len(ws))
-	ids := make([]string, 0, len(ws))
-	for _, w := range ws {
-		byID[w.GetId()] = w
-		ids = append(ids, w.GetId())
-	}
-	return agenttest.ForEach(ctx, ids, func(ctx context.Context, id string) error { return fn(ctx, byID[id]) })
 }
 
 // invoke POSTs to the worker's invoke path and checks that the answer
@@ -411,7 +398,7 @@ func (e *env) releaseAll(b *testing.B, p *agenttest.Proc, held []*agentv1.Worker
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cleanTimeout)
 	defer cancel()
-	if err := eachWorker(ctx, held, func(_ context.Context, w *agentv1.Worker) error {
+	if err := agenttest.ForEach(ctx, held, func(_ context.Context, w *agentv1.Worker) error {
 		_, err := p.Release(w)
 		return err
 	}); err != nil {
@@ -434,14 +421,7 @@ func (e *env) releaseAll(b *testing.B, p *agenttest.Proc, held []*agentv1.Worker
 
 // machineNote describes the machine and its load.
 func machineNote(e *env, when string) string {
-	load, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(load))
-	if len(f) < 3 {
-		f = []string{"?", "?", "?"}
-	}
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, containerd %s, %s",
-		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), e.ctrd.Version(ctx), runtime.Version())
+	return benchstat.MachineNote(when, "containerd "+e.ctrd.Version(ctx))
 }

@@ -6,6 +6,8 @@ package benchstat
 import (
 	"fmt"
 	"io"
+	"os"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -17,6 +19,19 @@ func Ms(d time.Duration) string {
 		return fmt.Sprintf("%.2f", ms)
 	}
 	return fmt.Sprintf("%.1f", ms)
+}
+
+// MachineNote describes the machine and its load at when, with the
+// runtime daemon the benchmark drives (its name and version).
+func MachineNote(when, daemon string) string {
+	load, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(load))
+	if len(f) < 3 {
+		f = []string{"?", "?", "?"}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, %s, %s",
+		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), daemon, runtime.Version())
 }
 
 // Row is one line of a latency table.

@@ -118,10 +118,15 @@ func (c *Containerd) Snapshots(ctx context.Context) ([]string, error) {
 	return ids, err
 }
 
-// Cgroups lists the worker cgroups runc made in the namespace
-// (/<namespace>/<worker ID> under each v1 controller), for leakcheck.
-func (c *Containerd) Cgroups() ([]string, error) {
-	dirs, err := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", c.NS, "*"))
+// Cgroups lists the worker cgroups runc made in the namespace, for
+// leakcheck (NamespaceCgroups).
+func (c *Containerd) Cgroups() ([]string, error) { return NamespaceCgroups(c.NS) }
+
+// NamespaceCgroups lists the cgroups runc made for the containers of
+// containerd namespace ns (/<ns>/<container ID> under each v1
+// controller), by container ID.
+func NamespaceCgroups(ns string) ([]string, error) {
+	dirs, err := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", ns, "*"))
 	if err != nil {
 		return nil, err
 	}
@@ -141,16 +146,16 @@ func (c *Containerd) Cgroup(controller, id string) string {
 	return filepath.Join("/sys/fs/cgroup", controller, c.NS, id)
 }
 
-// ForEach runs fn for every id, 8 at a time, and joins the errors.
-func ForEach(ctx context.Context, ids []string, fn func(context.Context, string) error) error {
+// ForEach runs fn for every item, 8 at a time, and joins the errors.
+func ForEach[T any](ctx context.Context, items []T, fn func(context.Context, T) error) error {
 	var mu sync.Mutex
 	var errs []error
-	work := make(chan string)
+	work := make(chan T)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			for id := range work {
-				if err := fn(ctx, id); err != nil {
+			for it := range work {
+				if err := fn(ctx, it); err != nil {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
@@ -158,8 +163,8 @@ func ForEach(ctx context.Context, ids []string, fn func(context.Context, string)
 			}
 		})
 	}
-	for _, id := range ids {
-		work <- id
+	for _, it := range items {
+		work <- it
 	}
 	close(work)
 	wg.Wait()
