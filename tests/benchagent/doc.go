@@ -13,11 +13,16 @@ package benchagent
 
 import "github.com/edge-serverless-box/esbnet/tests/benchstat"
 
-// The report's parts, tests/benchstat's.
+// The report's parts are tests/benchstat's.
 type (
+	// Samples are benchstat.Samples.
 	Samples = benchstat.Samples
-	Row     = benchstat.Row
-	Figure  = benchstat.Figure
-	Target  = benchstat.Target
+	// Row is a benchstat.Row.
+	Row = benchstat.Row
+	// Figure is a benchstat.Figure.
+	Figure = benchstat.Figure
+	// Target is a benchstat.Target.
+	Target = benchstat.Target
+	// Summary is a benchstat.Summary.
 	Summary = benchstat.Summary
 )

@@ -130,8 +130,11 @@ func RunLoadgen(ctx context.Context, enter []string, bin string, cfg LoadConfig)
 		return nil, fmt.Errorf("loadgen in the worker: %w\n%s", err, stderr.String())
 	}
 	var res []LoadResult
-	if err := json.Unmarshal(out, &res); err != nil || len(res) != len(cfg.Addrs) {
-		return nil, fmt.Errorf("loadgen output %q: %v", out, err)
+	if err := json.Unmarshal(out, &res); err != nil {
+		return nil, fmt.Errorf("loadgen output %q: %w", out, err)
+	}
+	if len(res) != len(cfg.Addrs) {
+		return nil, fmt.Errorf("loadgen output %q: %d results for %d addresses", out, len(res), len(cfg.Addrs))
 	}
 	return res, nil
 }

@@ -2,6 +2,7 @@ package agenttest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -33,7 +34,10 @@ func (p *Proc) WaitReady(socket string, start time.Time, limit time.Duration) (r
 	exited := func() error {
 		select {
 		case <-p.Exited:
-			return fmt.Errorf("esb-agent exited at start (%v)", p.WaitErr)
+			if p.WaitErr == nil {
+				return errors.New("esb-agent exited at start, status 0")
+			}
+			return fmt.Errorf("esb-agent exited at start: %w", p.WaitErr)
 		default:
 			return nil
 		}
