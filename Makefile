@@ -16,7 +16,7 @@ UNIT_DIR    ?= /etc/systemd/system
 INSTALL_BUILD ?= build
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 
-.PHONY: help kube-tools k8s-up k8s-down k8s-status test-k8s build install uninstall deps stack-up stack-down stack-status worker-image function-image test test-unit test-privileged bench reliability fuzz lint proto demo clean
+.PHONY: help kube-tools k8s-up k8s-down k8s-status test-k8s build install uninstall deps stack-up stack-down stack-status worker-image function-image test test-unit test-privileged bench bench-density reliability fuzz lint proto demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ test-privileged: deps stack-up ## the namespace, client, stack and end-to-end su
 
 bench: deps stack-up ## benchmarks side by side with the reference plugins, with a printed table (root)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 95m ./ipam/... ./tests/bench/... ./tests/benchbridge/... ./tests/benchnat/... ./tests/benchagent/... $(BENCH_MORE)
+
+bench-density: deps stack-up ## fill the node with live idle workers in steps (ESB_DENSITY_STEPS, default 0,100,250,500,1000) and measure each with cold acquire+release pairs (ESB_DENSITY_PAIRS, default 50): latency, CNI ADD/DEL, agent RSS, memory per worker, NAT path; a printed table with the targets; not part of make bench (root)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 120m ./tests/benchdensity/
 
 reliability: deps stack-up ## the load, soak and fault tests at full size, both runtimes: 2,000 acquire/invoke/release cycles from 16 clients (ESB_LOAD_CYCLES, ESB_LOAD_CLIENTS), a 10-minute soak (ESB_SOAK_DURATION) and the fault tests; then make test-k8s; make test runs the first ones scaled down (root)
 	ESB_REQUIRE_PRIVILEGED=1 ESB_LOAD_CYCLES=$${ESB_LOAD_CYCLES:-2000} ESB_SOAK_DURATION=$${ESB_SOAK_DURATION:-10m} ESB_SOAK_INTERVAL=$${ESB_SOAK_INTERVAL:-20s} \

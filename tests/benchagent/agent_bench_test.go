@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/benchstat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -62,7 +63,7 @@ type results struct {
 	ctrConc                                     Samples
 	ctrThroughputWall                           time.Duration
 	liveWall                                    time.Duration
-	liveMem, adoptMem                           Memory
+	liveMem, adoptMem                           agenttest.Memory
 	stopWall                                    time.Duration
 	adoptReady, adoptAll                        time.Duration
 	adoptFirst                                  int
@@ -121,13 +122,13 @@ func BenchmarkAgentSideBySide(b *testing.B) {
 	if err != nil {
 		b.Fatalf("profiler: %v", err)
 	}
-	defer func() { _ = prof.close() }()
-	rows, err := prof.cold(profileSamples)
+	defer func() { _ = prof.Close() }()
+	rows, err := prof.Cold(profileSamples)
 	if err != nil {
 		b.Fatalf("profile cold acquires: %v", err)
 	}
 	r.phases = append(r.phases, rows...)
-	rows, err = prof.warm(profileSamples)
+	rows, err = prof.Warm(profileSamples)
 	if err != nil {
 		b.Fatalf("profile warm acquires: %v", err)
 	}
@@ -159,12 +160,6 @@ func logNote(e *env) string {
 
 // machineNote describes the machine and its load.
 func machineNote(e *env, when string) string {
-	load, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(load))
-	if len(f) < 3 {
-		f = []string{"?", "?", "?"}
-	}
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	daemon := "containerd ?"
@@ -172,11 +167,10 @@ func machineNote(e *env, when string) string {
 		if v, err := e.dc.ServerVersion(ctx); err == nil {
 			daemon = fmt.Sprintf("Docker %s (API %s)", v.Version, e.dc.ClientVersion())
 		}
-	} else if v, err := e.cc.Version(ctx); err == nil {
-		daemon = "containerd " + v.Version
+	} else {
+		daemon = "containerd " + e.ctrd.Version(ctx)
 	}
-	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, %s, %s",
-		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), daemon, runtime.Version())
+	return benchstat.MachineNote(when, daemon)
 }
 
 // measureWarm runs an agent with -pool-min-idle 1: after each acquire the
@@ -185,18 +179,18 @@ func machineNote(e *env, when string) string {
 // stopped agent's back, for the next agent's reconcile to clean up.
 func (r *results) measureWarm(b *testing.B, e *env) {
 	p := e.startAgent("-pool-min-idle", "1")
-	w, _, err := p.acquire(e.image, "warm-owner", "warm")
+	w, _, err := p.Acquire(e.image, "warm-owner", "warm")
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := p.release(w); err != nil {
+	if _, err := p.Release(w); err != nil {
 		b.Fatal(err)
 	}
 	for range warmSamples {
 		if err := waitIdle(p, "warm", time.Minute); err != nil {
 			b.Fatal(err)
 		}
-		w, took, err := p.acquire(e.image, "warm-owner", "warm")
+		w, took, err := p.Acquire(e.image, "warm-owner", "warm")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -205,14 +199,14 @@ func (r *results) measureWarm(b *testing.B, e *env) {
 		} else {
 			r.warmNotWarm++
 		}
-		if _, err := p.release(w); err != nil {
+		if _, err := p.Release(w); err != nil {
 			b.Fatal(err)
 		}
 	}
 	if err := waitIdle(p, "warm", time.Minute); err != nil {
 		b.Fatal(err)
 	}
-	ws, err := p.list()
+	ws, err := p.List()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -232,7 +226,7 @@ func (r *results) measureWarm(b *testing.B, e *env) {
 func waitIdle(p *agentProc, function string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		ws, err := p.list()
+		ws, err := p.List()
 		if err != nil {
 			return err
 		}
@@ -269,11 +263,11 @@ func (r *results) measureCold(b *testing.B, e *env, p *agentProc) {
 		}
 	}
 	agentOnce := func(record bool) {
-		w, took, err := p.acquire(e.image, "cold-owner", function)
+		w, took, err := p.Acquire(e.image, "cold-owner", function)
 		if err != nil {
 			b.Fatal(err)
 		}
-		rel, err := p.release(w)
+		rel, err := p.Release(w)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -311,10 +305,10 @@ func (e *env) throughput(b *testing.B, p *agentProc) (acq, rel Samples, wall tim
 	for c := range clients {
 		wg.Go(func() {
 			for next.Add(1) <= throughputCycles {
-				w, a, err := p.acquire(e.image, fmt.Sprintf("tp-owner-%d", c), function)
+				w, a, err := p.Acquire(e.image, fmt.Sprintf("tp-owner-%d", c), function)
 				var d time.Duration
 				if err == nil {
-					d, err = p.release(w)
+					d, err = p.Release(w)
 				}
 				mu.Lock()
 				if err != nil {
@@ -385,7 +379,7 @@ func (e *env) ctrThroughput(b *testing.B) (runs Samples, wall time.Duration) {
 // adoption (process start to ListWorkers listing all of them), takes a
 // reconcile of them apart in-process, then releases them all and checks
 // that nothing is left.
-func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler) {
+func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *agenttest.Profiler) {
 	workers := make([]*agentv1.Worker, liveWorkers)
 	var next atomic.Int64
 	var mu sync.Mutex
@@ -399,7 +393,7 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler
 				if i >= liveWorkers {
 					return
 				}
-				w, _, err := p.acquire(e.image, fmt.Sprintf("live-owner-%d", c), function)
+				w, _, err := p.Acquire(e.image, fmt.Sprintf("live-owner-%d", c), function)
 				if err != nil {
 					mu.Lock()
 					errs = append(errs, err)
@@ -415,14 +409,14 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler
 	if err := errors.Join(errs...); err != nil {
 		b.Fatalf("acquire %d live workers: %v", liveWorkers, err)
 	}
-	ws, err := p.list()
+	ws, err := p.List()
 	if err != nil {
 		b.Fatal(err)
 	}
 	if len(ws) != liveWorkers {
 		b.Fatalf("the agent lists %d workers, want %d", len(ws), liveWorkers)
 	}
-	if r.liveMem, err = p.memory(); err != nil {
+	if r.liveMem, err = p.Memory(); err != nil {
 		b.Fatal(err)
 	}
 
@@ -437,7 +431,7 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler
 		if time.Since(p.started) > time.Minute {
 			b.Fatalf("the restarted agent lists %d workers after a minute, want %d", n, liveWorkers)
 		}
-		ws, err := p.list()
+		ws, err := p.List()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -451,37 +445,24 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *profiler
 		r.reconcileTook, _ = tookOf(recs[0])
 		r.reconcileAdopted, _ = recs[0]["adopted"].(float64)
 	}
-	if r.adoptMem, err = p.memory(); err != nil {
+	if r.adoptMem, err = p.Memory(); err != nil {
 		b.Fatal(err)
 	}
 	// The agent is idle: fresh in-process agents reconcile the same node
 	// to take the adoption apart.
-	rows, err := prof.reconcile(reconcileSamples, liveWorkers)
+	rows, err := prof.Reconcile(reconcileSamples, liveWorkers)
 	if err != nil {
 		b.Fatalf("profile reconcile: %v", err)
 	}
 	r.phases = append(r.phases, rows...)
 
 	start = time.Now()
-	work := make(chan *agentv1.Worker)
-	for range clients {
-		wg.Go(func() {
-			for w := range work {
-				if _, err := p.release(w); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	for _, w := range workers {
-		work <- w
-	}
-	close(work)
-	wg.Wait()
+	err = agenttest.ForEach(context.Background(), workers, func(_ context.Context, w *agentv1.Worker) error {
+		_, err := p.Release(w)
+		return err
+	})
 	r.releaseAllWall = time.Since(start)
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		b.Fatalf("release %d workers: %v", liveWorkers, err)
 	}
 	r.leftovers, r.leftChecked = e.noTraces(), true
@@ -585,14 +566,14 @@ func (r *results) summary(e *env, notes []string) *Summary {
 				Note: "one <id>.log per worker ever created: Release does not remove it"})
 	}
 
-	ms := func(d time.Duration) string { return Ms(d) + " ms" }
+	ms := func(d time.Duration) string { return benchstat.Ms(d) + " ms" }
 	s.Targets = []Target{
-		RatioTarget(fmt.Sprintf("cold acquire p50 ≤ %.1f × ctr run -d p50", coldVsCtrLimit), r.cold.P50(), r.ctrRun.P50(), coldVsCtrLimit,
+		benchstat.RatioTarget(fmt.Sprintf("cold acquire p50 ≤ %.1f × ctr run -d p50", coldVsCtrLimit), r.cold.P50(), r.ctrRun.P50(), coldVsCtrLimit,
 			fmt.Sprintf("%s vs %s", ms(r.cold.P50()), ms(r.ctrRun.P50()))),
-		RatioTarget(fmt.Sprintf("cold acquire p50 ≤ %.1f × (ctr run -d + port accepts TCP) p50", coldVsReady), r.cold.P50(), r.ctrReady.P50(), coldVsReady,
+		benchstat.RatioTarget(fmt.Sprintf("cold acquire p50 ≤ %.1f × (ctr run -d + port accepts TCP) p50", coldVsReady), r.cold.P50(), r.ctrReady.P50(), coldVsReady,
 			fmt.Sprintf("%s vs %s", ms(r.cold.P50()), ms(r.ctrReady.P50()))),
 		r.shareTarget(),
-		RatioTarget(fmt.Sprintf("cold acquire p95 ≤ %.0f × its p50", p95VsP50Limit), r.cold.P95(), r.cold.P50(), p95VsP50Limit,
+		benchstat.RatioTarget(fmt.Sprintf("cold acquire p95 ≤ %.0f × its p50", p95VsP50Limit), r.cold.P95(), r.cold.P50(), p95VsP50Limit,
 			fmt.Sprintf("%s vs %s", ms(r.cold.P95()), ms(r.cold.P50()))),
 		{Name: "warm-pool acquire p50 under 5 ms", Measured: float64(r.warm.P50()) / float64(time.Millisecond),
 			Limit: float64(warmLimit) / float64(time.Millisecond), Unit: "ms", Strict: true, Known: len(r.warm) > 0},
@@ -607,14 +588,14 @@ func (r *results) summary(e *env, notes []string) *Summary {
 // shareTarget is the agent's own share of a cold acquire: the p50 of the
 // cold acquires less the p50 of their task create+start (shim, runc),
 // taken apart by the profiler in the same run.
-func (r *results) shareTarget() Target {
-	t := Target{Name: fmt.Sprintf("agent's own share of a cold acquire (p50 − task create+start p50) ≤ %d ms", shareLimit.Milliseconds()),
+func (r *results) shareTarget() benchstat.Target {
+	t := benchstat.Target{Name: fmt.Sprintf("agent's own share of a cold acquire (p50 − task create+start p50) ≤ %d ms", shareLimit.Milliseconds()),
 		Limit: float64(shareLimit) / float64(time.Millisecond), Unit: "ms"}
 	for _, row := range r.phases {
-		if row.Name == phStart && len(row.Samples) > 0 && len(r.cold) > 0 {
+		if row.Name == agenttest.PhaseStart && len(row.Samples) > 0 && len(r.cold) > 0 {
 			share := r.cold.P50() - row.Samples.P50()
 			t.Measured, t.Known = float64(share)/float64(time.Millisecond), true
-			t.Detail = fmt.Sprintf("%s − %s", Ms(r.cold.P50())+" ms", Ms(row.Samples.P50())+" ms")
+			t.Detail = fmt.Sprintf("%s ms − %s ms", benchstat.Ms(r.cold.P50()), benchstat.Ms(row.Samples.P50()))
 		}
 	}
 	return t

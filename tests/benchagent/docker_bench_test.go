@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edge-serverless-box/esbnet/tests/benchstat"
 )
 
 // dockerColdVsRunLimit is issue 6's target: Docker-mode cold acquire p50
@@ -72,11 +74,11 @@ func (r *results) dockerSummary(e *env, notes []string) *Summary {
 		s.Figures = append(s.Figures, Figure{Name: "left after every release", Value: left,
 			Note: "containers, node veths, IPAM addresses, libcni cache entries"})
 	}
-	ms := func(d time.Duration) string { return Ms(d) + " ms" }
+	ms := func(d time.Duration) string { return benchstat.Ms(d) + " ms" }
 	s.Targets = []Target{
-		RatioTarget(fmt.Sprintf("cold acquire p50 ≤ %.1f × %s p50", dockerColdVsRunLimit, base), r.cold.P50(), r.ctrRun.P50(), dockerColdVsRunLimit,
+		benchstat.RatioTarget(fmt.Sprintf("cold acquire p50 ≤ %.1f × %s p50", dockerColdVsRunLimit, base), r.cold.P50(), r.ctrRun.P50(), dockerColdVsRunLimit,
 			fmt.Sprintf("%s vs %s", ms(r.cold.P50()), ms(r.ctrRun.P50()))),
-		RatioTarget(fmt.Sprintf("cold acquire p95 ≤ %.0f × its p50", p95VsP50Limit), r.cold.P95(), r.cold.P50(), p95VsP50Limit,
+		benchstat.RatioTarget(fmt.Sprintf("cold acquire p95 ≤ %.0f × its p50", p95VsP50Limit), r.cold.P95(), r.cold.P50(), p95VsP50Limit,
 			fmt.Sprintf("%s vs %s", ms(r.cold.P95()), ms(r.cold.P50()))),
 	}
 	return s

@@ -14,13 +14,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/docker/docker/api/types/container"
@@ -28,11 +25,7 @@ import (
 	dockerclient "github.com/docker/docker/client"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 
-	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
@@ -46,7 +39,6 @@ const (
 	// Bounds of every wait.
 	agentStartTimeout = time.Minute      // start to the first ListWorkers answer
 	agentStopTimeout  = time.Minute      // signal to exit
-	rpcTimeout        = 2 * time.Minute  // one API call
 	cmdTimeout        = time.Minute      // one ctr command
 	readyTimeout      = 10 * time.Second // a ctr-run worker's port accepting TCP
 	settleTimeout     = 10 * time.Second // the kernel's asynchronous cleanup
@@ -67,8 +59,8 @@ type env struct {
 	image          string
 	agentBin       string
 	pluginDir      string
-	cc             *client.Client       // the run's own containerd client, in ctrNS (rtContainerd)
-	dc             *dockerclient.Client // dockerd's client (rtDocker); ctrNS is then the esb.namespace label
+	ctrd           *agenttest.Containerd // the run's own containerd client, in ctrNS (rtContainerd)
+	dc             *dockerclient.Client  // dockerd's client (rtDocker); ctrNS is then the esb.namespace label
 	agent          *agentProc
 	runs           int
 	// logIssues counts the warnings and errors of the stopped agents'
@@ -115,7 +107,7 @@ func newEnvFor(b *testing.B, rt string) *env {
 			b.Errorf("remove %s: %v", base, err)
 		}
 	})
-	e.agentBin = buildAgent(b, filepath.Join(base, "bin"))
+	e.agentBin = agenttest.BuildAgent(b, filepath.Join(base, "bin"))
 	e.pluginDir = nstest.PluginDir(b)
 	e.node = nstest.NewNS(b)
 	if err := e.node.Do(func(ns.NetNS) error {
@@ -142,19 +134,9 @@ func newEnvFor(b *testing.B, rt string) *env {
 		}
 		return e
 	}
-	e.cc, err = client.New(s.ContainerdSock, client.WithDefaultNamespace(e.ctrNS), client.WithTimeout(10*time.Second))
-	if err != nil {
-		b.Fatalf("connect to containerd: %v", err)
-	}
-	b.Cleanup(func() { _ = e.cc.Close() })
+	e.ctrd = agenttest.NewContainerd(b, s, e.ctrNS)
 	b.Cleanup(e.teardown)
-	// The agent, in the node, cannot reach the registry on the host's
-	// loopback: the image is pulled here, so every acquire finds it.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if out, err := s.Ctr(ctx, e.ctrNS, "images", "pull", "--plain-http", "--snapshotter", s.Snapshotter, e.image).CombinedOutput(); err != nil {
-		b.Fatalf("pull %s: %v\n%s", e.image, err, out)
-	}
+	e.ctrd.Pull(b, e.image)
 	return e
 }
 
@@ -166,15 +148,13 @@ func randomHex(n int) string {
 	return hex.EncodeToString(p)
 }
 
-// buildAgent builds esb-agent into dir.
-func buildAgent(b *testing.B, dir string) string {
-	b.Helper()
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./agent/cmd/esb-agent")
-	cmd.Dir = nstest.RepoRoot(b)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build esb-agent: %v\n%s", err, out)
-	}
-	return filepath.Join(dir, "esb-agent")
+// newProfiler builds the in-process agents that take esb-agent's work
+// apart, on the run's containerd namespace, conflist, libcni cache and
+// pins (the agent process idles meanwhile).
+func (e *env) newProfiler() (*agenttest.Profiler, error) {
+	return agenttest.NewProfiler(agenttest.ProfilerOptions{Containerd: e.stack.ContainerdSock, Namespace: e.ctrNS,
+		Registry: e.stack.Registry, Snapshotter: e.stack.Snapshotter, ConfDir: e.ConfDir(), PluginDir: e.pluginDir,
+		CacheDir: e.CacheDir(), NetNSDir: e.NetnsDir(), LogDir: filepath.Join(e.Base, "logs-profile"), Node: e.node, Image: e.image})
 }
 
 // --- the agent process ---------------------------------------------------
@@ -193,8 +173,7 @@ type agentProc struct {
 
 // startAgent runs esb-agent in the node (nsenter --net only, so the
 // namespaces it pins stay visible to containerd) with the run's settings
-// and extra flags, and waits until ListWorkers answers, polling every
-// millisecond.
+// and extra flags, and waits until it serves (agenttest's WaitReady).
 func (e *env) startAgent(extra ...string) *agentProc {
 	e.b.Helper()
 	if e.agent != nil {
@@ -224,46 +203,10 @@ func (e *env) startAgent(extra ...string) *agentProc {
 	p := &agentProc{Proc: proc, started: start}
 	e.agent = p
 
-	deadline := start.Add(agentStartTimeout)
-	fail := func(format string, args ...any) {
-		e.b.Helper()
-		e.b.Fatalf("esb-agent: %s\n%s", fmt.Sprintf(format, args...), p.log())
+	if p.ready, p.first, err = proc.WaitReady(e.Socket(), start, agentStartTimeout); err != nil {
+		e.b.Fatalf("%v\n%s", err, p.log())
 	}
-	// The socket appears once reconcile is done.
-	for {
-		if _, err := os.Stat(e.Socket()); err == nil {
-			break
-		}
-		select {
-		case <-p.Exited:
-			fail("exited at start (%v)", p.WaitErr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			fail("no socket %s within %s", e.Socket(), agentStartTimeout)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if err := p.Dial(e.Socket(), backoff.Config{BaseDelay: time.Millisecond, Multiplier: 1.5, MaxDelay: 20 * time.Millisecond}); err != nil {
-		fail("grpc client: %v", err)
-	}
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		r, err := p.API.ListWorkers(ctx, &agentv1.ListWorkersRequest{}, grpc.WaitForReady(true))
-		cancel()
-		if err == nil {
-			p.ready, p.first = time.Since(start), len(r.GetWorkers())
-			return p
-		}
-		select {
-		case <-p.Exited:
-			fail("exited at start (%v)", p.WaitErr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			fail("ListWorkers does not answer within %s: %v", agentStartTimeout, err)
-		}
-	}
+	return p
 }
 
 func (p *agentProc) log() string { return p.Log() }
@@ -278,49 +221,6 @@ func (p *agentProc) logRecordsAt(level string) []map[string]any {
 func tookOf(r map[string]any) (time.Duration, bool) {
 	v, ok := r["took"].(float64)
 	return time.Duration(v), ok
-}
-
-// Memory of a process, from /proc/<pid>/status.
-type Memory struct {
-	RSS, HWM uint64 // bytes: resident now, and the peak
-}
-
-// memory reads the agent's VmRSS and VmHWM, after checking that the pid
-// is esb-agent (nsenter exec'd it) and not nsenter.
-func (p *agentProc) memory() (Memory, error) {
-	pid := p.Cmd.Process.Pid
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil {
-		return Memory{}, err
-	}
-	if c := strings.TrimSpace(string(comm)); c != "esb-agent" {
-		return Memory{}, fmt.Errorf("process %d is %q, not esb-agent", pid, c)
-	}
-	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return Memory{}, err
-	}
-	var m Memory
-	for _, line := range strings.Split(string(f), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok || (k != "VmRSS" && k != "VmHWM") {
-			continue
-		}
-		fields := strings.Fields(v)
-		if len(fields) != 2 || fields[1] != "kB" {
-			return m, fmt.Errorf("unexpected %s line %q", k, line)
-		}
-		n, err := strconv.ParseUint(fields[0], 10, 64)
-		if err != nil {
-			return m, err
-		}
-		if k == "VmRSS" {
-			m.RSS = n << 10
-		} else {
-			m.HWM = n << 10
-		}
-	}
-	return m, nil
 }
 
 // stopAgent signals the agent and waits for it to exit; after SIGTERM it
@@ -340,46 +240,6 @@ func (e *env) stopAgent(sig syscall.Signal) error {
 		}
 	}
 	return p.ExitErr(sig)
-}
-
-// --- API calls -------------------------------------------------------------
-
-// acquire calls AcquireWorker for owner and function and times it from
-// the client.
-func (p *agentProc) acquire(image, owner, function string) (*agentv1.Worker, time.Duration, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-	defer cancel()
-	start := time.Now()
-	r, err := p.API.AcquireWorker(ctx, &agentv1.AcquireWorkerRequest{Function: function, Image: image, OwnerId: owner})
-	took := time.Since(start)
-	if err != nil {
-		return nil, took, fmt.Errorf("acquire %s for %s: %w", function, owner, err)
-	}
-	return r.GetWorker(), took, nil
-}
-
-// release calls ReleaseWorker and times it.
-func (p *agentProc) release(w *agentv1.Worker) (time.Duration, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-	defer cancel()
-	start := time.Now()
-	_, err := p.API.ReleaseWorker(ctx, &agentv1.ReleaseWorkerRequest{WorkerId: w.GetId(), OwnerId: w.GetOwnerId()})
-	took := time.Since(start)
-	if err != nil {
-		return took, fmt.Errorf("release %s: %w", w.GetId(), err)
-	}
-	return took, nil
-}
-
-// list returns every worker of the agent.
-func (p *agentProc) list() ([]*agentv1.Worker, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-	defer cancel()
-	r, err := p.API.ListWorkers(ctx, &agentv1.ListWorkersRequest{})
-	if err != nil {
-		return nil, fmt.Errorf("list workers: %w", err)
-	}
-	return r.GetWorkers(), nil
 }
 
 // --- ctr, containerd's own CLI --------------------------------------------------
@@ -475,7 +335,7 @@ func (e *env) taskPid(ctx context.Context, id string) (int, error) {
 			}
 		}
 	}
-	c, err := e.cc.LoadContainer(ctx, id)
+	c, err := e.ctrd.Client.LoadContainer(ctx, id)
 	if err != nil {
 		return 0, fmt.Errorf("load container %s: %w", id, err)
 	}
@@ -517,44 +377,17 @@ func waitTCP(ctx context.Context, netnsPath, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	return target.Do(func(ns.NetNS) error {
-		return dialSchedule(ctx, func(ctx context.Context) error { return dialOnce(ctx, addr) })
+		return dialSchedule(ctx, func(ctx context.Context) error { return agenttest.DialTCP(ctx, addr) })
 	})
 }
 
-func dialOnce(ctx context.Context, addr string) error {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err
-	}
-	return c.Close()
-}
-
-// removeContainer kills and deletes a container with its snapshot, as
-// `ctr tasks rm -f` and `ctr containers rm` would, through the run's own
-// client. A missing container is not an error.
+// removeContainer removes a container as agenttest.Containerd.Remove (or,
+// with Docker, docker rm -f) would. A missing container is not an error.
 func (e *env) removeContainer(ctx context.Context, id string) error {
 	if e.rt == rtDocker {
 		return e.removeDockerContainer(ctx, id)
 	}
-	c, err := e.cc.LoadContainer(ctx, id)
-	if errdefs.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("load container %s: %w", id, err)
-	}
-	if t, err := c.Task(ctx, nil); err == nil {
-		if _, err := t.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("delete task of %s: %w", id, err)
-		}
-	} else if !errdefs.IsNotFound(err) {
-		return fmt.Errorf("task of %s: %w", id, err)
-	}
-	if err := c.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("delete container %s: %w", id, err)
-	}
-	return nil
+	return e.ctrd.Remove(ctx, id)
 }
 
 // removeDockerContainer removes, as docker rm -f would, the container
@@ -590,16 +423,7 @@ func (e *env) containers(ctx context.Context) ([]string, error) {
 		slices.Sort(names)
 		return names, nil
 	}
-	cs, err := e.cc.Containers(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list containers: %w", err)
-	}
-	ids := make([]string, 0, len(cs))
-	for _, c := range cs {
-		ids = append(ids, c.ID())
-	}
-	slices.Sort(ids)
-	return ids, nil
+	return e.ctrd.Containers(ctx)
 }
 
 // --- what workers leave ----------------------------------------------------------
@@ -730,60 +554,14 @@ func tail(s string, n int) string {
 }
 
 // forceClean removes every container (8 at a time), pin and image of the
-// run, its containerd namespace, and runc's cgroups of that namespace.
+// run, its containerd namespace, and runc's cgroups of that namespace
+// (agenttest.Containerd.Clean); with Docker, the run's containers.
 func (e *env) forceClean() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var mu sync.Mutex
-	var errs []error
+	if e.rt != rtDocker {
+		return e.ctrd.Clean(ctx, e.NetnsDir())
+	}
 	ids, err := e.containers(ctx)
-	errs = append(errs, err)
-	work := make(chan string)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for id := range work {
-				if err := e.removeContainer(ctx, id); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	for _, id := range ids {
-		work <- id
-	}
-	close(work)
-	wg.Wait()
-	if e.rt == rtDocker {
-		return errors.Join(errs...) // the image is dockerd's, shared
-	}
-	pins, _ := filepath.Glob(filepath.Join(e.NetnsDir(), "esb-*"))
-	for _, p := range pins {
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("unpin %s: %w", p, err))
-		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	is := e.cc.ImageService()
-	imgs, err := is.List(ctx)
-	errs = append(errs, err)
-	for i, img := range imgs {
-		var opts []images.DeleteOpt
-		if i == len(imgs)-1 {
-			opts = append(opts, images.SynchronousDelete()) // collect the content once, at the end
-		}
-		if err := is.Delete(ctx, img.Name, opts...); err != nil && !errdefs.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("remove image %s: %w", img.Name, err))
-		}
-	}
-	if err := e.cc.NamespaceService().Delete(ctx, e.ctrNS); err != nil && !errdefs.IsNotFound(err) {
-		errs = append(errs, fmt.Errorf("remove containerd namespace %s: %w", e.ctrNS, err))
-	}
-	// runc leaves the namespace's parent cgroup under each v1 controller.
-	errs = append(errs, stacktest.RemoveNamespaceCgroups(e.ctrNS))
-	return errors.Join(errs...)
+	return errors.Join(err, agenttest.ForEach(ctx, ids, e.removeContainer)) // the image is dockerd's, shared
 }

@@ -58,11 +58,11 @@ func benchGatewayContract(b *testing.B, rt string) {
 		}
 	}
 	acquire := func() time.Duration {
-		w, took, err := p.acquire(e.image, owner, function)
+		w, took, err := p.Acquire(e.image, owner, function)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := p.release(w); err != nil {
+		if _, err := p.Release(w); err != nil {
 			b.Fatal(err)
 		}
 		return took

@@ -1,18 +1,12 @@
 package benchnat
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,33 +21,22 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
-// The topology: a node namespace playing the host, with the esb bridge
-// made by esb-bridge, a second node address on its loopback, HAProxy bound
-// to that address in front of a Go backend on 127.0.0.1, and one worker
-// attached through libcni. A worker reaches HAProxy through the gateway's
-// forwarded port (DNAT to frontend) or directly (direct): two frontends
-// alike but for their port, so that the two paths never meet on one
-// server-side 4-tuple. (They would otherwise: a port the worker reuses
-// finds HAProxy's TIME_WAIT of the other path, whose TCP timestamps, whose
-// offset Linux derives from the address pair the client sees, run on
-// another clock; PAWS then drops the SYN and the connection waits for a
-// retransmission.)
+// The topology's names (topology.go), as the benchmark's code uses them.
 const (
 	bridgeName = conf.BridgeName
 	gatewayIP  = conf.DefaultGateway
-	nodeAddr   = "192.0.2.10"        // on the node's lo: reachable from workers without DNAT
-	fwdPort    = 9000                // the forward every setup uses
-	frontend   = nodeAddr + ":19000" // the forward's target
-	direct     = nodeAddr + ":19001" // the worker's direct way in
-	backend    = "127.0.0.1:18080"
-	viaDNAT    = gatewayIP + ":9000"
-	bigPath    = "/big"
-	smallPath  = "/small"
-	bigSize    = 10 << 20 // bytes of a /big response
-	smallBody  = "ok\n"
+	nodeAddr   = NodeAddr
+	fwdPort    = FwdPort
+	frontend   = Frontend
+	direct     = Direct
+	backend    = Backend
+	viaDNAT    = ViaDNAT
+	bigPath    = BigPath
+	smallPath  = SmallPath
+	bigSize    = BigSize
+	smallBody  = SmallBody
 
 	callTimeout = time.Minute      // one libcni call
 	cmdTimeout  = 30 * time.Second // one command
@@ -97,67 +80,15 @@ func (n *node) flushConntrack() {
 // worker is a namespace attached to the node's bridge by esb-bridge.
 type worker = nodetest.Worker
 
-// serveBackend runs the proxy's backend in the node: smallPath answers
-// smallBody, bigPath bigSize bytes, both with a Content-Length.
-func (n *node) serveBackend() {
-	n.tb.Helper()
-	var l net.Listener
-	err := n.NS.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", backend)
-		return err
-	})
-	if err != nil {
-		n.tb.Fatalf("backend listen on %s: %v", backend, err)
-	}
-	big := bytes.Repeat([]byte("esb-benchnat "), bigSize/13+1)[:bigSize]
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			body := []byte(smallBody)
-			if r.URL.Path == bigPath {
-				body = big
-			}
-			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-			_, _ = w.Write(body)
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	n.tb.Cleanup(func() { _ = srv.Close(); <-done })
-}
+func (n *node) serveBackend() { ServeBackend(n.tb, n.NS) }
 
-// haproxyConfig is the local proxy: two HTTP frontends on the node address,
-// the Go backend behind it with its connections reused across clients (so
-// a worker's connection costs one accept, not also a connect).
-const haproxyConfig = `global
-	maxconn 4096
-	nbthread 1
-
-defaults
-	mode http
-	timeout connect 2s
-	timeout client 10s
-	timeout server 10s
-	http-reuse always
-
-frontend fe_dnat
-	bind ` + frontend + `
-	default_backend be_go
-
-frontend fe_direct
-	bind ` + direct + `
-	default_backend be_go
-
-backend be_go
-	server go ` + backend + `
-`
+func buildLoadgen(tb testing.TB) string { return BuildLoadgen(tb) }
 
 // startHAProxy runs Debian's haproxy in the node in the foreground until
 // the benchmark ends, and waits until its frontends accept connections.
 func (n *node) startHAProxy() {
 	n.tb.Helper()
-	n.StartHAProxy(haproxyConfig, frontend, direct)
+	n.StartHAProxy(HAProxyConfig, frontend, direct)
 }
 
 // run runs a command with cmdTimeout, stdin when not nil, and returns its
@@ -166,39 +97,18 @@ func run(stdin []byte, name string, args ...string) (string, error) {
 	return nodetest.Run(cmdTimeout, stdin, name, args...)
 }
 
-// buildLoadgen builds the load generator into a directory removed when the
-// benchmark ends.
-func buildLoadgen(tb testing.TB) string {
-	tb.Helper()
-	bin := filepath.Join(tb.TempDir(), "loadgen")
-	cmd := exec.Command("go", "build", "-o", bin, "./tests/benchnat/loadgen")
-	cmd.Dir = nstest.RepoRoot(tb)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build loadgen: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // load runs one round of the load generator in the worker, taking addrs
 // in turn, after emptying the node's conntrack table; it returns one
 // result per address.
 func (n *node) load(w *worker, loadgen, mode string, addrs []string, path string, d time.Duration, body int64) []LoadResult {
 	n.tb.Helper()
 	n.flushConntrack()
-	args := []string{"netns", "exec", w.Name, loadgen, "-mode", mode, "-addr", strings.Join(addrs, ","), "-path", path,
-		"-duration", d.String(), "-body", strconv.FormatInt(body, 10), "-timeout", "3s"}
 	ctx, cancel := context.WithTimeout(context.Background(), d+cmdTimeout)
 	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "ip", args...)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	res, err := RunLoadgen(ctx, []string{"ip", "netns", "exec", w.Name}, loadgen,
+		LoadConfig{Mode: mode, Addrs: addrs, Path: path, Duration: d, BodySize: body, Timeout: 3 * time.Second})
 	if err != nil {
-		n.tb.Fatalf("loadgen in worker: %v\n%s", err, stderr.String())
-	}
-	var res []LoadResult
-	if err := json.Unmarshal(out, &res); err != nil || len(res) != len(addrs) {
-		n.tb.Fatalf("loadgen output %q: %v", out, err)
+		n.tb.Fatal(err)
 	}
 	return res
 }

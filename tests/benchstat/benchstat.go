@@ -1,5 +1,6 @@
-// Package benchstat is the arithmetic the benchmark packages share: sample
-// sets of durations and their quantiles.
+// Package benchstat is what the benchmark packages share: sample sets of
+// durations and their quantiles, and the markdown report (latency rows,
+// figures, the targets) they print.
 package benchstat
 
 import (

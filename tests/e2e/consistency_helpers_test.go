@@ -14,6 +14,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/leakcheck"
+	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 )
 
 // leakNode is the test's node as leakcheck sees it.
@@ -46,21 +47,7 @@ func (e *env) workerSnapshots(context.Context) ([]string, error) {
 
 // workerCgroups lists runc's cgroups of the test's containerd namespace
 // (/<namespace>/<worker ID> under each controller).
-func (e *env) workerCgroups() ([]string, error) {
-	dirs, err := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", e.ctrNS, "*"))
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	var ids []string
-	for _, d := range dirs {
-		if fi, err := os.Stat(d); err == nil && fi.IsDir() && !seen[filepath.Base(d)] {
-			seen[filepath.Base(d)] = true
-			ids = append(ids, filepath.Base(d))
-		}
-	}
-	return ids, nil
-}
+func (e *env) workerCgroups() ([]string, error) { return agenttest.NamespaceCgroups(e.ctrNS) }
 
 // liveOf maps workers to their reported addresses.
 func liveOf(ws []*agentv1.Worker) map[string]netip.Addr {

@@ -1,8 +1,11 @@
 // Package agenttest builds the world of esbnet's daemon tier around one
 // esb-agent: the directory of a test or a benchmark run (the agent's
 // conflist, IPAM store, libcni cache, worker logs, netns pins, socket and
-// state file) and the agent process run in the test's node namespace.
-// The suites keep their own readiness checks and runtime flags.
+// state file), the agent process run in the test's node namespace with
+// its API calls and its memory, the run's containerd namespace, and the
+// profiler: in-process agents built from esb-agent's parts whose phases
+// (CNI ADD, DEL, container create, ...) are timed. The suites keep their
+// own runtime flags.
 package agenttest
 
 import (

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -124,6 +125,25 @@ func (p Program) Start(tb testing.TB) time.Duration {
 		}
 	}
 	return time.Since(start)
+}
+
+// HTTPClient is an HTTP client whose sockets are made in netns (workers'
+// addresses are reachable only from the node), each request bounded by
+// timeout, with no connection kept between requests.
+func HTTPClient(netns ns.NetNS, timeout time.Duration) *http.Client {
+	tr := &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := netns.Do(func(ns.NetNS) error {
+				var err error
+				c, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}
+	return &http.Client{Transport: tr, Timeout: timeout}
 }
 
 // Run runs a command bounded by timeout, with stdin when not nil, and

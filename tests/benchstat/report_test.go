@@ -1,34 +1,10 @@
-package benchagent
+package benchstat
 
 import (
 	"strings"
 	"testing"
 	"time"
 )
-
-func TestQuantiles(t *testing.T) {
-	ms := time.Millisecond
-	s := Samples{4 * ms, 1 * ms, 3 * ms, 2 * ms}
-	if got := s.P50(); got != 2500*time.Microsecond {
-		t.Errorf("P50 = %v, want 2.5ms", got)
-	}
-	if got := s.Quantile(1); got != 4*ms {
-		t.Errorf("Quantile(1) = %v, want 4ms", got)
-	}
-	if got := s.Quantile(2.0 / 3); got < 2999*time.Microsecond || got > 3*ms {
-		t.Errorf("Quantile(2/3) = %v, want 3ms", got)
-	}
-	if got, want := s.Mean(), 2500*time.Microsecond; got != want {
-		t.Errorf("Mean = %v, want %v", got, want)
-	}
-	if s[0] != 4*ms {
-		t.Error("Quantile sorted the samples in place")
-	}
-	var none Samples
-	if none.P50() != 0 || none.Mean() != 0 || none.Max() != 0 {
-		t.Error("empty samples give non-zero figures")
-	}
-}
 
 func TestTargets(t *testing.T) {
 	for _, tc := range []struct {
@@ -40,6 +16,8 @@ func TestTargets(t *testing.T) {
 		{Target{Measured: 5, Limit: 5, Strict: true, Known: true}, "NOT MET"},
 		{Target{Measured: 4.9, Limit: 5, Strict: true, Known: true}, "met"},
 		{Target{Measured: 0, Limit: 5}, "not measured"},
+		{Target{Measured: 30, Limit: 1000, AtLeast: true, Known: true}, "NOT MET"},
+		{Target{Measured: 1000, Limit: 1000, AtLeast: true, Known: true}, "met"},
 		{RatioTarget("r", time.Second, 0, 1.2, ""), "not measured"},
 		{RatioTarget("r", 3*time.Second, 2*time.Second, 1.2, ""), "NOT MET"},
 		{RatioTarget("r", 2*time.Second, 2*time.Second, 1.2, ""), "met"},
@@ -54,6 +32,7 @@ func TestPrint(t *testing.T) {
 	s := &Summary{
 		Title:   "agent",
 		Notes:   []string{"a note"},
+		Tables:  []Table{{Head: []string{"live", "p50"}, Rows: [][]string{{"0", "1.00"}}}},
 		Latency: []Row{{Name: "acquire", Samples: Samples{time.Millisecond, 3 * time.Millisecond}, Note: "n"}},
 		Phases:  []Row{{Name: "CNI ADD", Samples: Samples{20 * time.Millisecond}}},
 		Figures: []Figure{{Name: "RSS", Value: "30 MiB"}},
@@ -66,6 +45,7 @@ func TestPrint(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"## agent", "- a note",
+		"| live | p50 |\n| ---: | ---: |\n| 0 | 1.00 |",
 		"| acquire | 2 | 2.00 | 2.90 | 2.00 | 3.00 | n |",
 		"| CNI ADD | 1 | 20.0 | 20.0 | 20.0 | 20.0 |  |",
 		"| RSS | 30 MiB |  |",

@@ -1,27 +1,16 @@
-// Package benchagent measures esb-agent the way a Gateway sees it, beside
-// containerd's own CLI: cold AcquireWorker against `ctr run -d` of the
-// same image (no network, ctr's default: a new empty network namespace),
-// warm-pool acquires, throughput with 8 concurrent clients, 200 live
-// workers with the agent's RSS, and the adoption of those 200 by a
-// restarted agent. The agent runs as a real process (nsenter --net) in a
-// node network namespace made for the run; ctr runs in the host's, as it
-// would on a node. It needs root and the stack of scripts/stack.sh; the
-// benchmark prints a markdown table with the issue's targets.
-//
-// This file holds the arithmetic and the table, which need no privileges.
-package benchagent
+// This file holds the markdown report the benchmarks print: latency rows,
+// figures and the issue's targets, each met or not.
+
+package benchstat
 
 import (
 	"fmt"
 	"io"
+	"os"
+	"runtime"
 	"strings"
 	"time"
-
-	"github.com/edge-serverless-box/esbnet/tests/benchstat"
 )
-
-// Samples are the durations of repeated runs of one operation.
-type Samples = benchstat.Samples
 
 // Ms renders d in milliseconds: two decimals below 10 ms, one above.
 func Ms(d time.Duration) string {
@@ -30,6 +19,19 @@ func Ms(d time.Duration) string {
 		return fmt.Sprintf("%.2f", ms)
 	}
 	return fmt.Sprintf("%.1f", ms)
+}
+
+// MachineNote describes the machine and its load at when, with the
+// runtime daemon the benchmark drives (its name and version).
+func MachineNote(when, daemon string) string {
+	load, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(load))
+	if len(f) < 3 {
+		f = []string{"?", "?", "?"}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, %s, %s",
+		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), daemon, runtime.Version())
 }
 
 // Row is one line of a latency table.
@@ -53,8 +55,10 @@ type Target struct {
 	Limit    float64 // in Unit
 	Unit     string  // "×", "ms", "MiB", "s"
 	// Strict makes the check Measured < Limit ("under"); otherwise
-	// Measured ≤ Limit ("at most").
-	Strict bool
+	// Measured ≤ Limit ("at most"). AtLeast turns it round: Measured ≥
+	// Limit.
+	Strict  bool
+	AtLeast bool
 	// Known is false when the figure could not be measured.
 	Known  bool
 	Detail string
@@ -65,7 +69,10 @@ func (t Target) Met() bool {
 	if !t.Known {
 		return false
 	}
-	if t.Strict {
+	switch {
+	case t.AtLeast:
+		return t.Measured >= t.Limit
+	case t.Strict:
 		return t.Measured < t.Limit
 	}
 	return t.Measured <= t.Limit
@@ -92,12 +99,19 @@ func RatioTarget(name string, num, den time.Duration, limit float64, detail stri
 	return t
 }
 
+// Table is a table of any shape: a header and rows of cells.
+type Table struct {
+	Head []string
+	Rows [][]string
+}
+
 // Summary is what the benchmark prints.
 type Summary struct {
 	Title   string
 	Notes   []string
-	Latency []Row // end-to-end latencies
-	Phases  []Row // one acquire and release taken apart
+	Tables  []Table // before the latency rows
+	Latency []Row   // end-to-end latencies
+	Phases  []Row   // one acquire and release taken apart
 	Figures []Figure
 	Targets []Target
 }
@@ -123,13 +137,23 @@ func num(v float64) string {
 	}
 }
 
-// Print writes the summary as markdown: the latency table, the phases of
-// one acquire, the other figures, then the targets.
+// Print writes the summary as markdown: the tables, the latency rows, the
+// phases of one acquire, the other figures, then the targets.
 func (s *Summary) Print(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## %s\n\n", s.Title)
 	for _, n := range s.Notes {
 		fmt.Fprintf(&b, "- %s\n", n)
+	}
+	for _, t := range s.Tables {
+		b.WriteString("\n| " + strings.Join(t.Head, " | ") + " |\n|")
+		for range t.Head {
+			b.WriteString(" ---: |")
+		}
+		b.WriteString("\n")
+		for _, r := range t.Rows {
+			b.WriteString("| " + strings.Join(r, " | ") + " |\n")
+		}
 	}
 	if len(s.Latency) > 0 {
 		b.WriteString("\n")
@@ -155,6 +179,9 @@ func (s *Summary) Print(w io.Writer) error {
 			op := "≤"
 			if t.Strict {
 				op = "<"
+			}
+			if t.AtLeast {
+				op = "≥"
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s %s %s | %s | %s |\n", t.Name, measured, op, num(t.Limit), t.Unit, t.Result(), t.Detail)
 		}
