@@ -29,6 +29,10 @@ func (a *Agent) create(ctx context.Context, r AcquireRequest, key, owner string)
 		return nil, errf(Exhausted, nil, "the agent runs its maximum of %d workers", a.cfg.MaxWorkers)
 	}
 
+	if a.cfg.ShimGroupSize > 0 && !a.rt.OwnsNetNS() {
+		a.table.joinShimGroup(w, a.cfg.ShimGroupSize)
+	}
+
 	select {
 	case a.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -308,6 +312,9 @@ func (c *creation) spec() (shim.WorkerSpec, error) {
 		conf.LabelWorker: "1", conf.LabelFunction: r.Function, conf.LabelOwner: w.Owner,
 		conf.LabelPoolKey: w.poolKey, conf.LabelPort: strconv.Itoa(w.Port), conf.LabelRequest: r.RequestID,
 	}
+	if w.shimGroup != "" {
+		labels[conf.LabelShimGroup] = w.shimGroup
+	}
 	env := map[string]string{}
 	for k, v := range r.Env {
 		env[k] = v
@@ -318,5 +325,5 @@ func (c *creation) spec() (shim.WorkerSpec, error) {
 	}
 	return shim.WorkerSpec{ID: w.ID, Image: r.Image, Env: env, Labels: labels, MemoryBytes: memory,
 		CPUMillis: r.CPUMillis, NetNS: c.att.NetNS, LogPath: filepath.Join(cfg.LogDir, w.ID+".log"),
-		ReadOnlyRootfs: cfg.ReadOnlyRootfs, ResolvConf: cfg.ResolvConf}, nil
+		ReadOnlyRootfs: cfg.ReadOnlyRootfs, ResolvConf: cfg.ResolvConf, ShimGroup: w.shimGroup}, nil
 }

@@ -18,6 +18,10 @@ type Config struct {
 	MaxWorkers int
 	// MaxParallel bounds the worker creations running at once.
 	MaxParallel int
+	// ShimGroupSize, when above 0, lets up to that many workers of one
+	// function share one containerd shim process (the runc v2 shim's
+	// group annotation); 0 gives each worker its own shim.
+	ShimGroupSize int
 	// PoolMinIdle is the number of idle workers kept warm for every
 	// function (image, env and limits) acquired so far.
 	PoolMinIdle int

@@ -34,11 +34,13 @@ type workerTable struct {
 	inflight map[string]chan struct{} // request keys being served
 	refills  map[string]bool          // pool keys being refilled
 	undoing  map[string]bool          // interrupted creations being undone
+	groups   map[string]*shimGroup    // function -> its open shim group
 }
 
 func newWorkerTable() *workerTable {
 	return &workerTable{workers: map[string]*Worker{}, requests: map[string]string{},
-		inflight: map[string]chan struct{}{}, refills: map[string]bool{}, undoing: map[string]bool{}}
+		inflight: map[string]chan struct{}{}, refills: map[string]bool{}, undoing: map[string]bool{},
+		groups: map[string]*shimGroup{}}
 }
 
 // reserve adds w, marked creating, unless the table holds max workers.
@@ -87,7 +89,13 @@ func (t *workerTable) settle(w *Worker, now time.Time) Worker {
 func (t *workerTable) forget(id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	w := t.workers[id]
 	delete(t.workers, id)
+	if w != nil && w.shimGroup != "" {
+		if g := t.groups[w.Function]; g != nil && g.name == w.shimGroup && !t.staysIn(g.name, "") {
+			delete(t.groups, w.Function)
+		}
+	}
 	for k, v := range t.requests {
 		if v == id {
 			delete(t.requests, k)
@@ -105,7 +113,7 @@ func (t *workerTable) claim(id string) bool {
 	if !ok || w.creating {
 		return false
 	}
-	w.creating = true
+	w.creating, w.leaving = true, true
 	return true
 }
 

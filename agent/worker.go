@@ -51,4 +51,10 @@ type Worker struct {
 	request  string
 	spec     AcquireRequest
 	creating bool
+	// leaving marks a worker claimed for its teardown: its shim group
+	// takes no new member (the shim may be ending with it).
+	leaving bool
+	// shimGroup names the containerd shim the worker shares ("" for one
+	// of its own).
+	shimGroup string
 }

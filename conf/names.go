@@ -20,12 +20,13 @@ const (
 
 // Labels every worker container carries, in both runtimes.
 const (
-	LabelWorker   = "esb.worker"   // "1"
-	LabelFunction = "esb.function" // the function's name
-	LabelOwner    = "esb.owner"    // the owner's ID ("" while idle in a pool)
-	LabelPoolKey  = "esb.pool"     // which warm pool the worker belongs to
-	LabelPort     = "esb.port"     // the port its function serves
-	LabelRequest  = "esb.request"  // the acquire's request ID, for retries after a restart
+	LabelWorker    = "esb.worker"     // "1"
+	LabelFunction  = "esb.function"   // the function's name
+	LabelOwner     = "esb.owner"      // the owner's ID ("" while idle in a pool)
+	LabelPoolKey   = "esb.pool"       // which warm pool the worker belongs to
+	LabelPort      = "esb.port"       // the port its function serves
+	LabelShimGroup = "esb.shim-group" // the containerd shim it shares (agent's shim-group-size)
+	LabelRequest   = "esb.request"    // the acquire's request ID, for retries after a restart
 	// LabelNamespace scopes the Docker workers of one agent (its value is
 	// the agent's docker-namespace); containerd has namespaces of its own.
 	LabelNamespace = "esb.namespace"

@@ -49,6 +49,11 @@ type WorkerSpec struct {
 	// ResolvConf, when set, is a host file bind-mounted read-only on
 	// /etc/resolv.conf (the agent's: nameserver <gateway>).
 	ResolvConf string
+	// ShimGroup, when set, names the shim process the worker shares with
+	// the other workers of the group (containerd's runc v2 shim groups
+	// containers by the OCI annotation io.containerd.runc.v2.group);
+	// runtimes without shims ignore it.
+	ShimGroup string
 }
 
 // WorkerInfo is what a runtime reports of a worker container.

@@ -61,6 +61,7 @@ type Config struct {
 	StopGrace           time.Duration `json:"stop-grace"`
 	MaxWorkers          int           `json:"max-workers"`
 	MaxParallel         int           `json:"max-parallel"`
+	ShimGroupSize       int           `json:"shim-group-size"`
 	PoolMinIdle         int           `json:"pool-min-idle"`
 	DefaultMemory       int64         `json:"default-memory"`
 	LogDir              string        `json:"log-dir"`
@@ -191,6 +192,7 @@ func flags(c *Config) *flag.FlagSet {
 	fs.DurationVar(&c.StopGrace, "stop-grace", DefaultStopGrace, "time a released worker gets between SIGTERM and SIGKILL")
 	fs.IntVar(&c.MaxWorkers, "max-workers", DefaultMaxWorkers, "most live workers")
 	fs.IntVar(&c.MaxParallel, "max-parallel", DefaultMaxParallel, "most worker creations at once")
+	fs.IntVar(&c.ShimGroupSize, "shim-group-size", 0, fmt.Sprintf("containerd: workers of one function that share one runc shim process, up to %d (0: a shim per worker); a killed shim takes all its workers", MaxShimGroupSize))
 	fs.IntVar(&c.PoolMinIdle, "pool-min-idle", 0, "idle workers kept warm per function (image, env and limits)")
 	fs.Int64Var(&c.DefaultMemory, "default-memory", DefaultMemoryBytes, "memory limit in bytes of a worker whose request sets none")
 	fs.StringVar(&c.LogDir, "log-dir", DefaultLogDir, "directory of the per-worker log files")
@@ -211,6 +213,8 @@ const (
 	MaxReadyTimeout = 10 * time.Minute
 	MaxStopGrace    = 5 * time.Minute
 	MinNATInterval  = 100 * time.Millisecond
+	// MaxShimGroupSize bounds shim-group-size: what one killed shim takes.
+	MaxShimGroupSize = 64
 )
 
 // Validate checks every setting whose bad value would fail late or
@@ -243,6 +247,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("invalid default-memory %d: must be from %d to %d", c.DefaultMemory, MinMemoryBytes, int64(MaxMemoryBytes))
 	case c.ImagePullPolicy != PullIfNotPresent && c.ImagePullPolicy != PullAlways:
 		return fmt.Errorf("invalid image-pull-policy %q: must be %s or %s", c.ImagePullPolicy, PullIfNotPresent, PullAlways)
+	case c.ShimGroupSize < 0 || c.ShimGroupSize > MaxShimGroupSize:
+		return fmt.Errorf("invalid shim-group-size %d: must be from 0 (a shim per worker) to %d", c.ShimGroupSize, MaxShimGroupSize)
+	case c.ShimGroupSize > 0 && c.Runtime != "containerd":
+		return fmt.Errorf("invalid shim-group-size %d: shims are containerd's; runtime %s has none (use 0)", c.ShimGroupSize, c.Runtime)
 	case c.PoolMinIdle > c.MaxWorkers:
 		return fmt.Errorf("invalid pool-min-idle %d: more than max-workers %d", c.PoolMinIdle, c.MaxWorkers)
 	}

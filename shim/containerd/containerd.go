@@ -180,6 +180,12 @@ func envList(env map[string]string) []string {
 	return out
 }
 
+// ShimGroupAnnotation is the OCI annotation by which containerd's runc v2
+// shim serves the containers that carry the same value from one process
+// (CRI puts a pod's containers in one shim through its sandbox-id
+// annotation, the shim's other grouping key).
+const ShimGroupAnnotation = "io.containerd.runc.v2.group"
+
 // Create implements shim.Runtime. The spec joins spec.NetNS, limits memory
 // and CPU, sets no-new-privileges, shim.WorkerCapabilities and containerd's
 // default seccomp profile (the one its CRI plugin uses), and mounts the
@@ -213,6 +219,9 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	}
 	if s.NetNS != "" {
 		specOpts = append(specOpts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: s.NetNS}))
+	}
+	if s.ShimGroup != "" {
+		specOpts = append(specOpts, oci.WithAnnotations(map[string]string{ShimGroupAnnotation: s.ShimGroup}))
 	}
 	if s.MemoryBytes > 0 {
 		specOpts = append(specOpts, oci.WithMemoryLimit(uint64(s.MemoryBytes)))
