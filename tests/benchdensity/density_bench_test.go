@@ -48,6 +48,8 @@ const (
 // takes its own samples whatever b.N is (run it with -benchtime 1x) and
 // prints one row per step with the targets. A failed acquire,
 // invoke or release, or a leak, fails it; a missed target does not.
+// ESB_DENSITY_SHIM_GROUP sets esb-agent's -shim-group-size (default 0: a
+// shim per worker).
 func BenchmarkDensity(b *testing.B) {
 	steps, err := ParseSteps(os.Getenv("ESB_DENSITY_STEPS"))
 	if err != nil {
@@ -57,7 +59,14 @@ func BenchmarkDensity(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	group := 0
+	if v := os.Getenv("ESB_DENSITY_SHIM_GROUP"); v != "" {
+		if group, err = strconv.Atoi(v); err != nil || group < 0 {
+			b.Fatalf("ESB_DENSITY_SHIM_GROUP=%q: want esb-agent's -shim-group-size, a number from 0", v)
+		}
+	}
 	e := newEnv(b, steps[len(steps)-1])
+	e.shimGroup = group
 	begin := time.Now()
 	var done []Step
 	var leaks Leaks
@@ -219,21 +228,29 @@ func (e *env) measureMemory(b *testing.B, p *agenttest.Proc, held []*agentv1.Wor
 		b.Fatal(err)
 	}
 	st.MemAvailDrop, st.SlabGrowth = base.memAvailable-now.memAvailable, now.slab-base.slab
+	shims := map[int]bool{} // a shim serving a group of workers counts once
 	for _, w := range held {
 		ws, err := e.workerMemory(w.GetId())
 		if err != nil {
 			b.Fatalf("memory of worker %s: %v", w.GetId(), err)
 		}
-		st.ShimPSS += ws.shimPSS
+		if !shims[ws.shim] {
+			shims[ws.shim] = true
+			st.ShimPSS += ws.shimPSS
+			st.Threads += ws.shimThreads
+		}
 		st.Cgroup += ws.cgroup
 		st.Threads += ws.threads
 	}
+	st.Shims = len(shims)
 }
 
 // workerFigures are one worker's shares.
 type workerFigures struct {
+	shim            int    // pid of the worker's shim
 	shimPSS, cgroup uint64 // bytes
-	threads         int    // of the shim and of the worker's processes
+	shimThreads     int
+	threads         int // of the worker's processes
 }
 
 // workerMemory finds the worker's process in its cgroup (runc's
@@ -278,9 +295,8 @@ func (e *env) workerMemory(id string) (workerFigures, error) {
 	if err != nil {
 		return f, err
 	}
-	f.shimPSS = kb["Pss"] << 10
-	n, err := statusInt(shim, "Threads")
-	f.threads += n
+	f.shim, f.shimPSS = shim, kb["Pss"]<<10
+	f.shimThreads, err = statusInt(shim, "Threads")
 	return f, err
 }
 

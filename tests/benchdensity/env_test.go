@@ -54,6 +54,7 @@ type env struct {
 	loadgen        string
 	natRules       string
 	maxWorkers     int
+	shimGroup      int // esb-agent's -shim-group-size (ESB_DENSITY_SHIM_GROUP)
 	ctrd, profCtrd *agenttest.Containerd
 	agent          *agenttest.Proc
 }
@@ -234,7 +235,8 @@ func (e *env) startAgent() *agenttest.Proc {
 	}
 	args := append([]string{"-containerd-address", e.stack.ContainerdSock, "-containerd-namespace", e.ctrd.NS,
 		"-snapshotter", e.stack.Snapshotter}, e.Flags(e.pluginDir)...)
-	args = append(args, "-metrics-listen", "", "-max-workers", strconv.Itoa(e.maxWorkers), "-nat-rules", e.natRules)
+	args = append(args, "-metrics-listen", "", "-max-workers", strconv.Itoa(e.maxWorkers), "-nat-rules", e.natRules,
+		"-shim-group-size", strconv.Itoa(e.shimGroup))
 	p, start, err := agenttest.Start(filepath.Join(e.Base, "agent.log"), e.node.NS.Path(), e.agentBin, args)
 	if err != nil {
 		e.b.Fatal(err)

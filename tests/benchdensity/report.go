@@ -98,10 +98,12 @@ type Step struct {
 	// Host memory against the start (0 live): what MemAvailable lost
 	// and Slab gained, in bytes.
 	MemAvailDrop, SlabGrowth int64
-	// Sums over the live workers: their shims' PSS, their cgroups'
-	// memory.usage_in_bytes, and the threads of shim and worker.
+	// Sums over the live workers: their shims' PSS (each shim once:
+	// grouped workers share one), their cgroups' memory.usage_in_bytes,
+	// and the threads of shims and workers; Shims counts the shims.
 	ShimPSS, Cgroup uint64
 	Threads         int
+	Shims           int
 	NAT             *NAT
 }
 
@@ -122,7 +124,7 @@ func ms(d benchstat.Samples, q float64) string {
 
 // Columns of the table, one row per step.
 var Columns = []string{"live", "fill s", "acquire p50 ms", "acquire p95 ms", "CNI ADD p50 ms", "CNI DEL p50 ms", "release p50 ms",
-	"agent RSS MiB", "agent fds", "ΔMemAvailable/N MiB", "shim PSS/N MiB", "cgroup/N MiB", "ΔSlab/N MiB", "threads/N",
+	"agent RSS MiB", "agent fds", "shims", "ΔMemAvailable/N MiB", "shim PSS/N MiB", "cgroup/N MiB", "ΔSlab/N MiB", "threads/N",
 	"DNAT p50 µs", "direct p50 µs"}
 
 // Row renders the step as the table's cells.
@@ -137,7 +139,7 @@ func (s Step) Row() []string {
 	return []string{
 		strconv.Itoa(s.Live), fmt.Sprintf("%.1f", s.Fill.Seconds()),
 		ms(s.Acquire, 0.5), ms(s.Acquire, 0.95), ms(s.Add, 0.5), ms(s.Del, 0.5), ms(s.Release, 0.5),
-		fmt.Sprintf("%.1f", float64(s.RSS)/mib), strconv.Itoa(s.FDs),
+		fmt.Sprintf("%.1f", float64(s.RSS)/mib), strconv.Itoa(s.FDs), strconv.Itoa(s.Shims),
 		s.perWorker(float64(s.MemAvailDrop)), s.perWorker(float64(s.ShimPSS)), s.perWorker(float64(s.Cgroup)),
 		s.perWorker(float64(s.SlabGrowth)), threads, dnat, direct,
 	}

@@ -16,13 +16,13 @@ func summary(e *env, pairs int, steps []Step, leaks Leaks, notes []string) *benc
 		Notes: append(notes,
 			fmt.Sprintf("image %s, pulled into the run's containerd namespaces; snapshotter %s", e.image, e.stack.Snapshotter),
 			fmt.Sprintf("esb-agent runs as a process in a node network namespace made for the run (nsenter --net), containerd adapter, pool off, "+
-				"-max-workers %d (the held workers and a pair), NAT rules forwarding the gateway's tcp/%d to HAProxy, egress open", e.maxWorkers, benchnat.FwdPort),
+				"-max-workers %d (the held workers and a pair), -shim-group-size %d, NAT rules forwarding the gateway's tcp/%d to HAProxy, egress open", e.maxWorkers, e.shimGroup, benchnat.FwdPort),
 			fmt.Sprintf("fill: %d acquires in flight, each client its own owner; every held worker answers an invoke from the node at each step", clients),
 			fmt.Sprintf("each step: %d cold acquire+release pairs through esb-agent's API (acquire, release columns) interleaved with %d of the "+
 				"in-process profiler (agent.Agent from esb-agent's parts, its own containerd namespace, libcni cache and pins, the same node, "+
 				"bridge, anti-spoof sets and IPAM store), whose CNI ADD and DEL are timed (CNI columns); one untimed pair of each first", pairs, pairs),
 			"memory: ΔMemAvailable and ΔSlab against the start (no worker), over the live count (the machine is shared: other processes move them too); "+
-				"shim PSS from /proc/<shim>/smaps_rollup, the shim being the parent of the worker's process; cgroup: memory.usage_in_bytes of "+
+				"shim PSS from /proc/<shim>/smaps_rollup, the shim being the parent of the worker's process (a shared shim counted once); cgroup: memory.usage_in_bytes of "+
 				"/sys/fs/cgroup/memory/<namespace>/<id>; threads: the shim's and the worker cgroup's",
 			fmt.Sprintf("NAT, at the first and last step: one more worker runs benchnat's load generator, %d rounds of %d HTTP requests "+
 				"(Connection: close) to HAProxy through 10.88.0.1:9000 (DNAT) and as many directly, in turn; the median of the rounds' p50s", natRounds, natConns),
