@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -109,10 +110,16 @@ func TestAcquireAndRelease(t *testing.T) {
 	if w.IP.String() != "10.88.0.2" || w.Port != 8080 || w.State != StateBusy || w.Warm || w.Owner != "o1" {
 		t.Errorf("worker %+v", w)
 	}
-	// containerd order: the network is up before the process starts.
-	want := []string{"pull 127.0.0.1:5000/esb/worker:latest", "create " + w.ID, "start " + w.ID, "wait " + w.ID}
-	if strings.Join(r.rt.Calls(), ",") != strings.Join(want, ",") {
-		t.Errorf("runtime calls %v, want %v", r.rt.Calls(), want)
+	// containerd order: the container and its task are made beside the
+	// network, and the process starts after the network is up.
+	calls := r.rt.Calls()
+	created := slices.DeleteFunc(slices.Clone(calls), func(c string) bool { return strings.HasPrefix(c, "attach ") })
+	want := []string{"pull 127.0.0.1:5000/esb/worker:latest", "create " + w.ID, "create-task " + w.ID, "start " + w.ID, "wait " + w.ID}
+	if strings.Join(created, ",") != strings.Join(want, ",") {
+		t.Errorf("runtime calls %v, want %v", created, want)
+	}
+	if at, st := slices.Index(calls, "attach "+w.ID), slices.Index(calls, "start "+w.ID); at < 0 || at > st {
+		t.Errorf("the process started before the network was up: %v", calls)
 	}
 	if !r.nses.Exists(w.ID) {
 		t.Error("no pinned namespace")

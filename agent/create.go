@@ -132,10 +132,12 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 
 // prepare makes what the worker's start needs where the agent owns the
 // namespace (containerd): the pinned namespace, then its network (CNI ADD)
-// beside the image check and the container's creation (snapshot, spec),
-// which need only the namespace's path. Together they take the longer of
-// the two instead of their sum (issue 17: the agent's share of a cold
-// acquire); then the task starts.
+// beside the image check, the container's creation (snapshot, spec) and,
+// where the runtime splits it from the start, its task's (shim, runc
+// create), which need only the namespace's path. Together they take the
+// longer of the two instead of their sum (issue 17: the agent's share of
+// a cold acquire); then the task starts: the worker's process runs with
+// its network up.
 func (c *creation) prepare(ctx context.Context) error {
 	if err := c.pin(); err != nil {
 		return err
@@ -146,7 +148,16 @@ func (c *creation) prepare(ctx context.Context) error {
 		if err := c.a.ensureImage(gctx, c.r.Image); err != nil {
 			return c.a.pullErr(err, c.r.Image)
 		}
-		return c.create(gctx)
+		if err := c.create(gctx); err != nil {
+			return err
+		}
+		// The container's delete, registered by create, deletes the task.
+		if br, ok := c.a.rt.(boundedRuntime); ok {
+			if _, err := br.createTask(gctx, c.w.ID); err != nil {
+				return c.a.runtimeErr(err, "create task")
+			}
+		}
+		return nil
 	})
 	if err := g.Wait(); err != nil {
 		return err

@@ -44,6 +44,9 @@ func (n *fakeNetwork) Attach(_ context.Context, a shim.Attachment) (*current.Res
 	n.next++
 	res := &current.Result{CNIVersion: "1.1.0", IPs: []*current.IPConfig{{Address: net.IPNet{IP: ip, Mask: net.CIDRMask(16, 32)}}}}
 	n.attached[a.ContainerID] = res
+	if n.note != nil {
+		n.note("attach " + a.ContainerID)
+	}
 	return res, nil
 }
 

@@ -89,3 +89,11 @@ type Puller interface {
 	// HasImage reports whether ref is present locally, ready to run.
 	HasImage(ctx context.Context, ref string) bool
 }
+
+// TaskCreator is a Runtime whose start comes in two halves (containerd):
+// CreateTask makes the worker's task, its process not yet running, and
+// Start then runs it. The agent makes the network meanwhile, so that the
+// worker's process starts with its network up, as without the split.
+type TaskCreator interface {
+	CreateTask(ctx context.Context, id string) error
+}

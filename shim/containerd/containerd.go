@@ -254,16 +254,23 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	return nil
 }
 
-// Start implements shim.Runtime: a task whose output goes to the log file.
-func (r *Runtime) Start(ctx context.Context, id string) (string, error) {
+// CreateTask implements shim.TaskCreator: the task of the container
+// (its shim, and runc's container with its process waiting to be
+// started), whose output goes to the log file.
+func (r *Runtime) CreateTask(ctx context.Context, id string) error {
 	ctx = r.ctx(ctx)
 	c, err := r.c.LoadContainer(ctx, id)
 	if err != nil {
-		return "", wrap(err, "load container %s", id)
+		return wrap(err, "load container %s", id)
 	}
+	_, err = r.newTask(ctx, c)
+	return err
+}
+
+func (r *Runtime) newTask(ctx context.Context, c client.Container) (client.Task, error) {
 	info, err := c.Info(ctx)
 	if err != nil {
-		return "", wrap(err, "container %s", id)
+		return nil, wrap(err, "container %s", c.ID())
 	}
 	logPath := info.Labels[labelLog]
 	creator := cio.NullIO
@@ -272,7 +279,24 @@ func (r *Runtime) Start(ctx context.Context, id string) (string, error) {
 	}
 	task, err := c.NewTask(ctx, creator)
 	if err != nil {
-		return "", wrap(err, "create task of %s", id)
+		return nil, wrap(err, "create task of %s", c.ID())
+	}
+	return task, nil
+}
+
+// Start implements shim.Runtime: the task CreateTask made, or a new one.
+func (r *Runtime) Start(ctx context.Context, id string) (string, error) {
+	ctx = r.ctx(ctx)
+	c, err := r.c.LoadContainer(ctx, id)
+	if err != nil {
+		return "", wrap(err, "load container %s", id)
+	}
+	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		task, err = r.newTask(ctx, c)
+	}
+	if err != nil {
+		return "", wrap(err, "task of %s", id)
 	}
 	if err := task.Start(ctx); err != nil {
 		_, derr := task.Delete(ctx, client.WithProcessKill)

@@ -81,7 +81,7 @@ func (f *Runtime) Note(c string) {
 }
 
 // Calls returns the calls so far: "pull <ref>", "resolve <ref>",
-// "create <id>", "start <id>", "stop <id>", "delete <id>" and what Note
+// "create <id>", "create-task <id>", "start <id>", "stop <id>", "delete <id>" and what Note
 // recorded.
 func (f *Runtime) Calls() []string {
 	f.mu.Lock()
@@ -330,6 +330,19 @@ func (f *Runtime) lookup(verb, id string) (*shim.WorkerInfo, error) {
 }
 
 // Start implements shim.Runtime.
+// CreateTask implements shim.TaskCreator: it checks the container is
+// there to run; Start then runs it.
+func (f *Runtime) CreateTask(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("create-task " + id)
+	if f.down {
+		return fmt.Errorf("create task of %s: %w", id, shim.ErrUnavailable)
+	}
+	_, err := f.lookup("create task", id)
+	return err
+}
+
 func (f *Runtime) Start(_ context.Context, id string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
