@@ -116,7 +116,7 @@ func TestUpstreamDownIsServFail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
+	defer func() { _ = pc.Close() }()
 	mute := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	s := start(t, "127.0.0.0/8", netip.AddrPortFrom(mute.Addr().Unmap(), mute.Port()))
 	if r := query(t, s.Addr(), "tcp", "example.com", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
@@ -145,14 +145,14 @@ func TestAnyPortSkipsATakenTCPPort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer taken.Close()
+	defer func() { _ = taken.Close() }()
 	port := uint16(taken.Addr().(*net.TCPAddr).Port)
 	pc, l, err := listen(netip.MustParseAddrPort("127.0.0.1:0"), port)
 	if err != nil {
 		t.Fatalf("listen on any port with TCP %d taken: %v", port, err)
 	}
-	defer pc.Close()
-	defer l.Close()
+	defer func() { _ = pc.Close() }()
+	defer func() { _ = l.Close() }()
 	got := uint16(l.Addr().(*net.TCPAddr).Port)
 	if got == port || uint16(pc.LocalAddr().(*net.UDPAddr).Port) != got {
 		t.Errorf("listen gave udp %s, tcp %s; want one port, not the taken %d", pc.LocalAddr(), l.Addr(), port)

@@ -329,7 +329,6 @@ func (f *Runtime) lookup(verb, id string) (*shim.WorkerInfo, error) {
 	return c, nil
 }
 
-// Start implements shim.Runtime.
 // CreateTask implements shim.TaskCreator: it checks the container is
 // there to run; Start then runs it.
 func (f *Runtime) CreateTask(_ context.Context, id string) error {
@@ -343,6 +342,7 @@ func (f *Runtime) CreateTask(_ context.Context, id string) error {
 	return err
 }
 
+// Start implements shim.Runtime.
 func (f *Runtime) Start(_ context.Context, id string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

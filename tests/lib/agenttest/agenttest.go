@@ -35,12 +35,25 @@ type Dirs struct {
 	Base string
 }
 
-func (d Dirs) Socket() string    { return filepath.Join(d.Base, "agent.sock") }
-func (d Dirs) ConfDir() string   { return filepath.Join(d.Base, "conf") }
-func (d Dirs) IPAMDir() string   { return filepath.Join(d.Base, "ipam") }
-func (d Dirs) CacheDir() string  { return filepath.Join(d.Base, "cache") }
-func (d Dirs) LogDir() string    { return filepath.Join(d.Base, "logs") }
-func (d Dirs) NetnsDir() string  { return filepath.Join(d.Base, "netns") }
+// Socket is the agent's unix socket.
+func (d Dirs) Socket() string { return filepath.Join(d.Base, "agent.sock") }
+
+// ConfDir holds the world's conflist.
+func (d Dirs) ConfDir() string { return filepath.Join(d.Base, "conf") }
+
+// IPAMDir holds esb-ipam's store.
+func (d Dirs) IPAMDir() string { return filepath.Join(d.Base, "ipam") }
+
+// CacheDir is libcni's result cache.
+func (d Dirs) CacheDir() string { return filepath.Join(d.Base, "cache") }
+
+// LogDir receives the workers' log files.
+func (d Dirs) LogDir() string { return filepath.Join(d.Base, "logs") }
+
+// NetnsDir is where the agent pins worker namespaces.
+func (d Dirs) NetnsDir() string { return filepath.Join(d.Base, "netns") }
+
+// StateFile is the agent's records of its workers.
 func (d Dirs) StateFile() string { return filepath.Join(d.Base, "state.db") }
 
 // WriteConflist writes the esb network of the world into ConfDir:
