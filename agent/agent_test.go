@@ -286,6 +286,7 @@ func TestWarmPool(t *testing.T) {
 	if err != nil || !second.Warm || second.Owner != "o2" {
 		t.Fatalf("second acquire %+v %v, want a warm one for o2", second, err)
 	}
+	r.a.Wait() // the owner's label follows the answer
 	if r.rt.Labels(second.ID)[conf.LabelOwner] != "o2" {
 		t.Error("pooled worker's owner label not updated")
 	}
