@@ -49,7 +49,8 @@ const (
 // prints one row per step with the issue's targets. A failed acquire,
 // invoke or release, or a leak, fails it; a missed target does not.
 // ESB_DENSITY_SHIM_GROUP sets esb-agent's -shim-group-size (default 0: a
-// shim per worker).
+// shim per worker); the plot goes to ESB_DENSITY_SVG (default
+// esbnet-density.svg in the temporary directory).
 func BenchmarkDensity(b *testing.B) {
 	steps, err := ParseSteps(os.Getenv("ESB_DENSITY_STEPS"))
 	if err != nil {
@@ -78,6 +79,11 @@ func BenchmarkDensity(b *testing.B) {
 			notes = append(notes, "esb-agent's log: no warning, no error")
 		} else {
 			notes = append(notes, "esb-agent's log: "+strings.Join(agentIssues, "; "))
+		}
+		if path, err := writePlot(done); err != nil {
+			b.Errorf("plot: %v", err)
+		} else {
+			notes = append(notes, "plot of acquire p50 and memory per worker against live workers: "+path)
 		}
 		s := summary(e, pairs, done, leaks, notes)
 		if err := s.Print(os.Stdout); err != nil {
@@ -440,4 +446,21 @@ func machineNote(e *env, when string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return benchstat.MachineNote(when, "containerd "+e.ctrd.Version(ctx))
+}
+
+// writePlot writes the steps' plot to ESB_DENSITY_SVG, or to
+// esbnet-density.svg in the temporary directory, and returns the path.
+func writePlot(steps []Step) (string, error) {
+	path := os.Getenv("ESB_DENSITY_SVG")
+	if path == "" {
+		path = filepath.Join(os.TempDir(), "esbnet-density.svg")
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	if err := Plot(f, steps); err != nil {
+		return "", errors.Join(err, f.Close())
+	}
+	return path, f.Close()
 }
