@@ -40,15 +40,15 @@ func (b boundedRuntime) Create(ctx context.Context, s shim.WorkerSpec) error {
 }
 
 // createTask creates the worker's task ahead of its start where the
-// runtime splits the two (shim.TaskCreator); false where it does not.
-func (b boundedRuntime) createTask(ctx context.Context, id string) (bool, error) {
+// runtime splits the two (shim.TaskCreator); elsewhere Start does it all.
+func (b boundedRuntime) createTask(ctx context.Context, id string) error {
 	tc, ok := b.Runtime.(shim.TaskCreator)
 	if !ok {
-		return false, nil
+		return nil
 	}
 	ctx, cancel := b.bound(ctx, b.call)
 	defer cancel()
-	return true, tc.CreateTask(ctx, id)
+	return tc.CreateTask(ctx, id)
 }
 
 func (b boundedRuntime) Start(ctx context.Context, id string) (string, error) {

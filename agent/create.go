@@ -153,7 +153,7 @@ func (c *creation) prepare(ctx context.Context) error {
 		}
 		// The container's delete, registered by create, deletes the task.
 		if br, ok := c.a.rt.(boundedRuntime); ok {
-			if _, err := br.createTask(gctx, c.w.ID); err != nil {
+			if err := br.createTask(gctx, c.w.ID); err != nil {
 				return c.a.runtimeErr(err, "create task")
 			}
 		}
