@@ -286,47 +286,21 @@ func (e *env) workerMemory(id string) (workerFigures, error) {
 	if len(pids) == 0 {
 		return f, fmt.Errorf("no process in %s", dir)
 	}
-	shim, err := parentOf(pids[0])
+	pid, err := strconv.Atoi(pids[0])
 	if err != nil {
 		return f, err
 	}
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", shim))
+	shim, err := agenttest.ShimOf(pid)
 	if err != nil {
 		return f, err
-	}
-	if !strings.HasPrefix(string(comm), "containerd-shim") {
-		return f, fmt.Errorf("the parent of the worker's process %s is %q, not a containerd shim", pids[0], strings.TrimSpace(string(comm)))
 	}
 	kb, err := agenttest.KB(fmt.Sprintf("/proc/%d/smaps_rollup", shim), "Pss")
 	if err != nil {
 		return f, err
 	}
 	f.shim, f.shimPSS = shim, kb["Pss"]<<10
-	f.shimThreads, err = statusInt(shim, "Threads")
+	f.shimThreads, err = agenttest.StatusInt(shim, "Threads")
 	return f, err
-}
-
-// parentOf returns the parent pid of pid.
-func parentOf(pid string) (int, error) {
-	n, err := strconv.Atoi(pid)
-	if err != nil {
-		return 0, err
-	}
-	return statusInt(n, "PPid")
-}
-
-// statusInt reads a plain number line of /proc/<pid>/status.
-func statusInt(pid int, key string) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, key+":"); ok {
-			return strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, key)
 }
 
 // measurePairs takes pairs cold acquire+release pairs of esb-agent and as

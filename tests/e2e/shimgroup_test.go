@@ -2,16 +2,14 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 )
 
 // TestShimGroups runs esb-agent with -shim-group-size 3 on containerd:
@@ -75,24 +73,12 @@ func TestShimGroups(t *testing.T) {
 	e.expectNoTraces("after release")
 }
 
-// shimOf returns the PID of the shim that serves worker id: the parent of
-// its process (the runc v2 shim is its container processes' subreaper).
+// shimOf returns the PID of the shim that serves worker id.
 func (e *env) shimOf(id string) int {
 	e.t.Helper()
-	pid := e.workerPID(id)
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	shim, err := agenttest.ShimOf(e.workerPID(id))
 	if err != nil {
 		e.t.Fatalf("worker %s: %v", id, err)
 	}
-	// The fields after the command's closing parenthesis: state, ppid, ...
-	rest := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	ppid, err := strconv.Atoi(rest[1])
-	if err != nil {
-		e.t.Fatalf("worker %s: parent of %d: %v", id, pid, err)
-	}
-	cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", ppid))
-	if !strings.Contains(string(cmd), "containerd-shim-runc-v2") {
-		e.t.Fatalf("worker %s: parent %d of its process is %q, not a runc v2 shim", id, ppid, cmd)
-	}
-	return ppid
+	return shim
 }

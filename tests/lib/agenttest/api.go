@@ -191,3 +191,36 @@ func (p *Proc) FDs() (int, error) {
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	return len(ents), err
 }
+
+// ShimOf returns the PID of the containerd shim serving the container
+// process pid: its parent (the runc v2 shim is the subreaper of its
+// containers' processes), which must be a containerd shim.
+func ShimOf(pid int) (int, error) {
+	ppid, err := StatusInt(pid, "PPid")
+	if err != nil {
+		return 0, err
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", ppid))
+	if err != nil {
+		return 0, err
+	}
+	if !strings.HasPrefix(string(comm), "containerd-shim") {
+		return 0, fmt.Errorf("the parent %d of process %d is %q, not a containerd shim", ppid, pid, strings.TrimSpace(string(comm)))
+	}
+	return ppid, nil
+}
+
+// StatusInt reads a plain number line (Threads, PPid, ...) of
+// /proc/<pid>/status.
+func StatusInt(pid int, key string) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key+":"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, key)
+}
