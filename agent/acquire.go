@@ -37,14 +37,14 @@ func (a *Agent) Acquire(ctx context.Context, r AcquireRequest) (w *Worker, err e
 func (a *Agent) acquire(ctx context.Context, r AcquireRequest) (*Worker, error) {
 	key := poolKey(r)
 	if w, err := a.takeIdle(ctx, key, r.Owner, r.RequestID); w != nil || err != nil {
-		a.refill(key, r)
+		a.afterAnswer(ctx, func() { a.refill(key, r) })
 		return w, err
 	}
 	w, err := a.create(ctx, r, key, r.Owner)
 	if err != nil {
 		return nil, err
 	}
-	a.refill(key, r)
+	a.afterAnswer(ctx, func() { a.refill(key, r) })
 	return w, nil
 }
 
@@ -78,17 +78,18 @@ func (a *Agent) labelOwner(ctx context.Context, id, owner, request string) {
 	if a.immutable.Load() {
 		return
 	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		err := a.rt.SetLabels(context.WithoutCancel(ctx), id, map[string]string{conf.LabelOwner: owner, conf.LabelRequest: request})
-		switch {
-		case errors.Is(err, shim.ErrImmutable):
-			a.immutable.Store(true)
-		case errors.Is(err, shim.ErrNotFound):
-			// Released (or lost) before its label was written.
-		case err != nil:
-			a.log.Warn("record owner on worker", "worker", id, "err", err)
-		}
-	}()
+	a.afterAnswer(ctx, func() { a.writeOwner(ctx, id, owner, request) })
+}
+
+// writeOwner labels worker id with its owner (see labelOwner).
+func (a *Agent) writeOwner(ctx context.Context, id, owner, request string) {
+	err := a.rt.SetLabels(context.WithoutCancel(ctx), id, map[string]string{conf.LabelOwner: owner, conf.LabelRequest: request})
+	switch {
+	case errors.Is(err, shim.ErrImmutable):
+		a.immutable.Store(true)
+	case errors.Is(err, shim.ErrNotFound):
+		// Released (or lost) before its label was written.
+	case err != nil:
+		a.log.Warn("record owner on worker", "worker", id, "err", err)
+	}
 }

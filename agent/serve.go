@@ -36,7 +36,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	go func() { a.Maintain(watchCtx, c.SweepInterval); close(swept) }()
 	defer func() { stopWatch(); <-swept }()
 
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(MaxRequestBytes))
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(MaxRequestBytes), grpc.StatsHandler(answerStats{}))
 	agentv1.RegisterAgentServiceServer(srv, NewServer(a))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
@@ -167,7 +167,7 @@ func listenTCP(c DaemonConfig, api agentv1.AgentServiceServer, hs healthpb.Healt
 	if err != nil {
 		return nil, nil, err
 	}
-	srv := grpc.NewServer(grpc.Creds(creds), grpc.MaxRecvMsgSize(MaxRequestBytes))
+	srv := grpc.NewServer(grpc.Creds(creds), grpc.MaxRecvMsgSize(MaxRequestBytes), grpc.StatsHandler(answerStats{}))
 	agentv1.RegisterAgentServiceServer(srv, api)
 	healthpb.RegisterHealthServer(srv, hs)
 	l, err := net.Listen("tcp", c.TCPListen)
