@@ -110,10 +110,10 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 	if a.rt.OwnsNetNS() {
 		// Docker makes the namespace as it starts the container: the
 		// network follows the start.
-		if err := a.ensureImage(ctx, r.Image); err != nil {
-			return a.pullErr(err, r.Image)
+		if err := c.createWithImage(ctx); err != nil {
+			return err
 		}
-		if err := c.run(ctx); err != nil {
+		if err := c.startTask(ctx); err != nil {
 			return err
 		}
 		if err := c.attach(ctx); err != nil {
@@ -145,10 +145,7 @@ func (c *creation) prepare(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.attach(gctx) })
 	g.Go(func() error {
-		if err := c.a.ensureImage(gctx, c.r.Image); err != nil {
-			return c.a.pullErr(err, c.r.Image)
-		}
-		if err := c.create(gctx); err != nil {
+		if err := c.createWithImage(gctx); err != nil {
 			return err
 		}
 		// The container's delete, registered by create, deletes the task.
@@ -240,15 +237,6 @@ func (c *creation) attach(ctx context.Context) error {
 	}
 	c.res = res
 	return nil
-}
-
-// run creates and starts the worker's container; where the runtime owns
-// the namespace (Docker), it is the one the start made.
-func (c *creation) run(ctx context.Context) error {
-	if err := c.create(ctx); err != nil {
-		return err
-	}
-	return c.startTask(ctx)
 }
 
 // create creates the worker's container (its snapshot and spec).

@@ -178,3 +178,45 @@ func TestPullAlwaysWarmAcquireAsksNothing(t *testing.T) {
 		t.Errorf("%d resolves after a warm acquire and its refill, want 3 (the refill's only)", got)
 	}
 }
+
+// TestImageCheckedOnce: under if-not-present the image is checked on the
+// first cold start only; when it is removed from the store afterwards, the
+// next cold start ensures it and creates again, with both runtime shapes.
+func TestImageCheckedOnce(t *testing.T) {
+	for _, docker := range []bool{false, true} {
+		t.Run(fmt.Sprintf("owns netns %v", docker), func(t *testing.T) {
+			r := newRig(t, Config{}, func(r *rig) { r.rt.SetOwnsNetNS(docker) })
+			ctx := context.Background()
+			ensures := func() int {
+				n := 0
+				for _, c := range r.rt.Calls() {
+					if strings.HasPrefix(c, "pull ") {
+						n++
+					}
+				}
+				return n
+			}
+			acquireRelease := func() {
+				t.Helper()
+				w, err := r.a.Acquire(ctx, req("o"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := r.a.Release(ctx, w.ID, "o"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			acquireRelease()
+			acquireRelease()
+			if n := ensures(); n != 1 {
+				t.Errorf("two cold starts of one image checked it %d times, want once", n)
+			}
+			r.rt.RemoveImage(req("o").Image)
+			acquireRelease()
+			if n := ensures(); n != 2 {
+				t.Errorf("after the image was removed, the cold start checked it %d times in all, want 2", n)
+			}
+			r.assertEmpty(t)
+		})
+	}
+}

@@ -112,7 +112,8 @@ type Runtime interface {
 	// EnsureImage pulls the image when it is not present.
 	EnsureImage(ctx context.Context, ref string) error
 	// Create makes the container (not started: List reports it created).
-	// An ID in use is an error.
+	// An ID in use is an error; an image the runtime's store lacks (never
+	// pulled, or removed since) is ErrImageAbsent, which EnsureImage mends.
 	Create(ctx context.Context, spec WorkerSpec) error
 	// Start starts the worker's process and returns its network namespace.
 	Start(ctx context.Context, id string) (netns string, err error)
@@ -184,4 +185,5 @@ var (
 	ErrNotFound    = errors.New("worker container not found")
 	ErrUnavailable = errors.New("container runtime unavailable")
 	ErrImmutable   = errors.New("this runtime cannot change a container's labels")
+	ErrImageAbsent = errors.New("image not in the runtime's store")
 )

@@ -193,6 +193,9 @@ const ShimGroupAnnotation = "io.containerd.runc.v2.group"
 func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	ctx = r.ctx(ctx)
 	img, err := r.c.GetImage(ctx, s.Image)
+	if errdefs.IsNotFound(err) {
+		return fmt.Errorf("image %s: %w: %w", s.Image, shim.ErrImageAbsent, err)
+	}
 	if err != nil {
 		return wrap(err, "image %s", s.Image)
 	}
@@ -249,6 +252,9 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	}
 	opts = append(opts, client.WithNewSnapshot(s.ID, img), client.WithNewSpec(specOpts...))
 	if _, err := r.c.NewContainer(ctx, s.ID, opts...); err != nil {
+		if errdefs.IsNotFound(err) { // the image's unpacked layers are gone: the parent snapshot is missing
+			return fmt.Errorf("create container %s: image %s is not unpacked: %w: %w", s.ID, s.Image, shim.ErrImageAbsent, err)
+		}
 		return wrap(err, "create container %s", s.ID)
 	}
 	return nil

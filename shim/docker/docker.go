@@ -236,6 +236,9 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 			Target: "/etc/resolv.conf", ReadOnly: true})
 	}
 	if _, err := r.c.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(s.ID)); err != nil {
+		if cerrdefs.IsNotFound(err) { // "No such image"
+			return fmt.Errorf("create container %s: %w: %w", s.ID, shim.ErrImageAbsent, err)
+		}
 		return wrap(err, "create container %s", s.ID)
 	}
 	return nil

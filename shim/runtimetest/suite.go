@@ -182,6 +182,17 @@ func testEnsureImage(t *testing.T, h Harness) {
 			t.Errorf("EnsureImage(%s) = %v, want %v and not ErrUnavailable", ref, err, w)
 		}
 	}
+	// Create of an image the store lacks says so (the agent, which skips
+	// the check of an image it saw, then ensures it and creates again) and
+	// leaves no container.
+	spec := shim.WorkerSpec{ID: randomID(t), Image: h.MissingImages[0], Labels: workerLabels()}
+	if err := rt.Create(ctx, spec); !errors.Is(err, shim.ErrImageAbsent) {
+		_ = rt.Delete(ctx, spec.ID)
+		t.Errorf("Create of %s, which the store lacks = %v, want ErrImageAbsent", spec.Image, err)
+	}
+	if list, err := rt.List(ctx); err != nil || len(list) != 0 {
+		t.Errorf("List after a Create of an absent image = %+v, %v; want nothing", list, err)
+	}
 }
 
 func testLifecycle(t *testing.T, h Harness) {

@@ -46,6 +46,7 @@ type Runtime struct {
 	snapshots  map[string]bool  // snapshots of creations cut off half-way
 	leftovers  map[string]int   // Deletes that fail on a leftover cgroup
 	imageErrs  map[string]error // what EnsureImage of a ref answers
+	removed    map[string]bool  // images RemoveImage took out of the store
 	failPull   error
 	digest     string          // what PullImage resolves to
 	noLocal    bool            // HasImage answers false
@@ -66,7 +67,7 @@ var (
 // New returns an empty fake runtime.
 func New(o Options) *Runtime {
 	return &Runtime{opts: o, containers: map[string]*shim.WorkerInfo{}, specs: map[string]shim.WorkerSpec{},
-		leftovers: map[string]int{}, snapshots: map[string]bool{}, imageErrs: map[string]error{}, hand: make(chan shim.Event), streams: map[*stream]struct{}{},
+		leftovers: map[string]int{}, snapshots: map[string]bool{}, imageErrs: map[string]error{}, removed: map[string]bool{}, hand: make(chan shim.Event), streams: map[*stream]struct{}{},
 		waitEnded: make(chan string, 64)}
 }
 
@@ -150,6 +151,15 @@ func (f *Runtime) SetImageError(ref string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.imageErrs[ref] = err
+}
+
+// RemoveImage takes ref out of the store, as `ctr image rm` or `docker
+// rmi` would: Create of it fails with shim.ErrImageAbsent until
+// EnsureImage brings it back.
+func (f *Runtime) RemoveImage(ref string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removed[ref] = true
 }
 
 // SetDigest sets what PullImage resolves every ref to (a tag pushed anew).
@@ -255,6 +265,9 @@ func (f *Runtime) EnsureImage(_ context.Context, ref string) error {
 	if err := f.imageErrs[ref]; err != nil {
 		return fmt.Errorf("pull %s: %w", ref, err)
 	}
+	if f.failPull == nil {
+		delete(f.removed, ref)
+	}
 	return f.failPull
 }
 
@@ -310,6 +323,8 @@ func (f *Runtime) Create(_ context.Context, s shim.WorkerSpec) error {
 		return f.failCreate
 	case f.containers[s.ID] != nil:
 		return fmt.Errorf("create container %s: it exists", s.ID)
+	case f.removed[s.Image] || f.imageErrs[s.Image] != nil:
+		return fmt.Errorf("create container %s: image %s: %w", s.ID, s.Image, shim.ErrImageAbsent)
 	}
 	f.specs[s.ID] = s
 	f.containers[s.ID] = &shim.WorkerInfo{ID: s.ID, Labels: maps.Clone(s.Labels), Image: s.Image, State: shim.StateCreated,

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/image"
 	"google.golang.org/grpc/codes"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
@@ -224,4 +225,44 @@ func testPullErrors(t *testing.T, e *env) {
 		t.Errorf("workers after failed pulls: %v", ws)
 	}
 	e.expectNoTraces("after the failed pulls")
+}
+
+// TestImageRemovedWhileRunning: under the default if-not-present policy
+// the agent checks an image on its first cold start only; when the image
+// is removed from the runtime's store afterwards (ctr images rm, docker
+// rmi), the next cold start finds it gone, pulls it again and runs it,
+// with one log record saying so.
+func TestImageRemovedWhileRunning(t *testing.T) { forRuntimes(t, testImageRemovedWhileRunning) }
+
+func testImageRemovedWhileRunning(t *testing.T, e *env) {
+	reg := e.startRegistry()
+	layout := e.markedImages("v1")
+	ref := reg.addr + "/esb/if-not-present:test"
+	reg.push(layout, "v1", ref)
+	e.keepDockerImage(ref) // noted before the pull: removed whatever happens
+	p := e.startAgent("-plain-http-registries", reg.addr)
+	coldStart := func() {
+		t.Helper()
+		w := e.mustAcquire(&agentv1.AcquireWorkerRequest{Function: "rm-image", Image: ref, OwnerId: "owner-rm"})
+		if m := e.mustInvoke(w, `{"image":"removed"}`).Env["ESB_IMAGE_MARK"]; m != "v1" {
+			t.Errorf("the worker runs image %q, want v1", m)
+		}
+		e.mustRelease(w)
+	}
+	coldStart()
+	e.keepDockerImage(ref)
+	if e.rt == rtDocker {
+		ctx, cancel := cmdCtx()
+		_, err := e.dc.ImageRemove(ctx, ref, image.RemoveOptions{})
+		cancel()
+		if err != nil {
+			t.Fatalf("docker rmi %s: %v", ref, err)
+		}
+	} else {
+		e.ctr("images", "rm", ref)
+	}
+	coldStart()
+	if recs := p.LogRecords("image gone from the runtime's store; ensuring it again"); len(recs) != 1 || recs[0]["image"] != ref {
+		t.Errorf("log records of the image found gone: %v, want one naming %s", recs, ref)
+	}
 }
