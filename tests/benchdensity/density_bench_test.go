@@ -71,7 +71,8 @@ func BenchmarkDensity(b *testing.B) {
 	begin := time.Now()
 	var done []Step
 	var leaks Leaks
-	notes := []string{machineNote(e, "at the start")}
+	notes := []string{machineNote(e, "at the start"), ceilingNote(context.Background(), steps[len(steps)-1])}
+	b.Log(notes[1])
 	var agentIssues []string
 	defer func() {
 		notes = append(notes, machineNote(e, "at the end"), fmt.Sprintf("whole run %s", time.Since(begin).Round(time.Second)))
