@@ -179,3 +179,45 @@ func TestHungRuntimeAnswersUnavailable(t *testing.T) {
 		t.Errorf("acquire with a hung runtime took %s", took)
 	}
 }
+
+// TestSweepDuringRelease: a worker released while a sweep lists the
+// containers (the listing taken before the release) is not taken for a
+// container the agent does not know: no second teardown, no warning.
+func TestSweepDuringRelease(t *testing.T) {
+	r := newRig(t, Config{})
+	ctx := context.Background()
+	w, err := r.a.Acquire(ctx, req("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed, gate := make(chan struct{}), make(chan struct{})
+	r.rt.GateList(listed, gate)
+	type result struct {
+		rep SweepReport
+		err error
+	}
+	swept := make(chan result, 1)
+	go func() {
+		rep, err := r.a.Sweep(ctx)
+		swept <- result{rep, err}
+	}()
+	<-listed
+	if err := r.a.Release(ctx, w.ID, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	res := <-swept
+	if res.err != nil || res.rep.Removed != 0 {
+		t.Errorf("Sweep = %+v, %v; want nothing removed", res.rep, res.err)
+	}
+	deletes := 0
+	for _, c := range r.rt.Calls() {
+		if c == "delete "+w.ID {
+			deletes++
+		}
+	}
+	if deletes != 1 {
+		t.Errorf("the released worker's container was deleted %d times, want once", deletes)
+	}
+	r.assertEmpty(t)
+}

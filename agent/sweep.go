@@ -27,15 +27,20 @@ func (a *Agent) Sweep(ctx context.Context) (SweepReport, error) {
 	if err := a.rt.Ping(ctx); err != nil {
 		return rep, a.runtimeErr(err, "sweep")
 	}
+	// A worker is registered before its container is made and forgotten
+	// after it is removed; the table also keeps what it forgets from here
+	// on, so every container the listing below finds of a worker being
+	// made or released is in the known set read after it, even a worker
+	// released while the listing ran (a thousand workers take seconds to
+	// list: without this, a mass release drew one warning and a second
+	// teardown per worker).
+	a.table.beginSweep()
+	defer a.table.endSweep()
 	infos, err := a.rt.List(ctx)
 	if err != nil {
 		return rep, a.runtimeErr(err, "sweep: list worker containers")
 	}
 	journalled, jerr := a.journal.list()
-	// Known workers are read after the listing: a worker is registered
-	// before its container is made and forgotten after it is removed, so
-	// every container listed above of a worker being made or released is
-	// in this set.
 	known := a.table.known()
 	errs := []error{jerr}
 	done, err := a.sweepUnknown(ctx, infos, known)
@@ -136,5 +141,25 @@ func (a *Agent) Maintain(ctx context.Context, interval time.Duration) {
 			a.log.Warn("sweep", "err", err)
 		}
 		cancel()
+	}
+}
+
+// beginSweep makes forget keep the IDs it drops until endSweep, for known.
+func (t *workerTable) beginSweep() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.sweeps == 0 {
+		t.gone = map[string]bool{}
+	}
+	t.sweeps++
+}
+
+// endSweep ends what beginSweep began; the last sweep drops the IDs kept.
+func (t *workerTable) endSweep() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sweeps--
+	if t.sweeps == 0 {
+		t.gone = nil
 	}
 }

@@ -35,6 +35,8 @@ type workerTable struct {
 	refills  map[string]bool          // pool keys being refilled
 	undoing  map[string]bool          // interrupted creations being undone
 	groups   map[string]*shimGroup    // function -> its open shim group
+	sweeps   int                      // sweeps under way (see beginSweep)
+	gone     map[string]bool          // workers forgotten while one was
 }
 
 func newWorkerTable() *workerTable {
@@ -91,6 +93,9 @@ func (t *workerTable) forget(id string) {
 	defer t.mu.Unlock()
 	w := t.workers[id]
 	delete(t.workers, id)
+	if t.sweeps > 0 {
+		t.gone[id] = true
+	}
 	if w != nil && w.shimGroup != "" {
 		if g := t.groups[w.Function]; g != nil && g.name == w.shimGroup && !t.staysIn(g.name, "") {
 			delete(t.groups, w.Function)
@@ -278,8 +283,11 @@ func (t *workerTable) settledIDs() []string {
 func (t *workerTable) known() map[string]bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	known := make(map[string]bool, len(t.workers))
+	known := make(map[string]bool, len(t.workers)+len(t.gone))
 	for id := range t.workers {
+		known[id] = true
+	}
+	for id := range t.gone {
 		known[id] = true
 	}
 	return known

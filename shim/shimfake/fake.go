@@ -52,6 +52,8 @@ type Runtime struct {
 	noLocal    bool            // HasImage answers false
 	pulls      int             // PullImage calls
 	pullGate   chan struct{}   // when set, PullImage answers once it is closed
+	listed     chan struct{}   // with listGate: List closes it once it has read the containers
+	listGate   chan struct{}   // when set, List answers once it is closed
 	hand       chan shim.Event // Emit's hand-over to a subscriber
 	streams    map[*stream]struct{}
 	subs       int         // subscriptions so far
@@ -279,6 +281,15 @@ func (f *Runtime) GatePulls(gate chan struct{}) {
 	f.pullGate = gate
 }
 
+// GateList makes the next List read the containers, close listed, and
+// answer what it read once gate is closed: a test can change the
+// containers while a listing is on its way.
+func (f *Runtime) GateList(listed, gate chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.listed, f.listGate = listed, gate
+}
+
 // PullImage implements shim.Puller.
 func (f *Runtime) PullImage(_ context.Context, ref string) (string, error) {
 	f.mu.Lock()
@@ -471,8 +482,8 @@ func (f *Runtime) SetLabels(_ context.Context, id string, labels map[string]stri
 // List implements shim.Runtime.
 func (f *Runtime) List(context.Context) ([]shim.WorkerInfo, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.down {
+		f.mu.Unlock()
 		return nil, fmt.Errorf("list containers: %w", shim.ErrUnavailable)
 	}
 	out := []shim.WorkerInfo{}
@@ -483,6 +494,13 @@ func (f *Runtime) List(context.Context) ([]shim.WorkerInfo, error) {
 		w := *c
 		w.Labels = maps.Clone(c.Labels)
 		out = append(out, w)
+	}
+	listed, gate := f.listed, f.listGate
+	f.listed, f.listGate = nil, nil
+	f.mu.Unlock()
+	if gate != nil {
+		close(listed)
+		<-gate
 	}
 	return out, nil
 }
