@@ -50,7 +50,9 @@ const (
 // invoke or release, or a leak, fails it; a missed target does not.
 // ESB_DENSITY_SHIM_GROUP sets esb-agent's -shim-group-size (default 0: a
 // shim per worker); the plot goes to ESB_DENSITY_SVG (default
-// esbnet-density.svg in the temporary directory).
+// esbnet-density.svg in the temporary directory). Then it holds
+// ESB_DENSITY_FUNCTION (default 100, 0: none) workers of the Lambda
+// function image (tests/function) and measures their memory the same way.
 func BenchmarkDensity(b *testing.B) {
 	steps, err := ParseSteps(os.Getenv("ESB_DENSITY_STEPS"))
 	if err != nil {
@@ -66,10 +68,15 @@ func BenchmarkDensity(b *testing.B) {
 			b.Fatalf("ESB_DENSITY_SHIM_GROUP=%q: want esb-agent's -shim-group-size, a number from 0", v)
 		}
 	}
-	e := newEnv(b, steps[len(steps)-1])
+	fnLive, err := functionCount()
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := newEnv(b, max(steps[len(steps)-1], fnLive))
 	e.shimGroup = group
 	begin := time.Now()
 	var done []Step
+	var fnStep *Step // the Lambda function image's row (ESB_DENSITY_FUNCTION)
 	var leaks Leaks
 	notes := []string{machineNote(e, "at the start"), ceilingNote(context.Background(), steps[len(steps)-1])}
 	b.Log(notes[1])
@@ -86,7 +93,7 @@ func BenchmarkDensity(b *testing.B) {
 		} else {
 			notes = append(notes, "plot of acquire p50 and memory per worker against live workers: "+path)
 		}
-		s := summary(e, pairs, done, leaks, notes)
+		s := summary(e, pairs, done, fnStep, leaks, notes)
 		if err := s.Print(os.Stdout); err != nil {
 			b.Errorf("print summary: %v", err)
 		}
@@ -104,7 +111,7 @@ func BenchmarkDensity(b *testing.B) {
 	for i, n := range steps {
 		st := Step{Live: n}
 		start := time.Now()
-		held = e.fill(b, p, held, n)
+		held = e.fill(b, p, held, n, e.image, function)
 		st.Fill = time.Since(start)
 		e.checkLive(b, p, held)
 		e.measureMemory(b, p, held, base, &st)
@@ -117,6 +124,7 @@ func BenchmarkDensity(b *testing.B) {
 	}
 
 	e.releaseAll(b, p, held)
+	fnStep = e.measureFunction(b, p, fnLive)
 	leaks.Traces, err = e.leaks()
 	leaks.Checked = err == nil
 	if err != nil {
@@ -132,7 +140,7 @@ func BenchmarkDensity(b *testing.B) {
 
 // fill acquires workers, clients at a time, each client its own owner,
 // until n are held.
-func (e *env) fill(b *testing.B, p *agenttest.Proc, held []*agentv1.Worker, n int) []*agentv1.Worker {
+func (e *env) fill(b *testing.B, p *agenttest.Proc, held []*agentv1.Worker, n int, image, fn string) []*agentv1.Worker {
 	b.Helper()
 	from := len(held)
 	held = append(held, make([]*agentv1.Worker, n-from)...)
@@ -148,7 +156,7 @@ func (e *env) fill(b *testing.B, p *agenttest.Proc, held []*agentv1.Worker, n in
 				if i >= n {
 					return
 				}
-				w, _, err := p.Acquire(e.image, fmt.Sprintf("density-fill-%d", c), function)
+				w, _, err := p.Acquire(image, fmt.Sprintf("density-fill-%d", c), fn)
 				if err != nil {
 					mu.Lock()
 					errs = append(errs, fmt.Errorf("worker %d: %w", i+1, err))

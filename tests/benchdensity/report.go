@@ -84,8 +84,9 @@ type NAT struct {
 
 // Step is what one step measured.
 type Step struct {
-	Live int           // workers held, all invocable
-	Fill time.Duration // wall time of the acquires from the step before
+	Live  int           // workers held, all invocable
+	Image string        // the image the row's workers run, when not the run's
+	Fill  time.Duration // wall time of the acquires from the step before
 	// The esb-agent's cold acquire+release pairs (gRPC round trips).
 	Acquire, Release benchstat.Samples
 	// CNI ADD and DEL inside the profiler's cold pairs, and every phase
@@ -143,6 +144,26 @@ func (s Step) Row() []string {
 		s.perWorker(float64(s.MemAvailDrop)), s.perWorker(float64(s.ShimPSS)), s.perWorker(float64(s.Cgroup)),
 		s.perWorker(float64(s.SlabGrowth)), threads, dnat, direct,
 	}
+}
+
+// ImageColumns are the columns of the images' table.
+var ImageColumns = []string{"image", "live", "shims", "ΔMemAvailable/N MiB", "shim PSS/N MiB", "cgroup/N MiB", "ΔSlab/N MiB", "threads/N"}
+
+// ImageTable sets the memory per worker of fn's image beside that of the
+// run's image at the step with as many live workers (if there is one).
+func ImageTable(steps []Step, fn *Step) benchstat.Table {
+	t := benchstat.Table{Head: ImageColumns}
+	row := func(name string, s Step) []string {
+		r := s.Row()
+		return []string{name, r[0], r[9], r[10], r[11], r[12], r[13], r[14]}
+	}
+	for _, s := range steps {
+		if s.Live == fn.Live {
+			t.Rows = append(t.Rows, row("tests/worker", s))
+		}
+	}
+	t.Rows = append(t.Rows, row(fn.Image, *fn))
+	return t
 }
 
 // Table is the steps side by side.

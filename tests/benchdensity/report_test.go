@@ -64,3 +64,21 @@ func TestTargets(t *testing.T) {
 		t.Errorf("row %s", line)
 	}
 }
+
+func TestImageTable(t *testing.T) {
+	steps := []Step{{Live: 0}, {Live: 100, Shims: 100, MemAvailDrop: 400 << 20, Threads: 1800}, {Live: 250}}
+	fn := &Step{Live: 100, Image: "r/esb/function:abc", Shims: 100, MemAvailDrop: 600 << 20, Threads: 900}
+	tb := ImageTable(steps, fn)
+	if len(tb.Rows) != 2 || len(tb.Head) != len(ImageColumns) {
+		t.Fatalf("table %+v, want the worker's and the function's rows", tb)
+	}
+	if got := strings.Join(tb.Rows[0], "|"); got != "tests/worker|100|100|4.00|0.00|0.00|0.00|18.0" {
+		t.Errorf("worker row %s", got)
+	}
+	if got := strings.Join(tb.Rows[1], "|"); got != "r/esb/function:abc|100|100|6.00|0.00|0.00|0.00|9.0" {
+		t.Errorf("function row %s", got)
+	}
+	if tb := ImageTable(steps[:1], fn); len(tb.Rows) != 1 {
+		t.Errorf("without a step of as many live workers: %v, want the function's row only", tb.Rows)
+	}
+}

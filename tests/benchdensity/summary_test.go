@@ -10,7 +10,7 @@ import (
 )
 
 // summary builds the printed report from the steps measured.
-func summary(e *env, pairs int, steps []Step, leaks Leaks, notes []string) *benchstat.Summary {
+func summary(e *env, pairs int, steps []Step, fn *Step, leaks Leaks, notes []string) *benchstat.Summary {
 	s := &benchstat.Summary{
 		Title: "esb-agent density: live idle workers in steps",
 		Notes: append(notes,
@@ -30,6 +30,11 @@ func summary(e *env, pairs int, steps []Step, leaks Leaks, notes []string) *benc
 		Tables:  []benchstat.Table{Table(steps)},
 		Phases:  PhaseRows(steps),
 		Targets: Targets(steps, leaks),
+	}
+	if fn != nil {
+		s.Tables = append(s.Tables, ImageTable(steps, fn))
+		s.Notes = append(s.Notes, fmt.Sprintf("images: %d live workers of the Lambda function image %s (tests/function: aws-lambda-go behind the RIE), "+
+			"acquired as the fill does after every other worker was released, listed by the agent, memory measured as a step's against the host then", fn.Live, fn.Image))
 	}
 	if len(steps) > 0 {
 		last := steps[len(steps)-1]
