@@ -117,3 +117,13 @@ func BridgeFor(network string) string {
 	}
 	return BridgeName
 }
+
+// TableFor returns the name of the nftables tables (ip and bridge) of
+// network: the stack's when network is a stack name, else the default
+// network's, as BridgeFor.
+func TableFor(network string) string {
+	if s, err := StackOf(network); err == nil {
+		return s.Table
+	}
+	return DefaultStack().Table
+}

@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -58,6 +59,24 @@ func TestBridgeFor(t *testing.T) {
 	for network, want := range map[string]string{"esb": "esb-cni0", "esb2": "esb2-cni0", "Net_1.x": "esb-cni0"} {
 		if got := BridgeFor(network); got != want {
 			t.Errorf("BridgeFor(%q) = %s, want %s", network, got, want)
+		}
+	}
+}
+
+func TestStackConflist(t *testing.T) {
+	def, err := DefaultConflist().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, _ := StackConflist(DefaultStack(), netip.MustParsePrefix(DefaultSubnet)).Marshal()
+	if string(same) != string(def) {
+		t.Errorf("StackConflist(esb, default subnet) differs from DefaultConflist:\n%s\n%s", same, def)
+	}
+	s, _ := StackOf("esb2")
+	b, _ := StackConflist(s, netip.MustParsePrefix("10.89.0.0/16")).Marshal()
+	for _, want := range []string{`"name": "esb2"`, `"bridge": "esb2-cni0"`, `"subnet": "10.89.0.0/16"`, `"gateway": "10.89.0.1"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("conflist lacks %s:\n%s", want, b)
 		}
 	}
 }

@@ -70,9 +70,9 @@ var defaultTables = newTables(TableName)
 var (
 	setForwards = defaultTables.forwards
 	setTargets  = defaultTables.targets
-	setPorts = defaultTables.ports
-	setIPv4  = defaultTables.ipv4
-	setIPv6  = defaultTables.ipv6
+	setPorts    = defaultTables.ports
+	setIPv4     = defaultTables.ipv4
+	setIPv6     = defaultTables.ipv6
 )
 
 // build renders r as the default network's table ip esb.
