@@ -61,7 +61,8 @@ func ValidateStackName(field, network string) error {
 	}
 	ok := len(network) <= MaxStackNameLen
 	for i, r := range network {
-		if !(r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+		letter, digit := r >= 'a' && r <= 'z', r >= '0' && r <= '9'
+		if !letter && (i == 0 || !digit) {
 			ok = false
 		}
 	}
