@@ -26,7 +26,9 @@ func stackRules(t *testing.T, text, other string) *conf.NATRules {
 
 // esb2Node is n's second stack: the same namespace, a manager of table
 // ip/bridge esb2.
-func esb2Node(n *node) *node { return &node{Node: n.Node, t: n.t, mgr: nat.NewManagerFor(n.NS, "esb2")} }
+func esb2Node(n *node) *node {
+	return &node{Node: n.Node, t: n.t, mgr: nat.NewManagerFor(n.NS, "esb2")}
+}
 
 // TestTwoStacksSideBySide applies both stacks' tables in one namespace:
 // the kernel holds each as its render says, neither apply disturbs the
