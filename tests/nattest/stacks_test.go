@@ -106,6 +106,7 @@ func TestFlushRulesetRepairedByBothStacks(t *testing.T) {
 			if e.Err != nil || e.Change != nat.Rebuilt {
 				t.Errorf("%s: repair = %+v, want a rebuild", w.name, e)
 			}
+			t.Logf("table ip %s rebuilt %s after the flush's notification", w.name, e.Took)
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%s: no repair within 10s of the flush", w.name)
 		}
