@@ -21,6 +21,7 @@ var mayImport = map[string][]string{
 	"conf":               {},
 	"conf/agentconf":     {"conf"},
 	"conf/natfile":       {"conf"},
+	"conf/confdir":       {"conf"},
 	"ipam":               {"conf"},
 	"nat":                {"conf"},
 	"plugins":            {"conf", "ipam", "nat", "plugins", "internal/buildinfo"},

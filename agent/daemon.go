@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/conf/confdir"
 	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/shim"
@@ -56,11 +58,19 @@ func NewDaemon(ctx context.Context, c DaemonConfig, log *slog.Logger) (_ *Daemon
 			d.Close()
 		}
 	}()
-	if err := ensureConflist(c, log); err != nil {
+	stack, err := conf.StackOf(c.Network)
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureConflist(c, stack, log); err != nil {
+		return nil, err
+	}
+	others, err := otherStacks(c)
+	if err != nil {
 		return nil, err
 	}
 	warnPrivateMountNS(log)
-	natMgr, err := d.startNAT(ctx)
+	natMgr, err := d.startNAT(ctx, stack, others)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +94,7 @@ func NewDaemon(ctx context.Context, c DaemonConfig, log *slog.Logger) (_ *Daemon
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := agentConfig(c)
 	cfg.ResolvConf = d.dns.resolvConfPath()
-	d.agent = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir}, Log: log, Records: recs,
+	d.agent = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir, Prefix: stack.NetNSPrefix}, Log: log, Records: recs,
 		Metrics: NewMetrics(d.reg), Config: cfg})
 	d.reg.MustRegister(newNodeCollector(d.agent, natMgr, networkCapacity(c)))
 	if err := rt.Ping(ctx); err != nil {
@@ -106,7 +116,7 @@ func agentConfig(c DaemonConfig) Config {
 
 // startNAT applies the NAT rules, when there are any, and keeps them in a
 // goroutine that runs until ctx ends or Close, which joins it.
-func (d *Daemon) startNAT(ctx context.Context) (nat.DNAT, error) {
+func (d *Daemon) startNAT(ctx context.Context, stack conf.Stack, others []netip.Prefix) (nat.DNAT, error) {
 	if d.cfg.NATRules == "" {
 		return nil, nil
 	}
@@ -114,6 +124,10 @@ func (d *Daemon) startNAT(ctx context.Context) (nat.DNAT, error) {
 	if err != nil {
 		return nil, err
 	}
+	if stack.Network != conf.NetworkName && rules.Bridge != stack.Bridge {
+		return nil, fmt.Errorf("invalid nat-rules %s: bridge %s is not network %s's bridge %s", d.cfg.NATRules, rules.Bridge, stack.Network, stack.Bridge)
+	}
+	rules.Others = others
 	if d.dns, rules, err = startWorkerDNS(d.cfg, rules, d.log); err != nil {
 		return nil, err
 	}
@@ -121,7 +135,7 @@ func (d *Daemon) startNAT(ctx context.Context) (nat.DNAT, error) {
 		srv := d.dns.srv
 		d.closers = append(d.closers, func() { _ = srv.Close() })
 	}
-	var m nat.DNAT = nat.NewManager(nil)
+	var m nat.DNAT = nat.NewManagerFor(nil, stack.Table)
 	if _, err := m.Apply(ctx, rules); err != nil {
 		return nil, fmt.Errorf("apply NAT rules: %w", err)
 	}
@@ -180,14 +194,19 @@ func newRuntime(c DaemonConfig) (shim.Runtime, func(), error) {
 }
 
 // ensureConflist writes the default conflist when the conf dir has no
-// configuration for the network.
-func ensureConflist(c DaemonConfig, log *slog.Logger) error {
+// configuration for the default network; another stack's network must
+// have its own (its subnet is the operator's choice).
+func ensureConflist(c DaemonConfig, stack conf.Stack, log *slog.Logger) error {
 	if _, err := shim.NewCNI(shim.CNIOptions{ConfDir: c.CNIConfDir, Network: c.Network}); err == nil {
 		return nil
 	}
-	path := filepath.Join(c.CNIConfDir, filepath.Base(conf.ConflistPath))
+	path := filepath.Join(c.CNIConfDir, stack.Conflist)
 	if _, err := os.Stat(path); err == nil {
 		return fmt.Errorf("%s exists but does not define network %q", path, c.Network)
+	}
+	if stack.Network != conf.NetworkName {
+		return fmt.Errorf("network %s has no configuration in %s: write one with its own subnet (esbctl conflist -network %s -subnet <cidr> -o %s)",
+			stack.Network, c.CNIConfDir, stack.Network, path)
 	}
 	b, err := conf.DefaultConflist().Marshal()
 	if err != nil {
@@ -201,6 +220,18 @@ func ensureConflist(c DaemonConfig, log *slog.Logger) error {
 	}
 	log.Info("wrote the default conflist", "path", path)
 	return nil
+}
+
+// otherStacks returns the subnets of the other stacks configured in the
+// CNI configuration directory, for the NAT table to keep them apart; a
+// stack with the network's bridge or an overlapping subnet stops the
+// agent with a message naming both.
+func otherStacks(c DaemonConfig) ([]netip.Prefix, error) {
+	nets, err := confdir.Networks(c.CNIConfDir)
+	if err != nil {
+		return nil, err
+	}
+	return confdir.Others(c.Network, nets)
 }
 
 // networkCapacity returns how many addresses the network's esb-ipam range

@@ -58,7 +58,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		return err
 	}
 	defer stopTCP()
-	defer d.serveMetrics(errc)()
+	stopMetrics, err := d.serveMetrics(errc)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	d.log.Info("esb-agent serving", "socket", c.Socket, "tcp", c.TCPListen, "metrics", c.MetricsListen, "runtime", d.rt.Name())
 	select {
 	case <-ctx.Done():
@@ -120,20 +124,25 @@ func (d *Daemon) serveTCP(hs *health.Server, errc chan<- error) (func(), error) 
 }
 
 // serveMetrics serves /metrics when configured; the function it returns
-// closes that server.
-func (d *Daemon) serveMetrics(errc chan<- error) func() {
+// closes that server. An address another process (another stack's agent)
+// holds fails here, at start, naming the setting.
+func (d *Daemon) serveMetrics(errc chan<- error) (func(), error) {
 	if d.cfg.MetricsListen == "" {
-		return func() {}
+		return func() {}, nil
+	}
+	l, err := net.Listen("tcp", d.cfg.MetricsListen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics-listen %s (each agent on a host needs its own): %w", d.cfg.MetricsListen, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
 	hsrv := &http.Server{Addr: d.cfg.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
-		if err := hsrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hsrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("metrics: %w", err)
 		}
 	}()
-	return func() { _ = hsrv.Close() }
+	return func() { _ = hsrv.Close() }, nil
 }
 
 // listenUnix listens on path with mode 0600, replacing a stale socket.

@@ -49,7 +49,7 @@ func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, log *slog.Logger) (*wo
 	srv, err := resolver.Start(resolver.Config{Listen: listen, Gateway: rules.Gateway, Subnet: rules.Subnet,
 		Services: svcs, Upstream: upstream, Log: log})
 	if err != nil {
-		return nil, nil, fmt.Errorf("start the workers' resolver: %w", err)
+		return nil, nil, fmt.Errorf("dns-port %d: start the workers' resolver on %s: %w", c.DNSPort, listen, err)
 	}
 	log.Info("workers' resolver serving", "listen", listen.String(), "services", svcs.String(),
 		"egress", rules.Egress, "upstream", c.DNSUpstream)

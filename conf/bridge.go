@@ -75,7 +75,7 @@ func ParseBridgeNetConf(data []byte) (*BridgeNetConf, error) {
 		Raw:              data,
 	}
 	if out.Bridge == "" {
-		out.Bridge = BridgeName
+		out.Bridge = BridgeFor(env.Name)
 	}
 	if err := ValidateIfName("bridge", out.Bridge); err != nil {
 		return nil, err

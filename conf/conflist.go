@@ -1,6 +1,9 @@
 package conf
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"net/netip"
+)
 
 // BridgeConfig is the esb-bridge entry of the conflist. Its validation lives
 // with the bridge plugin's configuration.
@@ -42,4 +45,19 @@ func (c Conflist) Marshal() ([]byte, error) {
 		return nil, err
 	}
 	return append(b, '\n'), nil
+}
+
+// StackConflist returns the conflist of stack s: esb-bridge on s.Bridge
+// with esb-ipam handing out subnet, its first address the gateway, a
+// default route. The default stack on the default subnet is exactly
+// DefaultConflist.
+func StackConflist(s Stack, subnet netip.Prefix) Conflist {
+	c := DefaultConflist()
+	c.Name = s.Network
+	br := c.Plugins[0].(BridgeConfig)
+	br.Bridge = s.Bridge
+	subnet = subnet.Masked()
+	br.IPAM.Subnet, br.IPAM.Gateway = subnet.String(), subnet.Addr().Next().String()
+	c.Plugins[0] = br
+	return c
 }

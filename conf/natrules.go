@@ -51,6 +51,12 @@ type NATRules struct {
 	Bridge   string
 	Gateway  netip.Addr
 	Subnet   netip.Prefix
+	// Others are the subnets of the other stacks on the host (not in the
+	// rule file: the agent finds them in the CNI configuration directory).
+	// Traffic between Subnet and any of them is dropped in both
+	// directions, before anything else is allowed, in both egress modes.
+	// Empty: no such rule (the table of a host with one stack).
+	Others []netip.Prefix
 }
 
 // Loopback reports whether a forward targets 127.0.0.0/8, which needs

@@ -52,7 +52,7 @@ type BoltStore struct {
 }
 
 // DBPath returns the database file of network under dir.
-func DBPath(dir, network string) string { return filepath.Join(dir, network+".db") }
+func DBPath(dir, network string) string { return conf.DataDBPath(dir, network) }
 
 // OpenBolt locks and opens the store of network under dir, creating both
 // when missing. It fails with ErrLockTimeout when another process holds the

@@ -10,12 +10,13 @@ import (
 	"sort"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
 
-// TableName is the name of both of esbnet's tables.
+// TableName is the name of both tables of the default network's stack
+// (conf.DefaultStack().Table); a Manager made by NewManagerFor keeps
+// another stack's.
 const TableName = "esb"
 
 // ifNameSize is the kernel's IFNAMSIZ, the width of an ifname set key.
@@ -36,26 +37,6 @@ type Guard struct {
 	Active bool
 }
 
-var (
-	guardTable = &nftables.Table{Family: nftables.TableFamilyBridge, Name: TableName}
-	setPorts   = &nftables.Set{Table: guardTable, Name: "ports", KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian, Comment: "guarded bridge ports"}
-	setIPv4    = &nftables.Set{Table: guardTable, Name: "ipv4", Concatenation: true,
-		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIPAddr),
-		Comment: "port . MAC . IPv4 each guarded port may use"}
-	setIPv6 = &nftables.Set{Table: guardTable, Name: "ipv6", Concatenation: true,
-		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr, nftables.TypeIP6Addr),
-		Comment: "port . MAC . IPv6 each guarded port may use"}
-	guardChain = &nftables.Chain{
-		Table:   guardTable,
-		Name:    "prerouting",
-		Type:    nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting,
-		// The bridge family's "filter" priority, ahead of anything a
-		// bridge-family firewall of Docker or Podman hooks at 0.
-		Priority: nftables.ChainPriorityRef(-200),
-	}
-)
-
 // ErrNotFound reports that a guard, table or element does not exist.
 var ErrNotFound = errors.New("not found")
 
@@ -75,7 +56,7 @@ func (m *Manager) AddGuard(ctx context.Context, g Guard) error {
 		return fmt.Errorf("open nftables: %w", err)
 	}
 	defer func() { _ = c.CloseLasting() }()
-	return addGuard(c, g)
+	return m.t.addGuard(c, g)
 }
 
 // validGuard checks what the sets' key types need of g.
@@ -89,22 +70,22 @@ func validGuard(g Guard) error {
 	return nil
 }
 
-func addGuard(c *nftables.Conn, g Guard) error {
+func (t *tables) addGuard(c *nftables.Conn, g Guard) error {
 	// Fast path: when the chain holds its rules, one batch of elements is
 	// all an ADD needs. Otherwise (no table yet, a flushed chain, a set
 	// deleted: the elements batch then fails) the table, sets and chain are
 	// made or rebuilt whole with the elements, in one transaction, so an ADD
 	// also repairs a flushed chain.
-	if rules, err := c.GetRules(guardTable, guardChain); err == nil && len(rules) == len(guardRules()) {
-		if err := queueGuardElements(c, g); err != nil {
+	if rules, err := c.GetRules(t.guard, t.guardChain); err == nil && len(rules) == len(t.guardRules()) {
+		if err := t.queueGuardElements(c, g); err != nil {
 			return err
 		}
 		if err := c.Flush(); err == nil {
 			return nil
 		}
 	}
-	ensureGuardTable(c)
-	if err := queueGuardElements(c, g); err != nil {
+	t.ensureGuardTable(c)
+	if err := t.queueGuardElements(c, g); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
@@ -133,18 +114,18 @@ func guardElements(g Guard) (ports, v4, v6 []nftables.SetElement) {
 }
 
 // queueGuardElements queues the addition of g's elements into the batch.
-func queueGuardElements(c *nftables.Conn, g Guard) error {
-	return eachGuardSet(g, c.SetAddElements)
+func (t *tables) queueGuardElements(c *nftables.Conn, g Guard) error {
+	return t.eachGuardSet(g, c.SetAddElements)
 }
 
 // eachGuardSet calls queue with each set and g's elements in it, skipping
 // sets where g has none.
-func eachGuardSet(g Guard, queue func(*nftables.Set, []nftables.SetElement) error) error {
+func (t *tables) eachGuardSet(g Guard, queue func(*nftables.Set, []nftables.SetElement) error) error {
 	ports, v4, v6 := guardElements(g)
 	for _, op := range []struct {
 		s  *nftables.Set
 		es []nftables.SetElement
-	}{{setPorts, ports}, {setIPv4, v4}, {setIPv6, v6}} {
+	}{{t.ports, ports}, {t.ipv4, v4}, {t.ipv6, v6}} {
 		if len(op.es) > 0 {
 			if err := queue(op.s, op.es); err != nil {
 				return err
@@ -165,26 +146,26 @@ func (m *Manager) RemoveGuardKnown(ctx context.Context, g Guard) error {
 	}
 	defer func() { _ = c.CloseLasting() }()
 	if len(g.MAC) == 6 {
-		if err := eachGuardSet(g, c.SetDeleteElements); err != nil {
+		if err := m.t.eachGuardSet(g, c.SetDeleteElements); err != nil {
 			return err
 		}
 		if err := c.Flush(); err == nil {
 			return nil
 		}
 	}
-	return removeGuard(ctx, c, g.Port)
+	return m.t.removeGuard(ctx, c, g.Port)
 }
 
 // ensureGuardTable queues the table, sets and chain (rules rebuilt) into
 // the current batch.
-func ensureGuardTable(c *nftables.Conn) {
-	c.AddTable(guardTable)
-	for _, s := range []*nftables.Set{setPorts, setIPv4, setIPv6} {
+func (t *tables) ensureGuardTable(c *nftables.Conn) {
+	c.AddTable(t.guard)
+	for _, s := range []*nftables.Set{t.ports, t.ipv4, t.ipv6} {
 		_ = c.AddSet(s, nil) // only queues a message; errors surface at Flush
 	}
-	c.AddChain(guardChain)
-	c.FlushChain(guardChain)
-	for _, r := range guardRules() {
+	c.AddChain(t.guardChain)
+	c.FlushChain(t.guardChain)
+	for _, r := range t.guardRules() {
 		c.AddRule(r)
 	}
 }
@@ -197,7 +178,7 @@ const (
 	regAddr = 14 // NFT_REG32_06
 )
 
-func guardRules() []*nftables.Rule {
+func (t *tables) guardRules() []*nftables.Rule {
 	iif := &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: regIf}
 	etherType := func(t uint16) []expr.Any {
 		return []expr.Any{
@@ -221,20 +202,20 @@ func guardRules() []*nftables.Rule {
 				out = append(out, v...)
 			}
 		}
-		return &nftables.Rule{Table: guardTable, Chain: guardChain, Exprs: out}
+		return &nftables.Rule{Table: t.guard, Chain: t.guardChain, Exprs: out}
 	}
 	return []*nftables.Rule{
 		// Frames from ports that are not guarded are none of our business.
 		rule(&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-			&expr.Lookup{SourceRegister: 1, SetName: setPorts.Name, Invert: true},
+			&expr.Lookup{SourceRegister: 1, SetName: t.ports.Name, Invert: true},
 			&expr.Verdict{Kind: expr.VerdictReturn}),
 		// IPv4: port . ether saddr . ip saddr must be the attachment's.
-		rule(etherType(unix.ETH_P_IP), iif, etherSrc, netField(12, 4, regAddr), lookup(setIPv4), accept),
+		rule(etherType(unix.ETH_P_IP), iif, etherSrc, netField(12, 4, regAddr), lookup(t.ipv4), accept),
 		// ARP: the Ethernet source and the ARP sender (MAC and IP) both.
-		rule(etherType(unix.ETH_P_ARP), iif, etherSrc, netField(14, 4, regAddr), lookup(setIPv4),
-			netField(8, 6, regMAC), lookup(setIPv4), accept),
+		rule(etherType(unix.ETH_P_ARP), iif, etherSrc, netField(14, 4, regAddr), lookup(t.ipv4),
+			netField(8, 6, regMAC), lookup(t.ipv4), accept),
 		// IPv6: the attachment's addresses and its link-local address.
-		rule(etherType(unix.ETH_P_IPV6), iif, etherSrc, netField(8, 16, regAddr), lookup(setIPv6), accept),
+		rule(etherType(unix.ETH_P_IPV6), iif, etherSrc, netField(8, 16, regAddr), lookup(t.ipv6), accept),
 		// Anything else from a guarded port is dropped.
 		rule(&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}),
 	}
@@ -277,15 +258,15 @@ func (m *Manager) RemoveGuard(ctx context.Context, port string) error {
 		return fmt.Errorf("open nftables: %w", err)
 	}
 	defer func() { _ = c.CloseLasting() }()
-	return removeGuard(ctx, c, port)
+	return m.t.removeGuard(ctx, c, port)
 }
 
-func removeGuard(ctx context.Context, c *nftables.Conn, port string) error {
+func (t *tables) removeGuard(ctx context.Context, c *nftables.Conn, port string) error {
 	for round := 0; ; round++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		left, err := removeGuardOnce(c, port)
+		left, err := t.removeGuardOnce(c, port)
 		if err != nil && round < 4 {
 			continue // a concurrent change may have made the batch stale
 		}
@@ -300,12 +281,12 @@ func removeGuard(ctx context.Context, c *nftables.Conn, port string) error {
 
 // removeGuardOnce deletes the port's elements it finds and returns how
 // many it found.
-func removeGuardOnce(c *nftables.Conn, port string) (int, error) {
-	if ok, err := guardTableExists(c); err != nil || !ok {
+func (t *tables) removeGuardOnce(c *nftables.Conn, port string) (int, error) {
+	if ok, err := t.guardTableExists(c); err != nil || !ok {
 		return 0, err
 	}
 	found := 0
-	for _, s := range []*nftables.Set{setPorts, setIPv4, setIPv6} {
+	for _, s := range []*nftables.Set{t.ports, t.ipv4, t.ipv6} {
 		elems, err := c.GetSetElements(s)
 		if err != nil {
 			return 0, fmt.Errorf("list anti-spoof set %s: %w", s.Name, err)
@@ -342,11 +323,11 @@ func (m *Manager) ListGuards(ctx context.Context) ([]Guard, error) {
 		return nil, fmt.Errorf("open nftables: %w", err)
 	}
 	defer func() { _ = c.CloseLasting() }()
-	return listGuards(c)
+	return m.t.listGuards(c)
 }
 
-func listGuards(c *nftables.Conn) ([]Guard, error) {
-	if ok, err := guardTableExists(c); err != nil || !ok {
+func (t *tables) listGuards(c *nftables.Conn) ([]Guard, error) {
+	if ok, err := t.guardTableExists(c); err != nil || !ok {
 		return nil, err
 	}
 	byPort := map[string]*Guard{}
@@ -360,14 +341,14 @@ func listGuards(c *nftables.Conn) ([]Guard, error) {
 		}
 		return g
 	}
-	for _, s := range []*nftables.Set{setPorts, setIPv4, setIPv6} {
+	for _, s := range []*nftables.Set{t.ports, t.ipv4, t.ipv6} {
 		elems, err := c.GetSetElements(s)
 		if err != nil {
 			return nil, fmt.Errorf("list anti-spoof set %s: %w", s.Name, err)
 		}
 		for _, e := range elems {
 			g := get(portOf(e.Key), e.Comment)
-			if s == setPorts {
+			if s == t.ports {
 				g.Active = true
 				continue
 			}
@@ -413,16 +394,16 @@ func portOf(key []byte) string {
 	return string(bytes.TrimRight(key, "\x00"))
 }
 
-// guardTableExists reports whether the bridge esb table is there. (The
+// guardTableExists reports whether the stack's bridge table is there. (The
 // library flattens netlink errors to text, so a missing table cannot be
 // told from other failures by errno; a table dump can.)
-func guardTableExists(c *nftables.Conn) (bool, error) {
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyBridge)
+func (t *tables) guardTableExists(c *nftables.Conn) (bool, error) {
+	tbls, err := c.ListTablesOfFamily(nftables.TableFamilyBridge)
 	if err != nil {
 		return false, fmt.Errorf("list bridge tables: %w", err)
 	}
-	for _, t := range tables {
-		if t.Name == TableName {
+	for _, tb := range tbls {
+		if tb.Name == t.name {
 			return true, nil
 		}
 	}

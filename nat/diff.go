@@ -21,7 +21,7 @@ func (m *Manager) Diff(ctx context.Context, r *conf.NATRules) (change Change, ex
 	if err != nil {
 		return Unchanged, false, err
 	}
-	d := build(r)
+	d := m.t.build(r)
 	if !cur.sameStructure(d) {
 		return Rebuilt, cur.exists, nil
 	}

@@ -23,10 +23,15 @@ type Fake struct {
 	rules    *conf.NATRules // table ip esb; nil: none
 	guards   *guardSets     // table bridge esb; nil: none
 	observed []string
+	table    string // the tables' name: TableName unless NewFakeFor
 }
 
 // NewFake returns a Fake whose namespace has neither table.
-func NewFake() *Fake { return &Fake{} }
+func NewFake() *Fake { return &Fake{table: TableName} }
+
+// NewFakeFor returns a Fake of the tables named table (a stack's), as
+// NewManagerFor makes a Manager of them.
+func NewFakeFor(table string) *Fake { return &Fake{table: table} }
 
 // Dump prints the tables the fake holds, as Render prints them ("" when
 // there are none).
@@ -35,10 +40,10 @@ func (f *Fake) Dump() string {
 	defer f.mu.Unlock()
 	var b strings.Builder
 	if f.rules != nil {
-		renderNAT(&b, f.rules)
+		renderNAT(&b, f.table, f.rules)
 	}
 	if f.guards != nil {
-		renderGuards(&b, f.guards)
+		renderGuards(&b, f.table, f.guards)
 	}
 	return b.String()
 }

@@ -53,7 +53,7 @@ func (m *Manager) read(c *nftables.Conn) (*current, error) {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}
 	for _, t := range tables {
-		cur.exists = cur.exists || t.Name == TableName
+		cur.exists = cur.exists || t.Name == m.t.name
 	}
 	if !cur.exists {
 		return cur, nil
@@ -63,32 +63,32 @@ func (m *Manager) read(c *nftables.Conn) (*current, error) {
 		return nil, fmt.Errorf("list chains: %w", err)
 	}
 	for _, ch := range chains {
-		if ch.Table.Name != TableName {
+		if ch.Table.Name != m.t.name {
 			continue
 		}
 		cur.chains[ch.Name] = ch
-		rules, err := c.GetRules(natTable, ch)
+		rules, err := c.GetRules(m.t.nat, ch)
 		if err != nil {
 			return nil, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
 		}
 		cur.rules[ch.Name] = rules
 	}
-	sets, err := c.GetSets(natTable)
+	sets, err := c.GetSets(m.t.nat)
 	if err != nil {
 		return nil, fmt.Errorf("list sets: %w", err)
 	}
 	for _, s := range sets {
 		switch s.Name {
-		case setForwards.Name:
-			elems, err := c.GetSetElements(setForwards)
+		case m.t.forwards.Name:
+			elems, err := c.GetSetElements(m.t.forwards)
 			if err != nil {
 				return nil, fmt.Errorf("list forwards: %w", err)
 			}
 			for _, e := range elems {
 				cur.forwards[string(e.Key)] = e.Val
 			}
-		case setTargets.Name:
-			elems, err := c.GetSetElements(setTargets)
+		case m.t.targets.Name:
+			elems, err := c.GetSetElements(m.t.targets)
 			if err != nil {
 				return nil, fmt.Errorf("list targets: %w", err)
 			}
@@ -171,18 +171,18 @@ func (m *Manager) Apply(ctx context.Context, r *conf.NATRules) (Change, error) {
 	if err != nil {
 		return Unchanged, err
 	}
-	d := build(r)
+	d := m.t.build(r)
 	change := Unchanged
 	switch {
 	case !cur.sameStructure(d):
 		change = Rebuilt
-		c.AddTable(natTable) // so the delete below cannot fail on a missing table
-		c.DelTable(natTable)
-		c.AddTable(natTable)
-		if err := c.AddSet(setForwards, d.forwards); err != nil {
+		c.AddTable(m.t.nat) // so the delete below cannot fail on a missing table
+		c.DelTable(m.t.nat)
+		c.AddTable(m.t.nat)
+		if err := c.AddSet(m.t.forwards, d.forwards); err != nil {
 			return Unchanged, err
 		}
-		if err := c.AddSet(setTargets, d.targets); err != nil {
+		if err := c.AddSet(m.t.targets, d.targets); err != nil {
 			return Unchanged, err
 		}
 		for _, ch := range d.chains {
@@ -202,8 +202,8 @@ func (m *Manager) Apply(ctx context.Context, r *conf.NATRules) (Change, error) {
 			s   *nftables.Set
 			els []nftables.SetElement
 			fn  func(*nftables.Set, []nftables.SetElement) error
-		}{{setForwards, delF, c.SetDeleteElements}, {setTargets, delT, c.SetDeleteElements},
-			{setForwards, addF, c.SetAddElements}, {setTargets, addT, c.SetAddElements}} {
+		}{{m.t.forwards, delF, c.SetDeleteElements}, {m.t.targets, delT, c.SetDeleteElements},
+			{m.t.forwards, addF, c.SetAddElements}, {m.t.targets, addT, c.SetAddElements}} {
 			if len(op.els) > 0 {
 				if err := op.fn(op.s, op.els); err != nil {
 					return Unchanged, err
@@ -213,7 +213,7 @@ func (m *Manager) Apply(ctx context.Context, r *conf.NATRules) (Change, error) {
 	}
 	if change != Unchanged {
 		if err := c.Flush(); err != nil {
-			return Unchanged, fmt.Errorf("apply table ip %s: %w", TableName, err)
+			return Unchanged, fmt.Errorf("apply table ip %s: %w", m.t.name, err)
 		}
 	}
 	if err := m.syncLocalnet(r.Bridge, r.Loopback()); err != nil {
@@ -343,9 +343,9 @@ func (m *Manager) Delete(ctx context.Context, bridge string) error {
 		return err
 	}
 	if cur.exists {
-		c.DelTable(natTable)
+		c.DelTable(m.t.nat)
 		if err := c.Flush(); err != nil {
-			return fmt.Errorf("delete table ip %s: %w", TableName, err)
+			return fmt.Errorf("delete table ip %s: %w", m.t.name, err)
 		}
 	}
 	return m.syncLocalnet(bridge, false)
@@ -372,7 +372,7 @@ func (m *Manager) Counters(ctx context.Context) ([]ForwardCounter, error) {
 	if err != nil || !cur.exists || cur.forwards == nil {
 		return nil, err
 	}
-	elems, err := c.GetSetElements(setForwards)
+	elems, err := c.GetSetElements(m.t.forwards)
 	if err != nil {
 		return nil, fmt.Errorf("list forwards: %w", err)
 	}

@@ -70,11 +70,26 @@ var (
 // context ends an operation between transactions, never inside one.
 type Manager struct {
 	netns ns.NetNS // nil: the caller's namespace
+	t     *tables  // the stack's two tables
 }
 
-// NewManager returns a manager of the namespace n, or of the caller's own
+// NewManager returns a manager of the default network's tables (table ip
+// esb, table bridge esb) in the namespace n, or in the caller's own
 // namespace when n is nil.
-func NewManager(n ns.NetNS) *Manager { return &Manager{netns: n} }
+func NewManager(n ns.NetNS) *Manager { return &Manager{netns: n, t: defaultTables} }
+
+// NewManagerFor returns a manager of the tables named table (a stack's
+// conf.Stack.Table) in the namespace n (nil: the caller's own). It never
+// reads or changes another stack's tables.
+func NewManagerFor(n ns.NetNS, table string) *Manager {
+	if table == TableName {
+		return NewManager(n)
+	}
+	return &Manager{netns: n, t: newTables(table)}
+}
+
+// Table returns the name of the manager's tables.
+func (m *Manager) Table() string { return m.t.name }
 
 // conn opens the operation's connection, after checking ctx: one socket
 // for all its requests (without AsLasting the library opens one per

@@ -13,7 +13,8 @@ import (
 // Render prints the ruleset that Apply(r) and AddGuard of each of guards
 // make, as `nft -f` input in the kernel's own listing syntax (what
 // `nft list table` prints of a fresh table, counters at zero): table ip
-// esb for r, then table bridge esb for guards. A nil r leaves table ip esb
+// esb for r, then table bridge esb for guards (the default network's
+// tables; RenderTable prints another stack's). A nil r leaves table ip esb
 // out; nil guards leave table bridge esb out, while an empty non-nil slice
 // renders the table with its sets empty (as RemoveGuard of the last guard
 // leaves it). Elements come in the order of r's forwards and of guards;
@@ -21,17 +22,21 @@ import (
 //
 // Loading the text into a namespace without the tables makes them;
 // loading it over existing tables adds to them.
-func Render(r *conf.NATRules, guards []Guard) string {
+func Render(r *conf.NATRules, guards []Guard) string { return RenderTable(TableName, r, guards) }
+
+// RenderTable is Render for the tables named table (a stack's
+// conf.Stack.Table), as a Manager of NewManagerFor(n, table) makes them.
+func RenderTable(table string, r *conf.NATRules, guards []Guard) string {
 	var b strings.Builder
 	if r != nil {
-		renderNAT(&b, r)
+		renderNAT(&b, table, r)
 	}
 	if guards != nil {
 		var els guardSets
 		for _, g := range guards {
 			els.add(g)
 		}
-		renderGuards(&b, &els)
+		renderGuards(&b, table, &els)
 	}
 	return b.String()
 }
@@ -45,7 +50,7 @@ func renderElements(b *strings.Builder, els []string) {
 	fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(els, ",\n\t\t\t     "))
 }
 
-func renderNAT(b *strings.Builder, r *conf.NATRules) {
+func renderNAT(b *strings.Builder, table string, r *conf.NATRules) {
 	var forwards, targets []string
 	seen := map[string]bool{}
 	for _, f := range r.Forwards {
@@ -57,7 +62,7 @@ func renderNAT(b *strings.Builder, r *conf.NATRules) {
 		}
 	}
 	br, gw := quote(r.Bridge), r.Gateway
-	fmt.Fprintf(b, "table ip %s {\n", TableName)
+	fmt.Fprintf(b, "table ip %s {\n", table)
 	b.WriteString("\tmap forwards {\n\t\ttype inet_proto . inet_service : ipv4_addr . inet_service\n\t\tcounter\n")
 	renderElements(b, forwards)
 	b.WriteString("\t}\n\n\tset targets {\n\t\ttype inet_proto . ipv4_addr . inet_service\n")
@@ -80,6 +85,13 @@ func renderNAT(b *strings.Builder, r *conf.NATRules) {
 	chain("prerouting", "type nat hook prerouting priority dstnat - 5; policy accept;",
 		comment(fmt.Sprintf("iifname %s ip daddr %s dnat ip to meta l4proto . th dport map @forwards", br, gw),
 			fmt.Sprintf("dnat %s %s via @forwards", r.Bridge, gw)))
+	var isolate []string
+	for _, o := range r.Others {
+		mine, other := prefixText(r.Subnet), prefixText(o)
+		isolate = append(isolate,
+			comment(fmt.Sprintf("ip saddr %s ip daddr %s counter packets 0 bytes 0 drop", mine, other), "not to stack "+o.String()),
+			comment(fmt.Sprintf("ip saddr %s ip daddr %s counter packets 0 bytes 0 drop", other, mine), "not from stack "+o.String()))
+	}
 	input := []string{notFrom, replies, toProxy,
 		comment("ip daddr 127.0.0.0/8 counter packets 0 bytes 0 drop", "loopback guard: 127.0.0.0/8 only through a forward"),
 		comment(fmt.Sprintf("ip daddr %s icmp type echo-request accept", gw), "ping the gateway")}
@@ -87,6 +99,7 @@ func renderNAT(b *strings.Builder, r *conf.NATRules) {
 	if r.Egress == conf.EgressProxyOnly {
 		input, forward = append(input, proxyOnly), append(forward, proxyOnly)
 	}
+	input, forward = append(slices.Clone(isolate), input...), append(slices.Clone(isolate), forward...)
 	chain("input", "type filter hook input priority filter - 5; policy accept;", input...)
 	chain("forward", "type filter hook forward priority filter - 5; policy accept;", forward...)
 	if r.Egress != conf.EgressProxyOnly {
@@ -162,7 +175,7 @@ func (s *guardSets) add(g Guard) {
 	}
 }
 
-func renderGuards(b *strings.Builder, s *guardSets) {
+func renderGuards(b *strings.Builder, table string, s *guardSets) {
 	els := func(set []guardElement) []string {
 		out := make([]string, 0, len(set))
 		for _, e := range set {
@@ -177,7 +190,7 @@ func renderGuards(b *strings.Builder, s *guardSets) {
 		}
 		return out
 	}
-	fmt.Fprintf(b, "table bridge %s {\n", TableName)
+	fmt.Fprintf(b, "table bridge %s {\n", table)
 	for i, set := range []struct {
 		name, typ, comment string
 		els                []guardElement

@@ -23,29 +23,6 @@ const (
 	PrioritySNAT   = 95   // srcnat - 5
 )
 
-var natTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
-
-var (
-	setForwards = &nftables.Set{Table: natTable, Name: "forwards", IsMap: true, Concatenation: true, Counter: true,
-		KeyType:  nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService),
-		DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
-	setTargets = &nftables.Set{Table: natTable, Name: "targets", Concatenation: true,
-		KeyType: nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeIPAddr, nftables.TypeInetService)}
-)
-
-func chain(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio int32) *nftables.Chain {
-	accept := nftables.ChainPolicyAccept
-	return &nftables.Chain{Table: natTable, Name: name, Type: typ, Hooknum: hook,
-		Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prio)), Policy: &accept}
-}
-
-var (
-	chainPrerouting  = chain("prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, PriorityDNAT)
-	chainInput       = chain("input", nftables.ChainTypeFilter, nftables.ChainHookInput, PriorityFilter)
-	chainForward     = chain("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, PriorityFilter)
-	chainPostrouting = chain("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, PrioritySNAT)
-)
-
 // desired is the whole of table ip esb for a rule set.
 type desired struct {
 	chains   []*nftables.Chain
@@ -80,8 +57,8 @@ func targetKey(proto string, to netip.AddrPort) []byte {
 }
 
 // build renders a rule set as the table it should produce.
-func build(r *conf.NATRules) *desired {
-	d := &desired{chains: []*nftables.Chain{chainPrerouting, chainInput, chainForward}}
+func (t *tables) build(r *conf.NATRules) *desired {
+	d := &desired{chains: []*nftables.Chain{t.prerouting, t.input, t.forward}}
 	seenTarget := map[string]bool{}
 	for _, f := range r.Forwards {
 		d.forwards = append(d.forwards, nftables.SetElement{Key: forwardKey(f), Val: forwardVal(f)})
@@ -94,7 +71,7 @@ func build(r *conf.NATRules) *desired {
 	br := ifKey(r.Bridge)
 	gw := r.Gateway.As4()
 	rule := func(c *nftables.Chain, comment string, exprs ...expr.Any) {
-		d.rules = append(d.rules, &nftables.Rule{Table: natTable, Chain: c, Exprs: exprs,
+		d.rules = append(d.rules, &nftables.Rule{Table: t.nat, Chain: c, Exprs: exprs,
 			UserData: userdata.AppendString(nil, userdata.TypeComment, "esb: "+comment)})
 	}
 	iifIs := func(op expr.CmpOp) []expr.Any {
@@ -119,7 +96,7 @@ func build(r *conf.NATRules) *desired {
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, SetName: setTargets.Name},
+		&expr.Lookup{SourceRegister: 1, SetName: t.targets.Name},
 	}
 	cat := func(parts ...[]expr.Any) []expr.Any {
 		var out []expr.Any
@@ -132,24 +109,35 @@ func build(r *conf.NATRules) *desired {
 
 	// prerouting: the one DNAT rule, one map lookup whatever the number of
 	// forwards.
-	rule(chainPrerouting, fmt.Sprintf("dnat %s %s via @forwards", r.Bridge, r.Gateway), cat(iifIs(expr.CmpOpEq), one(
+	rule(t.prerouting, fmt.Sprintf("dnat %s %s via @forwards", r.Bridge, r.Gateway), cat(iifIs(expr.CmpOpEq), one(
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: gw[:]},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: setForwards.Name},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: t.forwards.Name},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1, RegProtoMin: 9, RegProtoMax: 9, Specified: true},
 	))...)
 
+	// Other stacks' subnets, first in input and forward: no traffic between
+	// this stack's workers and another stack's workers, gateway or proxy,
+	// in either direction and under either egress policy.
+	isolate := func(c *nftables.Chain) {
+		for _, o := range r.Others {
+			rule(c, "not to stack "+o.String(), cat(prefixIs(12, r.Subnet), prefixIs(16, o), drop)...)
+			rule(c, "not from stack "+o.String(), cat(prefixIs(12, o), prefixIs(16, r.Subnet), drop)...)
+		}
+	}
+
 	// input: what workers may send to the node itself.
-	rule(chainInput, "not from "+r.Bridge, cat(iifIs(expr.CmpOpNeq), one(ret))...)
-	rule(chainInput, "replies to the node's connections", cat(established, one(accept))...)
-	rule(chainInput, "forwarded to the proxy", cat(toTarget, one(accept))...)
-	rule(chainInput, "loopback guard: 127.0.0.0/8 only through a forward", cat(one(
+	isolate(t.input)
+	rule(t.input, "not from "+r.Bridge, cat(iifIs(expr.CmpOpNeq), one(ret))...)
+	rule(t.input, "replies to the node's connections", cat(established, one(accept))...)
+	rule(t.input, "forwarded to the proxy", cat(toTarget, one(accept))...)
+	rule(t.input, "loopback guard: 127.0.0.0/8 only through a forward", cat(one(
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
 	), drop)...)
-	rule(chainInput, "ping the gateway", cat(one(
+	rule(t.input, "ping the gateway", cat(one(
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: gw[:]},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -160,23 +148,24 @@ func build(r *conf.NATRules) *desired {
 	))...)
 
 	// forward: what workers may send elsewhere through the node.
-	rule(chainForward, "not from "+r.Bridge, cat(iifIs(expr.CmpOpNeq), one(ret))...)
-	rule(chainForward, "bridged between ports: the bridge decides", one(
+	isolate(t.forward)
+	rule(t.forward, "not from "+r.Bridge, cat(iifIs(expr.CmpOpNeq), one(ret))...)
+	rule(t.forward, "bridged between ports: the bridge decides", one(
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: br},
 		accept)...)
-	rule(chainForward, "replies to the node's connections", cat(established, one(accept))...)
-	rule(chainForward, "forwarded to the proxy", cat(toTarget, one(accept))...)
+	rule(t.forward, "replies to the node's connections", cat(established, one(accept))...)
+	rule(t.forward, "forwarded to the proxy", cat(toTarget, one(accept))...)
 
 	if r.Egress == conf.EgressProxyOnly {
-		rule(chainInput, "egress proxy-only", drop...)
-		rule(chainForward, "egress proxy-only", drop...)
+		rule(t.input, "egress proxy-only", drop...)
+		rule(t.forward, "egress proxy-only", drop...)
 		return d
 	}
-	d.chains = append(d.chains, chainPostrouting)
+	d.chains = append(d.chains, t.postrouting)
 	sub := r.Subnet.Addr().As4()
 	mask := netipMask(r.Subnet)
-	rule(chainPostrouting, fmt.Sprintf("egress open: masquerade %s leaving %s", r.Subnet, r.Bridge), cat(one(
+	rule(t.postrouting, fmt.Sprintf("egress open: masquerade %s leaving %s", r.Subnet, r.Bridge), cat(one(
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: []byte{0, 0, 0, 0}},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: sub[:]},
@@ -185,6 +174,23 @@ func build(r *conf.NATRules) *desired {
 		&expr.Masq{},
 	))...)
 	return d
+}
+
+// prefixIs matches the IPv4 address at offset off of the network header
+// (12: source, 16: destination) against p.
+func prefixIs(off uint32, p netip.Prefix) []expr.Any {
+	a := p.Masked().Addr().As4()
+	if p.Bits() == 32 {
+		return []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]},
+		}
+	}
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: netipMask(p), Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]},
+	}
 }
 
 func netipMask(p netip.Prefix) []byte {

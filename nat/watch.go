@@ -88,7 +88,7 @@ func (m *Manager) Watch(ctx context.Context, r *conf.NATRules, interval time.Dur
 					reopen, passNow = true, true
 					continue
 				}
-				if touchesUs(ev) {
+				if touchesUs(ev, m.t.name) {
 					pass("notification", time.Now())
 				}
 			}
@@ -113,7 +113,7 @@ func (m *Manager) subscribe(ctx context.Context) (<-chan *nftables.MonitorEvents
 
 // touchesUs reports whether a transaction may have changed table ip esb.
 // Changes whose table cannot be told are counted in.
-func touchesUs(ev *nftables.MonitorEvents) bool {
+func touchesUs(ev *nftables.MonitorEvents, table string) bool {
 	for _, ch := range ev.Changes {
 		var t *nftables.Table
 		switch d := ch.Data.(type) {
@@ -131,7 +131,7 @@ func touchesUs(ev *nftables.MonitorEvents) bool {
 			}
 			continue
 		}
-		if t == nil || (t.Name == TableName && t.Family == nftables.TableFamilyIPv4) {
+		if t == nil || (t.Name == table && t.Family == nftables.TableFamilyIPv4) {
 			return true
 		}
 	}

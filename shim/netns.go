@@ -21,9 +21,20 @@ import (
 )
 
 // NetNSes creates and removes pinned network namespaces named
-// <Dir>/esb-<id>. The zero value uses conf.DefaultNetNSDir.
+// <Dir>/<Prefix><id>. The zero value uses conf.DefaultNetNSDir and the
+// default stack's prefix, esb-.
 type NetNSes struct {
 	Dir string
+	// Prefix is the stack's conf.Stack.NetNSPrefix ("": conf.NetNSPrefix);
+	// List finds only the pins of its own stack.
+	Prefix string
+}
+
+func (n NetNSes) prefix() string {
+	if n.Prefix == "" {
+		return conf.NetNSPrefix
+	}
+	return n.Prefix
 }
 
 func (n NetNSes) dir() string {
@@ -34,7 +45,7 @@ func (n NetNSes) dir() string {
 }
 
 // Path returns where the namespace of id is pinned.
-func (n NetNSes) Path(id string) string { return filepath.Join(n.dir(), conf.NetNSPrefix+id) }
+func (n NetNSes) Path(id string) string { return filepath.Join(n.dir(), n.prefix()+id) }
 
 // ErrNetNSExists is returned by Create when the namespace is already pinned.
 var ErrNetNSExists = errors.New("network namespace already exists")
@@ -161,7 +172,7 @@ func (n NetNSes) List() ([]string, error) {
 	}
 	var ids []string
 	for _, e := range entries {
-		if id, ok := strings.CutPrefix(e.Name(), conf.NetNSPrefix); ok && IsWorkerID(id) {
+		if id, ok := strings.CutPrefix(e.Name(), n.prefix()); ok && IsWorkerID(id) {
 			ids = append(ids, id)
 		}
 	}

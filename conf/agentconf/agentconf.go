@@ -79,14 +79,14 @@ type Config struct {
 // Defaults of the settings that package agent also applies to a zero
 // agent.Config.
 const (
-	DefaultStateFile    = "/run/esb/agent/state.db"
+	DefaultStateFile    = conf.DefaultStateFile
 	DefaultPort         = 8080
 	DefaultReadyTimeout = 10 * time.Second
 	DefaultStopGrace    = 2 * time.Second
 	DefaultMaxWorkers   = 1000
 	DefaultMaxParallel  = 16
 	DefaultMemoryBytes  = 256 << 20
-	DefaultLogDir       = "/var/log/esb/workers"
+	DefaultLogDir       = conf.DefaultLogDir
 	DefaultRuntimeWait  = time.Minute
 )
 
@@ -134,17 +134,20 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 			return
 		}
 		if v := getenv("ESB_AGENT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))); v != "" {
+			set[f.Name] = true
 			if err := f.Value.Set(v); err != nil {
 				errs = append(errs, fmt.Errorf("environment ESB_AGENT_%s: %w", strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")), err))
 			}
 			return
 		}
 		if v, ok := fromFile[f.Name]; ok {
+			set[f.Name] = true
 			if err := f.Value.Set(settingText(v)); err != nil {
 				errs = append(errs, fmt.Errorf("config key %s: %w", f.Name, err))
 			}
 		}
 	})
+	c.deriveFromNetwork(set)
 	for k := range fromFile {
 		if fs.Lookup(k) == nil || !isSetting(k) {
 			errs = append(errs, fmt.Errorf("config key %q is not a setting of esb-agent", k))
@@ -162,6 +165,27 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	return c, nil
 }
 
+// deriveFromNetwork gives the settings that name a per-stack object and
+// that no flag, variable or file set the value of the network's stack
+// (conf.StackOf): for the default network they are the flags' defaults.
+func (c *Config) deriveFromNetwork(set map[string]bool) {
+	s, err := conf.StackOf(c.Network)
+	if err != nil {
+		return // Validate names the network
+	}
+	for _, d := range []struct {
+		name string
+		p    *string
+		v    string
+	}{{"socket", &c.Socket, s.Socket}, {"state-file", &c.StateFile, s.StateFile}, {"log-dir", &c.LogDir, s.LogDir},
+		{"containerd-namespace", &c.ContainerdNamespace, s.ContainerdNamespace},
+		{"docker-namespace", &c.DockerNamespace, s.DockerNamespace}} {
+		if !set[d.name] {
+			*d.p = d.v
+		}
+	}
+}
+
 // flags defines one flag per Config field, bound to c, named as the
 // field's json tag, with the default and the usage --help shows; Write
 // documents the settings file from the same definitions.
@@ -169,12 +193,13 @@ func flags(c *Config) *flag.FlagSet {
 	fs := flag.NewFlagSet("esb-agent", flag.ContinueOnError)
 	fs.StringVar(&c.Runtime, "runtime", "containerd", "container runtime: containerd or docker")
 	fs.StringVar(&c.ContainerdAddress, "containerd-address", "/run/containerd/containerd.sock", "containerd's socket")
-	fs.StringVar(&c.ContainerdNamespace, "containerd-namespace", "esb", "containerd namespace of the workers")
+	def := conf.DefaultStack()
+	fs.StringVar(&c.ContainerdNamespace, "containerd-namespace", def.ContainerdNamespace, "containerd namespace of the workers (default for a network N other than esb: N)")
 	fs.StringVar(&c.Snapshotter, "snapshotter", "", "containerd snapshotter (default: containerd's)")
 	fs.StringVar(&c.PlainHTTPRegistries, "plain-http-registries", "127.0.0.1:5000,localhost:5000", "comma-separated registries pulled from over plain HTTP (containerd; dockerd decides on its own)")
 	fs.StringVar(&c.DockerHost, "docker-host", "unix:///run/docker.sock", "dockerd's address (runtime docker)")
-	fs.StringVar(&c.DockerNamespace, "docker-namespace", "esb", "value of the esb.namespace label that scopes this agent's Docker workers (runtime docker)")
-	fs.StringVar(&c.Socket, "socket", "/run/esb/agent.sock", "unix socket of the gRPC API (mode 0600)")
+	fs.StringVar(&c.DockerNamespace, "docker-namespace", def.DockerNamespace, "value of the esb.namespace label that scopes this agent's Docker workers (runtime docker; default for a network N other than esb: N)")
+	fs.StringVar(&c.Socket, "socket", def.Socket, "unix socket of the gRPC API (mode 0600; default for a network N other than esb: /run/esb/N/agent.sock)")
 	fs.StringVar(&c.TCPListen, "tcp-listen", "", "optional TCP address of the gRPC API; needs --tls-cert, --tls-key and --tls-client-ca (mutual TLS)")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "server certificate (PEM) for --tcp-listen")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "server key (PEM) for --tcp-listen")
@@ -183,8 +208,8 @@ func flags(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", filepath.Dir(conf.ConflistPath), "CNI configuration directory; the default conflist is written there when the network has none")
 	fs.StringVar(&c.CNIBinDirs, "cni-bin-dirs", conf.CNIBinDir, "CNI_PATH: colon-separated plugin directories")
 	fs.StringVar(&c.CNICacheDir, "cni-cache-dir", "/var/lib/cni", "libcni's result cache")
-	fs.StringVar(&c.Network, "network", conf.NetworkName, "CNI network name")
-	fs.StringVar(&c.NetNSDir, "netns-dir", conf.DefaultNetNSDir, "where worker namespaces are pinned (esb-<id>)")
+	fs.StringVar(&c.Network, "network", def.Network, "CNI network name: the stack's name, from which its bridge (N-cni0), nftables tables, worker pins (N-<id>), runtime scope, socket, state and logs derive (lower-case letters and digits, at most 10)")
+	fs.StringVar(&c.NetNSDir, "netns-dir", conf.DefaultNetNSDir, "where worker namespaces are pinned (esb-<id>; N-<id> for a network N)")
 	fs.StringVar(&c.NATRules, "nat-rules", "", "NAT rule file (YAML or JSON) applied on start and kept repaired (empty: NAT untouched)")
 	fs.DurationVar(&c.NATInterval, "nat-interval", 5*time.Second, "periodic read-back of the NAT table")
 	fs.IntVar(&c.Port, "port", DefaultPort, "port every worker serves")
@@ -195,8 +220,8 @@ func flags(c *Config) *flag.FlagSet {
 	fs.IntVar(&c.ShimGroupSize, "shim-group-size", 0, fmt.Sprintf("containerd: workers of one function that share one runc shim process, up to %d (0: a shim per worker); a killed shim takes all its workers", MaxShimGroupSize))
 	fs.IntVar(&c.PoolMinIdle, "pool-min-idle", 0, "idle workers kept warm per function (image, env and limits)")
 	fs.Int64Var(&c.DefaultMemory, "default-memory", DefaultMemoryBytes, "memory limit in bytes of a worker whose request sets none")
-	fs.StringVar(&c.LogDir, "log-dir", DefaultLogDir, "directory of the per-worker log files")
-	fs.StringVar(&c.StateFile, "state-file", DefaultStateFile, "the agent's own records of its workers (owner, request, pool; bbolt), kept across restarts: put it on tmpfs; its directory also holds the journal of creations in flight (creating/)")
+	fs.StringVar(&c.LogDir, "log-dir", DefaultLogDir, "directory of the per-worker log files (default for a network N other than esb: /run/esb/N/workers)")
+	fs.StringVar(&c.StateFile, "state-file", DefaultStateFile, "the agent's own records of its workers (owner, request, pool; bbolt), kept across restarts: put it on tmpfs; its directory also holds the journal of creations in flight (creating/); default for a network N other than esb: /run/esb/N/state.db")
 	fs.DurationVar(&c.RuntimeTimeout, "runtime-timeout", DefaultRuntimeWait, "deadline of each call into the runtime (pulls get 10x): a hung daemon gives Unavailable, not a hang")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often leftovers of failed cleanups are removed (unknown worker containers, interrupted creations, CNI GC); 0: never")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -262,7 +287,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("invalid %s %q: must be host:port, such as 127.0.0.1:7443", a.name, a.addr)
 		}
 	}
-	if err := conf.ValidateNetworkName("network", c.Network); err != nil {
+	if err := conf.ValidateStackName("network", c.Network); err != nil {
 		return err
 	}
 	if err := c.validateDNS(); err != nil {

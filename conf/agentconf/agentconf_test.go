@@ -233,3 +233,30 @@ func TestConfigFileLargeNumbersAndEmpty(t *testing.T) {
 		}
 	}
 }
+
+// A network other than esb derives its stack's socket, state, logs and
+// runtime scopes; what is given explicitly stays.
+func TestLoadDerivesStackNames(t *testing.T) {
+	none := func(string) string { return "" }
+	c, err := Load([]string{"--network", "esb2"}, none, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Socket != "/run/esb/esb2/agent.sock" || c.StateFile != "/run/esb/esb2/state.db" || c.LogDir != "/run/esb/esb2/workers" ||
+		c.ContainerdNamespace != "esb2" || c.DockerNamespace != "esb2" {
+		t.Errorf("derived: %+v", c)
+	}
+	env := func(k string) string { return map[string]string{"ESB_AGENT_SOCKET": "/tmp/a.sock"}[k] }
+	if c, err := Load([]string{"--network", "esb2", "--state-file", "/tmp/s.db"}, env, io.Discard); err != nil ||
+		c.Socket != "/tmp/a.sock" || c.StateFile != "/tmp/s.db" || c.LogDir != "/run/esb/esb2/workers" {
+		t.Errorf("explicit settings: %+v, %v", c, err)
+	}
+	def, err := Load(nil, none, io.Discard)
+	if err != nil || def.Socket != "/run/esb/agent.sock" || def.StateFile != DefaultStateFile || def.LogDir != DefaultLogDir ||
+		def.ContainerdNamespace != "esb" || def.DockerNamespace != "esb" {
+		t.Errorf("default network: %+v, %v", def, err)
+	}
+	if _, err := Load([]string{"--network", "esb-2"}, none, io.Discard); err == nil || !strings.HasPrefix(err.Error(), "invalid network") {
+		t.Errorf("network esb-2: %v, want invalid network", err)
+	}
+}

@@ -22,9 +22,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/conf"
 )
 
-const agentUsage = `Usage (all take -socket PATH, default /run/esb/agent.sock, -owner ID, -o text|json):
+const agentUsage = `Usage (all take -network N, default esb, or -socket PATH, default the network's:
+/run/esb/agent.sock for esb, /run/esb/N/agent.sock for N; -owner ID, -o text|json):
   esbctl acquire -function NAME -image REF [-env K=V ...] [-memory BYTES] [-cpu MILLIS] [-request-id ID]
   esbctl release ID
   esbctl ls                    the owner's workers (every worker without -owner)
@@ -76,7 +78,8 @@ func agentMain(name string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("esbctl "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, agentUsage) }
-	fs.StringVar(&c.socket, "socket", "/run/esb/agent.sock", "esb-agent's unix socket")
+	fs.StringVar(&c.socket, "socket", "", "esb-agent's unix socket (default: the network's, /run/esb/agent.sock for esb)")
+	network := fs.String("network", conf.NetworkName, "the stack (network name) whose agent to call")
 	fs.StringVar(&c.owner, "owner", "", "owner ID the call acts for (required but for ls and status; ls without it lists every worker)")
 	fs.StringVar(&c.out, "o", "text", "output: text or json")
 	function := fs.String("function", "", "acquire: the function's name")
@@ -95,6 +98,13 @@ func agentMain(name string, args []string, stdout, stderr io.Writer) error {
 	}
 	if c.out != "text" && c.out != "json" {
 		return usageError{fmt.Errorf("-o must be text or json, not %q", c.out)}
+	}
+	stack, err := conf.StackOf(*network)
+	if err != nil {
+		return usageError{err}
+	}
+	if c.socket == "" {
+		c.socket = stack.Socket
 	}
 	conn, err := c.dial()
 	if err != nil {

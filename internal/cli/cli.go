@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -81,6 +82,8 @@ func conflist(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	out := fs.String("o", "", "write the conflist to this file instead of standard output (for example "+conf.ConflistPath+")")
 	force := fs.Bool("force", false, "overwrite FILE even when it differs from the default")
+	network := fs.String("network", conf.NetworkName, "the stack's network name: its bridge is <network>-cni0 (esb-cni0 for esb)")
+	subnet := fs.String("subnet", conf.DefaultSubnet, "the stack's IPv4 subnet (each stack on a host needs its own); the gateway is its first address")
 	version := fs.String("cni-version", conf.CNIVersion, "cniVersion of the list: 1.1.0, 1.0.0 or 0.4.0 (Podman 4.3 on Debian 12 reads results up to 1.0.0)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -96,7 +99,15 @@ func conflist(args []string, stdout, stderr io.Writer) error {
 	default:
 		return usageError{fmt.Errorf("-cni-version must be 1.1.0, 1.0.0 or 0.4.0, not %q", *version)}
 	}
-	list := conf.DefaultConflist()
+	stack, err := conf.StackOf(*network)
+	if err != nil {
+		return usageError{err}
+	}
+	prefix, err := netip.ParsePrefix(*subnet)
+	if err != nil || !prefix.Addr().Is4() || prefix.Bits() > 30 {
+		return usageError{fmt.Errorf("-subnet %q must be an IPv4 CIDR of /30 or larger, such as 10.89.0.0/16", *subnet)}
+	}
+	list := conf.StackConflist(stack, prefix)
 	list.CNIVersion = *version
 	b, err := list.Marshal()
 	if err != nil {

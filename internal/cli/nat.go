@@ -9,11 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/conf/confdir"
 	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/nat"
 )
@@ -23,6 +25,11 @@ const natUsage = `Usage:
   esbctl nat show [-o text|json]        the installed forwards with their counters
   esbctl nat delete [-bridge NAME]      remove table ip esb (and route_localnet if we set it)
   esbctl nat watch -f FILE [-interval D] apply, then repair drift until interrupted
+
+Each takes -network N (default esb): the stack whose table ip N it works on,
+never another's; its bridge defaults to N-cni0 (esb-cni0 for esb). apply and
+watch also keep N's workers apart from the other stacks configured in
+-cni-conf-dir (default /etc/cni/net.d), as esb-agent does.
 
 A rule file:
   egress: proxy-only          # or open (adds masquerade for traffic leaving the subnet)
@@ -45,7 +52,9 @@ func natCmd(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(stderr, natUsage) }
 	file := fs.String("f", "", "rule file (YAML or JSON)")
 	out := fs.String("o", "text", "output format of show: text or json")
-	bridge := fs.String("bridge", conf.BridgeName, "bridge whose route_localnet delete resets")
+	network := fs.String("network", conf.NetworkName, "the stack (network name) whose table ip <network> to work on")
+	confDir := fs.String("cni-conf-dir", filepath.Dir(conf.ConflistPath), "where the other stacks' conflists are (apply, watch)")
+	bridge := fs.String("bridge", "", "bridge whose route_localnet delete resets (default: the network's, esb-cni0 for esb)")
 	interval := fs.Duration("interval", 5*time.Second, "periodic read-back of watch")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -56,13 +65,31 @@ func natCmd(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	}
-	var m nat.DNAT = nat.NewManager(nil)
+	stack, err := conf.StackOf(*network)
+	if err != nil {
+		return usageError{err}
+	}
+	if *bridge == "" {
+		*bridge = stack.Bridge
+	}
+	var m nat.DNAT = nat.NewManagerFor(nil, stack.Table)
 	ctx := context.Background()
 	load := func() (*conf.NATRules, error) {
 		if *file == "" {
 			return nil, usageError{errors.New("-f FILE is required")}
 		}
-		return natfile.Load(*file)
+		r, err := natfile.Load(*file)
+		if err != nil {
+			return nil, err
+		}
+		nets, err := confdir.Networks(*confDir)
+		if err != nil {
+			return nil, err
+		}
+		if r.Others, err = confdir.Others(stack.Network, nets); err != nil {
+			return nil, err
+		}
+		return r, nil
 	}
 	switch args[0] {
 	case "apply":
@@ -74,7 +101,7 @@ func natCmd(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(stdout, "table ip %s: %s (%d forwards, egress %s)\n", nat.TableName, change, len(r.Forwards), r.Egress)
+		_, err = fmt.Fprintf(stdout, "table ip %s: %s (%d forwards, egress %s)\n", stack.Table, change, len(r.Forwards), r.Egress)
 		return err
 	case "show":
 		counters, err := m.Counters(ctx)
@@ -86,7 +113,7 @@ func natCmd(args []string, stdout, stderr io.Writer) error {
 		if err := m.Delete(ctx, *bridge); err != nil {
 			return err
 		}
-		_, err := fmt.Fprintf(stdout, "table ip %s deleted\n", nat.TableName)
+		_, err := fmt.Fprintf(stdout, "table ip %s deleted\n", stack.Table)
 		return err
 	case "watch":
 		r, err := load()
@@ -96,7 +123,7 @@ func natCmd(args []string, stdout, stderr io.Writer) error {
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		log := slog.New(slog.NewTextHandler(stderr, nil))
-		log.Info("watching table ip esb", "forwards", len(r.Forwards), "egress", r.Egress, "interval", *interval)
+		log.Info("watching table ip "+stack.Table, "forwards", len(r.Forwards), "egress", r.Egress, "interval", *interval)
 		err = m.Watch(ctx, r, *interval, func(e nat.Event) {
 			if e.Err != nil {
 				log.Error("repair failed", "trigger", e.Trigger, "err", e.Err)

@@ -25,6 +25,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/conf/confdir"
 	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/nat"
@@ -168,7 +169,7 @@ func readKernelConfig(paths []string) (map[string]string, string) {
 
 func (d *doctor) conflist() netState {
 	gw := netip.MustParsePrefix(conf.DefaultGateway + "/16")
-	st := netState{bridge: conf.BridgeName, antiSpoof: true, gateway: gw}
+	st := netState{bridge: conf.BridgeFor(d.o.Network), antiSpoof: true, gateway: gw}
 	files, err := libcni.ConfFiles(d.o.ConfDir, []string{".conf", ".conflist", ".json"})
 	if err != nil {
 		d.add("conflist", Fail, fmt.Sprintf("esbctl conflist -o %s", filepath.Join(d.o.ConfDir, filepath.Base(conf.ConflistPath))),
@@ -227,6 +228,11 @@ func (d *doctor) conflist() netState {
 		st.gateway = netip.PrefixFrom(st.ipam.V4.Gateway, st.ipam.V4.Subnet.Bits())
 	}
 	d.add("conflist", OK, "", "%s defines network %q (bridge %s, cniVersion %s)", st.path, list.Name, st.bridge, list.CNIVersion)
+	if nets, err := confdir.Networks(d.o.ConfDir); err == nil {
+		if _, err := confdir.Others(d.o.Network, nets); err != nil {
+			d.add("stacks", Fail, "give each stack's conflist its own bridge and subnet", "%v", err)
+		}
+	}
 	d.plugins(list)
 	return st
 }
@@ -314,8 +320,17 @@ func (d *doctor) loadNAT() {
 		}
 		r = withDNS
 	}
+	// The agent keeps the other stacks' subnets out (conf.NATRules.Others),
+	// from the same directory; a conflict between them is the conflist
+	// check's.
+	if nets, err := confdir.Networks(d.o.ConfDir); err == nil {
+		r.Others, _ = confdir.Others(d.o.Network, nets)
+	}
 	d.nat.rules = r
 }
+
+// table is the name of the network's nftables tables.
+func (d *doctor) table() string { return conf.TableFor(d.o.Network) }
 
 func (d *doctor) readSysctl(name string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(d.o.ProcSys, strings.ReplaceAll(name, ".", "/")))
@@ -487,17 +502,17 @@ func (d *doctor) nftables(ctx context.Context, st netState) {
 				"no NAT rule file configured: workers reach nothing through the gateway %s", st.gateway.Addr())
 		}
 	} else {
-		change, exists, err := nat.NewManager(nil).Diff(ctx, d.nat.rules)
+		change, exists, err := nat.NewManagerFor(nil, d.table()).Diff(ctx, d.nat.rules)
 		fix := "esbctl nat apply -f " + d.o.NATRules + " (esb-agent repairs it within its nat-interval while it runs)"
 		switch {
 		case err != nil:
-			d.add("nftables", Fail, "", "read table ip %s: %v", nat.TableName, err)
+			d.add("nftables", Fail, "", "read table ip %s: %v", d.table(), err)
 		case !exists:
-			d.add("nftables", Fail, fix, "table ip %s is missing: workers' calls to %s are not forwarded to the proxy", nat.TableName, st.gateway.Addr())
+			d.add("nftables", Fail, fix, "table ip %s is missing: workers' calls to %s are not forwarded to the proxy", d.table(), st.gateway.Addr())
 		case change != nat.Unchanged:
-			d.add("nftables", Fail, fix, "table ip %s differs from %s (applying it would be %q)", nat.TableName, d.o.NATRules, change.String())
+			d.add("nftables", Fail, fix, "table ip %s differs from %s (applying it would be %q)", d.table(), d.o.NATRules, change.String())
 		default:
-			d.add("nftables", OK, "", "table ip %s matches %s (%d forwards)", nat.TableName, d.o.NATRules, len(d.nat.rules.Forwards))
+			d.add("nftables", OK, "", "table ip %s matches %s (%d forwards)", d.table(), d.o.NATRules, len(d.nat.rules.Forwards))
 		}
 	}
 	d.antiSpoof(ctx, st)
@@ -524,9 +539,9 @@ func (d *doctor) antiSpoof(ctx context.Context, st netState) {
 			ports = append(ports, l.Attrs().Name)
 		}
 	}
-	guards, err := nat.NewManager(nil).ListGuards(ctx)
+	guards, err := nat.NewManagerFor(nil, d.table()).ListGuards(ctx)
 	if err != nil {
-		d.add("antispoof", Fail, "", "read table bridge %s: %v", nat.TableName, err)
+		d.add("antispoof", Fail, "", "read table bridge %s: %v", d.table(), err)
 		return
 	}
 	var unguarded []string
@@ -538,7 +553,7 @@ func (d *doctor) antiSpoof(ctx context.Context, st netState) {
 	if len(unguarded) > 0 {
 		d.add("antispoof", Fail, "release the workers on those ports (esbctl ls; esbctl release -owner O ID): a new ADD installs the elements again",
 			"%d of %d worker ports on %s have no anti-spoof element in table bridge %s (a worker there can forge its source): %s",
-			len(unguarded), len(ports), st.bridge, nat.TableName, strings.Join(unguarded, ", "))
+			len(unguarded), len(ports), st.bridge, d.table(), strings.Join(unguarded, ", "))
 		return
 	}
 	d.add("antispoof", OK, "", "%d worker port(s), each with its anti-spoof element", len(ports))

@@ -69,9 +69,13 @@ func (e *env) mustAcquire(r *agentv1.AcquireWorkerRequest) *agentv1.Worker {
 func (e *env) checkAcquired(w *agentv1.Worker, r *agentv1.AcquireWorkerRequest) *agentv1.Worker {
 	e.t.Helper()
 	ip, err := netip.ParseAddr(w.GetIp())
+	subnet, gateway, broadcast := esbSubnet, gatewayIP, "10.88.255.255"
+	if e.Subnet.IsValid() { // another stack's env
+		subnet, gateway, broadcast = e.Subnet, e.Subnet.Addr().Next().String(), lastAddr(e.Subnet).String()
+	}
 	switch {
-	case err != nil || !esbSubnet.Contains(ip) || ip.String() == gatewayIP || ip == netip.MustParseAddr("10.88.255.255"):
-		e.t.Errorf("worker %s has IP %q, want a host address of %s", w.GetId(), w.GetIp(), esbSubnet)
+	case err != nil || !subnet.Contains(ip) || ip.String() == gateway || ip.String() == broadcast:
+		e.t.Errorf("worker %s has IP %q, want a host address of %s", w.GetId(), w.GetIp(), subnet)
 	case w.GetState() != agentv1.WorkerState_WORKER_STATE_BUSY:
 		e.t.Errorf("acquired worker %s is %s, want busy", w.GetId(), w.GetState())
 	case w.GetOwnerId() != r.GetOwnerId() || w.GetFunction() != r.GetFunction() || w.GetImage() != r.GetImage():

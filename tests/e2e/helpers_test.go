@@ -234,7 +234,7 @@ func randomHex(t testing.TB, n int) string {
 }
 
 // pinPath is where the agent pins the namespace of worker id.
-func (e *env) pinPath(id string) string { return filepath.Join(e.NetnsDir(), "esb-"+id) }
+func (e *env) pinPath(id string) string { return filepath.Join(e.NetnsDir(), e.Names().NetNSPrefix+id) }
 
 // inNode runs fn on a thread in the node namespace.
 func (e *env) inNode(fn func() error) error {

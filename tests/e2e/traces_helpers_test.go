@@ -39,14 +39,15 @@ func (e *env) traces(only ...string) []string {
 			out = append(out, "container "+id)
 		}
 	}
-	pins, _ := filepath.Glob(filepath.Join(e.NetnsDir(), "esb-*"))
+	prefix := e.Names().NetNSPrefix
+	pins, _ := filepath.Glob(filepath.Join(e.NetnsDir(), prefix+"*"))
 	for _, p := range pins {
-		if keep(strings.TrimPrefix(filepath.Base(p), "esb-")) {
+		if keep(strings.TrimPrefix(filepath.Base(p), prefix)) {
 			out = append(out, "netns pin "+p)
 		}
 	}
 	for _, id := range e.seen.list() {
-		if p := "/run/netns/esb-" + id; keep(id) {
+		if p := "/run/netns/" + prefix + id; keep(id) {
 			if _, err := os.Lstat(p); err == nil {
 				out = append(out, "netns pin "+p)
 			}
@@ -106,7 +107,8 @@ func (e *env) tracesAfterSettle(only ...string) []string {
 }
 
 // veths returns the esb veths in the node, by name, with their alias
-// (esb-bridge writes the attachment in it).
+// (esb-bridge writes the attachment in it): those on the env's stack's
+// bridge or on none (another stack's are that stack's env's).
 func (e *env) veths() (map[string]string, error) {
 	h, err := e.handle()
 	if err != nil {
@@ -117,8 +119,17 @@ func (e *env) veths() (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list links of the node: %w", err)
 	}
+	own := -1
+	for _, l := range links {
+		if l.Attrs().Name == e.Names().Bridge {
+			own = l.Attrs().Index
+		}
+	}
 	out := map[string]string{}
 	for _, l := range links {
+		if m := l.Attrs().MasterIndex; m != 0 && m != own {
+			continue
+		}
 		if l.Type() == "veth" && strings.HasPrefix(l.Attrs().Name, "esb") {
 			out[l.Attrs().Name] = l.Attrs().Alias
 		}
@@ -143,10 +154,10 @@ func (e *env) vethOf(id string) (string, bool) {
 
 // allocations returns the IPAM store's allocations: attachment -> address.
 func (e *env) allocations() (map[string]string, error) {
-	if _, err := os.Stat(ipam.DBPath(e.IPAMDir(), netName)); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(ipam.DBPath(e.IPAMDir(), e.Names().Network)); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
-	s, err := ipam.OpenBolt(e.IPAMDir(), netName, ipam.BoltOptions{LockWait: 10 * time.Second})
+	s, err := ipam.OpenBolt(e.IPAMDir(), e.Names().Network, ipam.BoltOptions{LockWait: 10 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("open the IPAM store: %w", err)
 	}
@@ -238,10 +249,11 @@ func (e *env) forceClean() error {
 		return errors.Join(errs...)
 	}
 	killStrayShims(e.ctrNS)
-	pins, _ := filepath.Glob(filepath.Join(e.NetnsDir(), "esb-*"))
+	prefix := e.Names().NetNSPrefix
+	pins, _ := filepath.Glob(filepath.Join(e.NetnsDir(), prefix+"*"))
 	for _, id := range e.seen.list() {
-		if _, err := os.Lstat("/run/netns/esb-" + id); err == nil {
-			pins = append(pins, "/run/netns/esb-"+id)
+		if _, err := os.Lstat("/run/netns/" + prefix + id); err == nil {
+			pins = append(pins, "/run/netns/"+prefix+id)
 		}
 	}
 	for _, p := range pins {

@@ -36,9 +36,22 @@ type Plugin struct {
 	// Delegate runs delegated IPAM plugins (ipam.type other than
 	// esb-ipam); nil means executing them from CNI_PATH.
 	Delegate Delegator
-	// Guards keeps the anti-spoof guards; nil means table bridge esb of
+	// Guards keeps the anti-spoof guards; nil means the network's table
+	// bridge (conf.TableFor: table bridge esb for the default network) of
 	// the plugin's own (the node's) namespace.
 	Guards nat.AntiSpoof
+}
+
+// forNetwork returns the plugin as it serves network: a copy whose nil
+// Guards are bound to the network's own table, so a verb of one stack
+// never reads or changes another stack's guards.
+func (p *Plugin) forNetwork(network string) *Plugin {
+	if p.Guards != nil {
+		return p
+	}
+	q := *p
+	q.Guards = nat.NewManagerFor(nil, conf.TableFor(network))
+	return &q
 }
 
 // guards returns the anti-spoof tables the plugin works on.
@@ -128,6 +141,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
+	p = p.forNetwork(nc.Name)
 	target, err := openTarget(args.Netns)
 	if err != nil {
 		return err

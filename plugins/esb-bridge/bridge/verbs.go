@@ -31,6 +31,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	p = p.forNetwork(nc.Name)
 	hostName := conf.VethName(args.ContainerID, args.IfName)
 	var errs []error
 	var host netlink.Link
@@ -111,6 +112,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	p = p.forNetwork(nc.Name)
 	prev, err := ipamplugin.PrevResult(nc.Raw)
 	if err != nil {
 		return err
@@ -274,6 +276,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	p = p.forNetwork(nc.Name)
 	valid := map[ipam.AttachmentID]bool{}
 	for _, v := range nc.ValidAttachments {
 		valid[ipam.AttachmentID{ContainerID: v.ContainerID, IfName: v.IfName}] = true
@@ -338,7 +341,10 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	for _, l := range links {
 		name := l.Attrs().Name
 		rec, ok := conf.ParseVethAlias(l.Attrs().Alias)
-		stale := ok && !valid[ipam.AttachmentID{ContainerID: rec.ContainerID, IfName: rec.IfName}] && rec.Created.Before(cutoff)
+		// Only veths on this network's bridge (or on none): another
+		// stack's veths are that stack's GC's.
+		ours := l.Attrs().MasterIndex == brIndex || l.Attrs().MasterIndex == 0
+		stale := ok && ours && !valid[ipam.AttachmentID{ContainerID: rec.ContainerID, IfName: rec.IfName}] && rec.Created.Before(cutoff)
 		// The kill may land before the veth is even on the bridge.
 		unlabelled := !ok && protected != nil && l.Type() == "veth" && conf.IsVethName(name) &&
 			(l.Attrs().MasterIndex == brIndex || l.Attrs().MasterIndex == 0) && !protected[name]

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,13 +34,25 @@ import (
 // lives below Base.
 type Dirs struct {
 	Base string
+	// Network, when set, is the world's stack other than esb: its agent
+	// gets -network and its conflist is that stack's on Subnet.
+	Network string
+	Subnet  netip.Prefix
+	// Conf, when set, is the CNI configuration directory instead of
+	// Base/conf: stacks of one node share it, as on a host.
+	Conf string
 }
 
 // Socket is the agent's unix socket.
 func (d Dirs) Socket() string { return filepath.Join(d.Base, "agent.sock") }
 
 // ConfDir holds the world's conflist.
-func (d Dirs) ConfDir() string { return filepath.Join(d.Base, "conf") }
+func (d Dirs) ConfDir() string {
+	if d.Conf != "" {
+		return d.Conf
+	}
+	return filepath.Join(d.Base, "conf")
+}
 
 // IPAMDir holds esb-ipam's store.
 func (d Dirs) IPAMDir() string { return filepath.Join(d.Base, "ipam") }
@@ -60,13 +73,34 @@ func (d Dirs) StateFile() string { return filepath.Join(d.Base, "state.db") }
 // conf.DefaultConflist with esb-ipam's store in IPAMDir.
 func (d Dirs) WriteConflist(tb testing.TB) {
 	tb.Helper()
+	if d.Network != "" {
+		nodetest.WriteStackConflist(tb, d.ConfDir(), d.Network, d.Subnet, conf.CNIVersion, d.IPAMDir())
+		return
+	}
 	nodetest.WriteConflist(tb, d.ConfDir(), conf.CNIVersion, d.IPAMDir(), "")
+}
+
+// Names is the names of the world's stack (the default network's when
+// Network is not set).
+func (d Dirs) Names() conf.Stack {
+	if d.Network == "" {
+		return conf.DefaultStack()
+	}
+	s, err := conf.StackOf(d.Network)
+	if err != nil {
+		panic(err) // a test's own constant
+	}
+	return s
 }
 
 // Flags are the agent's flags that put its files in the world, with the
 // CNI plugins from pluginDir.
 func (d Dirs) Flags(pluginDir string) []string {
-	return []string{
+	var network []string
+	if d.Network != "" {
+		network = []string{"-network", d.Network}
+	}
+	return append(network,
 		"-socket", d.Socket(),
 		"-cni-conf-dir", d.ConfDir(),
 		"-cni-bin-dirs", pluginDir,
@@ -74,7 +108,7 @@ func (d Dirs) Flags(pluginDir string) []string {
 		"-netns-dir", d.NetnsDir(),
 		"-log-dir", d.LogDir(),
 		"-state-file", d.StateFile(),
-	}
+	)
 }
 
 // Proc is one run of esb-agent in a node namespace. nsenter execs the

@@ -39,7 +39,20 @@ const ConflistName = "10-esb.conflist"
 // grace period for GC: the form written to /etc/cni/net.d.
 func Conflist(tb testing.TB, cniVersion, dataDir, gcGrace string) []byte {
 	tb.Helper()
-	list := conf.DefaultConflist()
+	return StackConflist(tb, conf.NetworkName, netip.MustParsePrefix(conf.DefaultSubnet), cniVersion, dataDir, gcGrace)
+}
+
+// StackConflist is Conflist for the stack of network on subnet
+// (conf.StackConflist: bridge <network>-cni0, the gateway the subnet's
+// first address); the default network on the default subnet is exactly
+// Conflist.
+func StackConflist(tb testing.TB, network string, subnet netip.Prefix, cniVersion, dataDir, gcGrace string) []byte {
+	tb.Helper()
+	stack, err := conf.StackOf(network)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	list := conf.StackConflist(stack, subnet)
 	list.CNIVersion = cniVersion
 	br, ok := list.Plugins[0].(conf.BridgeConfig)
 	if !ok {
@@ -62,6 +75,23 @@ func WriteConflist(tb testing.TB, dir, cniVersion, dataDir, gcGrace string) {
 		tb.Fatalf("make %s: %v", dir, err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, ConflistName), Conflist(tb, cniVersion, dataDir, gcGrace), 0o644); err != nil {
+		tb.Fatalf("write conflist: %v", err)
+	}
+}
+
+// WriteStackConflist writes StackConflist to dir/10-<network>.conflist
+// (conf.Stack.Conflist), making dir.
+func WriteStackConflist(tb testing.TB, dir, network string, subnet netip.Prefix, cniVersion, dataDir string) {
+	tb.Helper()
+	stack, err := conf.StackOf(network)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatalf("make %s: %v", dir, err)
+	}
+	b := StackConflist(tb, network, subnet, cniVersion, dataDir, "")
+	if err := os.WriteFile(filepath.Join(dir, stack.Conflist), b, 0o644); err != nil {
 		tb.Fatalf("write conflist: %v", err)
 	}
 }
