@@ -314,6 +314,9 @@ func (c *creation) spec() (shim.WorkerSpec, error) {
 	if w.shimGroup != "" {
 		labels[conf.LabelShimGroup] = w.shimGroup
 	}
+	if cfg.Network != "" {
+		labels[conf.LabelNetwork] = cfg.Network
+	}
 	env := map[string]string{}
 	for k, v := range r.Env {
 		env[k] = v

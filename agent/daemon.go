@@ -108,7 +108,7 @@ func NewDaemon(ctx context.Context, c DaemonConfig, log *slog.Logger) (_ *Daemon
 
 // agentConfig is the Agent's part of the daemon's configuration.
 func agentConfig(c DaemonConfig) Config {
-	return Config{Port: c.Port, ReadyTimeout: c.ReadyTimeout, StopGrace: c.StopGrace,
+	return Config{Port: c.Port, Network: c.Network, ReadyTimeout: c.ReadyTimeout, StopGrace: c.StopGrace,
 		MaxWorkers: c.MaxWorkers, MaxParallel: c.MaxParallel, PoolMinIdle: c.PoolMinIdle, ShimGroupSize: c.ShimGroupSize,
 		DefaultMemoryBytes: c.DefaultMemory, LogDir: c.LogDir, ReadOnlyRootfs: c.ReadOnlyRootfs, ImagePullPolicy: c.ImagePullPolicy,
 		RuntimeTimeout: c.RuntimeTimeout, StateDir: journalDir(c.StateFile)}

@@ -10,6 +10,9 @@ import (
 type Config struct {
 	// Port is the port every worker serves (the Lambda invoke endpoint).
 	Port int
+	// Network is the stack's network name, recorded on every worker as
+	// the label esb.network ("" records none).
+	Network string
 	// ReadyTimeout bounds the wait for a new worker's port to accept TCP.
 	ReadyTimeout time.Duration
 	// StopGrace is how long a worker gets to stop before it is killed.

@@ -27,6 +27,7 @@ const (
 	LabelPort      = "esb.port"       // the port its function serves
 	LabelShimGroup = "esb.shim-group" // the containerd shim it shares (agent's shim-group-size)
 	LabelRequest   = "esb.request"    // the acquire's request ID, for retries after a restart
+	LabelNetwork   = "esb.network"    // the stack's network name (the agent's network)
 	// LabelNamespace scopes the Docker workers of one agent (its value is
 	// the agent's docker-namespace); containerd has namespaces of its own.
 	LabelNamespace = "esb.namespace"

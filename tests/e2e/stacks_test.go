@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/edge-serverless-box/esbnet/conf"
 	"net"
 	"net/http"
 	"net/netip"
@@ -172,6 +173,14 @@ func testTwoStacks(t *testing.T, a *env) {
 
 	wa := a.mustAcquire(a.acquireReq("alice", "stack-a"))
 	wb := b.mustAcquire(b.acquireReq("bob", "stack-b"))
+	for _, c := range []struct {
+		e       *env
+		id, net string
+	}{{a, wa.GetId(), conf.NetworkName}, {b, wb.GetId(), stack2Name}} {
+		if got := c.e.containerLabels(c.id)[conf.LabelNetwork]; got != c.net {
+			t.Errorf("worker %s carries %s=%q, want %q", c.id, conf.LabelNetwork, got, c.net)
+		}
+	}
 	a.probeFrom(wa, []probe{
 		{"its own proxy through its gateway", fetchURL, true, backendBody(frontendName)},
 		{"esb2's gateway forward", url(stack2Gateway, gatewayPort), false, ""},
