@@ -16,11 +16,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // How much the benchmark samples, whatever b.N is (so -benchtime 1x gives
 // the whole summary). The traffic rounds are short and alternate between

@@ -34,12 +34,11 @@ import (
 const cmdTimeout = 60 * time.Second
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	if esbctl.dir != "" {
-		_ = os.RemoveAll(esbctl.dir)
-	}
-	os.Exit(code)
+	nstest.Main(m, func() {
+		if esbctl.dir != "" {
+			_ = os.RemoveAll(esbctl.dir)
+		}
+	})
 }
 
 var esbctl struct {

@@ -136,6 +136,17 @@ func CleanupBuilt() {
 	}
 }
 
+// Main is a suite's whole TestMain: it runs the tests, then each of after
+// in order, removes what PluginDir built and exits with the tests' code.
+func Main(m *testing.M, after ...func()) {
+	code := m.Run()
+	for _, f := range after {
+		f()
+	}
+	CleanupBuilt()
+	os.Exit(code)
+}
+
 // ToolsDir is where scripts/deps.sh installs the third-party binaries the
 // tests drive: cnitool and the reference plugins (bridge, host-local).
 func ToolsDir() string {
