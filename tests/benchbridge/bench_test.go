@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/edge-serverless-box/esbnet/tests/benchstat"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -175,7 +176,7 @@ func notes(root string) []string {
 	return []string{
 		fmt.Sprintf("%s, %s/%s, %d CPUs, GOMAXPROCS %d, %s; IPAM stores in %s (%s)",
 			kernel, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0),
-			time.Now().UTC().Format(time.RFC3339), root, fsType(root)),
+			time.Now().UTC().Format(time.RFC3339), root, benchstat.FSType(root)),
 		"each sample is one execution of the plugin binary as libcni runs it (invoke.RawExec: CNI_* variables, config on stdin, result on stdout), " +
 			"started from a thread in a node network namespace that plays the host (one node namespace per plugin), timed from start to exit; " +
 			"a run ADDs all 200 pre-made worker namespaces, checks them, then DELs all 200; parallel-8 = 8 goroutines each executing one plugin at a time from a shared queue",
@@ -183,28 +184,6 @@ func notes(root string) []string {
 			"reference: isGateway true, ipMasq false, host-local executed by bridge (two processes per ADD or DEL); same routes (0.0.0.0/0), /16 subnets",
 		"one warm-up ADD+DEL per plugin before the samples (it creates the bridge and, for esb, the nftables table); each plugin has its own 200 worker namespaces, used by both modes; " +
 			"the plugins take turns, flipping the order each turn: one attachment at a time (sequential) or 50 (parallel-8, so each turn ends with fewer than 8 in flight)",
-	}
-}
-
-// fsType names the file system holding dir.
-func fsType(dir string) string {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return "unknown fs"
-	}
-	switch st.Type {
-	case unix.TMPFS_MAGIC:
-		return "tmpfs"
-	case unix.EXT4_SUPER_MAGIC:
-		return "ext4"
-	case unix.XFS_SUPER_MAGIC:
-		return "xfs"
-	case unix.BTRFS_SUPER_MAGIC:
-		return "btrfs"
-	case unix.OVERLAYFS_SUPER_MAGIC:
-		return "overlayfs"
-	default:
-		return fmt.Sprintf("fs type %#x", st.Type)
 	}
 }
 

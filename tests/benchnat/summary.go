@@ -7,44 +7,12 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/edge-serverless-box/esbnet/tests/benchstat"
 )
 
 // Samples are the durations of repeated runs of one operation.
-type Samples []time.Duration
-
-// P50 returns the median (the mean of the middle two for an even count),
-// or 0 for no samples.
-func (s Samples) P50() time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	c := slices.Clone(s)
-	slices.Sort(c)
-	if len(c)%2 == 1 {
-		return c[len(c)/2]
-	}
-	return (c[len(c)/2-1] + c[len(c)/2]) / 2
-}
-
-// Max returns the largest sample, or 0 for no samples.
-func (s Samples) Max() time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	return slices.Max(s)
-}
-
-// Mean returns the arithmetic mean, or 0 for no samples.
-func (s Samples) Mean() time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	var sum time.Duration
-	for _, d := range s {
-		sum += d
-	}
-	return sum / time.Duration(len(s))
-}
+type Samples = benchstat.Samples
 
 // ms renders d in milliseconds with three decimals.
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }

@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Ms renders d in milliseconds: two decimals below 10 ms, one above.
@@ -32,6 +34,28 @@ func MachineNote(when, daemon string) string {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, %s, %s",
 		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), daemon, runtime.Version())
+}
+
+// FSType names the file system holding dir.
+func FSType(dir string) string {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return "unknown fs"
+	}
+	switch st.Type {
+	case unix.TMPFS_MAGIC:
+		return "tmpfs"
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4"
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs"
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs"
+	case unix.OVERLAYFS_SUPER_MAGIC:
+		return "overlayfs"
+	default:
+		return fmt.Sprintf("fs type %#x", st.Type)
+	}
 }
 
 // Row is one line of a latency table.
