@@ -13,6 +13,7 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -421,8 +422,8 @@ func measureDrift(b *testing.B, n *node, r *conf.NATRules) DriftRow {
 	if e := next("start"); e.Trigger != "start" || e.Change != nat.Rebuilt {
 		b.Fatalf("Watch's first report: %+v, want the start pass rebuilding", e)
 	}
-	want, err := readShape(c)
-	if err != nil || want.forwards != len(r.Forwards) {
+	want, err := nodetest.ReadNATShape(c)
+	if err != nil || want.Forwards != len(r.Forwards) {
 		b.Fatalf("table ip esb after Watch's start: %+v, %v", want, err)
 	}
 	// Watch subscribes after its start pass and gives no sign when it
@@ -445,7 +446,7 @@ func measureDrift(b *testing.B, n *node, r *conf.NATRules) DriftRow {
 				b.Fatalf("round %d: list tables: %v", i, err)
 			}
 			if ok {
-				got, err := readShape(c)
+				got, err := nodetest.ReadNATShape(c)
 				if err == nil && got == want {
 					seen = at
 					break

@@ -176,41 +176,6 @@ func hasTable(c *nftables.Conn, name string) (bool, error) {
 	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == name }), nil
 }
 
-// shape counts what table ip esb holds: rules over all chains, forwards
-// and targets elements. The manager replaces the table in one transaction,
-// so equal counts mean a whole table.
-type shape struct{ rules, forwards, targets int }
-
-func readShape(c *nftables.Conn) (shape, error) {
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return shape{}, err
-	}
-	var s shape
-	for _, ch := range chains {
-		if ch.Table.Name != nat.TableName {
-			continue
-		}
-		rs, err := c.GetRules(esbTable, ch)
-		if err != nil {
-			return shape{}, err
-		}
-		s.rules += len(rs)
-	}
-	for name, count := range map[string]*int{"forwards": &s.forwards, "targets": &s.targets} {
-		set, err := c.GetSetByName(esbTable, name)
-		if err != nil {
-			return s, err
-		}
-		els, err := c.GetSetElements(set)
-		if err != nil {
-			return s, err
-		}
-		*count = len(els)
-	}
-	return s, nil
-}
-
 // deleteIptables removes iptables-nft's table ip nat from the node, if
 // there.
 func (n *node) deleteIptables(c *nftables.Conn) {

@@ -418,12 +418,7 @@ func pingBlocked(nsName string, src, dst netip.Addr) bool {
 // in w's namespace and served from an ordinary goroutine.
 func serveTCP(t *testing.T, w *worker) int {
 	t.Helper()
-	var l net.Listener
-	err := w.ns.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", "0.0.0.0:0")
-		return err
-	})
+	l, err := nodetest.Listen(w.ns, "tcp4", "0.0.0.0:0")
 	if err != nil {
 		t.Fatalf("listen in %s: %v", w.id, err)
 	}

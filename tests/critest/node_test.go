@@ -690,20 +690,11 @@ func (n *node) waitHealthy(ip netip.Addr) {
 // the test ends, and returns the port.
 func (n *node) serveInNode(body string) int {
 	n.t.Helper()
-	var l net.Listener
-	if err := n.netns.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", "0.0.0.0:0")
-		return err
-	}); err != nil {
+	l, err := nodetest.Listen(n.netns, "tcp4", "0.0.0.0:0")
+	if err != nil {
 		n.t.Fatalf("listen in the node: %v", err)
 	}
-	srv := &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = fmt.Fprint(w, body) }),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	go func() { _ = srv.Serve(l) }()
-	n.t.Cleanup(func() { _ = srv.Close() })
+	nodetest.ServeHTTP(n.t, l, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = fmt.Fprint(w, body) }))
 	return l.Addr().(*net.TCPAddr).Port
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/internal/doctor"
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -92,12 +93,7 @@ type node struct {
 // listenInNode opens a TCP listener on the node's loopback.
 func (n *node) listenInNode() net.Listener {
 	n.t.Helper()
-	var l net.Listener
-	err := n.ns.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp", "127.0.0.1:0")
-		return err
-	})
+	l, err := nodetest.Listen(n.ns, "tcp", "127.0.0.1:0")
 	if err != nil {
 		n.t.Fatal(err)
 	}

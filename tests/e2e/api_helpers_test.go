@@ -3,13 +3,11 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // --- API calls -------------------------------------------------------------------
@@ -257,24 +256,10 @@ func metricValue(text, series string) (string, bool) {
 func (e *env) esbctl(inNode bool, args ...string) (stdout, stderr string, code int) {
 	e.t.Helper()
 	_, bin := binaries(e.t)
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
 	name := bin
 	if inNode {
 		args = append([]string{"--net=" + e.node.Path(), bin}, args...)
 		name = "nsenter"
 	}
-	cmd := exec.CommandContext(ctx, name, args...)
-	var out, errOut strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
-		e.t.Fatalf("run esbctl %v: %v", args, err)
-	}
-	return out.String(), errOut.String(), code
+	return nodetest.RunCode(e.t, cmdTimeout, name, args...)
 }

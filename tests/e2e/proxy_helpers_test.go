@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -105,22 +104,11 @@ func (e *env) addNodeAddr() {
 // serveBackend runs the data service on backendAddr in the node.
 func (e *env) serveBackend() {
 	e.t.Helper()
-	var l net.Listener
-	err := e.inNode(func() error {
-		var err error
-		l, err = net.Listen("tcp4", backendAddr)
-		return err
-	})
+	l, err := nodetest.Listen(e.node, "tcp4", backendAddr)
 	if err != nil {
 		e.t.Fatalf("backend listen on %s: %v", backendAddr, err)
 	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.WriteString(w, backendBody(r.Header.Get("X-Esb-Via")))
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	e.t.Cleanup(func() { _ = srv.Close(); <-done })
+	nodetest.ServeHTTP(e.t, l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, backendBody(r.Header.Get("X-Esb-Via")))
+	}))
 }

@@ -1,10 +1,7 @@
 package nattest
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -31,21 +29,7 @@ func buildEsbctl(t *testing.T) string {
 // standard error and exit code.
 func (n *node) esbctl(bin string, args ...string) (stdout, stderr string, code int) {
 	n.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, bin}, args...)...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
-		n.t.Fatalf("run esbctl %v: %v", args, err)
-	}
-	return out.String(), errOut.String(), code
+	return nodetest.RunCode(n.t, cmdTimeout, "ip", append([]string{"netns", "exec", n.Name, bin}, args...)...)
 }
 
 func writeFile(t *testing.T, name, text string) string {

@@ -259,12 +259,7 @@ func (w *worker) expectReach(what, addr string, wantFrom netip.Addr) {
 // connection with "from <peer address> to <addr>" and closes it.
 func listenTCP(t *testing.T, n ns.NetNS, addr string) {
 	t.Helper()
-	var l net.Listener
-	err := n.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", addr)
-		return err
-	})
+	l, err := nodetest.Listen(n, "tcp4", addr)
 	if err != nil {
 		t.Fatalf("listen on %s: %v", addr, err)
 	}
@@ -293,24 +288,13 @@ func backendBody(via string) string { return "esb backend via " + via }
 // backendBody with the X-Esb-Via header HAProxy sets.
 func (n *node) serveHTTP(addr string) {
 	n.t.Helper()
-	var l net.Listener
-	err := n.NS.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", addr)
-		return err
-	})
+	l, err := nodetest.Listen(n.NS, "tcp4", addr)
 	if err != nil {
 		n.t.Fatalf("backend listen on %s: %v", addr, err)
 	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.WriteString(w, backendBody(r.Header.Get("X-Esb-Via")))
-		}),
-		ReadHeaderTimeout: dialTimeout,
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	n.t.Cleanup(func() { _ = srv.Close(); <-done })
+	nodetest.ServeHTTP(n.t, l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, backendBody(r.Header.Get("X-Esb-Via")))
+	}))
 }
 
 // udpEchoReply is what the UDP echo server on addr sends back for msg.
@@ -319,12 +303,7 @@ func udpEchoReply(addr, msg string) string { return "echo from " + addr + ": " +
 // serveUDPEcho runs a UDP echo server on addr in the node.
 func (n *node) serveUDPEcho(addr string) {
 	n.t.Helper()
-	var pc net.PacketConn
-	err := n.NS.Do(func(ns.NetNS) error {
-		var err error
-		pc, err = net.ListenPacket("udp4", addr)
-		return err
-	})
+	pc, err := nodetest.ListenPacket(n.NS, "udp4", addr)
 	if err != nil {
 		n.t.Fatalf("udp listen on %s: %v", addr, err)
 	}
@@ -501,56 +480,26 @@ func (n *node) ruleCounter(chain, prefix string) uint64 {
 	return 0
 }
 
-// shape counts what table ip esb holds: rules over all chains, forwards
-// map and targets set elements; zeros when the table is missing. Because
-// the manager replaces the table in one transaction, equal counts mean a
-// whole table.
-type shape struct{ rules, forwards, targets int }
-
-func (n *node) shape() (shape, error) {
+// shape reads the shape of table ip esb in the node; zeros when the
+// table is missing.
+func (n *node) shape() (nodetest.NATShape, error) {
 	c, err := nftables.New(nftables.WithNetNSFd(int(n.NS.Fd())))
 	if err != nil {
-		return shape{}, err
+		return nodetest.NATShape{}, err
 	}
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
-		return shape{}, err
+		return nodetest.NATShape{}, err
 	}
 	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == nat.TableName }) {
-		return shape{}, nil
+		return nodetest.NATShape{}, nil
 	}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return shape{}, err
-	}
-	var s shape
-	for _, ch := range chains {
-		if ch.Table.Name != nat.TableName {
-			continue
-		}
-		rs, err := c.GetRules(esbTable, ch)
-		if err != nil {
-			return shape{}, err
-		}
-		s.rules += len(rs)
-	}
-	for name, count := range map[string]*int{"forwards": &s.forwards, "targets": &s.targets} {
-		set, err := c.GetSetByName(esbTable, name)
-		if err != nil {
-			continue // no such set: not whole
-		}
-		els, err := c.GetSetElements(set)
-		if err != nil {
-			return shape{}, err
-		}
-		*count = len(els)
-	}
-	return s, nil
+	return nodetest.ReadNATShape(c)
 }
 
 // waitShape polls until the table has shape want, for at most limit, and
 // returns how long that took.
-func (n *node) waitShape(want shape, limit time.Duration) (time.Duration, error) {
+func (n *node) waitShape(want nodetest.NATShape, limit time.Duration) (time.Duration, error) {
 	start := time.Now()
 	for {
 		got, err := n.shape()

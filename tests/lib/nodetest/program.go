@@ -3,6 +3,7 @@ package nodetest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -179,4 +180,58 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Listen opens a listener for network ("tcp4", "tcp") on addr in netns.
+func Listen(netns ns.NetNS, network, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := netns.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen(network, addr)
+		return err
+	})
+	return l, err
+}
+
+// ListenPacket opens a packet listener for network ("udp4") on addr in
+// netns.
+func ListenPacket(netns ns.NetNS, network, addr string) (net.PacketConn, error) {
+	var pc net.PacketConn
+	err := netns.Do(func(ns.NetNS) error {
+		var err error
+		pc, err = net.ListenPacket(network, addr)
+		return err
+	})
+	return pc, err
+}
+
+// ServeHTTP serves h on l from a goroutine until the test ends, then
+// closes the server and waits for it.
+func ServeHTTP(tb testing.TB, l net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(l) }()
+	tb.Cleanup(func() { _ = srv.Close(); <-done })
+}
+
+// RunCode runs a command bounded by timeout and returns its standard
+// output, standard error and exit code; it fails the test only when the
+// command could not run at all.
+func RunCode(tb testing.TB, timeout time.Duration, name string, args ...string) (stdout, stderr string, code int) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		tb.Fatalf("run %s %v: %v", name, args, err)
+	}
+	return out.String(), errOut.String(), code
 }
