@@ -299,27 +299,6 @@ func (n *node) guards() map[string]nat.Guard {
 	return out
 }
 
-// allocs returns the store's allocations, read directly through package
-// ipam (waiting for the lock like a plugin would).
-func (n *node) allocs() map[ipam.AttachmentID][]netip.Prefix {
-	n.t.Helper()
-	out := map[ipam.AttachmentID][]netip.Prefix{}
-	s, err := ipam.OpenBolt(n.dataDir, netName, ipam.BoltOptions{LockWait: 30 * time.Second})
-	if err != nil {
-		n.t.Fatalf("open IPAM store: %v", err)
-	}
-	err = s.View(func(tx ipam.Txn) error {
-		return tx.ForEachAllocation(func(a *ipam.Allocation) error {
-			out[a.ID] = a.IPs
-			return nil
-		})
-	})
-	if err = errors.Join(err, s.Close()); err != nil {
-		n.t.Fatalf("read IPAM store: %v", err)
-	}
-	return out
-}
-
 // leftovers describes the veths, anti-spoof guards and allocations the
 // node holds besides those of the workers in keep (and keep's veths that
 // are missing).
@@ -341,7 +320,7 @@ func (n *node) leftovers(keep ...*worker) []string {
 	if len(guards) > 0 {
 		out = append(out, fmt.Sprintf("anti-spoof guards left: %v", guards))
 	}
-	allocs := n.allocs()
+	allocs := nodetest.Allocs(n.t, n.dataDir, netName)
 	for _, w := range keep {
 		delete(allocs, w.attachment())
 	}

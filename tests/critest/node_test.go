@@ -590,27 +590,6 @@ func (n *node) guards() []string {
 	return out
 }
 
-// allocs returns esb-ipam's allocations, read through package ipam (which
-// takes the store's lock like a plugin does).
-func (n *node) allocs() map[ipam.AttachmentID][]netip.Prefix {
-	n.t.Helper()
-	out := map[ipam.AttachmentID][]netip.Prefix{}
-	s, err := ipam.OpenBolt(n.dataDir(), conf.NetworkName, ipam.BoltOptions{LockWait: 30 * time.Second})
-	if err != nil {
-		n.t.Fatalf("open the IPAM store: %v", err)
-	}
-	err = s.View(func(tx ipam.Txn) error {
-		return tx.ForEachAllocation(func(a *ipam.Allocation) error {
-			out[a.ID] = a.IPs
-			return nil
-		})
-	})
-	if err = errors.Join(err, s.Close()); err != nil {
-		n.t.Fatalf("read the IPAM store: %v", err)
-	}
-	return out
-}
-
 // attachment is the IPAM key of a pod's eth0.
 func attachment(id string) ipam.AttachmentID {
 	return ipam.AttachmentID{ContainerID: id, IfName: ifName}
@@ -634,7 +613,7 @@ func (n *node) wantHeld(what string, ids ...string) {
 	if got := n.guards(); !slices.Equal(got, wantVeths) {
 		n.t.Errorf("%s: anti-spoof guards on %v, want %v", what, got, wantVeths)
 	}
-	allocs := n.allocs()
+	allocs := nodetest.Allocs(n.t, n.dataDir(), conf.NetworkName)
 	for _, id := range ids {
 		if _, ok := allocs[attachment(id)]; !ok {
 			n.t.Errorf("%s: no allocation for %s", what, attachment(id))

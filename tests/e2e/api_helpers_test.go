@@ -139,18 +139,6 @@ func wantCode(t *testing.T, what string, err error, code codes.Code, want ...str
 
 // --- invoking workers from the node -------------------------------------------
 
-// answer is the worker's reply to an invoke.
-type answer struct {
-	Echo     json.RawMessage   `json:"echo"`
-	Hostname string            `json:"hostname"`
-	Env      map[string]string `json:"env"`
-	Fetch    *struct {
-		Status int    `json:"status"`
-		Body   string `json:"body"`
-		Error  string `json:"error"`
-	} `json:"fetch"`
-}
-
 // nodeClient is an HTTP client whose sockets are made in the node (the
 // workers' addresses are reachable only from there).
 func (e *env) nodeClient(timeout time.Duration) *http.Client {
@@ -192,13 +180,13 @@ func (e *env) invoke(w *agentv1.Worker, payload string, timeout time.Duration) (
 
 // mustInvoke invokes the worker and checks that the answer echoes payload
 // and comes from that worker (its ESB_WORKER_ID and ESB_FUNCTION).
-func (e *env) mustInvoke(w *agentv1.Worker, payload string) answer {
+func (e *env) mustInvoke(w *agentv1.Worker, payload string) nodetest.Answer {
 	e.t.Helper()
 	body, err := e.invoke(w, payload, invokeTimeout)
 	if err != nil {
 		e.t.Fatalf("invoke worker %s at %s: %v", w.GetId(), w.GetIp(), err)
 	}
-	var a answer
+	var a nodetest.Answer
 	if err := json.Unmarshal([]byte(body), &a); err != nil {
 		e.t.Fatalf("decode answer of %s: %v\n%s", w.GetId(), err, body)
 	}

@@ -316,7 +316,7 @@ func TestCoexistWithDockerBridge(t *testing.T) {
 	if err != nil {
 		t.Fatalf("invoke the container on Docker's bridge: %v", err)
 	}
-	var ba answer
+	var ba nodetest.Answer
 	if err := json.Unmarshal([]byte(body), &ba); err != nil || ba.Fetch == nil || ba.Fetch.Status != http.StatusOK {
 		t.Errorf("bridged container's GET %s: %s (%v)", direct, body, err)
 	}

@@ -139,7 +139,7 @@ func testWorkerIsolation(t *testing.T, e *env) {
 				results[i].err = "invoke: " + err.Error()
 				return
 			}
-			var ans answer
+			var ans nodetest.Answer
 			if err := jsonUnmarshal(body, &ans); err != nil || ans.Fetch == nil {
 				results[i].err = fmt.Sprintf("answer without fetch: %v: %s", err, body)
 				return

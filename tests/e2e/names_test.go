@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // serviceURL is what a worker GETs to reach the proxy by name: s3-storage
@@ -57,7 +58,7 @@ func testWorkerResolvesServices(t *testing.T, e *env) {
 		// An invoke that overlaps the flush may time out as a whole (the
 		// worker's lookup waits for its resolver timeout): try again.
 		body, err := e.invoke(w, `{"fetch":"`+serviceURL+`"}`, invokeTimeout)
-		var a answer
+		var a nodetest.Answer
 		if err == nil && json.Unmarshal([]byte(body), &a) == nil && a.Fetch != nil && a.Fetch.Status == 200 {
 			break
 		}

@@ -25,6 +25,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -198,4 +199,26 @@ func AddAddrLink(h *netlink.Handle, link, addr string) error {
 		return fmt.Errorf("put %s on %s: %w", addr, link, err)
 	}
 	return nil
+}
+
+// Allocs returns the allocations in network's IPAM store under dataDir,
+// read through package ipam (which waits for the store's lock like a
+// plugin does).
+func Allocs(tb testing.TB, dataDir, network string) map[ipam.AttachmentID][]netip.Prefix {
+	tb.Helper()
+	out := map[ipam.AttachmentID][]netip.Prefix{}
+	s, err := ipam.OpenBolt(dataDir, network, ipam.BoltOptions{LockWait: 30 * time.Second})
+	if err != nil {
+		tb.Fatalf("open the IPAM store: %v", err)
+	}
+	err = s.View(func(tx ipam.Txn) error {
+		return tx.ForEachAllocation(func(a *ipam.Allocation) error {
+			out[a.ID] = a.IPs
+			return nil
+		})
+	})
+	if err = errors.Join(err, s.Close()); err != nil {
+		tb.Fatalf("read the IPAM store: %v", err)
+	}
+	return out
 }

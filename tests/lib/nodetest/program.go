@@ -3,6 +3,7 @@ package nodetest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -145,6 +146,18 @@ func HTTPClient(netns ns.NetNS, timeout time.Duration) *http.Client {
 		},
 	}
 	return &http.Client{Transport: tr, Timeout: timeout}
+}
+
+// Answer is a worker's reply to an invoke (tests/worker).
+type Answer struct {
+	Echo     json.RawMessage   `json:"echo"`
+	Hostname string            `json:"hostname"`
+	Env      map[string]string `json:"env"`
+	Fetch    *struct {
+		Status int    `json:"status"`
+		Body   string `json:"body"`
+		Error  string `json:"error"`
+	} `json:"fetch"`
 }
 
 // Run runs a command bounded by timeout, with stdin when not nil, and
