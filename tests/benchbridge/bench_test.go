@@ -92,7 +92,7 @@ func BenchmarkBridgeSideBySide(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, r := range runs {
-			b.Logf("%s %s: ADD p50 %s ms, DEL p50 %s ms", r.Plugin, ModeName(r.Parallel), Ms(r.Add.P50()), Ms(r.Del.P50()))
+			b.Logf("%s %s: ADD p50 %s ms, DEL p50 %s ms", r.Plugin, ModeName(r.Parallel), benchstat.MsN(r.Add.P50(), 1), benchstat.MsN(r.Del.P50(), 1))
 		}
 		rep.Runs = append(rep.Runs, runs...)
 	}

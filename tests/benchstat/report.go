@@ -23,6 +23,11 @@ func Ms(d time.Duration) string {
 	return fmt.Sprintf("%.1f", ms)
 }
 
+// MsN renders d in milliseconds with decimals decimals.
+func MsN(d time.Duration, decimals int) string {
+	return fmt.Sprintf("%.*f", decimals, float64(d)/float64(time.Millisecond))
+}
+
 // MachineNote describes the machine and its load at when, with the
 // runtime daemon the benchmark drives (its name and version).
 func MachineNote(when, daemon string) string {
