@@ -1,3 +1,6 @@
+// Package nattest holds the privileged tests of package nat: rules applied
+// in a fresh network namespace and compared, as the kernel renders them,
+// with golden texts.
 package nattest
 
 import (
@@ -25,6 +28,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
 // The topology every test here builds: a "node" namespace that plays the
@@ -573,3 +577,5 @@ func drain(events <-chan nat.Event) []nat.Event {
 		}
 	}
 }
+
+func TestMain(m *testing.M) { nstest.Main(m) }
