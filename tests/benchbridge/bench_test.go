@@ -3,7 +3,6 @@ package benchbridge
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -136,14 +135,7 @@ func loadAvg() string {
 // buildRusage builds the rusage helper (tests/benchbridge/rusage) and
 // returns its path.
 func buildRusage(b *testing.B) string {
-	b.Helper()
-	out := filepath.Join(b.TempDir(), "rusage")
-	cmd := exec.Command("go", "build", "-o", out, "./tests/benchbridge/rusage")
-	cmd.Dir = nstest.RepoRoot(b)
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build ./tests/benchbridge/rusage: %v\n%s", err, msg)
-	}
-	return out
+	return nstest.GoBuild(b, b.TempDir(), "./tests/benchbridge/rusage")
 }
 
 // benchDir returns the parent of both IPAM stores: a test temporary

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,14 +92,7 @@ func ServeBackend(tb testing.TB, node ns.NetNS) {
 // BuildLoadgen builds the load generator (tests/benchnat/loadgen) into a
 // directory removed when the test ends.
 func BuildLoadgen(tb testing.TB) string {
-	tb.Helper()
-	bin := filepath.Join(tb.TempDir(), "loadgen")
-	cmd := exec.Command("go", "build", "-o", bin, "./tests/benchnat/loadgen")
-	cmd.Dir = nstest.RepoRoot(tb)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build loadgen: %v\n%s", err, out)
-	}
-	return bin
+	return nstest.GoBuild(tb, tb.TempDir(), "./tests/benchnat/loadgen")
 }
 
 // RunLoadgen runs one round of the load generator bin inside a worker's

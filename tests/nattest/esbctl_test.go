@@ -3,7 +3,6 @@ package nattest
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,16 +13,7 @@ import (
 )
 
 // buildEsbctl builds cmd/esbctl into a temporary directory of the test.
-func buildEsbctl(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "esbctl")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/esbctl")
-	cmd.Dir = nstest.RepoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/esbctl: %v\n%s", err, out)
-	}
-	return bin
-}
+func buildEsbctl(t *testing.T) string { return nstest.GoBuild(t, t.TempDir(), "./cmd/esbctl") }
 
 // esbctl runs the binary in the node and returns its standard output,
 // standard error and exit code.

@@ -95,6 +95,20 @@ func RepoRoot(t testing.TB) string {
 	return filepath.Dir(strings.TrimSpace(string(out)))
 }
 
+// GoBuild builds the main package pkg (a path from the repository root,
+// such as "./cmd/esbctl") into dir and returns the binary's path, named
+// after pkg's last element.
+func GoBuild(tb testing.TB, dir, pkg string) string {
+	tb.Helper()
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Dir = RepoRoot(tb)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}
+
 var built struct {
 	once sync.Once
 	dir  string

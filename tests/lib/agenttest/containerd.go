@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -26,13 +25,7 @@ import (
 
 // BuildAgent builds esb-agent into dir and returns the binary's path.
 func BuildAgent(tb testing.TB, dir string) string {
-	tb.Helper()
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./agent/cmd/esb-agent")
-	cmd.Dir = nstest.RepoRoot(tb)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build esb-agent: %v\n%s", err, out)
-	}
-	return filepath.Join(dir, "esb-agent")
+	return nstest.GoBuild(tb, dir, "./agent/cmd/esb-agent")
 }
 
 // Containerd is a containerd namespace of one run, reached through the
