@@ -14,7 +14,6 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -343,13 +342,7 @@ func (n *node) assertClean(what string, keep ...*worker) {
 
 // inNS runs a command in the named network namespace with ip netns exec.
 func inNS(nsName string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", nsName}, args...)...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
+	return nodetest.Run(cmdTimeout, nil, "ip", append([]string{"netns", "exec", nsName}, args...)...)
 }
 
 func mustInNS(t *testing.T, nsName string, args ...string) string {

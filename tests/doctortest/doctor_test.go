@@ -5,10 +5,8 @@
 package doctortest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -240,11 +238,8 @@ func (n *node) applyNAT() {
 // inNode runs a command in the node's network namespace.
 func (n *node) inNode(args ...string) {
 	n.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + n.ns.Path()}, args...)...).CombinedOutput()
-	if err != nil {
-		n.t.Fatalf("%v: %v\n%s", args, err, out)
+	if _, err := nodetest.Run(cmdTimeout, nil, "nsenter", append([]string{"--net=" + n.ns.Path()}, args...)...); err != nil {
+		n.t.Fatal(err)
 	}
 }
 
@@ -252,23 +247,11 @@ func (n *node) inNode(args ...string) {
 // exit code.
 func (n *node) doctor(extra ...string) (doctor.Report, int) {
 	n.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
 	args := append([]string{"--net=" + n.ns.Path(), n.esbctl, "doctor", "-config", n.cfgFile, "-o", "json"}, extra...)
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "nsenter", args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		n.t.Fatalf("esbctl doctor: %v", err)
-	}
+	stdout, stderr, code := nodetest.RunCode(n.t, cmdTimeout, "nsenter", args...)
 	var r doctor.Report
-	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
-		n.t.Fatalf("esbctl doctor (exit %d) printed no report: %v\n%s\n%s", code, err, stdout.String(), stderr.String())
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		n.t.Fatalf("esbctl doctor (exit %d) printed no report: %v\n%s\n%s", code, err, stdout, stderr)
 	}
 	return r, code
 }

@@ -50,8 +50,8 @@ func testWorkerResolvesServices(t *testing.T, e *env) {
 
 	// Drift: the whole ruleset of the node flushed; the agent restores its
 	// table (events first, read-back every 200ms) and the name works again.
-	if out, err := exec.Command("nsenter", "--net="+e.node.Path(), "nft", "flush", "ruleset").CombinedOutput(); err != nil {
-		t.Fatalf("nft flush ruleset: %v\n%s", err, out)
+	if _, err := nodetest.Run(cmdTimeout, nil, "nsenter", "--net="+e.node.Path(), "nft", "flush", "ruleset"); err != nil {
+		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
