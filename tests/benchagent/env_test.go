@@ -28,6 +28,7 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -110,13 +111,7 @@ func newEnvFor(b *testing.B, rt string) *env {
 	e.agentBin = agenttest.BuildAgent(b, filepath.Join(base, "bin"))
 	e.pluginDir = nstest.PluginDir(b)
 	e.node = nstest.NewNS(b)
-	if err := e.node.Do(func(ns.NetNS) error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	}); err != nil {
+	if err := nodetest.LoUp(e.node); err != nil {
 		b.Fatalf("set lo up in the node: %v", err)
 	}
 	e.WriteConflist(b)

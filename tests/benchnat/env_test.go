@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"syscall"
@@ -53,13 +52,7 @@ func newNode(tb testing.TB) *node {
 	tb.Helper()
 	n := &node{Node: nodetest.New(tb, "benchnat"), tb: tb}
 	n.mgr = nat.NewManager(n.NS)
-	h := n.Handle()
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err == nil {
-		err = errors.Join(h.LinkSetUp(lo), h.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(nodeAddr).To4(), Mask: net.CIDRMask(32, 32)}}))
-	}
-	if err != nil {
+	if err := nodetest.LoUp(n.NS, nodeAddr); err != nil {
 		tb.Fatalf("set up lo with %s in node: %v", nodeAddr, err)
 	}
 	return n

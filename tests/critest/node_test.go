@@ -132,13 +132,7 @@ func newNode(t *testing.T, overrides ...override) *node {
 	// containerd and its pods (teardown), the node namespace after both.
 	n.netns = nstest.NewNS(t)
 	t.Cleanup(n.removeBase)
-	if err := n.netns.Do(func(ns.NetNS) error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	}); err != nil {
+	if err := nodetest.LoUp(n.netns); err != nil {
 		t.Fatalf("set lo up in the node: %v", err)
 	}
 	n.writeBinDir()

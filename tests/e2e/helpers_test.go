@@ -28,6 +28,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -208,13 +209,7 @@ func newEnvFor(t *testing.T, rt string) *env {
 	})
 	e.node = nstest.NewNS(t)
 	t.Cleanup(func() { e.nodeUse.Lock(); e.nodeClosed = true; e.nodeUse.Unlock() }) // before the node's close
-	if err := e.inNode(func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	}); err != nil {
+	if err := nodetest.LoUp(e.node); err != nil {
 		t.Fatalf("set lo up in the node: %v", err)
 	}
 	e.WriteConflist(t)

@@ -66,15 +66,11 @@ func newNode(t *testing.T) *node {
 	t.Helper()
 	n := &node{Node: nodetest.New(t, "nattest"), t: t}
 	n.mgr = nat.NewManager(n.NS)
-	h := n.Handle()
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err == nil {
-		err = h.LinkSetUp(lo)
-	}
-	if err != nil {
+	if err := nodetest.LoUp(n.NS); err != nil {
 		t.Fatalf("set lo up in node: %v", err)
 	}
+	h := n.Handle()
+	defer h.Close()
 	if err := nodetest.AddAddrLink(h, nodeLink, nodeAddr); err != nil {
 		t.Fatal(err)
 	}

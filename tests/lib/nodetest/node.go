@@ -178,6 +178,32 @@ func (n *Node) Attach() *Worker {
 	return w
 }
 
+// LoUp sets lo up in netns and puts each of addrs on it as a /32.
+func LoUp(netns ns.NetNS, addrs ...string) error {
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(int(netns.Fd())))
+	if err != nil {
+		return fmt.Errorf("netlink handle in %s: %w", netns.Path(), err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("find lo: %w", err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("set lo up: %w", err)
+	}
+	for _, addr := range addrs {
+		a, err := netlink.ParseAddr(addr + "/32")
+		if err != nil {
+			return err
+		}
+		if err := h.AddrAdd(lo, a); err != nil {
+			return fmt.Errorf("put %s on lo: %w", addr, err)
+		}
+	}
+	return nil
+}
+
 // AddAddrLink puts addr (as a /32) on link, one end of a veth pair (link,
 // link+"p") that stays inside the namespace of h, and sets both ends up:
 // a second address of the node. (This kernel has no dummy driver; a veth

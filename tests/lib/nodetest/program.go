@@ -195,27 +195,26 @@ func (s *SyncBuffer) String() string {
 	return s.b.String()
 }
 
-// Listen opens a listener for network ("tcp4", "tcp") on addr in netns.
-func Listen(netns ns.NetNS, network, addr string) (net.Listener, error) {
-	var l net.Listener
+// DoIn runs fn on a thread in netns and returns what it returns.
+func DoIn[T any](netns ns.NetNS, fn func() (T, error)) (T, error) {
+	var v T
 	err := netns.Do(func(ns.NetNS) error {
 		var err error
-		l, err = net.Listen(network, addr)
+		v, err = fn()
 		return err
 	})
-	return l, err
+	return v, err
+}
+
+// Listen opens a listener for network ("tcp4", "tcp") on addr in netns.
+func Listen(netns ns.NetNS, network, addr string) (net.Listener, error) {
+	return DoIn(netns, func() (net.Listener, error) { return net.Listen(network, addr) })
 }
 
 // ListenPacket opens a packet listener for network ("udp4") on addr in
 // netns.
 func ListenPacket(netns ns.NetNS, network, addr string) (net.PacketConn, error) {
-	var pc net.PacketConn
-	err := netns.Do(func(ns.NetNS) error {
-		var err error
-		pc, err = net.ListenPacket(network, addr)
-		return err
-	})
-	return pc, err
+	return DoIn(netns, func() (net.PacketConn, error) { return net.ListenPacket(network, addr) })
 }
 
 // ServeHTTP serves h on l from a goroutine until the test ends, then
