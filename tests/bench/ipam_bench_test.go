@@ -124,22 +124,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		fixtures: map[string]*fixture{},
 	}
 	env.cniPath = strings.Join([]string{filepath.Dir(env.bins[esbExec]), filepath.Dir(env.bins[hostLocal])}, string(os.PathListSeparator))
-	// ESB_BENCH_DIR puts the stores on another file system (e.g. a tmpfs
-	// such as /dev/shm, like /run/esb on a production host).
-	if base := os.Getenv("ESB_BENCH_DIR"); base != "" {
-		root, err := os.MkdirTemp(base, "esbnet-bench-")
-		if err != nil {
-			b.Fatalf("create bench dir: %v", err)
-		}
-		b.Cleanup(func() {
-			if err := os.RemoveAll(root); err != nil {
-				b.Errorf("remove bench dir: %v", err)
-			}
-		})
-		env.root = root
-	} else {
-		env.root = b.TempDir()
-	}
+	env.root = benchstat.Dir(b, "esbnet-bench-")
 	env.summary = Summary{
 		Title: "esb-ipam vs host-local v1.10.0: one ADD+DEL through the plugin binary",
 		Notes: []string{

@@ -61,7 +61,7 @@ const parallelChunk = 50
 func BenchmarkBridgeSideBySide(b *testing.B) {
 	nstest.RequirePrivileged(b)
 	start := time.Now()
-	root := benchDir(b)
+	root := benchstat.Dir(b, "esbnet-benchbridge-")
 	rusage := buildRusage(b)
 	esb := newESB(b, filepath.Join(root, "esb"))
 	ref := newRef(b, filepath.Join(root, "ref"))
@@ -136,27 +136,6 @@ func loadAvg() string {
 // returns its path.
 func buildRusage(b *testing.B) string {
 	return nstest.GoBuild(b, b.TempDir(), "./tests/benchbridge/rusage")
-}
-
-// benchDir returns the parent of both IPAM stores: a test temporary
-// directory, or one under ESB_BENCH_DIR (e.g. a tmpfs such as /dev/shm,
-// like /run/esb on a production host), removed at the end.
-func benchDir(b *testing.B) string {
-	b.Helper()
-	base := os.Getenv("ESB_BENCH_DIR")
-	if base == "" {
-		return b.TempDir()
-	}
-	root, err := os.MkdirTemp(base, "esbnet-benchbridge-")
-	if err != nil {
-		b.Fatalf("create bench dir: %v", err)
-	}
-	b.Cleanup(func() {
-		if err := os.RemoveAll(root); err != nil {
-			b.Errorf("remove bench dir: %v", err)
-		}
-	})
-	return root
 }
 
 func notes(root string) []string {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -39,6 +40,28 @@ func MachineNote(when, daemon string) string {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, %s, %s",
 		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), daemon, runtime.Version())
+}
+
+// Dir returns a directory for a benchmark's stores, removed at the end: a
+// test temporary directory, or one named pattern* under ESB_BENCH_DIR,
+// which puts the stores on another file system (e.g. a tmpfs such as
+// /dev/shm, like /run/esb on a production host).
+func Dir(b *testing.B, pattern string) string {
+	b.Helper()
+	base := os.Getenv("ESB_BENCH_DIR")
+	if base == "" {
+		return b.TempDir()
+	}
+	root, err := os.MkdirTemp(base, pattern)
+	if err != nil {
+		b.Fatalf("create bench dir: %v", err)
+	}
+	b.Cleanup(func() {
+		if err := os.RemoveAll(root); err != nil {
+			b.Errorf("remove bench dir: %v", err)
+		}
+	})
+	return root
 }
 
 // FSType names the file system holding dir.

@@ -284,19 +284,6 @@ func listenTCP(t *testing.T, n ns.NetNS, addr string) {
 // says it came through.
 func backendBody(via string) string { return "esb backend via " + via }
 
-// serveHTTP runs the proxy's backend on addr in the node: it answers
-// backendBody with the X-Esb-Via header HAProxy sets.
-func (n *node) serveHTTP(addr string) {
-	n.t.Helper()
-	l, err := nodetest.Listen(n.NS, "tcp4", addr)
-	if err != nil {
-		n.t.Fatalf("backend listen on %s: %v", addr, err)
-	}
-	nodetest.ServeHTTP(n.t, l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, backendBody(r.Header.Get("X-Esb-Via")))
-	}))
-}
-
 // udpEchoReply is what the UDP echo server on addr sends back for msg.
 func udpEchoReply(addr, msg string) string { return "echo from " + addr + ": " + msg }
 
@@ -322,32 +309,6 @@ func (n *node) serveUDPEcho(addr string) {
 	n.t.Cleanup(func() { _ = pc.Close(); <-done })
 }
 
-// haproxyConfig renders a configuration with one HTTP frontend per bind
-// address, named by frontends, all going to the backend at backend. Each
-// frontend tells the backend its name in X-Esb-Via.
-func haproxyConfig(backend string, frontends map[string]string) string {
-	var b strings.Builder
-	b.WriteString(`global
-	maxconn 256
-
-defaults
-	mode http
-	timeout connect 2s
-	timeout client 10s
-	timeout server 10s
-`)
-	names := make([]string, 0, len(frontends))
-	for name := range frontends {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		fmt.Fprintf(&b, "\nfrontend %s\n\tbind %s\n\thttp-request set-header X-Esb-Via %s\n\tdefault_backend be_go\n", name, frontends[name], name)
-	}
-	fmt.Fprintf(&b, "\nbackend be_go\n\tserver go %s\n", backend)
-	return b.String()
-}
-
 // The proxy stack most tests use: HAProxy frontends on the node address
 // and on loopback, a Go HTTP backend, UDP echo servers on both.
 const (
@@ -367,10 +328,10 @@ const (
 // startProxyStack starts the backend, HAProxy and the UDP echo servers.
 func (n *node) startProxyStack() {
 	n.t.Helper()
-	n.serveHTTP(backend)
+	nodetest.ServeVia(n.t, n.NS, backend, backendBody)
 	n.serveUDPEcho(udpNode)
 	n.serveUDPEcho(udpLo)
-	n.StartHAProxy(haproxyConfig(backend, map[string]string{viaNode: feNode, viaLo: feLo}), feNode, feLo)
+	n.StartHAProxy(nodetest.HAProxyConfig(backend, map[string]string{viaNode: feNode, viaLo: feLo}), feNode, feLo)
 }
 
 // --- rules, nftables, sysctls ---------------------------------------------

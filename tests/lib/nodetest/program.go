@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -204,6 +206,46 @@ func DoIn[T any](netns ns.NetNS, fn func() (T, error)) (T, error) {
 		return err
 	})
 	return v, err
+}
+
+// HAProxyConfig renders a configuration with one HTTP frontend per bind
+// address, named by frontends, all going to the backend at backend. Each
+// frontend tells the backend its name in X-Esb-Via.
+func HAProxyConfig(backend string, frontends map[string]string) string {
+	var b strings.Builder
+	b.WriteString(`global
+	maxconn 256
+
+defaults
+	mode http
+	timeout connect 2s
+	timeout client 10s
+	timeout server 10s
+`)
+	names := make([]string, 0, len(frontends))
+	for name := range frontends {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		fmt.Fprintf(&b, "\nfrontend %s\n\tbind %s\n\thttp-request set-header X-Esb-Via %s\n\tdefault_backend be_go\n", name, frontends[name], name)
+	}
+	fmt.Fprintf(&b, "\nbackend be_go\n\tserver go %s\n", backend)
+	return b.String()
+}
+
+// ServeVia runs a proxy's backend on addr in netns until the test ends:
+// it answers body(via), via being the X-Esb-Via header that the frontends
+// of HAProxyConfig set.
+func ServeVia(tb testing.TB, netns ns.NetNS, addr string, body func(via string) string) {
+	tb.Helper()
+	l, err := Listen(netns, "tcp4", addr)
+	if err != nil {
+		tb.Fatalf("backend listen on %s: %v", addr, err)
+	}
+	ServeHTTP(tb, l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, body(r.Header.Get("X-Esb-Via")))
+	}))
 }
 
 // Listen opens a listener for network ("tcp4", "tcp") on addr in netns.
