@@ -2,7 +2,6 @@ package benchnat
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -385,28 +384,8 @@ func measureDrift(b *testing.B, n *node, r *conf.NATRules) DriftRow {
 	if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 		b.Fatalf("delete: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	events := make(chan nat.Event, 64)
-	done := make(chan error, 1)
-	go func() {
-		done <- n.mgr.Watch(ctx, r, watchInterval, func(e nat.Event) {
-			select {
-			case events <- e:
-			default: // never block Watch
-			}
-		})
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if !errors.Is(err, context.Canceled) {
-				b.Errorf("Watch returned %v, want context.Canceled", err)
-			}
-		case <-time.After(10 * time.Second):
-			b.Errorf("Watch did not return within 10s of cancel")
-		}
-	}()
+	events, stop := nodetest.Watch(b, n.mgr, r, watchInterval, 64)
+	defer stop()
 	next := func(what string) nat.Event {
 		select {
 		case e := <-events:

@@ -480,32 +480,7 @@ func (n *node) waitShape(want nodetest.NATShape, limit time.Duration) (time.Dura
 // match r already.
 func (n *node) watch(r *conf.NATRules, interval time.Duration) (<-chan nat.Event, func()) {
 	n.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	events := make(chan nat.Event, 1024)
-	done := make(chan error, 1)
-	go func() {
-		done <- n.mgr.Watch(ctx, r, interval, func(e nat.Event) {
-			select {
-			case events <- e:
-			default: // the test stopped reading; never block Watch
-			}
-		})
-	}()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if !errors.Is(err, context.Canceled) {
-					n.t.Errorf("Watch returned %v, want context.Canceled", err)
-				}
-			case <-time.After(10 * time.Second):
-				n.t.Errorf("Watch did not return within 10s of cancel")
-			}
-		})
-	}
-	n.t.Cleanup(stop)
+	events, stop := nodetest.Watch(n.t, n.mgr, r, interval, 1024)
 	select {
 	case e := <-events:
 		if e.Err != nil || e.Trigger != "start" {

@@ -1,8 +1,15 @@
 package nodetest
 
 import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
 	"github.com/google/nftables"
 
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/nat"
 )
 
@@ -42,4 +49,38 @@ func ReadNATShape(c *nftables.Conn) (NATShape, error) {
 		*count = len(els)
 	}
 	return s, nil
+}
+
+// Watch runs m.Watch for r in the background and returns its reports (buf
+// of them wait; Watch never blocks on a full buffer, the report is
+// dropped) and a function that stops it and checks that Watch returns
+// context.Canceled within 10 seconds. The test's end stops it too.
+func Watch(tb testing.TB, m *nat.Manager, r *conf.NATRules, interval time.Duration, buf int) (<-chan nat.Event, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan nat.Event, buf)
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Watch(ctx, r, interval, func(e nat.Event) {
+			select {
+			case events <- e:
+			default: // the test stopped reading; never block Watch
+			}
+		})
+	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.Canceled) {
+					tb.Errorf("Watch returned %v, want context.Canceled", err)
+				}
+			case <-time.After(10 * time.Second):
+				tb.Errorf("Watch did not return within 10s of cancel")
+			}
+		})
+	}
+	tb.Cleanup(stop)
+	return events, stop
 }
