@@ -11,10 +11,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,39 +31,16 @@ import (
 const cmdTimeout = 60 * time.Second
 
 func TestMain(m *testing.M) {
-	nstest.Main(m, func() {
-		if esbctl.dir != "" {
-			_ = os.RemoveAll(esbctl.dir)
-		}
-	})
+	nstest.Main(m, esbctl.Remove)
 }
 
-var esbctl struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
+var esbctl nstest.Build
 
 // buildEsbctl builds esbctl once, with the same (default) version as the
 // plugins nstest.PluginDir builds.
 func buildEsbctl(t *testing.T) string {
 	t.Helper()
-	esbctl.once.Do(func() {
-		if esbctl.dir, esbctl.err = os.MkdirTemp("", "doctortest-bin-"); esbctl.err != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", esbctl.dir+"/", "./cmd/esbctl")
-		cmd.Dir = nstest.RepoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			esbctl.err = fmt.Errorf("go build esbctl: %w\n%s", err, out)
-		}
-		esbctl.path = filepath.Join(esbctl.dir, "esbctl")
-	})
-	if esbctl.err != nil {
-		t.Fatal(esbctl.err)
-	}
-	return esbctl.path
+	return filepath.Join(esbctl.Dir(t, "doctortest-bin-", nil, "./cmd/esbctl"), "esbctl")
 }
 
 // node is the test's node: its namespace, CNI files, NAT rules, a proxy

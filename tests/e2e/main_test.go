@@ -8,5 +8,5 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	nstest.Main(m, func() { printWaits(os.Stdout) }, cleanupBinaries)
+	nstest.Main(m, func() { printWaits(os.Stdout) }, built.Remove)
 }
