@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -148,36 +147,14 @@ func newNode(t *testing.T, overrides ...override) *node {
 	return n
 }
 
-var pauseBuilt struct {
-	once sync.Once
-	ref  string
-	err  error
-}
+var pauseBuilt stacktest.ScriptImage
 
 // pauseImage builds the sandbox image with scripts/pause-image.sh once per
 // test binary; the script pushes it to the stack's registry (reproducibly:
 // an unchanged source pushes nothing new). It returns its reference.
 func (n *node) pauseImage() string {
 	n.t.Helper()
-	pauseBuilt.once.Do(func() { pauseBuilt.ref, pauseBuilt.err = buildPause(n.t, n.st.Registry) })
-	if pauseBuilt.err != nil {
-		n.t.Fatal(pauseBuilt.err)
-	}
-	return pauseBuilt.ref
-}
-
-func buildPause(t *testing.T, registry string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(nstest.RepoRoot(t), "scripts", "pause-image.sh"))
-	cmd.Env = append(os.Environ(), "ESB_REGISTRY="+registry)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("scripts/pause-image.sh: %w\n%s", err, stderr.String())
-	}
-	return strings.TrimSpace(string(out)), nil
+	return pauseBuilt.Ref(n.t, cmdTimeout, "scripts/pause-image.sh", "ESB_REGISTRY="+n.st.Registry)
 }
 
 // writeBinDir fills the CNI bin_dir: esb-ipam and loopback as links, and

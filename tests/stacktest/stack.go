@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -229,4 +230,38 @@ func (s Stack) PingRegistry(ctx context.Context) error {
 		return fmt.Errorf("registry %s answers %s", url, resp.Status)
 	}
 	return nil
+}
+
+// ScriptImage is an image that one of the repository's image scripts
+// (scripts/*-image.sh) builds and pushes once per test binary.
+type ScriptImage struct {
+	once sync.Once
+	ref  string
+	err  error
+}
+
+// Ref runs script (a path from the repository root) once, within timeout
+// and with env added to the environment, and returns the image reference
+// it prints; a failure fails every test that asks.
+func (i *ScriptImage) Ref(tb testing.TB, timeout time.Duration, script string, env ...string) string {
+	tb.Helper()
+	i.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, script)
+		cmd.Dir = nstest.RepoRoot(tb)
+		cmd.Env = append(os.Environ(), env...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			i.err = fmt.Errorf("%s: %w\n%s", script, err, stderr.String())
+			return
+		}
+		i.ref = strings.TrimSpace(string(out))
+	})
+	if i.err != nil {
+		tb.Fatal(i.err)
+	}
+	return i.ref
 }
