@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -20,6 +19,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/leakcheck"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -64,24 +64,34 @@ func (e *env) setGCGrace(grace string) {
 	}
 }
 
+// acquireAfterReturn retries an acquire every half second until one
+// works, for at most a minute after the runtime daemon came back, and
+// returns the worker and how long that took.
+func (e *env) acquireAfterReturn(daemon string) (*agentv1.Worker, time.Duration) {
+	e.t.Helper()
+	back := time.Now()
+	for {
+		w, _, err := e.timedAcquire("outage", "after")
+		if err == nil {
+			recovered := time.Since(back)
+			noteWait("recovery (within a minute)", time.Minute, recovered)
+			return w, recovered
+		}
+		if time.Since(back) > time.Minute {
+			e.t.Fatalf("no acquire works within a minute of %s's return: %v", daemon, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 // expectSettled waits up to faultSettle until the node holds exactly
 // live's traces and the agent's journal is empty, else fails the test.
 func (e *env) expectSettled(what string, live []*agentv1.Worker) leakcheck.Report {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), faultSettle+time.Minute)
-	defer cancel()
-	start := time.Now()
-	rep, err := leakcheck.Wait(ctx, e.leakNode(), liveOf(live), faultSettle)
-	noteWait("faultSettle (leakcheck)", faultSettle, time.Since(start))
-	if err != nil {
-		e.t.Errorf("%s: read the node: %v", what, err)
-	}
-	if !rep.Clean() {
-		e.t.Errorf("%s: after %s the node does not match the %d live workers:\n%s", what, faultSettle, len(live), rep)
-	}
+	rep := e.waitNode(what, "faultSettle", live, faultSettle, faultSettle+time.Minute)
 	// The undo of interrupted creations runs in the background: its last
 	// step, the journal entry, may follow the node's last trace.
-	start = time.Now()
+	start := time.Now()
 	defer since("faultSettle (journal)", faultSettle, start)
 	deadline := start.Add(faultSettle)
 	for {
@@ -420,25 +430,15 @@ func (c *ownContainerd) start() {
 	}
 	c.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); _ = log.Close(); close(done) }(c.cmd, c.exited)
-	start := time.Now()
-	deadline := start.Add(daemonStartTimeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		out, err := exec.CommandContext(ctx, "ctr", "--address", c.sock(), "version").CombinedOutput()
-		cancel()
-		if err == nil {
-			noteWait("containerd start", daemonStartTimeout, time.Since(start))
-			return
-		}
-		select {
-		case <-c.exited:
-			c.t.Fatalf("the test's containerd exited at start; see %s", log.Name())
-		default:
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("the test's containerd does not answer on %s within %s: %v\n%s", c.sock(), daemonStartTimeout, err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
+	exited, err := waitDaemon("containerd", c.exited, 100*time.Millisecond, func() error {
+		_, err := nodetest.Run(2*time.Second, nil, "ctr", "--address", c.sock(), "version")
+		return err
+	})
+	if exited {
+		c.t.Fatalf("the test's containerd exited at start; see %s", log.Name())
+	}
+	if err != nil {
+		c.t.Fatalf("the test's containerd does not answer on %s within %s: %v", c.sock(), daemonStartTimeout, err)
 	}
 }
 
@@ -558,19 +558,7 @@ func TestFaultRuntimeStopped(t *testing.T) {
 
 		// Back: acquires work again (the client reconnects on its own).
 		ctd.start()
-		back := time.Now()
-		var w *agentv1.Worker
-		for w == nil {
-			w, _, err = e.timedAcquire("outage", "after")
-			if err != nil && time.Since(back) > time.Minute {
-				t.Fatalf("no acquire works within a minute of containerd's return: %v", err)
-			}
-			if err != nil {
-				time.Sleep(500 * time.Millisecond)
-			}
-		}
-		recovered := time.Since(back)
-		noteWait("recovery (within a minute)", time.Minute, recovered)
+		w, recovered := e.acquireAfterReturn("containerd")
 		live = append(live, w)
 		e.mustInvoke(w, `{"containerd":"back"}`)
 		e.expectSettled("after containerd came back", live)
@@ -636,19 +624,7 @@ func TestFaultRuntimeStopped(t *testing.T) {
 		}
 
 		d.start(t)
-		back := time.Now()
-		var w *agentv1.Worker
-		for w == nil {
-			w, _, err = e.timedAcquire("outage", "after")
-			if err != nil && time.Since(back) > time.Minute {
-				t.Fatalf("no acquire works within a minute of dockerd's return: %v", err)
-			}
-			if err != nil {
-				time.Sleep(500 * time.Millisecond)
-			}
-		}
-		recovered := time.Since(back)
-		noteWait("recovery (within a minute)", time.Minute, recovered)
+		w, recovered := e.acquireAfterReturn("dockerd")
 		e.mustInvoke(w, `{"dockerd":"back"}`)
 		// The workers dockerd stopped are dropped; only the new one lives.
 		live := e.waitList("the workers dockerd stopped are dropped", faultSettle, func(ws []*agentv1.Worker) bool {

@@ -347,16 +347,24 @@ func liveOf(ws []*agentv1.Worker) map[string]netip.Addr {
 // traces of live, no address twice, else fails the test with the report.
 func (e *env) expectConsistent(what string, live []*agentv1.Worker) leakcheck.Report {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*settleTimeout)
+	return e.waitNode(what, "settle", live, settleTimeout, 2*settleTimeout)
+}
+
+// waitNode waits up to settle (the whole within bound) until the node
+// holds exactly the traces of live, no address twice, notes the wait as
+// name, and fails the test with the report if it does not.
+func (e *env) waitNode(what, name string, live []*agentv1.Worker, settle, bound time.Duration) leakcheck.Report {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	start := time.Now()
-	rep, err := leakcheck.Wait(ctx, e.leakNode(), liveOf(live), settleTimeout)
-	noteWait("settle (leakcheck)", settleTimeout, time.Since(start))
+	rep, err := leakcheck.Wait(ctx, e.leakNode(), liveOf(live), settle)
+	noteWait(name+" (leakcheck)", settle, time.Since(start))
 	if err != nil {
 		e.t.Errorf("%s: read the node: %v", what, err)
 	}
 	if !rep.Clean() {
-		e.t.Errorf("%s: the node does not match the %d live workers:\n%s", what, len(live), rep)
+		e.t.Errorf("%s: after %s the node does not match the %d live workers:\n%s", what, settle, len(live), rep)
 	}
 	return rep
 }
