@@ -144,10 +144,7 @@ func iptablesRules(count int) []byte {
 
 // --- nftables reads -----------------------------------------------------
 
-var (
-	esbTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: nat.TableName}
-	natTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "nat"} // iptables-nft's
-)
+var natTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "nat"} // iptables-nft's
 
 // nft opens a lasting nftables connection in the node, closed at cleanup.
 func (n *node) nft() *nftables.Conn {
