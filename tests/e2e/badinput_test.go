@@ -246,7 +246,7 @@ func testOwnerChecks(t *testing.T, e *env) {
 			t.Errorf("a refused call left %s", l)
 		}
 	}
-	if allocs, err := e.allocations(); err != nil || len(allocs) != 1 {
+	if allocs, err := e.Allocations(netName); err != nil || len(allocs) != 1 {
 		t.Errorf("IPAM allocations = %v, %v; want only the worker's", allocs, err)
 	}
 	if got := e.taskStatus(id); got != "RUNNING" {

@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
-	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/tests/leakcheck"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
@@ -56,7 +55,7 @@ func (e *env) traces(only ...string) []string {
 			}
 		}
 	}
-	veths, err := e.veths()
+	veths, err := agenttest.Veths(e.node)
 	if err != nil {
 		out = append(out, err.Error())
 	}
@@ -65,7 +64,7 @@ func (e *env) traces(only ...string) []string {
 			out = append(out, fmt.Sprintf("veth %s (%s)", name, alias))
 		}
 	}
-	allocs, err := e.allocations()
+	allocs, err := e.Allocations(netName)
 	if err != nil {
 		out = append(out, err.Error())
 	}
@@ -109,31 +108,10 @@ func (e *env) tracesAfterSettle(only ...string) []string {
 	}
 }
 
-// veths returns the esb veths in the node, by name, with their alias
-// (esb-bridge writes the attachment in it).
-func (e *env) veths() (map[string]string, error) {
-	h, err := e.handle()
-	if err != nil {
-		return nil, fmt.Errorf("netlink handle in the node: %w", err)
-	}
-	defer h.Close()
-	links, err := h.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list links of the node: %w", err)
-	}
-	out := map[string]string{}
-	for _, l := range links {
-		if l.Type() == "veth" && strings.HasPrefix(l.Attrs().Name, "esb") {
-			out[l.Attrs().Name] = l.Attrs().Alias
-		}
-	}
-	return out, nil
-}
-
 // vethOf returns the node-side veth of worker id.
 func (e *env) vethOf(id string) (string, bool) {
 	e.t.Helper()
-	veths, err := e.veths()
+	veths, err := agenttest.Veths(e.node)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -143,29 +121,6 @@ func (e *env) vethOf(id string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// allocations returns the IPAM store's allocations: attachment -> address.
-func (e *env) allocations() (map[string]string, error) {
-	if _, err := os.Stat(ipam.DBPath(e.IPAMDir(), netName)); errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	s, err := ipam.OpenBolt(e.IPAMDir(), netName, ipam.BoltOptions{LockWait: 10 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("open the IPAM store: %w", err)
-	}
-	out := map[string]string{}
-	err = s.View(func(tx ipam.Txn) error {
-		return tx.ForEachAllocation(func(a *ipam.Allocation) error {
-			var ips []string
-			for _, p := range a.IPs {
-				ips = append(ips, p.Addr().String())
-			}
-			out[a.ID.String()] = strings.Join(ips, ",")
-			return nil
-		})
-	})
-	return out, errors.Join(err, s.Close())
 }
 
 // expectTraces checks that a live worker has everything it needs: its
