@@ -157,9 +157,13 @@ func FillHostLocal(dataDir, network string, ids []ipam.AttachmentID, addrs []net
 }
 
 // HostLocalUsage counts host-local's reservation files for network under
-// dataDir (every file but the lock and the last_reserved_ip markers).
+// dataDir (every file but the lock and the last_reserved_ip markers). A
+// missing directory holds none.
 func HostLocalUsage(dataDir, network string) (int, error) {
 	entries, err := os.ReadDir(HostLocalDir(dataDir, network))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, err
 	}

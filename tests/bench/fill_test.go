@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/tests/benchstat"
 )
 
 // These tests are quick and need no privileges: they check the fill
@@ -117,29 +117,11 @@ func TestNetConfDiffersOnlyInTypeAndDir(t *testing.T) {
 	}
 }
 
-func TestSamplesAndTargets(t *testing.T) {
-	ms := func(v ...int) Samples {
-		s := Samples{}
-		for _, x := range v {
-			s = append(s, time.Duration(x)*time.Millisecond)
-		}
-		return s
-	}
-	s := ms(5, 1, 3, 2, 4)
-	if s.P50() != 3*time.Millisecond || s.Mean() != 3*time.Millisecond || s.Max() != 5*time.Millisecond {
-		t.Fatalf("p50 %v mean %v max %v of %v", s.P50(), s.Mean(), s.Max(), s)
-	}
-	if got := ms(1, 2, 3, 4).P50(); got != 2500*time.Microsecond {
-		t.Fatalf("p50 of an even count = %v, want 2.5ms", got)
-	}
-	if (Samples{}).P50() != 0 || (Samples{}).Mean() != 0 {
-		t.Fatal("empty samples should give 0")
-	}
-
+func TestTargets(t *testing.T) {
 	sum := &Summary{Title: "t"}
 	add := func(plugin string, fill int, addDel ...int) {
 		c := &Cell{Plugin: plugin, Fill: fill}
-		for _, d := range ms(addDel...) {
+		for _, d := range benchstat.FromMs(addDel...) {
 			c.Record(d/2, d-d/2)
 		}
 		sum.Cells = append(sum.Cells, c)

@@ -18,18 +18,14 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"golang.org/x/sys/unix"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
+	"github.com/edge-serverless-box/esbnet/tests/benchstat"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // The ways of running one ADD+DEL that the summary compares.
 const (
@@ -128,55 +124,18 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		fixtures: map[string]*fixture{},
 	}
 	env.cniPath = strings.Join([]string{filepath.Dir(env.bins[esbExec]), filepath.Dir(env.bins[hostLocal])}, string(os.PathListSeparator))
-	// ESB_BENCH_DIR puts the stores on another file system (e.g. a tmpfs
-	// such as /dev/shm, like /run/esb on a production host).
-	if base := os.Getenv("ESB_BENCH_DIR"); base != "" {
-		root, err := os.MkdirTemp(base, "esbnet-bench-")
-		if err != nil {
-			b.Fatalf("create bench dir: %v", err)
-		}
-		b.Cleanup(func() {
-			if err := os.RemoveAll(root); err != nil {
-				b.Errorf("remove bench dir: %v", err)
-			}
-		})
-		env.root = root
-	} else {
-		env.root = b.TempDir()
-	}
+	env.root = benchstat.Dir(b, "esbnet-bench-")
 	env.summary = Summary{
 		Title: "esb-ipam vs host-local v1.10.0: one ADD+DEL through the plugin binary",
 		Notes: []string{
 			fmt.Sprintf("subnet %s (65,533 usable), one IPv4 range; stores in %s (%s); %s/%s, %d CPUs, GOMAXPROCS %d; %s",
-				subnet, env.root, fsType(env.root), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339)),
+				subnet, env.root, benchstat.FSType(env.root), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), time.Now().UTC().Format(time.RFC3339)),
 			"each binary is executed as libcni's invoke.RawExec does (CNI_COMMAND=ADD then DEL, CNI_NETNS, CNI_IFNAME=eth0, CNI_PATH, config on stdin); " +
 				"allocated = addresses held by other attachments before the samples; samples interleaved across cells in 15 rounds; in-process = ipam.OpenBolt + Update(Allocate) + Close, then the same with Release; " +
 				"its ADD column (open→commit→close) bounds how long the store's lock is held per ADD",
 		},
 	}
 	return env
-}
-
-// fsType names the file system holding dir.
-func fsType(dir string) string {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return "unknown fs"
-	}
-	switch st.Type {
-	case unix.TMPFS_MAGIC:
-		return "tmpfs"
-	case unix.EXT4_SUPER_MAGIC:
-		return "ext4"
-	case unix.XFS_SUPER_MAGIC:
-		return "xfs"
-	case unix.BTRFS_SUPER_MAGIC:
-		return "btrfs"
-	case unix.OVERLAYFS_SUPER_MAGIC:
-		return "overlayfs"
-	default:
-		return fmt.Sprintf("fs type %#x", st.Type)
-	}
 }
 
 // netConf returns the network configuration both binaries get on stdin:

@@ -12,9 +12,6 @@ import (
 // Samples are the durations of repeated runs of one operation.
 type Samples = benchstat.Samples
 
-// Ms renders d in milliseconds with three decimals.
-func Ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
-
 // Cell is one row of the summary: one way of running ADD+DEL at one fill.
 type Cell struct {
 	Plugin string // "esb-ipam", "host-local", "esb-ipam in-process"
@@ -91,7 +88,7 @@ func (s *Summary) Print(w io.Writer, targets []Target) error {
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, c := range s.Cells {
 		fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s | %s | %s |\n", c.Plugin, c.Fill, len(c.AddDel),
-			Ms(c.AddDel.P50()), Ms(c.AddDel.Mean()), Ms(c.Add.P50()), Ms(c.Del.P50()), Ms(c.AddDel.Max()))
+			benchstat.MsN(c.AddDel.P50(), 3), benchstat.MsN(c.AddDel.Mean(), 3), benchstat.MsN(c.Add.P50(), 3), benchstat.MsN(c.Del.P50(), 3), benchstat.MsN(c.AddDel.Max(), 3))
 	}
 	b.WriteString("\n| target | measured | limit | result |\n| --- | ---: | ---: | --- |\n")
 	for _, t := range targets {

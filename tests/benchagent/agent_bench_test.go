@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,11 +18,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // The sample sizes and loads.
 const (
@@ -297,35 +291,17 @@ func (r *results) measureCold(b *testing.B, e *env, p *agentProc) {
 // throughput runs throughputCycles acquire+release cycles from clients
 // concurrent clients and returns each call's time and the wall time.
 func (e *env) throughput(b *testing.B, p *agentProc) (acq, rel Samples, wall time.Duration) {
-	var next atomic.Int64
-	var mu sync.Mutex
-	var errs []error
-	var wg sync.WaitGroup
 	start := time.Now()
-	for c := range clients {
-		wg.Go(func() {
-			for next.Add(1) <= throughputCycles {
-				w, a, err := p.Acquire(e.image, fmt.Sprintf("tp-owner-%d", c), function)
-				var d time.Duration
-				if err == nil {
-					d, err = p.Release(w)
-				}
-				mu.Lock()
-				if err != nil {
-					errs = append(errs, err)
-				} else {
-					acq, rel = append(acq, a), append(rel, d)
-				}
-				mu.Unlock()
-				if err != nil {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	err := agenttest.Spread(clients, 0, throughputCycles, func(c, _ int) (func(), error) {
+		w, a, err := p.Acquire(e.image, fmt.Sprintf("tp-owner-%d", c), function)
+		var d time.Duration
+		if err == nil {
+			d, err = p.Release(w)
+		}
+		return func() { acq, rel = append(acq, a), append(rel, d) }, err
+	})
 	wall = time.Since(start)
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		b.Fatalf("throughput: %v", err)
 	}
 	return acq, rel, wall
@@ -338,37 +314,15 @@ func (e *env) throughput(b *testing.B, p *agentProc) (acq, rel Samples, wall tim
 func (e *env) ctrThroughput(b *testing.B) (runs Samples, wall time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	var next atomic.Int64
-	var mu sync.Mutex
-	var errs []error
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range clients {
-		wg.Go(func() {
-			for {
-				i := next.Add(1)
-				if i > throughputCycles {
-					return
-				}
-				id := fmt.Sprintf("ctr-tp-%03d", i)
-				run, _, err := e.ctrRun(id)
-				err = errors.Join(err, e.removeContainer(ctx, id))
-				mu.Lock()
-				if err != nil {
-					errs = append(errs, err)
-				} else {
-					runs = append(runs, run)
-				}
-				mu.Unlock()
-				if err != nil {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	err := agenttest.Spread(clients, 0, throughputCycles, func(_, i int) (func(), error) {
+		id := fmt.Sprintf("ctr-tp-%03d", i+1)
+		run, _, err := e.ctrRun(id)
+		err = errors.Join(err, e.removeContainer(ctx, id))
+		return func() { runs = append(runs, run) }, err
+	})
 	wall = time.Since(start)
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		b.Fatalf("ctr throughput: %v", err)
 	}
 	return runs, wall
@@ -381,32 +335,13 @@ func (e *env) ctrThroughput(b *testing.B) (runs Samples, wall time.Duration) {
 // that nothing is left.
 func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *agenttest.Profiler) {
 	workers := make([]*agentv1.Worker, liveWorkers)
-	var next atomic.Int64
-	var mu sync.Mutex
-	var errs []error
-	var wg sync.WaitGroup
 	start := time.Now()
-	for c := range clients {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= liveWorkers {
-					return
-				}
-				w, _, err := p.Acquire(e.image, fmt.Sprintf("live-owner-%d", c), function)
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					return
-				}
-				workers[i] = w
-			}
-		})
-	}
-	wg.Wait()
+	err := agenttest.Spread(clients, 0, liveWorkers, func(c, i int) (func(), error) {
+		w, _, err := p.Acquire(e.image, fmt.Sprintf("live-owner-%d", c), function)
+		return func() { workers[i] = w }, err
+	})
 	r.liveWall = time.Since(start)
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		b.Fatalf("acquire %d live workers: %v", liveWorkers, err)
 	}
 	ws, err := p.List()

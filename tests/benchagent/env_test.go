@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -23,11 +24,9 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	dockerclient "github.com/docker/docker/client"
-	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 
-	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -110,13 +109,7 @@ func newEnvFor(b *testing.B, rt string) *env {
 	e.agentBin = agenttest.BuildAgent(b, filepath.Join(base, "bin"))
 	e.pluginDir = nstest.PluginDir(b)
 	e.node = nstest.NewNS(b)
-	if err := e.node.Do(func(ns.NetNS) error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	}); err != nil {
+	if err := nodetest.LoUp(e.node); err != nil {
 		b.Fatalf("set lo up in the node: %v", err)
 	}
 	e.WriteConflist(b)
@@ -446,19 +439,19 @@ func (e *env) traces() []string {
 	for _, p := range pins {
 		out = append(out, "netns pin "+p)
 	}
-	veths, err := e.veths()
+	veths, err := agenttest.Veths(e.node, "")
 	if err != nil {
 		out = append(out, err.Error())
 	}
-	for _, v := range veths {
-		out = append(out, "veth "+v)
+	for _, name := range slices.Sorted(maps.Keys(veths)) {
+		out = append(out, fmt.Sprintf("veth %s (%s)", name, veths[name]))
 	}
-	allocs, err := e.allocations()
+	allocs, err := e.Allocations(netName)
 	if err != nil {
 		out = append(out, err.Error())
 	}
-	for _, a := range allocs {
-		out = append(out, "address "+a)
+	for _, id := range slices.Sorted(maps.Keys(allocs)) {
+		out = append(out, "address "+allocs[id]+" of "+id)
 	}
 	results, _ := filepath.Glob(filepath.Join(e.CacheDir(), "results", "*"))
 	for _, r := range results {
@@ -480,49 +473,6 @@ func (e *env) noTraces() []string {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// veths returns the esb veths in the node, each with its alias.
-func (e *env) veths() ([]string, error) {
-	h, err := netlink.NewHandleAt(vnetns.NsHandle(int(e.node.Fd())))
-	if err != nil {
-		return nil, fmt.Errorf("netlink handle in the node: %w", err)
-	}
-	defer h.Close()
-	links, err := h.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list links of the node: %w", err)
-	}
-	var out []string
-	for _, l := range links {
-		if l.Type() == "veth" && strings.HasPrefix(l.Attrs().Name, "esb") {
-			out = append(out, fmt.Sprintf("%s (%s)", l.Attrs().Name, l.Attrs().Alias))
-		}
-	}
-	return out, nil
-}
-
-// allocations returns the IPAM store's allocations as "address of attachment".
-func (e *env) allocations() ([]string, error) {
-	if _, err := os.Stat(ipam.DBPath(e.IPAMDir(), netName)); errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	s, err := ipam.OpenBolt(e.IPAMDir(), netName, ipam.BoltOptions{LockWait: 10 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("open the IPAM store: %w", err)
-	}
-	var out []string
-	err = s.View(func(tx ipam.Txn) error {
-		return tx.ForEachAllocation(func(a *ipam.Allocation) error {
-			var ips []string
-			for _, p := range a.IPs {
-				ips = append(ips, p.Addr().String())
-			}
-			out = append(out, strings.Join(ips, ",")+" of "+a.ID.String())
-			return nil
-		})
-	})
-	return out, errors.Join(err, s.Close())
 }
 
 // --- teardown ----------------------------------------------------------------------

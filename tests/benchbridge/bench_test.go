@@ -3,7 +3,6 @@ package benchbridge
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -12,14 +11,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/edge-serverless-box/esbnet/tests/benchstat"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 const (
 	// attachments is how many worker namespaces each run attaches and
@@ -65,7 +61,7 @@ const parallelChunk = 50
 func BenchmarkBridgeSideBySide(b *testing.B) {
 	nstest.RequirePrivileged(b)
 	start := time.Now()
-	root := benchDir(b)
+	root := benchstat.Dir(b, "esbnet-benchbridge-")
 	rusage := buildRusage(b)
 	esb := newESB(b, filepath.Join(root, "esb"))
 	ref := newRef(b, filepath.Join(root, "ref"))
@@ -95,7 +91,7 @@ func BenchmarkBridgeSideBySide(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, r := range runs {
-			b.Logf("%s %s: ADD p50 %s ms, DEL p50 %s ms", r.Plugin, ModeName(r.Parallel), Ms(r.Add.P50()), Ms(r.Del.P50()))
+			b.Logf("%s %s: ADD p50 %s ms, DEL p50 %s ms", r.Plugin, ModeName(r.Parallel), benchstat.MsN(r.Add.P50(), 1), benchstat.MsN(r.Del.P50(), 1))
 		}
 		rep.Runs = append(rep.Runs, runs...)
 	}
@@ -139,35 +135,7 @@ func loadAvg() string {
 // buildRusage builds the rusage helper (tests/benchbridge/rusage) and
 // returns its path.
 func buildRusage(b *testing.B) string {
-	b.Helper()
-	out := filepath.Join(b.TempDir(), "rusage")
-	cmd := exec.Command("go", "build", "-o", out, "./tests/benchbridge/rusage")
-	cmd.Dir = nstest.RepoRoot(b)
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build ./tests/benchbridge/rusage: %v\n%s", err, msg)
-	}
-	return out
-}
-
-// benchDir returns the parent of both IPAM stores: a test temporary
-// directory, or one under ESB_BENCH_DIR (e.g. a tmpfs such as /dev/shm,
-// like /run/esb on a production host), removed at the end.
-func benchDir(b *testing.B) string {
-	b.Helper()
-	base := os.Getenv("ESB_BENCH_DIR")
-	if base == "" {
-		return b.TempDir()
-	}
-	root, err := os.MkdirTemp(base, "esbnet-benchbridge-")
-	if err != nil {
-		b.Fatalf("create bench dir: %v", err)
-	}
-	b.Cleanup(func() {
-		if err := os.RemoveAll(root); err != nil {
-			b.Errorf("remove bench dir: %v", err)
-		}
-	})
-	return root
+	return nstest.GoBuild(b, b.TempDir(), "./tests/benchbridge/rusage")
 }
 
 func notes(root string) []string {
@@ -179,7 +147,7 @@ func notes(root string) []string {
 	return []string{
 		fmt.Sprintf("%s, %s/%s, %d CPUs, GOMAXPROCS %d, %s; IPAM stores in %s (%s)",
 			kernel, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0),
-			time.Now().UTC().Format(time.RFC3339), root, fsType(root)),
+			time.Now().UTC().Format(time.RFC3339), root, benchstat.FSType(root)),
 		"each sample is one execution of the plugin binary as libcni runs it (invoke.RawExec: CNI_* variables, config on stdin, result on stdout), " +
 			"started from a thread in a node network namespace that plays the host (one node namespace per plugin), timed from start to exit; " +
 			"a run ADDs all 200 pre-made worker namespaces, checks them, then DELs all 200; parallel-8 = 8 goroutines each executing one plugin at a time from a shared queue",
@@ -187,28 +155,6 @@ func notes(root string) []string {
 			"reference: isGateway true, ipMasq false, host-local executed by bridge (two processes per ADD or DEL); same routes (0.0.0.0/0), /16 subnets",
 		"one warm-up ADD+DEL per plugin before the samples (it creates the bridge and, for esb, the nftables table); each plugin has its own 200 worker namespaces, used by both modes; " +
 			"the plugins take turns, flipping the order each turn: one attachment at a time (sequential) or 50 (parallel-8, so each turn ends with fewer than 8 in flight)",
-	}
-}
-
-// fsType names the file system holding dir.
-func fsType(dir string) string {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return "unknown fs"
-	}
-	switch st.Type {
-	case unix.TMPFS_MAGIC:
-		return "tmpfs"
-	case unix.EXT4_SUPER_MAGIC:
-		return "ext4"
-	case unix.XFS_SUPER_MAGIC:
-		return "xfs"
-	case unix.BTRFS_SUPER_MAGIC:
-		return "btrfs"
-	case unix.OVERLAYFS_SUPER_MAGIC:
-		return "overlayfs"
-	default:
-		return fmt.Sprintf("fs type %#x", st.Type)
 	}
 }
 

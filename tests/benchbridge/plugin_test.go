@@ -23,6 +23,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/bench"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -100,28 +101,8 @@ func newRef(b *testing.B, dataDir string) *plugin {
 		gateway: netip.MustParseAddr("10.89.0.1"),
 		node:    nstest.NewNS(b),
 		exec:    &invoke.RawExec{Stderr: os.Stderr},
-		stored:  func() (int, error) { return hostLocalUsage(filepath.Join(dataDir, "ref")) },
+		stored:  func() (int, error) { return bench.HostLocalUsage(dataDir, "ref") },
 	}
-}
-
-// hostLocalUsage counts host-local's reservation files: every file in the
-// network's directory named by an address (not the lock or the
-// last_reserved_ip markers). A missing directory holds none.
-func hostLocalUsage(dir string) (int, error) {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, e := range entries {
-		if _, err := netip.ParseAddr(e.Name()); err == nil && e.Type().IsRegular() {
-			n++
-		}
-	}
-	return n, nil
 }
 
 func (p *plugin) env(command, id, netns string) []string {

@@ -22,9 +22,6 @@ import (
 // Samples are the durations of repeated runs of one operation.
 type Samples = benchstat.Samples
 
-// Ms renders d in milliseconds with one decimal.
-func Ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
-
 // Modes of attaching: how many plugin processes run at once.
 const (
 	Sequential = 1
@@ -174,8 +171,8 @@ func (r *Report) Print(w io.Writer, targets []Target) error {
 	for _, x := range r.Runs {
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %.2f | %.2f |\n",
 			x.Plugin, ModeName(x.Parallel), len(x.Add),
-			Ms(x.Add.P50()), Ms(x.Add.P95()), Ms(x.Add.Max()),
-			Ms(x.Del.P50()), Ms(x.Del.P95()), Ms(x.Del.Max()),
+			benchstat.MsN(x.Add.P50(), 1), benchstat.MsN(x.Add.P95(), 1), benchstat.MsN(x.Add.Max(), 1),
+			benchstat.MsN(x.Del.P50(), 1), benchstat.MsN(x.Del.P95(), 1), benchstat.MsN(x.Del.Max(), 1),
 			x.AddWall.Seconds(), x.DelWall.Seconds())
 	}
 	for _, x := range r.Runs {
@@ -201,13 +198,13 @@ func (r *Report) Print(w io.Writer, targets []Target) error {
 			}
 		}
 		fmt.Fprintf(&b, "| %s p50, %s | %s | %s | %s | ≤ %.2f× | %s |\n",
-			t.Verb, ModeName(t.Parallel), Ms(t.ESB), Ms(t.Ref), ratio, t.Limit, result)
+			t.Verb, ModeName(t.Parallel), benchstat.MsN(t.ESB, 1), benchstat.MsN(t.Ref, 1), ratio, t.Limit, result)
 	}
 	if len(r.Parts) > 0 {
 		b.WriteString("\n| where the time goes (sequential) | samples | p50 ms | p95 ms | note |\n")
 		b.WriteString("| --- | ---: | ---: | ---: | --- |\n")
 		for _, p := range r.Parts {
-			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", p.What, len(p.Samples), Ms(p.Samples.P50()), Ms(p.Samples.P95()), p.Note)
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", p.What, len(p.Samples), benchstat.MsN(p.Samples.P50(), 1), benchstat.MsN(p.Samples.P95(), 1), p.Note)
 		}
 	}
 	if len(r.Usage) > 0 {
@@ -220,7 +217,7 @@ func (r *Report) Print(w io.Writer, targets []Target) error {
 			}
 			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s |\n",
 				u.Process, len(u.MaxRSS), medianInt(u.MaxRSS), slices.Max(append([]int64{0}, u.MaxRSS...)),
-				Ms(Samples(u.CPU).P50()), note)
+				benchstat.MsN(Samples(u.CPU).P50(), 1), note)
 		}
 	}
 	b.WriteString("\n")

@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,11 +23,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 const (
 	clients       = 8 // acquires in flight while filling, releases at the end
@@ -144,31 +138,14 @@ func (e *env) fill(b *testing.B, p *agenttest.Proc, held []*agentv1.Worker, n in
 	b.Helper()
 	from := len(held)
 	held = append(held, make([]*agentv1.Worker, n-from)...)
-	var next atomic.Int64
-	next.Store(int64(from))
-	var mu sync.Mutex
-	var errs []error
-	var wg sync.WaitGroup
-	for c := range clients {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				w, _, err := p.Acquire(image, fmt.Sprintf("density-fill-%d", c), fn)
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, fmt.Errorf("worker %d: %w", i+1, err))
-					mu.Unlock()
-					return
-				}
-				held[i] = w
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err := agenttest.Spread(clients, from, n, func(c, i int) (func(), error) {
+		w, _, err := p.Acquire(image, fmt.Sprintf("density-fill-%d", c), fn)
+		if err != nil {
+			return nil, fmt.Errorf("worker %d: %w", i+1, err)
+		}
+		return func() { held[i] = w }, nil
+	})
+	if err != nil {
 		b.Fatalf("fill to %d live workers: %v", n, err)
 	}
 	return held

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/edge-serverless-box/esbnet/conf"
@@ -87,13 +85,7 @@ func newEnv(b *testing.B, maxLive int) *env {
 	e.pluginDir = nstest.PluginDir(b)
 	e.loadgen = benchnat.BuildLoadgen(b)
 	e.node = nodetest.New(b, "density")
-	h := e.node.Handle()
-	lo, err := h.LinkByName("lo")
-	if err == nil {
-		err = errors.Join(h.LinkSetUp(lo), h.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(benchnat.NodeAddr).To4(), Mask: net.CIDRMask(32, 32)}}))
-	}
-	h.Close()
-	if err != nil {
+	if err := nodetest.LoUp(e.node.NS, benchnat.NodeAddr); err != nil {
 		b.Fatalf("set up lo with %s in the node: %v", benchnat.NodeAddr, err)
 	}
 	e.WriteConflist(b)

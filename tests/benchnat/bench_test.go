@@ -2,7 +2,6 @@ package benchnat
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,14 +12,11 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // How much the benchmark samples, whatever b.N is (so -benchtime 1x gives
 // the whole summary). The traffic rounds are short and alternate between
@@ -388,28 +384,8 @@ func measureDrift(b *testing.B, n *node, r *conf.NATRules) DriftRow {
 	if err := n.mgr.Delete(context.Background(), bridgeName); err != nil {
 		b.Fatalf("delete: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	events := make(chan nat.Event, 64)
-	done := make(chan error, 1)
-	go func() {
-		done <- n.mgr.Watch(ctx, r, watchInterval, func(e nat.Event) {
-			select {
-			case events <- e:
-			default: // never block Watch
-			}
-		})
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if !errors.Is(err, context.Canceled) {
-				b.Errorf("Watch returned %v, want context.Canceled", err)
-			}
-		case <-time.After(10 * time.Second):
-			b.Errorf("Watch did not return within 10s of cancel")
-		}
-	}()
+	events, stop := nodetest.Watch(b, n.mgr, r, watchInterval, 64)
+	defer stop()
 	next := func(what string) nat.Event {
 		select {
 		case e := <-events:
@@ -425,8 +401,8 @@ func measureDrift(b *testing.B, n *node, r *conf.NATRules) DriftRow {
 	if e := next("start"); e.Trigger != "start" || e.Change != nat.Rebuilt {
 		b.Fatalf("Watch's first report: %+v, want the start pass rebuilding", e)
 	}
-	want, err := readShape(c)
-	if err != nil || want.forwards != len(r.Forwards) {
+	want, err := nodetest.ReadNATShape(c)
+	if err != nil || want.Forwards != len(r.Forwards) {
 		b.Fatalf("table ip esb after Watch's start: %+v, %v", want, err)
 	}
 	// Watch subscribes after its start pass and gives no sign when it
@@ -449,7 +425,7 @@ func measureDrift(b *testing.B, n *node, r *conf.NATRules) DriftRow {
 				b.Fatalf("round %d: list tables: %v", i, err)
 			}
 			if ok {
-				got, err := readShape(c)
+				got, err := nodetest.ReadNATShape(c)
 				if err == nil && got == want {
 					seen = at
 					break

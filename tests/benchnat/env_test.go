@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"syscall"
@@ -53,13 +52,7 @@ func newNode(tb testing.TB) *node {
 	tb.Helper()
 	n := &node{Node: nodetest.New(tb, "benchnat"), tb: tb}
 	n.mgr = nat.NewManager(n.NS)
-	h := n.Handle()
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err == nil {
-		err = errors.Join(h.LinkSetUp(lo), h.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(nodeAddr).To4(), Mask: net.CIDRMask(32, 32)}}))
-	}
-	if err != nil {
+	if err := nodetest.LoUp(n.NS, nodeAddr); err != nil {
 		tb.Fatalf("set up lo with %s in node: %v", nodeAddr, err)
 	}
 	return n
@@ -151,10 +144,7 @@ func iptablesRules(count int) []byte {
 
 // --- nftables reads -----------------------------------------------------
 
-var (
-	esbTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: nat.TableName}
-	natTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "nat"} // iptables-nft's
-)
+var natTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "nat"} // iptables-nft's
 
 // nft opens a lasting nftables connection in the node, closed at cleanup.
 func (n *node) nft() *nftables.Conn {
@@ -174,41 +164,6 @@ func hasTable(c *nftables.Conn, name string) (bool, error) {
 		return false, err
 	}
 	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == name }), nil
-}
-
-// shape counts what table ip esb holds: rules over all chains, forwards
-// and targets elements. The manager replaces the table in one transaction,
-// so equal counts mean a whole table.
-type shape struct{ rules, forwards, targets int }
-
-func readShape(c *nftables.Conn) (shape, error) {
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return shape{}, err
-	}
-	var s shape
-	for _, ch := range chains {
-		if ch.Table.Name != nat.TableName {
-			continue
-		}
-		rs, err := c.GetRules(esbTable, ch)
-		if err != nil {
-			return shape{}, err
-		}
-		s.rules += len(rs)
-	}
-	for name, count := range map[string]*int{"forwards": &s.forwards, "targets": &s.targets} {
-		set, err := c.GetSetByName(esbTable, name)
-		if err != nil {
-			return s, err
-		}
-		els, err := c.GetSetElements(set)
-		if err != nil {
-			return s, err
-		}
-		*count = len(els)
-	}
-	return s, nil
 }
 
 // deleteIptables removes iptables-nft's table ip nat from the node, if

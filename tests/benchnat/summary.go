@@ -7,47 +7,12 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/edge-serverless-box/esbnet/tests/benchstat"
 )
 
 // Samples are the durations of repeated runs of one operation.
-type Samples []time.Duration
-
-// P50 returns the median (the mean of the middle two for an even count),
-// or 0 for no samples.
-func (s Samples) P50() time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	c := slices.Clone(s)
-	slices.Sort(c)
-	if len(c)%2 == 1 {
-		return c[len(c)/2]
-	}
-	return (c[len(c)/2-1] + c[len(c)/2]) / 2
-}
-
-// Max returns the largest sample, or 0 for no samples.
-func (s Samples) Max() time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	return slices.Max(s)
-}
-
-// Mean returns the arithmetic mean, or 0 for no samples.
-func (s Samples) Mean() time.Duration {
-	if len(s) == 0 {
-		return 0
-	}
-	var sum time.Duration
-	for _, d := range s {
-		sum += d
-	}
-	return sum / time.Duration(len(s))
-}
-
-// ms renders d in milliseconds with three decimals.
-func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
+type Samples = benchstat.Samples
 
 // median returns the median of xs (the mean of the middle two for an even
 // count), 0 for none.
@@ -273,9 +238,9 @@ const (
 func (s *Summary) Targets() []Target {
 	var out []Target
 	timed := func(name string, p50, worst, limit time.Duration, known bool) {
-		t := Target{Name: name, Limit: "≤ " + ms(limit) + " ms (p50)", Known: known}
+		t := Target{Name: name, Limit: "≤ " + benchstat.MsN(limit, 3) + " ms (p50)", Known: known}
 		if known {
-			t.Measured = fmt.Sprintf("p50 %s ms, max %s ms", ms(p50), ms(worst))
+			t.Measured = fmt.Sprintf("p50 %s ms, max %s ms", benchstat.MsN(p50, 3), benchstat.MsN(worst, 3))
 			t.Met = p50 <= limit
 			if worst > limit {
 				t.Measured += " (max above the limit)"
@@ -341,7 +306,7 @@ func (s *Summary) Print(w io.Writer) error {
 		b.WriteString("\n### Manager.Apply (table ip esb)\n\n| forwards | what | samples | p50 ms | mean ms | max ms |\n| ---: | --- | ---: | ---: | ---: | ---: |\n")
 		for _, r := range s.Apply {
 			fmt.Fprintf(&b, "| %d | %s | %d | %s | %s | %s |\n", r.Forwards, r.What, len(r.Samples),
-				ms(r.Samples.P50()), ms(r.Samples.Mean()), ms(r.Samples.Max()))
+				benchstat.MsN(r.Samples.P50(), 3), benchstat.MsN(r.Samples.Mean(), 3), benchstat.MsN(r.Samples.Max(), 3))
 		}
 	}
 
@@ -351,7 +316,7 @@ func (s *Summary) Print(w io.Writer) error {
 			"| ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		for _, d := range s.Drift {
 			fmt.Fprintf(&b, "| %d | %d | %s | %s | %s | %s |\n", d.Forwards, len(d.Seen),
-				ms(d.Seen.P50()), ms(d.Seen.Max()), ms(d.Watch.P50()), ms(d.Watch.Max()))
+				benchstat.MsN(d.Seen.P50(), 3), benchstat.MsN(d.Seen.Max(), 3), benchstat.MsN(d.Watch.P50(), 3), benchstat.MsN(d.Watch.Max(), 3))
 		}
 	}
 
@@ -403,7 +368,7 @@ func (s *Summary) Print(w io.Writer) error {
 			fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %.3f× | %+.2f %% | %.1f | %.1f | %+.1f | %d | %s |\n",
 				st.Name, len(st.HTTP.Rounds), r, us, median(ratios(st.HTTP, ref.HTTP, rate)), ov,
 				median(st.Connect.metric(LoadResult.P50)), median(st.ConnectDirect.metric(LoadResult.P50)), st.handshakeCost(),
-				errs, ms(st.Install.P50()))
+				errs, benchstat.MsN(st.Install.P50(), 3))
 		}
 	}
 

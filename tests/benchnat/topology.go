@@ -5,18 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -76,43 +74,25 @@ backend be_go
 // Content-Length.
 func ServeBackend(tb testing.TB, node ns.NetNS) {
 	tb.Helper()
-	var l net.Listener
-	err := node.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", Backend)
-		return err
-	})
+	l, err := nodetest.Listen(node, "tcp4", Backend)
 	if err != nil {
 		tb.Fatalf("backend listen on %s: %v", Backend, err)
 	}
 	big := bytes.Repeat([]byte("esb-benchnat "), BigSize/13+1)[:BigSize]
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			body := []byte(SmallBody)
-			if r.URL.Path == BigPath {
-				body = big
-			}
-			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-			_, _ = w.Write(body)
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	tb.Cleanup(func() { _ = srv.Close(); <-done })
+	nodetest.ServeHTTP(tb, l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := []byte(SmallBody)
+		if r.URL.Path == BigPath {
+			body = big
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
+	}))
 }
 
 // BuildLoadgen builds the load generator (tests/benchnat/loadgen) into a
 // directory removed when the test ends.
 func BuildLoadgen(tb testing.TB) string {
-	tb.Helper()
-	bin := filepath.Join(tb.TempDir(), "loadgen")
-	cmd := exec.Command("go", "build", "-o", bin, "./tests/benchnat/loadgen")
-	cmd.Dir = nstest.RepoRoot(tb)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build loadgen: %v\n%s", err, out)
-	}
-	return bin
+	return nstest.GoBuild(tb, tb.TempDir(), "./tests/benchnat/loadgen")
 }
 
 // RunLoadgen runs one round of the load generator bin inside a worker's

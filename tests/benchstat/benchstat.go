@@ -11,6 +11,15 @@ import (
 // Samples are the durations of repeated runs of one operation.
 type Samples []time.Duration
 
+// FromMs returns samples of v milliseconds each.
+func FromMs(v ...int) Samples {
+	s := Samples{}
+	for _, x := range v {
+		s = append(s, time.Duration(x)*time.Millisecond)
+	}
+	return s
+}
+
 // Quantile returns the q-quantile (0 ≤ q ≤ 1) by linear interpolation
 // between the closest ranks, or 0 for no samples.
 func (s Samples) Quantile(q float64) time.Duration {

@@ -19,4 +19,21 @@ func TestQuantiles(t *testing.T) {
 	if s[0] != 4*time.Millisecond {
 		t.Error("Quantile sorted the caller's slice")
 	}
+	odd := FromMs(5, 1, 3, 2, 4)
+	if odd.P50() != 3*time.Millisecond || odd.Mean() != 3*time.Millisecond || odd.Max() != 5*time.Millisecond {
+		t.Errorf("p50 %v mean %v max %v of %v", odd.P50(), odd.Mean(), odd.Max(), odd)
+	}
+	if got := FromMs(3, 1, 2, 10).Mean(); got != 4*time.Millisecond {
+		t.Errorf("mean of 3,1,2,10 ms = %v, want 4ms", got)
+	}
+	var hundred Samples
+	for i := 1; i <= 101; i++ {
+		hundred = append(hundred, time.Duration(i)*time.Millisecond)
+	}
+	if got := hundred.P95(); got != 96*time.Millisecond {
+		t.Errorf("p95 of 1..101 ms = %v, want 96ms", got)
+	}
+	if (Samples{}).P50() != 0 || (Samples{}).Mean() != 0 || (Samples{}).Max() != 0 {
+		t.Error("empty samples should give 0")
+	}
 }

@@ -9,7 +9,10 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Ms renders d in milliseconds: two decimals below 10 ms, one above.
@@ -19,6 +22,11 @@ func Ms(d time.Duration) string {
 		return fmt.Sprintf("%.2f", ms)
 	}
 	return fmt.Sprintf("%.1f", ms)
+}
+
+// MsN renders d in milliseconds with decimals decimals.
+func MsN(d time.Duration, decimals int) string {
+	return fmt.Sprintf("%.*f", decimals, float64(d)/float64(time.Millisecond))
 }
 
 // MachineNote describes the machine and its load at when, with the
@@ -32,6 +40,50 @@ func MachineNote(when, daemon string) string {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, %s, %s",
 		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), daemon, runtime.Version())
+}
+
+// Dir returns a directory for a benchmark's stores, removed at the end: a
+// test temporary directory, or one named pattern* under ESB_BENCH_DIR,
+// which puts the stores on another file system (e.g. a tmpfs such as
+// /dev/shm, like /run/esb on a production host).
+func Dir(b *testing.B, pattern string) string {
+	b.Helper()
+	base := os.Getenv("ESB_BENCH_DIR")
+	if base == "" {
+		return b.TempDir()
+	}
+	root, err := os.MkdirTemp(base, pattern)
+	if err != nil {
+		b.Fatalf("create bench dir: %v", err)
+	}
+	b.Cleanup(func() {
+		if err := os.RemoveAll(root); err != nil {
+			b.Errorf("remove bench dir: %v", err)
+		}
+	})
+	return root
+}
+
+// FSType names the file system holding dir.
+func FSType(dir string) string {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return "unknown fs"
+	}
+	switch st.Type {
+	case unix.TMPFS_MAGIC:
+		return "tmpfs"
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4"
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs"
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs"
+	case unix.OVERLAYFS_SUPER_MAGIC:
+		return "overlayfs"
+	default:
+		return fmt.Sprintf("fs type %#x", st.Type)
+	}
 }
 
 // Row is one line of a latency table.

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // TestBridgeFull fills the bridge to the kernel's limit of 1,023 ports
@@ -32,7 +33,7 @@ func TestBridgeFull(t *testing.T) {
 	if n.hasLink(extra.veth()) {
 		t.Errorf("the failed ADD left veth %s in the node", extra.veth())
 	}
-	if ips, ok := n.allocs()[extra.attachment()]; ok {
+	if ips, ok := nodetest.Allocs(n.t, n.dataDir, netName)[extra.attachment()]; ok {
 		t.Errorf("the failed ADD left the allocation %v of %s", ips, extra.attachment())
 	}
 	if g, ok := n.guards()[extra.veth()]; ok {

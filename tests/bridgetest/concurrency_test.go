@@ -15,6 +15,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // TestConcurrentAddDel attaches 32 workers at once to a node that has no
@@ -54,7 +56,7 @@ func TestConcurrentAddDel(t *testing.T) {
 	failOn(t, "ADD", ws, errs)
 
 	byIP := map[netip.Addr]string{}
-	allocs := n.allocs()
+	allocs := nodetest.Allocs(n.t, n.dataDir, netName)
 	guards := n.guards()
 	for _, w := range ws {
 		if other, dup := byIP[w.ip]; dup || !w.ip.IsValid() {

@@ -14,8 +14,6 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -37,11 +35,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 const (
 	netName    = "esb"
@@ -304,27 +298,6 @@ func (n *node) guards() map[string]nat.Guard {
 	return out
 }
 
-// allocs returns the store's allocations, read directly through package
-// ipam (waiting for the lock like a plugin would).
-func (n *node) allocs() map[ipam.AttachmentID][]netip.Prefix {
-	n.t.Helper()
-	out := map[ipam.AttachmentID][]netip.Prefix{}
-	s, err := ipam.OpenBolt(n.dataDir, netName, ipam.BoltOptions{LockWait: 30 * time.Second})
-	if err != nil {
-		n.t.Fatalf("open IPAM store: %v", err)
-	}
-	err = s.View(func(tx ipam.Txn) error {
-		return tx.ForEachAllocation(func(a *ipam.Allocation) error {
-			out[a.ID] = a.IPs
-			return nil
-		})
-	})
-	if err = errors.Join(err, s.Close()); err != nil {
-		n.t.Fatalf("read IPAM store: %v", err)
-	}
-	return out
-}
-
 // leftovers describes the veths, anti-spoof guards and allocations the
 // node holds besides those of the workers in keep (and keep's veths that
 // are missing).
@@ -346,7 +319,7 @@ func (n *node) leftovers(keep ...*worker) []string {
 	if len(guards) > 0 {
 		out = append(out, fmt.Sprintf("anti-spoof guards left: %v", guards))
 	}
-	allocs := n.allocs()
+	allocs := nodetest.Allocs(n.t, n.dataDir, netName)
 	for _, w := range keep {
 		delete(allocs, w.attachment())
 	}
@@ -369,13 +342,7 @@ func (n *node) assertClean(what string, keep ...*worker) {
 
 // inNS runs a command in the named network namespace with ip netns exec.
 func inNS(nsName string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", nsName}, args...)...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
+	return nodetest.Run(cmdTimeout, nil, "ip", append([]string{"netns", "exec", nsName}, args...)...)
 }
 
 func mustInNS(t *testing.T, nsName string, args ...string) string {
@@ -423,12 +390,7 @@ func pingBlocked(nsName string, src, dst netip.Addr) bool {
 // in w's namespace and served from an ordinary goroutine.
 func serveTCP(t *testing.T, w *worker) int {
 	t.Helper()
-	var l net.Listener
-	err := w.ns.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", "0.0.0.0:0")
-		return err
-	})
+	l, err := nodetest.Listen(w.ns, "tcp4", "0.0.0.0:0")
 	if err != nil {
 		t.Fatalf("listen in %s: %v", w.id, err)
 	}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // killStage is how far an ADD got before the SIGKILL, judged from what it
@@ -181,7 +183,7 @@ func (n *node) killAdd(binary string, w *worker, delay time.Duration) (*os.Proce
 func (n *node) stageOf(w *worker) killStage {
 	link, hasVeth := n.links()[w.veth()]
 	_, hasGuard := n.guards()[w.veth()]
-	_, hasAlloc := n.allocs()[w.attachment()]
+	_, hasAlloc := nodetest.Allocs(n.t, n.dataDir, netName)[w.attachment()]
 	switch {
 	case hasVeth && !strings.HasPrefix(link.Attrs().Alias, "esb-bridge "):
 		return stageNoAlias

@@ -10,6 +10,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -110,12 +111,8 @@ func doIn(n ns.NetNS, fn func() error) error { return n.Do(func(ns.NetNS) error 
 // sourceSeenBy listens on addr in the gateway namespace, connects from the
 // worker and returns the source address the gateway saw.
 func sourceSeenBy(gw ns.NetNS, w *worker, addr netip.Addr) (netip.Addr, error) {
-	var l net.Listener
-	if err := doIn(gw, func() error {
-		var err error
-		l, err = net.Listen("tcp4", netip.AddrPortFrom(addr, 0).String())
-		return err
-	}); err != nil {
+	l, err := nodetest.Listen(gw, "tcp4", netip.AddrPortFrom(addr, 0).String())
+	if err != nil {
 		return netip.Addr{}, err
 	}
 	defer func() { _ = l.Close() }()

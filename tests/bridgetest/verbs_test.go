@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -199,7 +200,7 @@ func TestDel(t *testing.T) {
 		})
 		w := &worker{ns: wns, name: filepath.Base(wns.Path()), path: wns.Path(), id: "del-gone"}
 		n.mustAdd(w)
-		if a := n.allocs()[w.attachment()]; len(a) != 1 {
+		if a := nodetest.Allocs(n.t, n.dataDir, netName)[w.attachment()]; len(a) != 1 {
 			t.Fatalf("after ADD the store holds %v for %s", a, w.id)
 		}
 		path := wns.Path()

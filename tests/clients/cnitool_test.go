@@ -70,6 +70,18 @@ func (c *cnitool) mustRun(verb string, worker ns.NetNS, varLib string) string {
 	return out
 }
 
+// cnitoolWorld is what a test of one worker through cnitool starts from:
+// the node, the worker's namespace, esb-ipam's data directory, cnitool's
+// cache directory (its /var/lib), cnitool itself and the worker's
+// container ID as cnitool names it.
+func cnitoolWorld(t *testing.T) (n *node, worker ns.NetNS, dataDir, varLib string, c *cnitool, cid string) {
+	t.Helper()
+	nstest.RequirePrivileged(t)
+	n, worker = newNode(t), nstest.NewNS(t)
+	dataDir, varLib = t.TempDir(), t.TempDir()
+	return n, worker, dataDir, varLib, newCnitool(t, n, dataDir), cnitoolID(worker.Path())
+}
+
 // cnitoolID is the container ID cnitool v1.3.0 uses: "cnitool-" and the
 // first 10 bytes of the SHA-512 of the netns path, in hex.
 func cnitoolID(netnsPath string) string {
@@ -132,11 +144,7 @@ func resultAddr(t *testing.T, out, netnsPath string) netip.Prefix {
 // worker's eth0, the address and the cache entry; a second DEL succeeds
 // and a CHECK after it fails.
 func TestCnitoolLifecycle(t *testing.T) {
-	nstest.RequirePrivileged(t)
-	n, worker := newNode(t), nstest.NewNS(t)
-	dataDir, varLib := t.TempDir(), t.TempDir()
-	c := newCnitool(t, n, dataDir)
-	cid := cnitoolID(worker.Path())
+	n, worker, dataDir, varLib, c, cid := cnitoolWorld(t)
 	veth := conf.VethName(cid, ifName)
 
 	c.mustRun("status", worker, varLib)
@@ -272,11 +280,7 @@ func TestCnitoolGC(t *testing.T) {
 // and ADD then fail with a message naming that interface, ADD leaves no
 // veth, bridge, address or cache entry behind, and DEL still succeeds.
 func TestCnitoolSubnetTaken(t *testing.T) {
-	nstest.RequirePrivileged(t)
-	n, worker := newNode(t), nstest.NewNS(t)
-	dataDir, varLib := t.TempDir(), t.TempDir()
-	c := newCnitool(t, n, dataDir)
-	cid := cnitoolID(worker.Path())
+	n, worker, dataDir, varLib, c, cid := cnitoolWorld(t)
 	for _, args := range [][]string{
 		{"-n", n.name, "link", "add", "cni-podman0", "type", "bridge"},
 		{"-n", n.name, "addr", "add", gateway + "/16", "dev", "cni-podman0"},

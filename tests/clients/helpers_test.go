@@ -37,11 +37,7 @@ const (
 
 var subnet = netip.MustParsePrefix(conf.DefaultSubnet)
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 // lookPath finds a binary on PATH; a missing one fails the test under CI
 // and skips it elsewhere.

@@ -21,11 +21,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 func randomHex(t *testing.T, n int) string {
 	b := make([]byte, n)

@@ -35,11 +35,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 const invokePath = "/2015-03-31/functions/function/invocations"
 
@@ -80,7 +76,7 @@ func TestPodLifecycle(t *testing.T) {
 	if adj := st.Info.RuntimeSpec.Process.OOMScoreAdj; adj == nil || *adj < 0 {
 		t.Errorf("sandbox oomScoreAdj %v: restrict_oom_score_adj should keep it at containerd's own (>= 0)", adj)
 	}
-	allocs := n.allocs()
+	allocs := nodetest.Allocs(n.t, n.dataDir(), conf.NetworkName)
 	if got := allocs[attachment(p.id)]; len(got) != 1 || got[0].Addr() != ip {
 		t.Errorf("esb-ipam holds %v for %s, want %s", got, attachment(p.id), ip)
 	}
@@ -263,19 +259,8 @@ func (n *node) inNode(fn func(ctx context.Context) error) error {
 	return nodetest.InNS(n.netns, cmdTimeout, fn)
 }
 
-// answer is the worker's reply to an invoke (tests/worker).
-type answer struct {
-	Hostname string            `json:"hostname"`
-	Env      map[string]string `json:"env"`
-	Fetch    *struct {
-		Status int    `json:"status"`
-		Body   string `json:"body"`
-		Error  string `json:"error"`
-	} `json:"fetch"`
-}
-
 // invoke posts payload to the worker at ip from the node.
-func (n *node) invoke(ip netip.Addr, payload any) answer {
+func (n *node) invoke(ip netip.Addr, payload any) nodetest.Answer {
 	n.t.Helper()
 	b, err := json.Marshal(payload)
 	if err != nil {
@@ -291,7 +276,7 @@ func (n *node) invoke(ip netip.Addr, payload any) answer {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		n.t.Fatalf("invoke %s: %s %v: %s", url, resp.Status, err, body)
 	}
-	var a answer
+	var a nodetest.Answer
 	if err := json.Unmarshal(body, &a); err != nil {
 		n.t.Fatalf("parse the answer %s: %v", body, err)
 	}

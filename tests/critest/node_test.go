@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -132,13 +131,7 @@ func newNode(t *testing.T, overrides ...override) *node {
 	// containerd and its pods (teardown), the node namespace after both.
 	n.netns = nstest.NewNS(t)
 	t.Cleanup(n.removeBase)
-	if err := n.netns.Do(func(ns.NetNS) error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	}); err != nil {
+	if err := nodetest.LoUp(n.netns); err != nil {
 		t.Fatalf("set lo up in the node: %v", err)
 	}
 	n.writeBinDir()
@@ -154,36 +147,14 @@ func newNode(t *testing.T, overrides ...override) *node {
 	return n
 }
 
-var pauseBuilt struct {
-	once sync.Once
-	ref  string
-	err  error
-}
+var pauseBuilt stacktest.ScriptImage
 
 // pauseImage builds the sandbox image with scripts/pause-image.sh once per
 // test binary; the script pushes it to the stack's registry (reproducibly:
 // an unchanged source pushes nothing new). It returns its reference.
 func (n *node) pauseImage() string {
 	n.t.Helper()
-	pauseBuilt.once.Do(func() { pauseBuilt.ref, pauseBuilt.err = buildPause(n.t, n.st.Registry) })
-	if pauseBuilt.err != nil {
-		n.t.Fatal(pauseBuilt.err)
-	}
-	return pauseBuilt.ref
-}
-
-func buildPause(t *testing.T, registry string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(nstest.RepoRoot(t), "scripts", "pause-image.sh"))
-	cmd.Env = append(os.Environ(), "ESB_REGISTRY="+registry)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("scripts/pause-image.sh: %w\n%s", err, stderr.String())
-	}
-	return strings.TrimSpace(string(out)), nil
+	return pauseBuilt.Ref(n.t, cmdTimeout, "scripts/pause-image.sh", "ESB_REGISTRY="+n.st.Registry)
 }
 
 // writeBinDir fills the CNI bin_dir: esb-ipam and loopback as links, and
@@ -590,27 +561,6 @@ func (n *node) guards() []string {
 	return out
 }
 
-// allocs returns esb-ipam's allocations, read through package ipam (which
-// takes the store's lock like a plugin does).
-func (n *node) allocs() map[ipam.AttachmentID][]netip.Prefix {
-	n.t.Helper()
-	out := map[ipam.AttachmentID][]netip.Prefix{}
-	s, err := ipam.OpenBolt(n.dataDir(), conf.NetworkName, ipam.BoltOptions{LockWait: 30 * time.Second})
-	if err != nil {
-		n.t.Fatalf("open the IPAM store: %v", err)
-	}
-	err = s.View(func(tx ipam.Txn) error {
-		return tx.ForEachAllocation(func(a *ipam.Allocation) error {
-			out[a.ID] = a.IPs
-			return nil
-		})
-	})
-	if err = errors.Join(err, s.Close()); err != nil {
-		n.t.Fatalf("read the IPAM store: %v", err)
-	}
-	return out
-}
-
 // attachment is the IPAM key of a pod's eth0.
 func attachment(id string) ipam.AttachmentID {
 	return ipam.AttachmentID{ContainerID: id, IfName: ifName}
@@ -634,7 +584,7 @@ func (n *node) wantHeld(what string, ids ...string) {
 	if got := n.guards(); !slices.Equal(got, wantVeths) {
 		n.t.Errorf("%s: anti-spoof guards on %v, want %v", what, got, wantVeths)
 	}
-	allocs := n.allocs()
+	allocs := nodetest.Allocs(n.t, n.dataDir(), conf.NetworkName)
 	for _, id := range ids {
 		if _, ok := allocs[attachment(id)]; !ok {
 			n.t.Errorf("%s: no allocation for %s", what, attachment(id))
@@ -690,20 +640,11 @@ func (n *node) waitHealthy(ip netip.Addr) {
 // the test ends, and returns the port.
 func (n *node) serveInNode(body string) int {
 	n.t.Helper()
-	var l net.Listener
-	if err := n.netns.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", "0.0.0.0:0")
-		return err
-	}); err != nil {
+	l, err := nodetest.Listen(n.netns, "tcp4", "0.0.0.0:0")
+	if err != nil {
 		n.t.Fatalf("listen in the node: %v", err)
 	}
-	srv := &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = fmt.Fprint(w, body) }),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	go func() { _ = srv.Serve(l) }()
-	n.t.Cleanup(func() { _ = srv.Close() })
+	nodetest.ServeHTTP(n.t, l, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = fmt.Fprint(w, body) }))
 	return l.Addr().(*net.TCPAddr).Port
 }
 

@@ -5,18 +5,14 @@
 package doctortest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +23,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/internal/doctor"
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -34,40 +31,16 @@ import (
 const cmdTimeout = 60 * time.Second
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	if esbctl.dir != "" {
-		_ = os.RemoveAll(esbctl.dir)
-	}
-	os.Exit(code)
+	nstest.Main(m, esbctl.Remove)
 }
 
-var esbctl struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
+var esbctl nstest.Build
 
 // buildEsbctl builds esbctl once, with the same (default) version as the
 // plugins nstest.PluginDir builds.
 func buildEsbctl(t *testing.T) string {
 	t.Helper()
-	esbctl.once.Do(func() {
-		if esbctl.dir, esbctl.err = os.MkdirTemp("", "doctortest-bin-"); esbctl.err != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", esbctl.dir+"/", "./cmd/esbctl")
-		cmd.Dir = nstest.RepoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			esbctl.err = fmt.Errorf("go build esbctl: %w\n%s", err, out)
-		}
-		esbctl.path = filepath.Join(esbctl.dir, "esbctl")
-	})
-	if esbctl.err != nil {
-		t.Fatal(esbctl.err)
-	}
-	return esbctl.path
+	return filepath.Join(esbctl.Dir(t, "doctortest-bin-", nil, "./cmd/esbctl"), "esbctl")
 }
 
 // node is the test's node: its namespace, CNI files, NAT rules, a proxy
@@ -93,12 +66,7 @@ type node struct {
 // listenInNode opens a TCP listener on the node's loopback.
 func (n *node) listenInNode() net.Listener {
 	n.t.Helper()
-	var l net.Listener
-	err := n.ns.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp", "127.0.0.1:0")
-		return err
-	})
+	l, err := nodetest.Listen(n.ns, "tcp", "127.0.0.1:0")
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -245,11 +213,8 @@ func (n *node) applyNAT() {
 // inNode runs a command in the node's network namespace.
 func (n *node) inNode(args ...string) {
 	n.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + n.ns.Path()}, args...)...).CombinedOutput()
-	if err != nil {
-		n.t.Fatalf("%v: %v\n%s", args, err, out)
+	if _, err := nodetest.Run(cmdTimeout, nil, "nsenter", append([]string{"--net=" + n.ns.Path()}, args...)...); err != nil {
+		n.t.Fatal(err)
 	}
 }
 
@@ -257,23 +222,11 @@ func (n *node) inNode(args ...string) {
 // exit code.
 func (n *node) doctor(extra ...string) (doctor.Report, int) {
 	n.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
 	args := append([]string{"--net=" + n.ns.Path(), n.esbctl, "doctor", "-config", n.cfgFile, "-o", "json"}, extra...)
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "nsenter", args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		n.t.Fatalf("esbctl doctor: %v", err)
-	}
+	stdout, stderr, code := nodetest.RunCode(n.t, cmdTimeout, "nsenter", args...)
 	var r doctor.Report
-	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
-		n.t.Fatalf("esbctl doctor (exit %d) printed no report: %v\n%s\n%s", code, err, stdout.String(), stderr.String())
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		n.t.Fatalf("esbctl doctor (exit %d) printed no report: %v\n%s\n%s", code, err, stdout, stderr)
 	}
 	return r, code
 }

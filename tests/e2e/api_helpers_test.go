@@ -3,13 +3,11 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // --- API calls -------------------------------------------------------------------
@@ -144,18 +143,6 @@ func wantCode(t *testing.T, what string, err error, code codes.Code, want ...str
 
 // --- invoking workers from the node -------------------------------------------
 
-// answer is the worker's reply to an invoke.
-type answer struct {
-	Echo     json.RawMessage   `json:"echo"`
-	Hostname string            `json:"hostname"`
-	Env      map[string]string `json:"env"`
-	Fetch    *struct {
-		Status int    `json:"status"`
-		Body   string `json:"body"`
-		Error  string `json:"error"`
-	} `json:"fetch"`
-}
-
 // nodeClient is an HTTP client whose sockets are made in the node (the
 // workers' addresses are reachable only from there).
 func (e *env) nodeClient(timeout time.Duration) *http.Client {
@@ -197,13 +184,13 @@ func (e *env) invoke(w *agentv1.Worker, payload string, timeout time.Duration) (
 
 // mustInvoke invokes the worker and checks that the answer echoes payload
 // and comes from that worker (its ESB_WORKER_ID and ESB_FUNCTION).
-func (e *env) mustInvoke(w *agentv1.Worker, payload string) answer {
+func (e *env) mustInvoke(w *agentv1.Worker, payload string) nodetest.Answer {
 	e.t.Helper()
 	body, err := e.invoke(w, payload, invokeTimeout)
 	if err != nil {
 		e.t.Fatalf("invoke worker %s at %s: %v", w.GetId(), w.GetIp(), err)
 	}
-	var a answer
+	var a nodetest.Answer
 	if err := json.Unmarshal([]byte(body), &a); err != nil {
 		e.t.Fatalf("decode answer of %s: %v\n%s", w.GetId(), err, body)
 	}
@@ -261,24 +248,10 @@ func metricValue(text, series string) (string, bool) {
 func (e *env) esbctl(inNode bool, args ...string) (stdout, stderr string, code int) {
 	e.t.Helper()
 	_, bin := binaries(e.t)
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
 	name := bin
 	if inNode {
 		args = append([]string{"--net=" + e.node.Path(), bin}, args...)
 		name = "nsenter"
 	}
-	cmd := exec.CommandContext(ctx, name, args...)
-	var out, errOut strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
-		e.t.Fatalf("run esbctl %v: %v", args, err)
-	}
-	return out.String(), errOut.String(), code
+	return nodetest.RunCode(e.t, cmdTimeout, name, args...)
 }

@@ -52,25 +52,42 @@ func (d *nodeDockerd) start(t *testing.T) {
 	}
 	d.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(d.cmd, d.exited)
+	exited, err := waitDaemon("dockerd", d.exited, 50*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := d.dc.Ping(ctx)
+		return err
+	})
+	if exited {
+		t.Fatalf("dockerd exited at start:\n%s", d.log.String())
+	}
+	if err != nil {
+		t.Fatalf("dockerd does not answer on %s within %s: %v\n%s", d.sock, daemonStartTimeout, err, d.log.String())
+	}
+}
+
+// waitDaemon calls ping every interval until it answers, the daemon
+// exits (exited closes) or daemonStartTimeout passes; it notes the wait as
+// "<name> start" and returns whether the daemon exited and ping's last
+// error.
+func waitDaemon(name string, exited <-chan struct{}, every time.Duration, ping func() error) (bool, error) {
 	start := time.Now()
 	deadline := start.Add(daemonStartTimeout)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := d.dc.Ping(ctx)
-		cancel()
+		err := ping()
 		if err == nil {
-			noteWait("dockerd start", daemonStartTimeout, time.Since(start))
-			return
+			noteWait(name+" start", daemonStartTimeout, time.Since(start))
+			return false, nil
 		}
 		select {
-		case <-d.exited:
-			t.Fatalf("dockerd exited at start:\n%s", d.log.String())
+		case <-exited:
+			return true, err
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("dockerd does not answer on %s within %s: %v\n%s", d.sock, daemonStartTimeout, err, d.log.String())
+			return false, err
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 
@@ -316,7 +333,7 @@ func TestCoexistWithDockerBridge(t *testing.T) {
 	if err != nil {
 		t.Fatalf("invoke the container on Docker's bridge: %v", err)
 	}
-	var ba answer
+	var ba nodetest.Answer
 	if err := json.Unmarshal([]byte(body), &ba); err != nil || ba.Fetch == nil || ba.Fetch.Status != http.StatusOK {
 		t.Errorf("bridged container's GET %s: %s (%v)", direct, body, err)
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"io"
 	neturl "net/url"
@@ -9,10 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
 // The data services of ESB in the node, as production runs them behind the
@@ -89,36 +88,14 @@ func (e *env) startDataServices() []string {
 	return []string{"-nat-rules", rules, "-services", strings.Join(services, ",")}
 }
 
-var functionImage struct {
-	once sync.Once
-	ref  string
-	err  error
-}
+var functionImage stacktest.ScriptImage
 
 // useFunctionImage builds and pushes the tests/function image once per test
 // binary (scripts/function-image.sh builds nothing when the registry has
 // it), pre-pulls it for containerd, and makes it the env's image.
 func (e *env) useFunctionImage() {
 	e.t.Helper()
-	functionImage.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "scripts/function-image.sh")
-		cmd.Dir = nstest.RepoRoot(e.t)
-		cmd.Env = append(os.Environ(), "ESB_REGISTRY="+e.stack.Registry)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			functionImage.err = fmt.Errorf("scripts/function-image.sh: %w\n%s", err, stderr.String())
-			return
-		}
-		functionImage.ref = strings.TrimSpace(string(out))
-	})
-	if functionImage.err != nil {
-		e.t.Fatal(functionImage.err)
-	}
-	e.image = functionImage.ref
+	e.image = functionImage.Ref(e.t, 10*time.Minute, "scripts/function-image.sh", "ESB_REGISTRY="+e.stack.Registry)
 	if e.rt == rtContainerd {
 		e.ctr("images", "pull", "--plain-http", "--snapshotter", e.stack.Snapshotter, e.image)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // TestEsbctl drives the operator's flows with the esbctl binary: acquire
@@ -52,7 +53,7 @@ func TestEsbctl(t *testing.T) {
 	}
 
 	out = run(true, 0, "invoke", "-socket", sock, "-owner", "ops", w.GetId(), `{"a":1}`)
-	var a answer
+	var a nodetest.Answer
 	if err := json.Unmarshal([]byte(out), &a); err != nil || !jsonEqual(a.Echo, []byte(`{"a":1}`)) || a.Env["ESB_WORKER_ID"] != w.GetId() {
 		t.Errorf("esbctl invoke printed %q (%v), want the echo of {\"a\":1} from %s", out, err, w.GetId())
 	}

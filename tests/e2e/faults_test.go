@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -20,6 +19,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/leakcheck"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -64,24 +64,34 @@ func (e *env) setGCGrace(grace string) {
 	}
 }
 
+// acquireAfterReturn retries an acquire every half second until one
+// works, for at most a minute after the runtime daemon came back, and
+// returns the worker and how long that took.
+func (e *env) acquireAfterReturn(daemon string) (*agentv1.Worker, time.Duration) {
+	e.t.Helper()
+	back := time.Now()
+	for {
+		w, _, err := e.timedAcquire("outage", "after")
+		if err == nil {
+			recovered := time.Since(back)
+			noteWait("recovery (within a minute)", time.Minute, recovered)
+			return w, recovered
+		}
+		if time.Since(back) > time.Minute {
+			e.t.Fatalf("no acquire works within a minute of %s's return: %v", daemon, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 // expectSettled waits up to faultSettle until the node holds exactly
 // live's traces and the agent's journal is empty, else fails the test.
 func (e *env) expectSettled(what string, live []*agentv1.Worker) leakcheck.Report {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), faultSettle+time.Minute)
-	defer cancel()
-	start := time.Now()
-	rep, err := leakcheck.Wait(ctx, e.leakNode(), liveOf(live), faultSettle)
-	noteWait("faultSettle (leakcheck)", faultSettle, time.Since(start))
-	if err != nil {
-		e.t.Errorf("%s: read the node: %v", what, err)
-	}
-	if !rep.Clean() {
-		e.t.Errorf("%s: after %s the node does not match the %d live workers:\n%s", what, faultSettle, len(live), rep)
-	}
+	rep := e.waitNode(what, "faultSettle", live, faultSettle, faultSettle+time.Minute)
 	// The undo of interrupted creations runs in the background: its last
 	// step, the journal entry, may follow the node's last trace.
-	start = time.Now()
+	start := time.Now()
 	defer since("faultSettle (journal)", faultSettle, start)
 	deadline := start.Add(faultSettle)
 	for {
@@ -420,25 +430,15 @@ func (c *ownContainerd) start() {
 	}
 	c.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); _ = log.Close(); close(done) }(c.cmd, c.exited)
-	start := time.Now()
-	deadline := start.Add(daemonStartTimeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		out, err := exec.CommandContext(ctx, "ctr", "--address", c.sock(), "version").CombinedOutput()
-		cancel()
-		if err == nil {
-			noteWait("containerd start", daemonStartTimeout, time.Since(start))
-			return
-		}
-		select {
-		case <-c.exited:
-			c.t.Fatalf("the test's containerd exited at start; see %s", log.Name())
-		default:
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("the test's containerd does not answer on %s within %s: %v\n%s", c.sock(), daemonStartTimeout, err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
+	exited, err := waitDaemon("containerd", c.exited, 100*time.Millisecond, func() error {
+		_, err := nodetest.Run(2*time.Second, nil, "ctr", "--address", c.sock(), "version")
+		return err
+	})
+	if exited {
+		c.t.Fatalf("the test's containerd exited at start; see %s", log.Name())
+	}
+	if err != nil {
+		c.t.Fatalf("the test's containerd does not answer on %s within %s: %v", c.sock(), daemonStartTimeout, err)
 	}
 }
 
@@ -558,19 +558,7 @@ func TestFaultRuntimeStopped(t *testing.T) {
 
 		// Back: acquires work again (the client reconnects on its own).
 		ctd.start()
-		back := time.Now()
-		var w *agentv1.Worker
-		for w == nil {
-			w, _, err = e.timedAcquire("outage", "after")
-			if err != nil && time.Since(back) > time.Minute {
-				t.Fatalf("no acquire works within a minute of containerd's return: %v", err)
-			}
-			if err != nil {
-				time.Sleep(500 * time.Millisecond)
-			}
-		}
-		recovered := time.Since(back)
-		noteWait("recovery (within a minute)", time.Minute, recovered)
+		w, recovered := e.acquireAfterReturn("containerd")
 		live = append(live, w)
 		e.mustInvoke(w, `{"containerd":"back"}`)
 		e.expectSettled("after containerd came back", live)
@@ -636,19 +624,7 @@ func TestFaultRuntimeStopped(t *testing.T) {
 		}
 
 		d.start(t)
-		back := time.Now()
-		var w *agentv1.Worker
-		for w == nil {
-			w, _, err = e.timedAcquire("outage", "after")
-			if err != nil && time.Since(back) > time.Minute {
-				t.Fatalf("no acquire works within a minute of dockerd's return: %v", err)
-			}
-			if err != nil {
-				time.Sleep(500 * time.Millisecond)
-			}
-		}
-		recovered := time.Since(back)
-		noteWait("recovery (within a minute)", time.Minute, recovered)
+		w, recovered := e.acquireAfterReturn("dockerd")
 		e.mustInvoke(w, `{"dockerd":"back"}`)
 		// The workers dockerd stopped are dropped; only the new one lives.
 		live := e.waitList("the workers dockerd stopped are dropped", faultSettle, func(ws []*agentv1.Worker) bool {
@@ -662,4 +638,134 @@ func TestFaultRuntimeStopped(t *testing.T) {
 		e.releaseAll(live)
 		e.expectSettled("after release", nil)
 	})
+}
+
+// sameWorkers fails the test unless got lists exactly want, with the same
+// IPs, owners, functions, ports and state busy.
+func sameWorkers(t *testing.T, got, want []*agentv1.Worker) {
+	t.Helper()
+	key := func(w *agentv1.Worker) string {
+		return fmt.Sprintf("%s %s owner=%s function=%s port=%d %s", w.GetId(), w.GetIp(), w.GetOwnerId(), w.GetFunction(), w.GetPort(), w.GetState())
+	}
+	var g, w []string
+	for _, x := range got {
+		g = append(g, key(x))
+	}
+	for _, x := range want {
+		w = append(w, key(x))
+	}
+	slices.Sort(g)
+	slices.Sort(w)
+	if !slices.Equal(g, w) {
+		t.Errorf("workers after restart:\n  %s\nwant:\n  %s", strings.Join(g, "\n  "), strings.Join(w, "\n  "))
+	}
+}
+
+// TestRestartAdoptsWorkers stops the agent gracefully with three live
+// workers: they keep serving while it is down, and the restarted agent
+// adopts them (same IDs, IPs and owners) without running a plugin; they
+// answer and can be released.
+func TestRestartAdoptsWorkers(t *testing.T) { forRuntimes(t, testRestartAdoptsWorkers) }
+
+func testRestartAdoptsWorkers(t *testing.T, e *env) {
+	e.startAgent()
+	workers := make([]*agentv1.Worker, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Go(func() {
+			workers[i], errs[i] = e.acquire(e.acquireReq(fmt.Sprintf("owner-%d", i), "survivor"))
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("acquire %d: %v", i, err)
+		}
+	}
+	ips := map[string]bool{}
+	for _, w := range workers {
+		ips[w.GetIp()] = true
+	}
+	if len(ips) != 3 {
+		t.Fatalf("three parallel acquires got addresses %v, want three different", ips)
+	}
+
+	e.stopAgent(syscall.SIGTERM)
+	// The data plane does not need the agent.
+	for _, w := range workers {
+		if got := e.taskStatus(w.GetId()); got != "RUNNING" {
+			t.Errorf("worker %s is %q after the agent stopped, want RUNNING", w.GetId(), got)
+		}
+		e.mustInvoke(w, `{"agent":"down"}`)
+	}
+
+	p := e.startAgent()
+	t.Logf("restart with 3 live workers: socket answers %v after start", p.ready)
+	if recs := p.LogRecords("reconciled"); len(recs) == 1 {
+		took, _ := recs[0]["took"].(float64)
+		t.Logf("reconcile: adopted %v, removed %v, took %v", recs[0]["adopted"], recs[0]["removed"], time.Duration(took))
+		if recs[0]["adopted"] != float64(3) || recs[0]["removed"] != float64(0) {
+			t.Errorf("reconcile reported %v, want 3 adopted and none removed", recs[0])
+		}
+	} else {
+		t.Errorf("the agent logged %d reconcile reports, want 1", len(recs))
+	}
+	sameWorkers(t, e.list(""), workers)
+	for _, w := range workers {
+		if got := e.list(w.GetOwnerId()); len(got) != 1 || got[0].GetId() != w.GetId() {
+			t.Errorf("ListWorkers(%s) = %v, want just %s", w.GetOwnerId(), got, w.GetId())
+		}
+		e.mustInvoke(w, `{"agent":"back"}`)
+		e.expectTraces(w)
+	}
+	for _, w := range workers {
+		e.mustRelease(w)
+	}
+	e.expectNoTraces("after releasing the adopted workers")
+}
+
+// TestRestartAfterKill kills the agent with SIGKILL (no graceful stop, a
+// stale socket file left) while a worker lives: the restarted agent serves
+// again and adopts the worker.
+func TestRestartAfterKill(t *testing.T) {
+	e := newEnv(t)
+	e.startAgent()
+	w := e.mustAcquire(e.acquireReq("owner-k", "killed"))
+	e.stopAgent(syscall.SIGKILL)
+	e.mustInvoke(w, `{"agent":"killed"}`)
+
+	p := e.startAgent()
+	t.Logf("restart after SIGKILL with 1 live worker: socket answers %v after start", p.ready)
+	sameWorkers(t, e.list(""), []*agentv1.Worker{w})
+	e.mustInvoke(w, `{"agent":"back"}`)
+	e.expectTraces(w)
+	e.mustRelease(w)
+	e.expectNoTraces("after releasing the adopted worker")
+}
+
+// TestRestartKeepsRequestIDs retries an acquire after the agent restarted
+// between the acquire and the retry (the Gateway's retry after an agent
+// crash): the API promises that a retried request_id returns the same
+// worker, so the retry must not make a second one.
+func TestRestartKeepsRequestIDs(t *testing.T) {
+	e := newEnv(t)
+	e.startAgent()
+	req := e.acquireReq("owner-q", "retried")
+	req.RequestId = "req-restart"
+	w := e.mustAcquire(req)
+	e.stopAgent(syscall.SIGKILL)
+	e.startAgent()
+	again, err := e.acquire(req)
+	if err != nil {
+		t.Fatalf("retried acquire: %v", err)
+	}
+	if again.GetId() != w.GetId() {
+		t.Errorf("the retry after a restart got worker %s, want %s", again.GetId(), w.GetId())
+		if again.GetId() != "" {
+			e.mustRelease(again)
+		}
+	}
+	e.mustRelease(w)
+	e.expectNoTraces("after release")
 }

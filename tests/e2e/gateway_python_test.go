@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/edge-serverless-box/esbnet/internal/testpki"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -66,8 +67,8 @@ func TestGatewayPythonClient(t *testing.T) {
 					Status string `json:"status"`
 				} `json:"listed"`
 				Invoke struct {
-					StatusCode int    `json:"status_code"`
-					Body       answer `json:"body"`
+					StatusCode int             `json:"status_code"`
+					Body       nodetest.Answer `json:"body"`
 				} `json:"invoke"`
 				Destroyed bool   `json:"destroyed"`
 				Pause     string `json:"pause_after_destroy"`

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // TestGatewayContract is the ESB Gateway's flow through a client generated
@@ -85,7 +86,7 @@ func testGatewayContract(t *testing.T, e *env) {
 	if err != nil || resp.GetStatusCode() != 200 {
 		t.Fatalf("InvokeWorker = %v, %v", resp, err)
 	}
-	var got answer
+	var got nodetest.Answer
 	if err := json.Unmarshal(resp.GetBody(), &got); err != nil || !jsonEqual(got.Echo, inv.Payload) || got.Env["ESB_WORKER_ID"] != w1.GetId() {
 		t.Errorf("InvokeWorker answered %s (%v), want the echo of worker %s", resp.GetBody(), err, w1.GetId())
 	}

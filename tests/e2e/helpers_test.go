@@ -28,6 +28,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -59,48 +60,20 @@ var esbSubnet = netip.MustParsePrefix("10.88.0.0/16")
 
 // --- binaries --------------------------------------------------------------
 
-var built struct {
-	once          sync.Once
-	dir           string
-	agent, esbctl string
-	err           error
-}
+var built nstest.Build
 
-// binaries builds esb-agent and esbctl once per test binary.
+// binaries builds esb-agent and esbctl once per test binary; TestMain
+// removes them.
 func binaries(t testing.TB) (agentBin, esbctlBin string) {
 	t.Helper()
-	built.once.Do(func() {
-		dir, err := os.MkdirTemp("", "esbe2e-bin-")
-		if err != nil {
-			built.err = err
-			return
-		}
-		built.dir = dir
-		args := []string{"build", "-o", dir + string(filepath.Separator)}
-		if os.Getenv("ESB_AGENT_RACE") != "" {
-			// The agent under the race detector; with GORACE=log_path=…
-			// its reports land in files the run can be checked for.
-			args = append(args, "-race")
-		}
-		cmd := exec.Command("go", append(args, "./agent/cmd/esb-agent", "./cmd/esbctl")...)
-		cmd.Dir = nstest.RepoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build esb-agent and esbctl: %w\n%s", err, out)
-			return
-		}
-		built.agent, built.esbctl = filepath.Join(dir, "esb-agent"), filepath.Join(dir, "esbctl")
-	})
-	if built.err != nil {
-		t.Fatalf("build: %v", built.err)
+	args := []string{"./agent/cmd/esb-agent", "./cmd/esbctl"}
+	if os.Getenv("ESB_AGENT_RACE") != "" {
+		// The agent under the race detector; with GORACE=log_path=…
+		// its reports land in files the run can be checked for.
+		args = append([]string{"-race"}, args...)
 	}
-	return built.agent, built.esbctl
-}
-
-// cleanupBinaries removes what binaries built; TestMain calls it.
-func cleanupBinaries() {
-	if built.dir != "" {
-		_ = os.RemoveAll(built.dir)
-	}
+	dir := built.Dir(t, "esbe2e-bin-", nil, args...)
+	return filepath.Join(dir, "esb-agent"), filepath.Join(dir, "esbctl")
 }
 
 // --- the test's node ---------------------------------------------------------
@@ -208,13 +181,7 @@ func newEnvFor(t *testing.T, rt string) *env {
 	})
 	e.node = nstest.NewNS(t)
 	t.Cleanup(func() { e.nodeUse.Lock(); e.nodeClosed = true; e.nodeUse.Unlock() }) // before the node's close
-	if err := e.inNode(func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	}); err != nil {
+	if err := nodetest.LoUp(e.node); err != nil {
 		t.Fatalf("set lo up in the node: %v", err)
 	}
 	e.WriteConflist(t)

@@ -25,6 +25,7 @@ import (
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/internal/testpki"
 	"github.com/edge-serverless-box/esbnet/shim/runtimetest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 const (
@@ -138,7 +139,7 @@ func testWorkerIsolation(t *testing.T, e *env) {
 				results[i].err = "invoke: " + err.Error()
 				return
 			}
-			var ans answer
+			var ans nodetest.Answer
 			if err := jsonUnmarshal(body, &ans); err != nil || ans.Fetch == nil {
 				results[i].err = fmt.Sprintf("answer without fetch: %v: %s", err, body)
 				return
@@ -208,20 +209,13 @@ func (e *env) tlsCall(target string, ca *testpki.CA, client tls.Certificate) err
 // an SSH daemon or a database of the host would listen.
 func (e *env) serveHostService() {
 	e.t.Helper()
-	var l net.Listener
-	if err := e.inNode(func() error {
-		var err error
-		l, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", hostSvcPort))
-		return err
-	}); err != nil {
+	l, err := nodetest.Listen(e.node, "tcp4", fmt.Sprintf("0.0.0.0:%d", hostSvcPort))
+	if err != nil {
 		e.t.Fatalf("host service: %v", err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	nodetest.ServeHTTP(e.t, l, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, hostSvcBody)
-	}), ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	e.t.Cleanup(func() { _ = srv.Close(); <-done })
+	}))
 }
 
 // workerPID returns the host PID of worker id's process.

@@ -8,9 +8,5 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	printWaits(os.Stdout)
-	nstest.CleanupBuilt()
-	cleanupBinaries()
-	os.Exit(code)
+	nstest.Main(m, func() { printWaits(os.Stdout) }, built.Remove)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // serviceURL is what a worker GETs to reach the proxy by name: s3-storage
@@ -49,15 +50,15 @@ func testWorkerResolvesServices(t *testing.T, e *env) {
 
 	// Drift: the whole ruleset of the node flushed; the agent restores its
 	// table (events first, read-back every 200ms) and the name works again.
-	if out, err := exec.Command("nsenter", "--net="+e.node.Path(), "nft", "flush", "ruleset").CombinedOutput(); err != nil {
-		t.Fatalf("nft flush ruleset: %v\n%s", err, out)
+	if _, err := nodetest.Run(cmdTimeout, nil, "nsenter", "--net="+e.node.Path(), "nft", "flush", "ruleset"); err != nil {
+		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		// An invoke that overlaps the flush may time out as a whole (the
 		// worker's lookup waits for its resolver timeout): try again.
 		body, err := e.invoke(w, `{"fetch":"`+serviceURL+`"}`, invokeTimeout)
-		var a answer
+		var a nodetest.Answer
 		if err == nil && json.Unmarshal([]byte(body), &a) == nil && a.Fetch != nil && a.Fetch.Status == 200 {
 			break
 		}

@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,26 +38,9 @@ var fetchURL = fmt.Sprintf("http://%s:%d/", gatewayIP, gatewayPort)
 // rule file that forwards the gateway's port 9000 to HAProxy.
 func (e *env) startProxy() string {
 	e.t.Helper()
-	cfg := fmt.Sprintf(`global
-	maxconn 256
-
-defaults
-	mode http
-	timeout connect 2s
-	timeout client 10s
-	timeout server 10s
-
-frontend %s
-	bind %s
-	http-request set-header X-Esb-Via %s
-	default_backend be_go
-
-backend be_go
-	server go %s
-`, frontendName, proxyAddr, frontendName, backendAddr)
-	bin, path := nodetest.HAProxy(e.t, cfg)
+	bin, path := nodetest.HAProxy(e.t, nodetest.HAProxyConfig(backendAddr, map[string]string{frontendName: proxyAddr}))
 	e.addNodeAddr()
-	e.serveBackend()
+	nodetest.ServeVia(e.t, e.node, backendAddr, backendBody)
 	e.runInNode("haproxy", proxyAddr, bin, "-f", path, "-db")
 
 	rules := filepath.Join(e.t.TempDir(), "nat.yaml")
@@ -100,27 +80,4 @@ func (e *env) addNodeAddr() {
 	if err := nodetest.AddAddrLink(h, nodeLink, nodeAddr); err != nil {
 		e.t.Fatal(err)
 	}
-}
-
-// serveBackend runs the data service on backendAddr in the node.
-func (e *env) serveBackend() {
-	e.t.Helper()
-	var l net.Listener
-	err := e.inNode(func() error {
-		var err error
-		l, err = net.Listen("tcp4", backendAddr)
-		return err
-	})
-	if err != nil {
-		e.t.Fatalf("backend listen on %s: %v", backendAddr, err)
-	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.WriteString(w, backendBody(r.Header.Get("X-Esb-Via")))
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	e.t.Cleanup(func() { _ = srv.Close(); <-done })
 }

@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
 // nft runs nft in the node with script on its standard input.
@@ -87,39 +85,18 @@ func TestReadinessTimeout(t *testing.T) {
 // exitImage is the test worker built from this tree and pushed under a tag
 // of the e2e suite's own (the stack's esb/worker:latest may be older, and is
 // never overwritten): it supports ESB_WORKER_EXIT.
-var exitImage struct {
-	once sync.Once
-	ref  string
-	err  error
-}
+var exitImage stacktest.ScriptImage
 
 // workerImageOfTree builds tests/worker from this tree into the stack's
 // registry as esb/worker:e2e-tree (reproducible: the same tree pushes the
 // same digest) and returns its reference.
 func (e *env) workerImageOfTree() string {
 	e.t.Helper()
-	exitImage.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), imageBuildTimeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "scripts/worker-image.sh")
-		cmd.Dir = nstest.RepoRoot(e.t)
-		cmd.Env = append(os.Environ(), "ESB_WORKER_REPO=esb/worker:e2e-tree", "ESB_REGISTRY="+e.stack.Registry)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			exitImage.err = fmt.Errorf("build the worker image of the tree: %w\n%s", err, stderr.String())
-			return
-		}
-		exitImage.ref = strings.TrimSpace(string(out))
-	})
-	if exitImage.err != nil {
-		e.t.Fatal(exitImage.err)
-	}
+	ref := exitImage.Ref(e.t, imageBuildTimeout, "scripts/worker-image.sh", "ESB_WORKER_REPO=esb/worker:e2e-tree", "ESB_REGISTRY="+e.stack.Registry)
 	if e.rt == rtContainerd {
-		e.ctr("images", "pull", "--plain-http", "--snapshotter", e.stack.Snapshotter, exitImage.ref)
+		e.ctr("images", "pull", "--plain-http", "--snapshotter", e.stack.Snapshotter, ref)
 	}
-	return exitImage.ref
+	return ref
 }
 
 // TestReadinessWorkerExits: a worker whose process exits with status 3

@@ -18,6 +18,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
@@ -120,7 +121,7 @@ func (e *env) probeFrom(w *agentv1.Worker, probes []probe) {
 	for i, p := range probes {
 		wg.Go(func() {
 			body, err := e.invoke(w, fmt.Sprintf(`{"fetch":%q}`, p.url), 3*invokeTimeout)
-			var ans answer
+			var ans nodetest.Answer
 			switch {
 			case err != nil:
 				errs[i] = "invoke: " + err.Error()

@@ -293,3 +293,5 @@ func wantCode(t *testing.T, err error, want uint, what string) *types.Error {
 	}
 	return te
 }
+
+func TestMain(m *testing.M) { nstest.Main(m) }

@@ -176,14 +176,7 @@ func TestProperty(t *testing.T) {
 
 // buildStress builds the stress helper into a temporary directory.
 func buildStress(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "stress")
-	cmd := exec.Command("go", "build", "-o", bin, "./tests/ipamtest/stress")
-	cmd.Dir = nstest.RepoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build stress: %v\n%s", err, out)
-	}
-	return bin
+	return nstest.GoBuild(t, t.TempDir(), "./tests/ipamtest/stress")
 }
 
 // pluginOps drives the esb-ipam binary through libcni until stop is

@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -111,23 +112,14 @@ func TestReferenceBridge(t *testing.T) {
 		t.Fatalf("store holds %v, want ref-ctr -> %s", st.allocs, ip)
 	}
 
-	var ctrAddrs, brAddrs []string
-	err = ctr.Do(func(ns.NetNS) error {
-		var err error
-		ctrAddrs, err = ifaceAddrs(ifName)
-		return err
-	})
+	ctrAddrs, err := nodetest.DoIn(ctr, func() ([]string, error) { return ifaceAddrs(ifName) })
 	if err != nil {
 		t.Fatalf("container: %v", err)
 	}
 	if !slices.Contains(ctrAddrs, ip.String()) {
 		t.Fatalf("container's eth0 has %v, want %s", ctrAddrs, ip)
 	}
-	err = node.Do(func(ns.NetNS) error {
-		var err error
-		brAddrs, err = ifaceAddrs(refBridge)
-		return err
-	})
+	brAddrs, err := nodetest.DoIn(node, func() ([]string, error) { return ifaceAddrs(refBridge) })
 	if err != nil {
 		t.Fatalf("node: %v", err)
 	}

@@ -5,23 +5,23 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
 // nftList renders a table of a namespace the way the kernel and nft see it.
 func nftList(t *testing.T, nsPath string, family, table string) string {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", filepath.Base(nsPath), "nft", "list", "table", family, table).CombinedOutput()
+	out, err := nodetest.Run(cmdTimeout, nil, "ip", "netns", "exec", filepath.Base(nsPath), "nft", "list", "table", family, table)
 	if err != nil {
-		t.Fatalf("nft list table %s %s: %v\n%s", family, table, err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }
 
 func golden(t *testing.T, name, got string) {
@@ -83,8 +83,8 @@ func TestAntiSpoofTableGolden(t *testing.T) {
 	}
 	// A flushed chain leaves the ports unguarded; the next ADD's guard
 	// rebuilds it.
-	if out, err := exec.Command("ip", "netns", "exec", filepath.Base(node.Path()), "nft", "flush", "chain", "bridge", "esb", "prerouting").CombinedOutput(); err != nil {
-		t.Fatalf("flush chain: %v\n%s", err, out)
+	if _, err := nodetest.Run(cmdTimeout, nil, "ip", "netns", "exec", filepath.Base(node.Path()), "nft", "flush", "chain", "bridge", "esb", "prerouting"); err != nil {
+		t.Fatal(err)
 	}
 	if err := m.AddGuard(ctx, g1); err != nil {
 		t.Fatal(err)

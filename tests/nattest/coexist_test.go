@@ -95,7 +95,7 @@ func TestCoexistsWithDocker(t *testing.T) {
 	_, stop := n.watch(r, 5*time.Second)
 	same("Watch's start pass")
 	full, err := n.shape()
-	if err != nil || full.rules == 0 {
+	if err != nil || full.Rules == 0 {
 		t.Fatalf("table ip esb after Watch's start pass: %+v, %v", full, err)
 	}
 	n.inNS("nft", "delete", "table", "ip", nat.TableName)

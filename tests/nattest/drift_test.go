@@ -57,7 +57,7 @@ func TestDriftRepair(t *testing.T) {
 	events, _ := n.watch(r, watchInterval)
 	w.mustGet(fwdURL, backendBody(viaLo))
 	full, err := n.shape()
-	if err != nil || full.rules == 0 || full.forwards != 2 || full.targets != 2 {
+	if err != nil || full.Rules == 0 || full.Forwards != 2 || full.Targets != 2 {
 		t.Fatalf("table ip esb after Watch's start pass: %+v, %v", full, err)
 	}
 	if !strings.Contains(n.inNS("nft", "list", "tables"), "table bridge esb") {

@@ -1,51 +1,25 @@
 package nattest
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
 // buildEsbctl builds cmd/esbctl into a temporary directory of the test.
-func buildEsbctl(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "esbctl")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/esbctl")
-	cmd.Dir = nstest.RepoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/esbctl: %v\n%s", err, out)
-	}
-	return bin
-}
+func buildEsbctl(t *testing.T) string { return nstest.GoBuild(t, t.TempDir(), "./cmd/esbctl") }
 
 // esbctl runs the binary in the node and returns its standard output,
 // standard error and exit code.
 func (n *node) esbctl(bin string, args ...string) (stdout, stderr string, code int) {
 	n.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name, bin}, args...)...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	default:
-		n.t.Fatalf("run esbctl %v: %v", args, err)
-	}
-	return out.String(), errOut.String(), code
+	return nodetest.RunCode(n.t, cmdTimeout, "ip", append([]string{"netns", "exec", n.Name, bin}, args...)...)
 }
 
 func writeFile(t *testing.T, name, text string) string {

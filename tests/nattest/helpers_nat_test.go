@@ -1,3 +1,6 @@
+// Package nattest holds the privileged tests of package nat: rules applied
+// in a fresh network namespace and compared, as the kernel renders them,
+// with golden texts.
 package nattest
 
 import (
@@ -25,6 +28,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf/natfile"
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
 // The topology every test here builds: a "node" namespace that plays the
@@ -62,15 +66,11 @@ func newNode(t *testing.T) *node {
 	t.Helper()
 	n := &node{Node: nodetest.New(t, "nattest"), t: t}
 	n.mgr = nat.NewManager(n.NS)
-	h := n.Handle()
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err == nil {
-		err = h.LinkSetUp(lo)
-	}
-	if err != nil {
+	if err := nodetest.LoUp(n.NS); err != nil {
 		t.Fatalf("set lo up in node: %v", err)
 	}
+	h := n.Handle()
+	defer h.Close()
 	if err := nodetest.AddAddrLink(h, nodeLink, nodeAddr); err != nil {
 		t.Fatal(err)
 	}
@@ -259,12 +259,7 @@ func (w *worker) expectReach(what, addr string, wantFrom netip.Addr) {
 // connection with "from <peer address> to <addr>" and closes it.
 func listenTCP(t *testing.T, n ns.NetNS, addr string) {
 	t.Helper()
-	var l net.Listener
-	err := n.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", addr)
-		return err
-	})
+	l, err := nodetest.Listen(n, "tcp4", addr)
 	if err != nil {
 		t.Fatalf("listen on %s: %v", addr, err)
 	}
@@ -289,42 +284,13 @@ func listenTCP(t *testing.T, n ns.NetNS, addr string) {
 // says it came through.
 func backendBody(via string) string { return "esb backend via " + via }
 
-// serveHTTP runs the proxy's backend on addr in the node: it answers
-// backendBody with the X-Esb-Via header HAProxy sets.
-func (n *node) serveHTTP(addr string) {
-	n.t.Helper()
-	var l net.Listener
-	err := n.NS.Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.Listen("tcp4", addr)
-		return err
-	})
-	if err != nil {
-		n.t.Fatalf("backend listen on %s: %v", addr, err)
-	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.WriteString(w, backendBody(r.Header.Get("X-Esb-Via")))
-		}),
-		ReadHeaderTimeout: dialTimeout,
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	n.t.Cleanup(func() { _ = srv.Close(); <-done })
-}
-
 // udpEchoReply is what the UDP echo server on addr sends back for msg.
 func udpEchoReply(addr, msg string) string { return "echo from " + addr + ": " + msg }
 
 // serveUDPEcho runs a UDP echo server on addr in the node.
 func (n *node) serveUDPEcho(addr string) {
 	n.t.Helper()
-	var pc net.PacketConn
-	err := n.NS.Do(func(ns.NetNS) error {
-		var err error
-		pc, err = net.ListenPacket("udp4", addr)
-		return err
-	})
+	pc, err := nodetest.ListenPacket(n.NS, "udp4", addr)
 	if err != nil {
 		n.t.Fatalf("udp listen on %s: %v", addr, err)
 	}
@@ -341,32 +307,6 @@ func (n *node) serveUDPEcho(addr string) {
 		}
 	}()
 	n.t.Cleanup(func() { _ = pc.Close(); <-done })
-}
-
-// haproxyConfig renders a configuration with one HTTP frontend per bind
-// address, named by frontends, all going to the backend at backend. Each
-// frontend tells the backend its name in X-Esb-Via.
-func haproxyConfig(backend string, frontends map[string]string) string {
-	var b strings.Builder
-	b.WriteString(`global
-	maxconn 256
-
-defaults
-	mode http
-	timeout connect 2s
-	timeout client 10s
-	timeout server 10s
-`)
-	names := make([]string, 0, len(frontends))
-	for name := range frontends {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		fmt.Fprintf(&b, "\nfrontend %s\n\tbind %s\n\thttp-request set-header X-Esb-Via %s\n\tdefault_backend be_go\n", name, frontends[name], name)
-	}
-	fmt.Fprintf(&b, "\nbackend be_go\n\tserver go %s\n", backend)
-	return b.String()
 }
 
 // The proxy stack most tests use: HAProxy frontends on the node address
@@ -388,10 +328,10 @@ const (
 // startProxyStack starts the backend, HAProxy and the UDP echo servers.
 func (n *node) startProxyStack() {
 	n.t.Helper()
-	n.serveHTTP(backend)
+	nodetest.ServeVia(n.t, n.NS, backend, backendBody)
 	n.serveUDPEcho(udpNode)
 	n.serveUDPEcho(udpLo)
-	n.StartHAProxy(haproxyConfig(backend, map[string]string{viaNode: feNode, viaLo: feLo}), feNode, feLo)
+	n.StartHAProxy(nodetest.HAProxyConfig(backend, map[string]string{viaNode: feNode, viaLo: feLo}), feNode, feLo)
 }
 
 // --- rules, nftables, sysctls ---------------------------------------------
@@ -501,56 +441,26 @@ func (n *node) ruleCounter(chain, prefix string) uint64 {
 	return 0
 }
 
-// shape counts what table ip esb holds: rules over all chains, forwards
-// map and targets set elements; zeros when the table is missing. Because
-// the manager replaces the table in one transaction, equal counts mean a
-// whole table.
-type shape struct{ rules, forwards, targets int }
-
-func (n *node) shape() (shape, error) {
+// shape reads the shape of table ip esb in the node; zeros when the
+// table is missing.
+func (n *node) shape() (nodetest.NATShape, error) {
 	c, err := nftables.New(nftables.WithNetNSFd(int(n.NS.Fd())))
 	if err != nil {
-		return shape{}, err
+		return nodetest.NATShape{}, err
 	}
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
-		return shape{}, err
+		return nodetest.NATShape{}, err
 	}
 	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == nat.TableName }) {
-		return shape{}, nil
+		return nodetest.NATShape{}, nil
 	}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return shape{}, err
-	}
-	var s shape
-	for _, ch := range chains {
-		if ch.Table.Name != nat.TableName {
-			continue
-		}
-		rs, err := c.GetRules(esbTable, ch)
-		if err != nil {
-			return shape{}, err
-		}
-		s.rules += len(rs)
-	}
-	for name, count := range map[string]*int{"forwards": &s.forwards, "targets": &s.targets} {
-		set, err := c.GetSetByName(esbTable, name)
-		if err != nil {
-			continue // no such set: not whole
-		}
-		els, err := c.GetSetElements(set)
-		if err != nil {
-			return shape{}, err
-		}
-		*count = len(els)
-	}
-	return s, nil
+	return nodetest.ReadNATShape(c)
 }
 
 // waitShape polls until the table has shape want, for at most limit, and
 // returns how long that took.
-func (n *node) waitShape(want shape, limit time.Duration) (time.Duration, error) {
+func (n *node) waitShape(want nodetest.NATShape, limit time.Duration) (time.Duration, error) {
 	start := time.Now()
 	for {
 		got, err := n.shape()
@@ -570,32 +480,7 @@ func (n *node) waitShape(want shape, limit time.Duration) (time.Duration, error)
 // match r already.
 func (n *node) watch(r *conf.NATRules, interval time.Duration) (<-chan nat.Event, func()) {
 	n.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	events := make(chan nat.Event, 1024)
-	done := make(chan error, 1)
-	go func() {
-		done <- n.mgr.Watch(ctx, r, interval, func(e nat.Event) {
-			select {
-			case events <- e:
-			default: // the test stopped reading; never block Watch
-			}
-		})
-	}()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if !errors.Is(err, context.Canceled) {
-					n.t.Errorf("Watch returned %v, want context.Canceled", err)
-				}
-			case <-time.After(10 * time.Second):
-				n.t.Errorf("Watch did not return within 10s of cancel")
-			}
-		})
-	}
-	n.t.Cleanup(stop)
+	events, stop := nodetest.Watch(n.t, n.mgr, r, interval, 1024)
 	select {
 	case e := <-events:
 		if e.Err != nil || e.Trigger != "start" {
@@ -624,3 +509,5 @@ func drain(events <-chan nat.Event) []nat.Event {
 		}
 	}
 }
+
+func TestMain(m *testing.M) { nstest.Main(m) }

@@ -95,45 +95,84 @@ func RepoRoot(t testing.TB) string {
 	return filepath.Dir(strings.TrimSpace(string(out)))
 }
 
-var built struct {
+// GoBuild builds the main package pkg (a path from the repository root,
+// such as "./cmd/esbctl") into dir and returns the binary's path, named
+// after pkg's last element.
+func GoBuild(tb testing.TB, dir, pkg string) string {
+	tb.Helper()
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Dir = RepoRoot(tb)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}
+
+// Build is a go build run once per test binary into a temporary
+// directory, which Remove takes away (Main does it for PluginDir's).
+type Build struct {
 	once sync.Once
 	dir  string
 	err  error
 }
+
+// Dir runs go build -o DIR/ with args (flags, then packages) from the
+// repository root once, with env added to the environment, into a new
+// temporary directory named pattern*, and returns the directory.
+func (b *Build) Dir(tb testing.TB, pattern string, env []string, args ...string) string {
+	tb.Helper()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", pattern)
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.dir = dir
+		cmd := exec.Command("go", append([]string{"build", "-o", dir + string(filepath.Separator)}, args...)...)
+		cmd.Dir = RepoRoot(tb)
+		cmd.Env = append(os.Environ(), env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+	})
+	if b.err != nil {
+		tb.Fatal(b.err)
+	}
+	return b.dir
+}
+
+// Remove removes what Dir built.
+func (b *Build) Remove() {
+	if b.dir != "" {
+		_ = os.RemoveAll(b.dir)
+	}
+}
+
+var plugins Build
 
 // PluginDir builds esbnet's CNI plugins once per test binary into a
 // temporary directory and returns it, for use as CNI_PATH. The directory is
 // removed by CleanupBuilt, which TestMain should call.
 func PluginDir(t testing.TB) string {
 	t.Helper()
-	built.once.Do(func() {
-		dir, err := os.MkdirTemp("", "esbnet-plugins-")
-		if err != nil {
-			built.err = err
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./plugins/...")
-		cmd.Dir = RepoRoot(t)
-		// As make build does: static binaries start faster, and a plugin
-		// is a process per CNI call.
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build ./plugins/...: %w\n%s", err, out)
-			return
-		}
-		built.dir = dir
-	})
-	if built.err != nil {
-		t.Fatalf("build plugins: %v", built.err)
-	}
-	return built.dir
+	// As make build does: static binaries start faster, and a plugin is a
+	// process per CNI call.
+	return plugins.Dir(t, "esbnet-plugins-", []string{"CGO_ENABLED=0"}, "./plugins/...")
 }
 
 // CleanupBuilt removes what PluginDir built.
-func CleanupBuilt() {
-	if built.dir != "" {
-		_ = os.RemoveAll(built.dir)
+func CleanupBuilt() { plugins.Remove() }
+
+// Main is a suite's whole TestMain: it runs the tests, then each of after
+// in order, removes what PluginDir built and exits with the tests' code.
+func Main(m *testing.M, after ...func()) {
+	code := m.Run()
+	for _, f := range after {
+		f()
 	}
+	CleanupBuilt()
+	os.Exit(code)
 }
 
 // ToolsDir is where scripts/deps.sh installs the third-party binaries the

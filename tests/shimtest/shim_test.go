@@ -24,11 +24,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	nstest.CleanupBuilt()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { nstest.Main(m) }
 
 func randomID(t *testing.T) string {
 	b := make([]byte, 8)

@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,21 +116,33 @@ func readEnvFile(path string) (map[string]string, error) {
 // and skips elsewhere, saying to run scripts/stack.sh up.
 func Require(t testing.TB) Stack {
 	t.Helper()
+	return require(t, func(ctx context.Context, s Stack) error {
+		if _, err := exec.LookPath("ctr"); err != nil {
+			return fmt.Errorf("ctr is not installed (run scripts/deps.sh, then scripts/stack.sh up): %w", err)
+		}
+		if _, err := os.Stat(s.ContainerdSock); err != nil {
+			return fmt.Errorf("containerd socket %s is missing (run scripts/stack.sh up): %w", s.ContainerdSock, err)
+		}
+		if out, err := s.Ctr(ctx, "", "version").CombinedOutput(); err != nil {
+			return fmt.Errorf("containerd on %s does not answer (run scripts/stack.sh up): %w\n%s", s.ContainerdSock, err, out)
+		}
+		return nil
+	})
+}
+
+// require is Require and RequireDocker: root, the settings, the runtime
+// daemon as daemon checks it, then the registry, each within 10 seconds.
+func require(t testing.TB, daemon func(context.Context, Stack) error) Stack {
+	t.Helper()
 	nstest.RequirePrivileged(t)
 	s, err := Settings()
 	if err != nil {
 		t.Fatalf("stack settings: %v", err)
 	}
-	if _, err := exec.LookPath("ctr"); err != nil {
-		nstest.Unavailable(t, "ctr is not installed (run scripts/deps.sh, then scripts/stack.sh up): %v", err)
-	}
-	if _, err := os.Stat(s.ContainerdSock); err != nil {
-		nstest.Unavailable(t, "containerd socket %s is missing (run scripts/stack.sh up): %v", s.ContainerdSock, err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if out, err := s.Ctr(ctx, "", "version").CombinedOutput(); err != nil {
-		nstest.Unavailable(t, "containerd on %s does not answer (run scripts/stack.sh up): %v\n%s", s.ContainerdSock, err, out)
+	if err := daemon(ctx, s); err != nil {
+		nstest.Unavailable(t, "%v", err)
 	}
 	if err := s.PingRegistry(ctx); err != nil {
 		nstest.Unavailable(t, "%v (run scripts/stack.sh up)", err)
@@ -158,23 +171,15 @@ func (s Stack) DockerHost() string { return "unix://" + s.DockerSock }
 // skips elsewhere, saying to run scripts/stack.sh up.
 func RequireDocker(t testing.TB) Stack {
 	t.Helper()
-	nstest.RequirePrivileged(t)
-	s, err := Settings()
-	if err != nil {
-		t.Fatalf("stack settings: %v", err)
-	}
-	if _, err := os.Stat(s.DockerSock); err != nil {
-		nstest.Unavailable(t, "dockerd socket %s is missing (run scripts/deps.sh, then scripts/stack.sh up): %v", s.DockerSock, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.PingDocker(ctx); err != nil {
-		nstest.Unavailable(t, "%v (run scripts/stack.sh up)", err)
-	}
-	if err := s.PingRegistry(ctx); err != nil {
-		nstest.Unavailable(t, "%v (run scripts/stack.sh up)", err)
-	}
-	return s
+	return require(t, func(ctx context.Context, s Stack) error {
+		if _, err := os.Stat(s.DockerSock); err != nil {
+			return fmt.Errorf("dockerd socket %s is missing (run scripts/deps.sh, then scripts/stack.sh up): %w", s.DockerSock, err)
+		}
+		if err := s.PingDocker(ctx); err != nil {
+			return fmt.Errorf("%w (run scripts/stack.sh up)", err)
+		}
+		return nil
+	})
 }
 
 // PingDocker checks that dockerd answers GET /_ping with OK on its socket.
@@ -225,4 +230,38 @@ func (s Stack) PingRegistry(ctx context.Context) error {
 		return fmt.Errorf("registry %s answers %s", url, resp.Status)
 	}
 	return nil
+}
+
+// ScriptImage is an image that one of the repository's image scripts
+// (scripts/*-image.sh) builds and pushes once per test binary.
+type ScriptImage struct {
+	once sync.Once
+	ref  string
+	err  error
+}
+
+// Ref runs script (a path from the repository root) once, within timeout
+// and with env added to the environment, and returns the image reference
+// it prints; a failure fails every test that asks.
+func (i *ScriptImage) Ref(tb testing.TB, timeout time.Duration, script string, env ...string) string {
+	tb.Helper()
+	i.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, script)
+		cmd.Dir = nstest.RepoRoot(tb)
+		cmd.Env = append(os.Environ(), env...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			i.err = fmt.Errorf("%s: %w\n%s", script, err, stderr.String())
+			return
+		}
+		i.ref = strings.TrimSpace(string(out))
+	})
+	if i.err != nil {
+		tb.Fatal(i.err)
+	}
+	return i.ref
 }

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,13 +26,7 @@ import (
 
 // BuildAgent builds esb-agent into dir and returns the binary's path.
 func BuildAgent(tb testing.TB, dir string) string {
-	tb.Helper()
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./agent/cmd/esb-agent")
-	cmd.Dir = nstest.RepoRoot(tb)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build esb-agent: %v\n%s", err, out)
-	}
-	return filepath.Join(dir, "esb-agent")
+	return nstest.GoBuild(tb, dir, "./agent/cmd/esb-agent")
 }
 
 // Containerd is a containerd namespace of one run, reached through the
@@ -167,6 +161,42 @@ func ForEach[T any](ctx context.Context, items []T, fn func(context.Context, T) 
 		work <- it
 	}
 	close(work)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Spread runs fn for the items from through n-1 from clients concurrent
+// goroutines, each taking the next item: fn gets its client's number and
+// the item, and returns what records the item's results, called under a
+// lock when fn succeeded. A client stops at its first error; Spread
+// returns the errors joined.
+func Spread(clients, from, n int, fn func(client, i int) (record func(), err error)) error {
+	var next atomic.Int64
+	next.Store(int64(from))
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				record, err := fn(c, i)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					record()
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
 	wg.Wait()
 	return errors.Join(errs...)
 }

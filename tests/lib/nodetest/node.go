@@ -25,6 +25,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 
 	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -207,6 +208,32 @@ func (n *Node) Attach() *Worker {
 	return w
 }
 
+// LoUp sets lo up in netns and puts each of addrs on it as a /32.
+func LoUp(netns ns.NetNS, addrs ...string) error {
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(int(netns.Fd())))
+	if err != nil {
+		return fmt.Errorf("netlink handle in %s: %w", netns.Path(), err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("find lo: %w", err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("set lo up: %w", err)
+	}
+	for _, addr := range addrs {
+		a, err := netlink.ParseAddr(addr + "/32")
+		if err != nil {
+			return err
+		}
+		if err := h.AddrAdd(lo, a); err != nil {
+			return fmt.Errorf("put %s on lo: %w", addr, err)
+		}
+	}
+	return nil
+}
+
 // AddAddrLink puts addr (as a /32) on link, one end of a veth pair (link,
 // link+"p") that stays inside the namespace of h, and sets both ends up:
 // a second address of the node. (This kernel has no dummy driver; a veth
@@ -228,4 +255,26 @@ func AddAddrLink(h *netlink.Handle, link, addr string) error {
 		return fmt.Errorf("put %s on %s: %w", addr, link, err)
 	}
 	return nil
+}
+
+// Allocs returns the allocations in network's IPAM store under dataDir,
+// read through package ipam (which waits for the store's lock like a
+// plugin does).
+func Allocs(tb testing.TB, dataDir, network string) map[ipam.AttachmentID][]netip.Prefix {
+	tb.Helper()
+	out := map[ipam.AttachmentID][]netip.Prefix{}
+	s, err := ipam.OpenBolt(dataDir, network, ipam.BoltOptions{LockWait: 30 * time.Second})
+	if err != nil {
+		tb.Fatalf("open the IPAM store: %v", err)
+	}
+	err = s.View(func(tx ipam.Txn) error {
+		return tx.ForEachAllocation(func(a *ipam.Allocation) error {
+			out[a.ID] = a.IPs
+			return nil
+		})
+	})
+	if err = errors.Join(err, s.Close()); err != nil {
+		tb.Fatalf("read the IPAM store: %v", err)
+	}
+	return out
 }

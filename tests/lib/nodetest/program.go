@@ -2,13 +2,12 @@ package nodetest
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -127,42 +126,6 @@ func (p Program) Start(tb testing.TB) time.Duration {
 	return time.Since(start)
 }
 
-// HTTPClient is an HTTP client whose sockets are made in netns (workers'
-// addresses are reachable only from the node), each request bounded by
-// timeout, with no connection kept between requests.
-func HTTPClient(netns ns.NetNS, timeout time.Duration) *http.Client {
-	tr := &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := netns.Do(func(ns.NetNS) error {
-				var err error
-				c, err = (&net.Dialer{Timeout: timeout}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}
-	return &http.Client{Transport: tr, Timeout: timeout}
-}
-
-// Run runs a command bounded by timeout, with stdin when not nil, and
-// returns its combined output; the error names the command and holds its
-// output.
-func Run(timeout time.Duration, stdin []byte, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
-}
-
 // SyncBuffer collects a child's output, safe for concurrent use.
 type SyncBuffer struct {
 	mu sync.Mutex
@@ -179,4 +142,30 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// HAProxyConfig renders a configuration with one HTTP frontend per bind
+// address, named by frontends, all going to the backend at backend. Each
+// frontend tells the backend its name in X-Esb-Via.
+func HAProxyConfig(backend string, frontends map[string]string) string {
+	var b strings.Builder
+	b.WriteString(`global
+	maxconn 256
+
+defaults
+	mode http
+	timeout connect 2s
+	timeout client 10s
+	timeout server 10s
+`)
+	names := make([]string, 0, len(frontends))
+	for name := range frontends {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		fmt.Fprintf(&b, "\nfrontend %s\n\tbind %s\n\thttp-request set-header X-Esb-Via %s\n\tdefault_backend be_go\n", name, frontends[name], name)
+	}
+	fmt.Fprintf(&b, "\nbackend be_go\n\tserver go %s\n", backend)
+	return b.String()
 }
