@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,7 +25,7 @@ func TestMain(m *testing.M) { nstest.Main(m) }
 const (
 	coldSamples      = 100 // cold acquires, and as many ctr run -d
 	warmSamples      = 50  // warm-pool acquires
-	profileSamples   = 20  // in-process cold and warm acquires taken apart
+	profileSamples   = 20  // in-process warm acquires taken apart
 	reconcileSamples = 3   // in-process reconciles of the live workers taken apart
 	clients          = 8   // concurrent API clients
 	throughputCycles = 80  // acquire+release cycles of the throughput round
@@ -51,6 +52,7 @@ type results struct {
 	cold, coldLogged, ctrRun, ctrReady, release Samples
 	warm                                        Samples
 	warmNotWarm                                 int
+	shimGroup                                   int // ESB_BENCH_SHIM_GROUP: the cold stage's -shim-group-size
 	phases                                      []Row
 	concAcquire, concRelease                    Samples
 	throughputWall                              time.Duration
@@ -78,9 +80,22 @@ type results struct {
 // and checks that nothing is left. It takes its own samples whatever b.N
 // is (run it with -benchtime 1x) and prints a markdown table with the
 // issue's targets.
+//
+// ESB_BENCH_SHIM_GROUP=N runs the cold stage's agent with
+// -shim-group-size N and releases each cold worker after the next one's
+// acquire, so that a new worker finds its function's group alive and joins
+// its shim (a busy function's steady state: one create in N starts a
+// shim); `ctr run -d` keeps a shim per container.
 func BenchmarkAgentSideBySide(b *testing.B) {
 	e := newEnv(b)
 	var r results
+	if v := os.Getenv("ESB_BENCH_SHIM_GROUP"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			b.Fatalf("ESB_BENCH_SHIM_GROUP=%q: want esb-agent's -shim-group-size, a number from 0", v)
+		}
+		r.shimGroup = n
+	}
 	begin := time.Now()
 	notes := []string{machineNote(e, "at the start")}
 	var stages []string
@@ -104,30 +119,33 @@ func BenchmarkAgentSideBySide(b *testing.B) {
 	stage("warm pool", t)
 
 	t = time.Now()
-	p := e.startAgent()
+	var p *agentProc
+	if r.shimGroup > 0 {
+		p = e.startAgent("-shim-group-size", strconv.Itoa(r.shimGroup))
+	} else {
+		p = e.startAgent()
+	}
 	if left := e.noTraces(); len(left) > 0 {
 		b.Errorf("the restarted agent's reconcile left the warm pool's idle worker behind:\n  %s", strings.Join(left, "\n  "))
 	}
-	r.measureCold(b, e, p)
+	own := e.newOwnProfiler()
+	cold := own.NewCold()
+	r.measureCold(b, e, p, cold)
+	r.phases = append(r.phases, cold.Rows()...)
 	stage("cold side by side", t)
 
 	t = time.Now()
+	rows, err := own.Warm(profileSamples)
+	if err != nil {
+		b.Fatalf("profile warm acquires: %v", err)
+	}
+	r.phases = append(r.phases, rows...)
 	prof, err := e.newProfiler()
 	if err != nil {
 		b.Fatalf("profiler: %v", err)
 	}
 	defer func() { _ = prof.Close() }()
-	rows, err := prof.Cold(profileSamples)
-	if err != nil {
-		b.Fatalf("profile cold acquires: %v", err)
-	}
-	r.phases = append(r.phases, rows...)
-	rows, err = prof.Warm(profileSamples)
-	if err != nil {
-		b.Fatalf("profile warm acquires: %v", err)
-	}
-	r.phases = append(r.phases, rows...)
-	stage("phases", t)
+	stage("warm phases", t)
 
 	t = time.Now()
 	r.concAcquire, r.concRelease, r.throughputWall = e.throughput(b, p)
@@ -239,8 +257,11 @@ func waitIdle(p *agentProc, function string, limit time.Duration) error {
 // measureCold takes coldSamples cold acquires and as many runs of the
 // runtime's CLI (ctr run -d, or docker run -d --network none),
 // interleaved (which goes first alternates), each released or removed
-// before the next sample; one untimed round first warms caches.
-func (r *results) measureCold(b *testing.B, e *env, p *agentProc) {
+// before the next sample; one untimed round first warms caches. With a
+// profile (containerd), each round also takes one in-process cold
+// acquire apart, so the phases (and the agent's share, which subtracts
+// their task create+start) come from the same minutes as the acquires.
+func (r *results) measureCold(b *testing.B, e *env, p *agentProc, prof *agenttest.ColdProfile) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	ctrOnce := func(i int, record bool) {
@@ -256,26 +277,58 @@ func (r *results) measureCold(b *testing.B, e *env, p *agentProc) {
 			r.ctrRun, r.ctrReady = append(r.ctrRun, run), append(r.ctrReady, ready)
 		}
 	}
+	// With shim groups the worker before is released after the next one's
+	// acquire: the new one joins the group while a member is alive.
+	var held *agentv1.Worker
 	agentOnce := func(record bool) {
 		w, took, err := p.Acquire(e.image, "cold-owner", function)
 		if err != nil {
 			b.Fatal(err)
 		}
-		rel, err := p.Release(w)
-		if err != nil {
-			b.Fatal(err)
+		if r.shimGroup > 0 {
+			w, held = held, w
+		}
+		var rel time.Duration
+		if w != nil {
+			if rel, err = p.Release(w); err != nil {
+				b.Fatal(err)
+			}
 		}
 		if record {
-			r.cold, r.release = append(r.cold, took), append(r.release, rel)
+			r.cold = append(r.cold, took)
+			if w != nil {
+				r.release = append(r.release, rel)
+			}
+		}
+	}
+	defer func() {
+		if held != nil {
+			if _, err := p.Release(held); err != nil {
+				b.Error(err)
+			}
+		}
+	}()
+	profOnce := func() {
+		if prof == nil {
+			return
+		}
+		if err := prof.Pair(); err != nil {
+			b.Fatal(err)
 		}
 	}
 	ctrOnce(-1, false)
 	agentOnce(false)
+	profOnce()
+	if prof != nil {
+		prof.Reset()
+	}
 	for i := range coldSamples {
 		if i%2 == 0 {
 			ctrOnce(i, true)
 			agentOnce(true)
+			profOnce()
 		} else {
+			profOnce()
 			agentOnce(true)
 			ctrOnce(i, true)
 		}
@@ -422,6 +475,10 @@ func perSecond(n int, d time.Duration) string {
 
 // summary builds the printed table from what was measured.
 func (r *results) summary(e *env, notes []string) *Summary {
+	if r.shimGroup > 0 {
+		notes = append(notes, fmt.Sprintf("cold stage with shim groups (ESB_BENCH_SHIM_GROUP): esb-agent -shim-group-size %d, "+
+			"each cold worker released after the next one's acquire, so a new worker joins a live group's shim; ctr run -d has a shim per container", r.shimGroup))
+	}
 	s := &Summary{
 		Title: "esb-agent beside ctr run -d: acquire, warm pool, throughput, 200 live workers",
 		Notes: append(notes,
@@ -433,10 +490,11 @@ func (r *results) summary(e *env, notes []string) *Summary {
 				"it returns when the task has started; the ready column then polls the container's lo as the agent polls its workers",
 			fmt.Sprintf("cold: %d acquire+release and %d ctr run -d + removal, interleaved (order alternating), after one untimed round of each; "+
 				"releases and removals are not in the acquire figures", coldSamples, coldSamples),
-			fmt.Sprintf("phases: agent.Agent built in the test process from esb-agent's parts (containerd adapter, libcni, pins in the run's directory) "+
+			fmt.Sprintf("phases: agent.Agent built in the test process from esb-agent's parts (containerd adapter, libcni) "+
 				"with its runtime, network and pins wrapped in clocks, plugins and probes run from a thread in the node; "+
-				"%d cold acquire+release, %d warm acquires (pool of 1), and %d reconciles of the %d live workers by fresh agents while esb-agent idles",
-				profileSamples, profileSamples, reconcileSamples, liveWorkers),
+				"%d cold acquire+release interleaved with the cold samples above (in a containerd namespace, libcni cache and pins of its own), "+
+				"then %d warm acquires (pool of 1), and %d reconciles of the %d live workers by fresh agents while esb-agent idles",
+				coldSamples, profileSamples, reconcileSamples, liveWorkers),
 		),
 	}
 	warmNote := fmt.Sprintf("-pool-min-idle 1; each after an idle worker exists; %d of %d not warm", r.warmNotWarm, warmSamples)

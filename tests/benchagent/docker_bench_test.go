@@ -32,7 +32,7 @@ func BenchmarkAgentDockerSideBySide(b *testing.B) {
 	}()
 	b.ResetTimer()
 	p := e.startAgent()
-	r.measureCold(b, e, p)
+	r.measureCold(b, e, p, nil)
 	r.leftovers, r.leftChecked = e.noTraces(), true
 	if len(r.leftovers) > 0 {
 		b.Errorf("after the releases, left on the node:\n  %s", strings.Join(r.leftovers, "\n  "))

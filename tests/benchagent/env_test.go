@@ -59,9 +59,14 @@ type env struct {
 	agentBin       string
 	pluginDir      string
 	ctrd           *agenttest.Containerd // the run's own containerd client, in ctrNS (rtContainerd)
-	dc             *dockerclient.Client  // dockerd's client (rtDocker); ctrNS is then the esb.namespace label
-	agent          *agentProc
-	runs           int
+	// profCtrd and prof are the cold and warm profiler's own containerd
+	// namespace and directories (rtContainerd): the agent's sweep and CNI
+	// GC never take the profiler's workers for leftovers.
+	profCtrd *agenttest.Containerd
+	prof     agenttest.Dirs
+	dc       *dockerclient.Client // dockerd's client (rtDocker); ctrNS is then the esb.namespace label
+	agent    *agentProc
+	runs     int
 	// logIssues counts the warnings and errors of the stopped agents'
 	// logs, by message.
 	logIssues map[string]int
@@ -98,9 +103,12 @@ func newEnvFor(b *testing.B, rt string) *env {
 	e := &env{b: b, rt: rt, stack: s, Dirs: agenttest.Dirs{Base: base}, ctrNS: "esbbenchagent-" + randomHex(4), image: s.WorkerImage, logIssues: map[string]int{}}
 	// Cleanups run last-registered first: the directory goes after the
 	// node, which goes after the workers and the containerd namespace.
+	e.prof = agenttest.Dirs{Base: filepath.Join(base, "prof")}
 	b.Cleanup(func() {
-		if err := stacktest.UnmountAll(e.NetnsDir()); err != nil {
-			b.Errorf("unmount %s: %v", e.NetnsDir(), err)
+		for _, d := range []string{e.NetnsDir(), e.prof.NetnsDir()} {
+			if err := stacktest.UnmountAll(d); err != nil {
+				b.Errorf("unmount %s: %v", d, err)
+			}
 		}
 		if err := os.RemoveAll(base); err != nil {
 			b.Errorf("remove %s: %v", base, err)
@@ -128,8 +136,10 @@ func newEnvFor(b *testing.B, rt string) *env {
 		return e
 	}
 	e.ctrd = agenttest.NewContainerd(b, s, e.ctrNS)
+	e.profCtrd = agenttest.NewContainerd(b, s, e.ctrNS+"-prof")
 	b.Cleanup(e.teardown)
 	e.ctrd.Pull(b, e.image)
+	e.profCtrd.Pull(b, e.image)
 	return e
 }
 
@@ -141,13 +151,29 @@ func randomHex(n int) string {
 	return hex.EncodeToString(p)
 }
 
-// newProfiler builds the in-process agents that take esb-agent's work
-// apart, on the run's containerd namespace, conflist, libcni cache and
+// newProfiler builds the in-process agents that reconcile the agent's
+// workers, on the run's containerd namespace, conflist, libcni cache and
 // pins (the agent process idles meanwhile).
 func (e *env) newProfiler() (*agenttest.Profiler, error) {
 	return agenttest.NewProfiler(agenttest.ProfilerOptions{Containerd: e.stack.ContainerdSock, Namespace: e.ctrNS,
 		Registry: e.stack.Registry, Snapshotter: e.stack.Snapshotter, ConfDir: e.ConfDir(), PluginDir: e.pluginDir,
 		CacheDir: e.CacheDir(), NetNSDir: e.NetnsDir(), LogDir: filepath.Join(e.Base, "logs-profile"), Node: e.node, Image: e.image})
+}
+
+// newOwnProfiler builds the in-process agents that take cold and warm
+// acquires apart beside the running agent, in their own containerd
+// namespace, libcni cache and pins, on the run's conflist (one IPAM store
+// and bridge with the agent, as a second agent of the node would share).
+func (e *env) newOwnProfiler() *agenttest.Profiler {
+	e.b.Helper()
+	p, err := agenttest.NewProfiler(agenttest.ProfilerOptions{Containerd: e.stack.ContainerdSock, Namespace: e.profCtrd.NS,
+		Registry: e.stack.Registry, Snapshotter: e.stack.Snapshotter, ConfDir: e.ConfDir(), PluginDir: e.pluginDir,
+		CacheDir: e.prof.CacheDir(), NetNSDir: e.prof.NetnsDir(), LogDir: e.prof.LogDir(), Node: e.node, Image: e.image})
+	if err != nil {
+		e.b.Fatalf("profiler: %v", err)
+	}
+	e.b.Cleanup(func() { _ = p.Close() })
+	return p
 }
 
 // --- the agent process ---------------------------------------------------
@@ -510,7 +536,7 @@ func (e *env) forceClean() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if e.rt != rtDocker {
-		return e.ctrd.Clean(ctx, e.NetnsDir())
+		return errors.Join(e.ctrd.Clean(ctx, e.NetnsDir()), e.profCtrd.Clean(ctx, e.prof.NetnsDir()))
 	}
 	ids, err := e.containers(ctx)
 	return errors.Join(err, agenttest.ForEach(ctx, ids, e.removeContainer)) // the image is dockerd's, shared
