@@ -6,38 +6,30 @@ import (
 	"testing"
 )
 
-func TestStackOfDefaultKeepsTodaysNames(t *testing.T) {
-	s, err := StackOf(NetworkName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Stack{Network: "esb", Bridge: "esb-cni0", Table: "esb", NetNSPrefix: "esb-",
-		ContainerdNamespace: "esb", DockerNamespace: "esb", Socket: "/run/esb/agent.sock",
-		StateFile: "/run/esb/agent/state.db", LogDir: "/var/log/esb/workers", Conflist: "10-esb.conflist"}
-	if s != want {
-		t.Errorf("StackOf(esb) = %+v\nwant %+v", s, want)
-	}
-	if s != DefaultStack() {
-		t.Errorf("DefaultStack() = %+v", DefaultStack())
-	}
-	if got := s.DataDB("/run/esb/ipam"); got != "/run/esb/ipam/esb.db" {
-		t.Errorf("DataDB = %s", got)
-	}
-}
-
+// TestStackOfDerivesEveryName: the default network keeps today's names
+// exactly; another derives each of its own from its name.
 func TestStackOfDerivesEveryName(t *testing.T) {
-	s, err := StackOf("esb2")
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		want   Stack
+		dataDB string // DataDB("/run/esb/ipam")
+	}{
+		{Stack{Network: "esb", Bridge: "esb-cni0", Table: "esb", NetNSPrefix: "esb-",
+			ContainerdNamespace: "esb", DockerNamespace: "esb", Socket: "/run/esb/agent.sock",
+			StateFile: "/run/esb/agent/state.db", LogDir: "/var/log/esb/workers", Conflist: "10-esb.conflist"}, "/run/esb/ipam/esb.db"},
+		{Stack{Network: "esb2", Bridge: "esb2-cni0", Table: "esb2", NetNSPrefix: "esb2-",
+			ContainerdNamespace: "esb2", DockerNamespace: "esb2", Socket: "/run/esb/esb2/agent.sock",
+			StateFile: "/run/esb/esb2/state.db", LogDir: "/run/esb/esb2/workers", Conflist: "10-esb2.conflist"}, "/run/esb/ipam/esb2.db"},
+	} {
+		s, err := StackOf(tc.want.Network)
+		if err != nil || s != tc.want {
+			t.Errorf("StackOf(%s) = %+v, %v\nwant %+v", tc.want.Network, s, err, tc.want)
+		}
+		if got := s.DataDB("/run/esb/ipam"); got != tc.dataDB {
+			t.Errorf("DataDB of %s = %s, want %s", tc.want.Network, got, tc.dataDB)
+		}
 	}
-	want := Stack{Network: "esb2", Bridge: "esb2-cni0", Table: "esb2", NetNSPrefix: "esb2-",
-		ContainerdNamespace: "esb2", DockerNamespace: "esb2", Socket: "/run/esb/esb2/agent.sock",
-		StateFile: "/run/esb/esb2/state.db", LogDir: "/run/esb/esb2/workers", Conflist: "10-esb2.conflist"}
-	if s != want {
-		t.Errorf("StackOf(esb2) = %+v\nwant %+v", s, want)
-	}
-	if got := s.DataDB("/d"); got != "/d/esb2.db" {
-		t.Errorf("DataDB = %s", got)
+	if d, err := StackOf(NetworkName); err != nil || DefaultStack() != d {
+		t.Errorf("DefaultStack() = %+v, StackOf(%s) = %+v, %v", DefaultStack(), NetworkName, d, err)
 	}
 	long, err := StackOf(strings.Repeat("n", MaxStackNameLen))
 	if err != nil || len(long.Bridge) != MaxIfNameLen || ValidateIfName("bridge", long.Bridge) != nil {
