@@ -144,13 +144,19 @@ func (c *creation) prepare(ctx context.Context) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.attach(gctx) })
+	// A failed ADD does not cut the container's creation short: containerd
+	// goes on with a call whose client gave up (a snapshot prepared after
+	// the rollback's delete looked for it stayed behind), so the creation
+	// runs to its end, each runtime call bounded by the runtime timeout,
+	// and the rollback then removes all of it.
+	cctx := context.WithoutCancel(ctx)
 	g.Go(func() error {
-		if err := c.createWithImage(gctx); err != nil {
+		if err := c.createWithImage(cctx); err != nil {
 			return err
 		}
 		// The container's delete, registered by create, deletes the task.
 		if br, ok := c.a.rt.(boundedRuntime); ok {
-			if err := br.createTask(gctx, c.w.ID); err != nil {
+			if err := br.createTask(cctx, c.w.ID); err != nil {
 				return c.a.runtimeErr(err, "create task")
 			}
 		}

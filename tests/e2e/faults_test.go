@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -342,7 +344,15 @@ func TestFaultIPAMStoreWiped(t *testing.T) {
 
 func (e *env) wipeIPAM() {
 	e.t.Helper()
-	if err := os.RemoveAll(e.IPAMDir()); err != nil {
+	// All at once, as a reboot empties a tmpfs: the directory is renamed
+	// away first. Removed in place, a GC of the agent's sweep running
+	// meanwhile (esb-ipam opens the store by its path) could make a file
+	// in it between RemoveAll's listing and its rmdir.
+	gone := fmt.Sprintf("%s.wiped-%s", e.IPAMDir(), randomHex(e.t, 4))
+	if err := os.Rename(e.IPAMDir(), gone); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		e.t.Fatal(err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
 		e.t.Fatal(err)
 	}
 }
