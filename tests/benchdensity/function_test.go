@@ -1,17 +1,14 @@
 package benchdensity
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
 // functionLive is how many workers of the Lambda function image the
@@ -32,6 +29,9 @@ func functionCount() (int, error) {
 	return n, nil
 }
 
+// functionImage is the Lambda function image, built once per test binary.
+var functionImage stacktest.ScriptImage
+
 // measureFunction holds n workers of the Lambda function image
 // (tests/function, built and pushed by scripts/function-image.sh, which
 // builds nothing when the registry has it), measures their memory as a
@@ -42,18 +42,7 @@ func (e *env) measureFunction(b *testing.B, p *agenttest.Proc, n int) *Step {
 	if n == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "scripts/function-image.sh")
-	cmd.Dir = nstest.RepoRoot(b)
-	cmd.Env = append(os.Environ(), "ESB_REGISTRY="+e.stack.Registry)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		b.Fatalf("scripts/function-image.sh (ESB_DENSITY_FUNCTION=0 skips the function's row): %v\n%s", err, stderr.String())
-	}
-	ref := strings.TrimSpace(string(out))
+	ref := functionImage.Ref(b, 10*time.Minute, "scripts/function-image.sh", "ESB_REGISTRY="+e.stack.Registry)
 	e.ctrd.Pull(b, ref)
 	base, err := readHost()
 	if err != nil {
