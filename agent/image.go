@@ -57,7 +57,8 @@ func (m *images) see(ref string, present bool) {
 // first unless the agent saw the image in the store before (see images).
 func (c *creation) createWithImage(ctx context.Context) error {
 	a, ref := c.a, c.r.Image
-	seen := a.cfg.ImagePullPolicy != PullAlways && a.img.isSeen(ref)
+	remember := a.cfg.ImagePullPolicy != PullAlways // always resolves the tag on every cold start
+	seen := remember && a.img.isSeen(ref)
 	if !seen {
 		if err := a.ensureImage(ctx, ref); err != nil {
 			return a.pullErr(err, ref)
@@ -72,7 +73,7 @@ func (c *creation) createWithImage(ctx context.Context) error {
 		}
 		err = c.create(ctx)
 	}
-	if err == nil && a.cfg.ImagePullPolicy != PullAlways {
+	if err == nil && remember {
 		a.img.see(ref, true)
 	}
 	return err
