@@ -109,6 +109,9 @@ func BenchmarkDensity(b *testing.B) {
 		st.Fill = time.Since(start)
 		e.checkLive(b, p, held)
 		e.measureMemory(b, p, held, base, &st)
+		if st.Load, err = MeasureLoad(loadWindow); err != nil {
+			b.Fatal(err)
+		}
 		e.measurePairs(b, p, prof.NewCold(), pairs, &st)
 		if i == 0 || i == len(steps)-1 {
 			st.NAT = e.measureNAT(b, p)

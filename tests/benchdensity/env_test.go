@@ -31,6 +31,7 @@ const (
 	agentStopTimeout  = 2 * time.Minute  // SIGTERM to exit
 	cleanTimeout      = 20 * time.Minute // removing up to 1,000 workers behind the agent's back
 	settleTimeout     = time.Minute      // leakcheck's wait for the kernel's asynchronous cleanup
+	loadWindow        = 10 * time.Second // the quiet window of a step's CPU load
 	prefix            = "esbdensity-"    // of the run's directory and containerd namespaces
 )
 

@@ -106,6 +106,8 @@ type Step struct {
 	Threads         int
 	Shims           int
 	NAT             *NAT
+	// The node's CPUs over a quiet window after the fill.
+	Load *Load
 }
 
 // perWorker divides a byte figure by the live count, in MiB.
@@ -126,7 +128,7 @@ func ms(d benchstat.Samples, q float64) string {
 // Columns of the table, one row per step.
 var Columns = []string{"live", "fill s", "acquire p50 ms", "acquire p95 ms", "CNI ADD p50 ms", "CNI DEL p50 ms", "release p50 ms",
 	"agent RSS MiB", "agent fds", "shims", "ΔMemAvailable/N MiB", "shim PSS/N MiB", "cgroup/N MiB", "ΔSlab/N MiB", "threads/N",
-	"DNAT p50 µs", "direct p50 µs"}
+	"DNAT p50 µs", "direct p50 µs", "idle CPU % (shims / workers / kdamond)"}
 
 // Row renders the step as the table's cells.
 func (s Step) Row() []string {
@@ -142,7 +144,7 @@ func (s Step) Row() []string {
 		ms(s.Acquire, 0.5), ms(s.Acquire, 0.95), ms(s.Add, 0.5), ms(s.Del, 0.5), ms(s.Release, 0.5),
 		fmt.Sprintf("%.1f", float64(s.RSS)/mib), strconv.Itoa(s.FDs), strconv.Itoa(s.Shims),
 		s.perWorker(float64(s.MemAvailDrop)), s.perWorker(float64(s.ShimPSS)), s.perWorker(float64(s.Cgroup)),
-		s.perWorker(float64(s.SlabGrowth)), threads, dnat, direct,
+		s.perWorker(float64(s.SlabGrowth)), threads, dnat, direct, s.Load.Cell(),
 	}
 }
 
