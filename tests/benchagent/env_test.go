@@ -2,8 +2,6 @@ package benchagent
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -100,7 +98,7 @@ func newEnvFor(b *testing.B, rt string) *env {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := &env{b: b, rt: rt, stack: s, Dirs: agenttest.Dirs{Base: base}, ctrNS: "esbbenchagent-" + randomHex(4), image: s.WorkerImage, logIssues: map[string]int{}}
+	e := &env{b: b, rt: rt, stack: s, Dirs: agenttest.Dirs{Base: base}, ctrNS: "esbbenchagent-" + nstest.RandomHex(4), image: s.WorkerImage, logIssues: map[string]int{}}
 	// Cleanups run last-registered first: the directory goes after the
 	// node, which goes after the workers and the containerd namespace.
 	e.prof = agenttest.Dirs{Base: filepath.Join(base, "prof")}
@@ -141,14 +139,6 @@ func newEnvFor(b *testing.B, rt string) *env {
 	e.ctrd.Pull(b, e.image)
 	e.profCtrd.Pull(b, e.image)
 	return e
-}
-
-func randomHex(n int) string {
-	p := make([]byte, n)
-	if _, err := rand.Read(p); err != nil {
-		panic(err) // crypto/rand does not fail on Linux
-	}
-	return hex.EncodeToString(p)
 }
 
 // newProfiler builds the in-process agents that reconcile the agent's

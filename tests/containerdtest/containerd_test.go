@@ -6,8 +6,6 @@ package containerdtest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,19 +21,11 @@ import (
 
 func TestMain(m *testing.M) { nstest.Main(m) }
 
-func randomHex(t *testing.T, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 // newRuntime returns an adapter on a fresh containerd namespace that is
 // removed (with its containers and images) when the test ends.
 func newRuntime(t *testing.T, st stacktest.Stack, plain []string) (*containerd.Runtime, string) {
 	t.Helper()
-	ns := "esbctdtest-" + randomHex(t, 4)
+	ns := "esbctdtest-" + nstest.RandomHex(4)
 	rt, err := containerd.New(containerd.Options{Address: st.ContainerdSock, Namespace: ns, PlainHTTP: plain, Snapshotter: st.Snapshotter})
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +86,7 @@ func TestWorkerSpec(t *testing.T) {
 	if err := rt.EnsureImage(ctx, st.WorkerImage); err != nil {
 		t.Fatal(err)
 	}
-	id := randomHex(t, 8)
+	id := nstest.RandomHex(8)
 	logPath := filepath.Join(t.TempDir(), id+".log")
 	spec := shim.WorkerSpec{ID: id, Image: st.WorkerImage, Env: map[string]string{"ESB_FUNCTION": "hello", "PORT": "8080"},
 		Labels: map[string]string{conf.LabelWorker: "1"}, MemoryBytes: 64 << 20, CPUMillis: 500, LogPath: logPath}

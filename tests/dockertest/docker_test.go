@@ -6,8 +6,6 @@ package dockertest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"net"
 	"slices"
@@ -24,16 +22,9 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/shim/docker"
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
-
-func randomHex(t *testing.T, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
 
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -45,7 +36,7 @@ func testCtx(t *testing.T) context.Context {
 // removed when the test ends, and a plain Docker client to look at them.
 func newRuntime(t *testing.T, st stacktest.Stack) (*docker.Runtime, *client.Client) {
 	t.Helper()
-	ns := "esbdkrtest-" + randomHex(t, 4)
+	ns := "esbdkrtest-" + nstest.RandomHex(4)
 	rt, err := docker.New(docker.Options{Host: st.DockerHost(), Namespace: ns})
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +159,7 @@ func TestWorkerSettings(t *testing.T) {
 	if err := rt.EnsureImage(ctx, st.WorkerImage); err != nil {
 		t.Fatal(err)
 	}
-	id := randomHex(t, 8)
+	id := nstest.RandomHex(8)
 	spec := shim.WorkerSpec{ID: id, Image: st.WorkerImage, Env: map[string]string{"ESB_FUNCTION": "hello", "PORT": "8080"},
 		Labels: map[string]string{conf.LabelWorker: "1"}, MemoryBytes: 64 << 20, CPUMillis: 500}
 	start := time.Now()
@@ -217,7 +208,7 @@ func startWorker(t *testing.T, rt *docker.Runtime, st stacktest.Stack) string {
 	if err := rt.EnsureImage(ctx, st.WorkerImage); err != nil {
 		t.Fatal(err)
 	}
-	id := randomHex(t, 8)
+	id := nstest.RandomHex(8)
 	if err := rt.Create(ctx, shim.WorkerSpec{ID: id, Image: st.WorkerImage, Labels: map[string]string{conf.LabelWorker: "1"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +230,7 @@ func TestStopKillsAfterGrace(t *testing.T) {
 	}
 	probe := startWorker(t, rt, st)
 	ns := inspect(t, dc, probe).Config.Labels[conf.LabelNamespace]
-	id := randomHex(t, 8)
+	id := nstest.RandomHex(8)
 	_, err := dc.ContainerCreate(ctx, &container.Config{Image: st.WorkerImage, StopSignal: "SIGUSR1",
 		Labels: map[string]string{conf.LabelWorker: "1", conf.LabelNamespace: ns}},
 		&container.HostConfig{NetworkMode: "none"}, nil, nil, docker.ContainerName(id))

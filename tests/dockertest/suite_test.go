@@ -10,6 +10,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/shim/docker"
 	"github.com/edge-serverless-box/esbnet/shim/runtimetest"
+	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
@@ -55,8 +56,8 @@ func TestConformance(t *testing.T) {
 			},
 		},
 		Image: st.WorkerImage,
-		MissingImages: []string{st.Registry + "/esb/missing-" + randomHex(t, 4) + ":latest",
-			st.Registry + "/esb/worker:missing-" + randomHex(t, 4)},
+		MissingImages: []string{st.Registry + "/esb/missing-" + nstest.RandomHex(4) + ":latest",
+			st.Registry + "/esb/worker:missing-" + nstest.RandomHex(4)},
 		UnreachableImage: "127.0.0.1:1/esb/worker:latest",
 		Capabilities:     runtimetest.Capabilities{Confinement: true, Cgroups: true},
 	})

@@ -348,7 +348,7 @@ func (e *env) wipeIPAM() {
 	// away first. Removed in place, a GC of the agent's sweep running
 	// meanwhile (esb-ipam opens the store by its path) could make a file
 	// in it between RemoveAll's listing and its rmdir.
-	gone := fmt.Sprintf("%s.wiped-%s", e.IPAMDir(), randomHex(e.t, 4))
+	gone := fmt.Sprintf("%s.wiped-%s", e.IPAMDir(), nstest.RandomHex(4))
 	if err := os.Rename(e.IPAMDir(), gone); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		e.t.Fatal(err)
 	}

@@ -3,8 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -168,7 +166,7 @@ func newEnvFor(t *testing.T, rt string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, rt: rt, dc: dc, stack: s, Dirs: agenttest.Dirs{Base: base}, ctrNS: "esbe2e-" + randomHex(t, 4), image: s.WorkerImage, seen: &idSet{ids: map[string]bool{}}}
+	e := &env{t: t, rt: rt, dc: dc, stack: s, Dirs: agenttest.Dirs{Base: base}, ctrNS: "esbe2e-" + nstest.RandomHex(4), image: s.WorkerImage, seen: &idSet{ids: map[string]bool{}}}
 	// Cleanups run last-registered first: the directory goes after the
 	// node, which goes after the workers and the containerd namespace.
 	t.Cleanup(func() {
@@ -190,14 +188,6 @@ func newEnvFor(t *testing.T, rt string) *env {
 		e.ctr("images", "pull", "--plain-http", "--snapshotter", s.Snapshotter, s.WorkerImage)
 	}
 	return e
-}
-
-func randomHex(t testing.TB, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 // pinPath is where the agent pins the namespace of worker id.

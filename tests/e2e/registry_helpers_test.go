@@ -75,7 +75,7 @@ func (e *env) startRegistry() *testRegistry {
 	if err != nil {
 		nstest.Unavailable(e.t, "docker-registry is not installed (scripts/deps.sh): %v", err)
 	}
-	dir := filepath.Join(e.Base, "registry-"+randomHex(e.t, 2))
+	dir := filepath.Join(e.Base, "registry-"+nstest.RandomHex(2))
 	r := &testRegistry{e: e, inNode: e.pullsInNode(), addr: e.freePort(e.pullsInNode()),
 		conf: dir + ".yml", logPath: dir + ".log", exited: make(chan struct{})}
 	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", dir, r.addr)

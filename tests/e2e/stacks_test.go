@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/edge-serverless-box/esbnet/conf"
 	"net"
 	"net/http"
 	"net/netip"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
@@ -59,7 +59,7 @@ func (e *env) addStack(network string, subnet netip.Prefix) *env {
 	}
 	s := &env{t: t, rt: e.rt, dc: e.dc, stack: e.stack, node: e.node, image: e.image,
 		Dirs:  agenttest.Dirs{Base: base, Network: network, Subnet: subnet, Conf: e.ConfDir()},
-		ctrNS: "esbe2e-" + randomHex(t, 4), seen: &idSet{ids: map[string]bool{}}}
+		ctrNS: "esbe2e-" + nstest.RandomHex(4), seen: &idSet{ids: map[string]bool{}}}
 	t.Cleanup(func() {
 		if err := stacktest.UnmountAll(s.NetnsDir()); err != nil {
 			t.Errorf("unmount %s: %v", s.NetnsDir(), err)

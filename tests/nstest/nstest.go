@@ -4,6 +4,8 @@
 package nstest
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -83,6 +85,15 @@ func cleanupNS(n ns.NetNS) error {
 		return err
 	}
 	return testutils.UnmountNS(n)
+}
+
+// RandomHex returns n random bytes as 2n hex digits: names that another
+// run, or a leftover of a killed one, cannot hold (containerd namespaces,
+// worker and container IDs, image tags).
+func RandomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails: crypto/rand crashes the program instead (Go 1.24)
+	return hex.EncodeToString(b)
 }
 
 // RepoRoot returns the module's root directory.

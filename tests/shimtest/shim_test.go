@@ -5,8 +5,6 @@ package shimtest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -26,18 +24,10 @@ import (
 
 func TestMain(m *testing.M) { nstest.Main(m) }
 
-func randomID(t *testing.T) string {
-	b := make([]byte, 8)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 func TestNetNSLifecycle(t *testing.T) {
 	nstest.RequirePrivileged(t)
 	var nses shim.NetNSes
-	id := randomID(t)
+	id := nstest.RandomHex(8)
 	t.Cleanup(func() { _ = nses.Remove(id) })
 	path, err := nses.Create(id)
 	if err != nil {
@@ -114,7 +104,7 @@ func TestCNIThroughLibcni(t *testing.T) {
 		t.Fatal(err)
 	}
 	var nses shim.NetNSes
-	ids := []string{randomID(t), randomID(t)}
+	ids := []string{nstest.RandomHex(8), nstest.RandomHex(8)}
 	var atts []shim.Attachment
 	for _, id := range ids {
 		t.Cleanup(func() { _ = nses.Remove(id) })
