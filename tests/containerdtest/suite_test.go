@@ -11,7 +11,6 @@ import (
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/shim/containerd"
 	"github.com/edge-serverless-box/esbnet/shim/runtimetest"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
@@ -19,33 +18,29 @@ import (
 // containerd adapter and the stack's containerd.
 func TestConformance(t *testing.T) {
 	st := stacktest.Require(t)
-	runtimetest.RuntimeSuite(t, "containerd", runtimetest.Harness{
-		New: func(t *testing.T) runtimetest.Instance {
-			rt, ns := newRuntime(t, st, []string{st.Registry})
-			return runtimetest.Instance{Runtime: rt,
-				Kill: func(ctx context.Context, id string) error {
-					if out, err := st.Ctr(ctx, ns, "tasks", "kill", "--signal", "SIGKILL", id).CombinedOutput(); err != nil {
-						return fmt.Errorf("ctr tasks kill %s: %w: %s", id, err, strings.TrimSpace(string(out)))
-					}
-					return nil
-				},
-				PID: func(ctx context.Context, id string) (int, error) { return taskPID(ctx, st, ns, id) },
-			}
-		},
-		Unavailable: map[string]func(t *testing.T) (shim.Runtime, error){"no socket": func(t *testing.T) (shim.Runtime, error) {
-			rt, err := containerd.New(containerd.Options{Address: filepath.Join(t.TempDir(), "nothing.sock")})
-			if err != nil {
-				return nil, err
-			}
-			t.Cleanup(func() { _ = rt.Close() })
-			return rt, nil
-		}},
-		Image: st.WorkerImage,
-		MissingImages: []string{st.Registry + "/esb/missing-" + nstest.RandomHex(4) + ":latest",
-			st.Registry + "/esb/worker:missing-" + nstest.RandomHex(4)},
-		UnreachableImage: "127.0.0.1:1/esb/worker:latest",
-		Capabilities:     runtimetest.Capabilities{MutableLabels: true, Confinement: true, Cgroups: true},
-	})
+	h := st.Harness()
+	h.New = func(t *testing.T) runtimetest.Instance {
+		rt, ns := newRuntime(t, st, []string{st.Registry})
+		return runtimetest.Instance{Runtime: rt,
+			Kill: func(ctx context.Context, id string) error {
+				if out, err := st.Ctr(ctx, ns, "tasks", "kill", "--signal", "SIGKILL", id).CombinedOutput(); err != nil {
+					return fmt.Errorf("ctr tasks kill %s: %w: %s", id, err, strings.TrimSpace(string(out)))
+				}
+				return nil
+			},
+			PID: func(ctx context.Context, id string) (int, error) { return taskPID(ctx, st, ns, id) },
+		}
+	}
+	h.Unavailable = map[string]func(t *testing.T) (shim.Runtime, error){"no socket": func(t *testing.T) (shim.Runtime, error) {
+		rt, err := containerd.New(containerd.Options{Address: filepath.Join(t.TempDir(), "nothing.sock")})
+		if err != nil {
+			return nil, err
+		}
+		t.Cleanup(func() { _ = rt.Close() })
+		return rt, nil
+	}}
+	h.Capabilities = runtimetest.Capabilities{MutableLabels: true, Confinement: true, Cgroups: true}
+	runtimetest.RuntimeSuite(t, "containerd", h)
 }
 
 // taskPID returns the host PID of worker id's task.

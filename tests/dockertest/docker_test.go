@@ -225,10 +225,7 @@ func TestStopKillsAfterGrace(t *testing.T) {
 	st := stacktest.RequireDocker(t)
 	ctx := testCtx(t)
 	rt, dc := newRuntime(t, st)
-	if err := rt.EnsureImage(ctx, st.WorkerImage); err != nil {
-		t.Fatal(err)
-	}
-	probe := startWorker(t, rt, st)
+	probe := startWorker(t, rt, st) // pulls the image
 	ns := inspect(t, dc, probe).Config.Labels[conf.LabelNamespace]
 	id := nstest.RandomHex(8)
 	_, err := dc.ContainerCreate(ctx, &container.Config{Image: st.WorkerImage, StopSignal: "SIGUSR1",

@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edge-serverless-box/esbnet/shim/runtimetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
 )
 
@@ -86,6 +87,20 @@ func Settings() (Stack, error) {
 	}
 	s.WorkerImage = get("ESB_WORKER_IMAGE", s.Registry+"/"+DefaultWorkerRepo)
 	return s, nil
+}
+
+// Harness returns what the stack gives a runtime conformance harness
+// (shim/runtimetest): the worker image, two references its registry
+// answers for but lacks (an unknown repository, an unknown tag) and one
+// whose registry does not answer. The caller adds New, Unavailable and
+// the runtime's capabilities.
+func (s Stack) Harness() runtimetest.Harness {
+	return runtimetest.Harness{
+		Image: s.WorkerImage,
+		MissingImages: []string{s.Registry + "/esb/missing-" + nstest.RandomHex(4) + ":latest",
+			s.Registry + "/esb/worker:missing-" + nstest.RandomHex(4)},
+		UnreachableImage: "127.0.0.1:1/esb/worker:latest",
+	}
 }
 
 // readEnvFile reads KEY=VALUE lines; a missing file gives an empty map.
