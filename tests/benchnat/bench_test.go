@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -56,11 +55,7 @@ var applySizes = []int{1, 100, 1000}
 // it with -benchtime 1x.
 func BenchmarkNATSideBySide(b *testing.B) {
 	nstest.RequirePrivileged(b)
-	for _, tool := range []string{"haproxy", "iptables-restore", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			nstest.Unavailable(b, "%s is not installed (run scripts/deps.sh): %v", tool, err)
-		}
-	}
+	nstest.RequirePrograms(b, "haproxy", "iptables-restore", "ip")
 	n := newNode(b)
 	w := n.Attach()
 	n.serveBackend()

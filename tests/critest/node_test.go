@@ -111,11 +111,7 @@ type override struct {
 func newNode(t *testing.T, overrides ...override) *node {
 	t.Helper()
 	st := stacktest.Require(t)
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "nsenter"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			nstest.Unavailable(t, "%s is not installed (run scripts/deps.sh): %v", bin, err)
-		}
-	}
+	nstest.RequirePrograms(t, "containerd", "containerd-shim-runc-v2", "runc", "ctr", "nsenter")
 	if _, err := os.Stat(loopbackPlugin); err != nil {
 		nstest.Unavailable(t, "the loopback CNI plugin is missing (containernetworking-plugins, scripts/deps.sh): %v", err)
 	}

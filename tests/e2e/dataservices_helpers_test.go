@@ -5,7 +5,6 @@ import (
 	"io"
 	neturl "net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -51,10 +50,7 @@ func functionEnv(function string) map[string]string {
 // returns the agent flags that forward and name them.
 func (e *env) startDataServices() []string {
 	e.t.Helper()
-	haproxy, err := exec.LookPath("haproxy")
-	if err != nil {
-		nstest.Unavailable(e.t, "haproxy is not installed (run scripts/deps.sh): %v", err)
-	}
+	haproxy := nstest.LookPath(e.t, "haproxy")
 	tools := filepath.Dir(nstest.ToolsDir())
 	dynalite := filepath.Join(tools, "dynalite-4.0.0", "node_modules", ".bin", "dynalite")
 	if _, err := os.Stat(dynalite); err != nil {

@@ -17,9 +17,7 @@ import (
 // nft runs nft in the node with script on its standard input.
 func (e *env) nft(script string) {
 	e.t.Helper()
-	if _, err := exec.LookPath("nft"); err != nil {
-		nstest.Unavailable(e.t, "nft is not installed (run scripts/deps.sh): %v", err)
-	}
+	nstest.RequirePrograms(e.t, "nft")
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "nsenter", "--net="+e.node.Path(), "nft", "-f", "-")

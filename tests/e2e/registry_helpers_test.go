@@ -71,10 +71,7 @@ func (e *env) pullsInNode() bool { return e.rt == rtContainerd }
 // waits until it answers; it is stopped when the test ends.
 func (e *env) startRegistry() *testRegistry {
 	e.t.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		nstest.Unavailable(e.t, "docker-registry is not installed (scripts/deps.sh): %v", err)
-	}
+	bin := nstest.LookPath(e.t, "docker-registry")
 	dir := filepath.Join(e.Base, "registry-"+nstest.RandomHex(2))
 	r := &testRegistry{e: e, inNode: e.pullsInNode(), addr: e.freePort(e.pullsInNode()),
 		conf: dir + ".yml", logPath: dir + ".log", exited: make(chan struct{})}
@@ -173,11 +170,7 @@ func (r *testRegistry) push(layout, tag, ref string) {
 // ESB_* variables). The layout's directory is returned.
 func (e *env) markedImages(marks ...string) string {
 	e.t.Helper()
-	for _, tool := range []string{"skopeo", "umoci"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			nstest.Unavailable(e.t, "%s is not installed (scripts/deps.sh): %v", tool, err)
-		}
-	}
+	nstest.RequirePrograms(e.t, "skopeo", "umoci")
 	layout := filepath.Join(e.Base, "oci")
 	if err := os.MkdirAll(layout, 0o755); err != nil {
 		e.t.Fatal(err)

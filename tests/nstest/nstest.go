@@ -186,6 +186,25 @@ func Main(m *testing.M, after ...func()) {
 	os.Exit(code)
 }
 
+// LookPath returns the path of the program name from PATH, failing the
+// test under CI and skipping it elsewhere when it is not installed.
+func LookPath(tb testing.TB, name string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Unavailable(tb, "%s is not installed (run scripts/deps.sh): %v", name, err)
+	}
+	return p
+}
+
+// RequirePrograms is LookPath for each of names.
+func RequirePrograms(tb testing.TB, names ...string) {
+	tb.Helper()
+	for _, name := range names {
+		LookPath(tb, name)
+	}
+}
+
 // ToolsDir is where scripts/deps.sh installs the third-party binaries the
 // tests drive: cnitool and the reference plugins (bridge, host-local).
 func ToolsDir() string {
