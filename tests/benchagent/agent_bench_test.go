@@ -140,11 +140,7 @@ func BenchmarkAgentSideBySide(b *testing.B) {
 		b.Fatalf("profile warm acquires: %v", err)
 	}
 	r.phases = append(r.phases, rows...)
-	prof, err := e.newProfiler()
-	if err != nil {
-		b.Fatalf("profiler: %v", err)
-	}
-	defer func() { _ = prof.Close() }()
+	prof := e.newProfiler()
 	stage("warm phases", t)
 
 	t = time.Now()

@@ -85,34 +85,11 @@ func newEnv(b *testing.B) *env {
 // dockerd (in the host's namespace) and left there, as it is shared.
 func newEnvFor(b *testing.B, rt string) *env {
 	b.Helper()
-	var s stacktest.Stack
-	if rt == rtDocker {
-		s = stacktest.RequireDocker(b)
-	} else {
-		s = stacktest.Require(b)
-	}
-	if _, err := exec.LookPath("nsenter"); err != nil {
-		nstest.Unavailable(b, "nsenter is not installed (util-linux): %v", err)
-	}
-	base, err := os.MkdirTemp("", "esbbenchagent-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := &env{b: b, rt: rt, stack: s, Dirs: agenttest.Dirs{Base: base}, ctrNS: "esbbenchagent-" + nstest.RandomHex(4), image: s.WorkerImage, logIssues: map[string]int{}}
-	// Cleanups run last-registered first: the directory goes after the
-	// node, which goes after the workers and the containerd namespace.
-	e.prof = agenttest.Dirs{Base: filepath.Join(base, "prof")}
-	b.Cleanup(func() {
-		for _, d := range []string{e.NetnsDir(), e.prof.NetnsDir()} {
-			if err := stacktest.UnmountAll(d); err != nil {
-				b.Errorf("unmount %s: %v", d, err)
-			}
-		}
-		if err := os.RemoveAll(base); err != nil {
-			b.Errorf("remove %s: %v", base, err)
-		}
-	})
-	e.agentBin = agenttest.BuildAgent(b, filepath.Join(base, "bin"))
+	s := stacktest.RequireRuntime(b, rt)
+	nstest.RequirePrograms(b, "nsenter")
+	e := &env{b: b, rt: rt, stack: s, Dirs: agenttest.NewDirs(b, "esbbenchagent-"), ctrNS: "esbbenchagent-" + nstest.RandomHex(4), image: s.WorkerImage, logIssues: map[string]int{}}
+	e.prof = e.ProfilerDirs()
+	e.agentBin = agenttest.BuildAgent(b, filepath.Join(e.Base, "bin"))
 	e.pluginDir = nstest.PluginDir(b)
 	e.node = nstest.NewNS(b)
 	if err := nodetest.LoUp(e.node); err != nil {
@@ -120,10 +97,11 @@ func newEnvFor(b *testing.B, rt string) *env {
 	}
 	e.WriteConflist(b)
 	if rt == rtDocker {
-		e.dc, err = dockerclient.NewClientWithOpts(dockerclient.WithHost(s.DockerHost()), dockerclient.WithAPIVersionNegotiation())
+		dc, err := dockerclient.NewClientWithOpts(dockerclient.WithHost(s.DockerHost()), dockerclient.WithAPIVersionNegotiation())
 		if err != nil {
 			b.Fatal(err)
 		}
+		e.dc = dc
 		b.Cleanup(func() { _ = e.dc.Close() })
 		b.Cleanup(e.teardown)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -143,27 +121,20 @@ func newEnvFor(b *testing.B, rt string) *env {
 
 // newProfiler builds the in-process agents that reconcile the agent's
 // workers, on the run's containerd namespace, conflist, libcni cache and
-// pins (the agent process idles meanwhile).
-func (e *env) newProfiler() (*agenttest.Profiler, error) {
-	return agenttest.NewProfiler(agenttest.ProfilerOptions{Containerd: e.stack.ContainerdSock, Namespace: e.ctrNS,
-		Registry: e.stack.Registry, Snapshotter: e.stack.Snapshotter, ConfDir: e.ConfDir(), PluginDir: e.pluginDir,
-		CacheDir: e.CacheDir(), NetNSDir: e.NetnsDir(), LogDir: filepath.Join(e.Base, "logs-profile"), Node: e.node, Image: e.image})
+// pins (the agent process idles meanwhile); their worker logs go apart.
+func (e *env) newProfiler() *agenttest.Profiler {
+	e.b.Helper()
+	o := e.ProfilerOptions(e.ctrd, e.pluginDir, e.node, e.image)
+	o.LogDir = filepath.Join(e.Base, "logs-profile")
+	return agenttest.NewProfiler(e.b, o)
 }
 
 // newOwnProfiler builds the in-process agents that take cold and warm
 // acquires apart beside the running agent, in their own containerd
-// namespace, libcni cache and pins, on the run's conflist (one IPAM store
-// and bridge with the agent, as a second agent of the node would share).
+// namespace, libcni cache and pins, on the run's conflist.
 func (e *env) newOwnProfiler() *agenttest.Profiler {
 	e.b.Helper()
-	p, err := agenttest.NewProfiler(agenttest.ProfilerOptions{Containerd: e.stack.ContainerdSock, Namespace: e.profCtrd.NS,
-		Registry: e.stack.Registry, Snapshotter: e.stack.Snapshotter, ConfDir: e.ConfDir(), PluginDir: e.pluginDir,
-		CacheDir: e.prof.CacheDir(), NetNSDir: e.prof.NetnsDir(), LogDir: e.prof.LogDir(), Node: e.node, Image: e.image})
-	if err != nil {
-		e.b.Fatalf("profiler: %v", err)
-	}
-	e.b.Cleanup(func() { _ = p.Close() })
-	return p
+	return agenttest.NewProfiler(e.b, e.prof.ProfilerOptions(e.profCtrd, e.pluginDir, e.node, e.image))
 }
 
 // --- the agent process ---------------------------------------------------

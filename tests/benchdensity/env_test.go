@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -61,27 +60,12 @@ type env struct {
 func newEnv(b *testing.B, maxLive int) *env {
 	b.Helper()
 	s := stacktest.Require(b)
-	for _, tool := range []string{"nsenter", "haproxy"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			nstest.Unavailable(b, "%s is not installed (run scripts/deps.sh): %v", tool, err)
-		}
-	}
+	nstest.RequirePrograms(b, "nsenter", "haproxy")
 	lockRun(b)
 	sweepStale(b, s)
-	base, err := os.MkdirTemp("", prefix)
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := &env{b: b, stack: s, Dirs: agenttest.Dirs{Base: base}, prof: agenttest.Dirs{Base: filepath.Join(base, "prof")},
-		image: s.WorkerImage, maxWorkers: maxLive + 8}
-	// Cleanups run last-registered first: the directory goes after the
-	// node, which goes after the workers and the containerd namespaces.
-	b.Cleanup(func() {
-		if err := removeBase(base); err != nil {
-			b.Error(err)
-		}
-	})
-	e.agentBin = agenttest.BuildAgent(b, filepath.Join(base, "bin"))
+	e := &env{b: b, stack: s, Dirs: agenttest.NewDirs(b, prefix), image: s.WorkerImage, maxWorkers: maxLive + 8}
+	e.prof = e.ProfilerDirs()
+	e.agentBin = agenttest.BuildAgent(b, filepath.Join(e.Base, "bin"))
 	e.pluginDir = nstest.PluginDir(b)
 	e.loadgen = benchnat.BuildLoadgen(b)
 	e.node = nodetest.New(b, "density")
@@ -92,12 +76,12 @@ func newEnv(b *testing.B, maxLive int) *env {
 	benchnat.ServeBackend(b, e.node.NS)
 	e.node.StartHAProxy(benchnat.HAProxyConfig, benchnat.Frontend, benchnat.Direct)
 	// Egress open, so that a worker may reach the proxy directly too.
-	e.natRules = filepath.Join(base, "nat.yaml")
+	e.natRules = filepath.Join(e.Base, "nat.yaml")
 	rules := fmt.Sprintf("egress: %s\nforwards:\n  - {proto: tcp, port: %d, to: %q}\n", conf.EgressOpen, benchnat.FwdPort, benchnat.Frontend)
 	if err := os.WriteFile(e.natRules, []byte(rules), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	ns := filepath.Base(base)
+	ns := filepath.Base(e.Base)
 	e.ctrd = agenttest.NewContainerd(b, s, ns)
 	e.profCtrd = agenttest.NewContainerd(b, s, ns+"-prof")
 	b.Cleanup(e.teardown)
@@ -166,7 +150,7 @@ func sweepStale(b *testing.B, s stacktest.Stack) {
 			continue
 		}
 		b.Logf("removing %s of a killed run", d)
-		if err := removeBase(d); err != nil {
+		if err := agenttest.RemoveDirs(d); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -196,22 +180,6 @@ func removeNode(node string) error {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
-	}
-	return errors.Join(errs...)
-}
-
-// removeBase unpins what the agent and the profiler pinned below base,
-// unmounts their pin directories and removes base.
-func removeBase(base string) error {
-	var errs []error
-	for _, d := range []string{agenttest.Dirs{Base: base}.NetnsDir(), agenttest.Dirs{Base: filepath.Join(base, "prof")}.NetnsDir()} {
-		errs = append(errs, agenttest.Unpin(d))
-		if err := stacktest.UnmountAll(d); err != nil {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", d, err))
-		}
-	}
-	if err := os.RemoveAll(base); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -263,14 +231,7 @@ func (e *env) stopAgent() ([]string, error) {
 // libcni cache and pins.
 func (e *env) newProfiler() *agenttest.Profiler {
 	e.b.Helper()
-	p, err := agenttest.NewProfiler(agenttest.ProfilerOptions{Containerd: e.stack.ContainerdSock, Namespace: e.profCtrd.NS,
-		Registry: e.stack.Registry, Snapshotter: e.stack.Snapshotter, ConfDir: e.ConfDir(), PluginDir: e.pluginDir,
-		CacheDir: e.prof.CacheDir(), NetNSDir: e.prof.NetnsDir(), LogDir: e.prof.LogDir(), Node: e.node.NS, Image: e.image})
-	if err != nil {
-		e.b.Fatalf("profiler: %v", err)
-	}
-	e.b.Cleanup(func() { _ = p.Close() })
-	return p
+	return agenttest.NewProfiler(e.b, e.prof.ProfilerOptions(e.profCtrd, e.pluginDir, e.node.NS, e.image))
 }
 
 // leakNodes are the agent's and the profiler's worlds as leakcheck sees

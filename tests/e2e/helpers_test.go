@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -141,13 +140,10 @@ func newEnv(t *testing.T) *env {
 // and the shared image is left in place at the end.
 func newEnvFor(t *testing.T, rt string) *env {
 	t.Helper()
-	var s stacktest.Stack
+	s := stacktest.RequireRuntime(t, rt)
 	var dc *client.Client
 	if rt == rtDocker {
-		s = stacktest.RequireDocker(t)
 		dc = dockerClient(t, s)
-	} else {
-		s = stacktest.Require(t)
 	}
 	runDir := os.Getenv("ESB_RUN_DIR")
 	if runDir == "" {
@@ -156,27 +152,11 @@ func newEnvFor(t *testing.T, rt string) *env {
 	if _, err := os.Stat(filepath.Join(runDir, "stack.env")); err != nil {
 		nstest.Unavailable(t, "the stack's settings are missing (run scripts/stack.sh up): %v", err)
 	}
-	if _, err := exec.LookPath("nsenter"); err != nil {
-		nstest.Unavailable(t, "nsenter is not installed (util-linux): %v", err)
-	}
+	nstest.RequirePrograms(t, "nsenter")
 	binaries(t)
 	nstest.PluginDir(t)
 
-	base, err := os.MkdirTemp("", "esbe2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, rt: rt, dc: dc, stack: s, Dirs: agenttest.Dirs{Base: base}, ctrNS: "esbe2e-" + nstest.RandomHex(4), image: s.WorkerImage, seen: &idSet{ids: map[string]bool{}}}
-	// Cleanups run last-registered first: the directory goes after the
-	// node, which goes after the workers and the containerd namespace.
-	t.Cleanup(func() {
-		if err := stacktest.UnmountAll(e.NetnsDir()); err != nil {
-			t.Errorf("unmount %s: %v", e.NetnsDir(), err)
-		}
-		if err := os.RemoveAll(base); err != nil {
-			t.Errorf("remove %s: %v", base, err)
-		}
-	})
+	e := &env{t: t, rt: rt, dc: dc, stack: s, Dirs: agenttest.NewDirs(t, "esbe2e-"), ctrNS: "esbe2e-" + nstest.RandomHex(4), image: s.WorkerImage, seen: &idSet{ids: map[string]bool{}}}
 	e.node = nstest.NewNS(t)
 	t.Cleanup(func() { e.nodeUse.Lock(); e.nodeClosed = true; e.nodeUse.Unlock() }) // before the node's close
 	if err := nodetest.LoUp(e.node); err != nil {

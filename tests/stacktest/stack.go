@@ -197,6 +197,16 @@ func RequireDocker(t testing.TB) Stack {
 	})
 }
 
+// RequireRuntime is Require for runtime "containerd" and RequireDocker
+// for "docker" (esb-agent's -runtime names).
+func RequireRuntime(t testing.TB, runtime string) Stack {
+	t.Helper()
+	if runtime == "docker" {
+		return RequireDocker(t)
+	}
+	return Require(t)
+}
+
 // PingDocker checks that dockerd answers GET /_ping with OK on its socket.
 func (s Stack) PingDocker(ctx context.Context) error {
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
