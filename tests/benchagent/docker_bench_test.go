@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/edge-serverless-box/esbnet/tests/benchstat"
+	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
 // dockerColdVsRunLimit is issue 6's target: Docker-mode cold acquire p50
@@ -19,7 +20,7 @@ const dockerColdVsRunLimit = 1.2
 // interleaved as in BenchmarkAgentSideBySide (the same measureCold), and
 // checks that nothing is left. It prints a markdown table with the target.
 func BenchmarkAgentDockerSideBySide(b *testing.B) {
-	e := newEnvFor(b, rtDocker)
+	e := newEnvFor(b, stacktest.Docker)
 	r := results{baseline: "docker"}
 	begin := time.Now()
 	notes := []string{machineNote(e, "at the start")}

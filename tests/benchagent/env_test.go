@@ -49,20 +49,20 @@ const (
 type env struct {
 	agenttest.Dirs // every file of the run, below Base
 	b              *testing.B
-	rt             string // rtContainerd or rtDocker: the agent's runtime, and the baseline's CLI
+	rt             string // stacktest.Containerd or stacktest.Docker: the agent's runtime, and the baseline's CLI
 	stack          stacktest.Stack
 	node           ns.NetNS
 	ctrNS          string
 	image          string
 	agentBin       string
 	pluginDir      string
-	ctrd           *agenttest.Containerd // the run's own containerd client, in ctrNS (rtContainerd)
+	ctrd           *agenttest.Containerd // the run's own containerd client, in ctrNS (stacktest.Containerd)
 	// profCtrd and prof are the cold and warm profiler's own containerd
-	// namespace and directories (rtContainerd): the agent's sweep and CNI
-	// GC never take the profiler's workers for leftovers.
+	// namespace and directories (stacktest.Containerd): the agent's sweep
+	// and CNI GC never take the profiler's workers for leftovers.
 	profCtrd *agenttest.Containerd
 	prof     agenttest.Dirs
-	dc       *dockerclient.Client // dockerd's client (rtDocker); ctrNS is then the esb.namespace label
+	dc       *dockerclient.Client // dockerd's client (stacktest.Docker); ctrNS is then the esb.namespace label
 	agent    *agentProc
 	runs     int
 	// logIssues counts the warnings and errors of the stopped agents'
@@ -70,15 +70,9 @@ type env struct {
 	logIssues map[string]int
 }
 
-// The runtimes the agent benchmark runs against.
-const (
-	rtContainerd = "containerd"
-	rtDocker     = "docker"
-)
-
 func newEnv(b *testing.B) *env {
 	b.Helper()
-	return newEnvFor(b, rtContainerd)
+	return newEnvFor(b, stacktest.Containerd)
 }
 
 // newEnvFor is newEnv for runtime rt. With Docker the image is pulled by
@@ -96,7 +90,7 @@ func newEnvFor(b *testing.B, rt string) *env {
 		b.Fatalf("set lo up in the node: %v", err)
 	}
 	e.WriteConflist(b)
-	if rt == rtDocker {
+	if rt == stacktest.Docker {
 		dc, err := dockerclient.NewClientWithOpts(dockerclient.WithHost(s.DockerHost()), dockerclient.WithAPIVersionNegotiation())
 		if err != nil {
 			b.Fatal(err)
@@ -164,7 +158,7 @@ func (e *env) startAgent(extra ...string) *agentProc {
 	}
 	e.runs++
 	var args []string
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		args = append(args, "-runtime", "docker", "-docker-host", e.stack.DockerHost(), "-docker-namespace", e.ctrNS)
 	} else {
 		args = append(args, "-containerd-address", e.stack.ContainerdSock,
@@ -251,7 +245,7 @@ func (e *env) ctrRun(id string) (run, ready time.Duration, err error) {
 // baselineRun runs the runtime's own CLI on the same image: ctr run -d,
 // or docker run -d --network none (see dockerRun).
 func (e *env) baselineRun(id string) (run, ready time.Duration, err error) {
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return e.dockerRun(id)
 	}
 	return e.ctrRun(id)
@@ -259,7 +253,7 @@ func (e *env) baselineRun(id string) (run, ready time.Duration, err error) {
 
 // baselineName names the baseline's command in the tables.
 func (e *env) baselineName() string {
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return "docker run -d --network none"
 	}
 	return "ctr run -d"
@@ -364,7 +358,7 @@ func waitTCP(ctx context.Context, netnsPath, addr string) error {
 // removeContainer removes a container as agenttest.Containerd.Remove (or,
 // with Docker, docker rm -f) would. A missing container is not an error.
 func (e *env) removeContainer(ctx context.Context, id string) error {
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return e.removeDockerContainer(ctx, id)
 	}
 	return e.ctrd.Remove(ctx, id)
@@ -388,7 +382,7 @@ func (e *env) removeDockerContainer(ctx context.Context, id string) error {
 // containers lists the IDs of every container in the run's namespace
 // (with Docker: the names of the containers labelled with it).
 func (e *env) containers(ctx context.Context) ([]string, error) {
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		cs, err := e.dc.ContainerList(ctx, container.ListOptions{All: true,
 			Filters: filters.NewArgs(filters.Arg("label", dockerNamespaceLabel+"="+e.ctrNS))})
 		if err != nil {
@@ -496,7 +490,7 @@ func tail(s string, n int) string {
 func (e *env) forceClean() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if e.rt != rtDocker {
+	if e.rt != stacktest.Docker {
 		return errors.Join(e.ctrd.Clean(ctx, e.NetnsDir()), e.profCtrd.Clean(ctx, e.prof.NetnsDir()))
 	}
 	ids, err := e.containers(ctx)

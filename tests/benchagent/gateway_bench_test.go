@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
 // Sizes and targets of the ESB Gateway's contract (issue 12).
@@ -31,11 +32,11 @@ const (
 // direct POST from the node namespace, 1 KiB payload, interleaved, on one
 // worker. Over containerd; BenchmarkGatewayContractDocker is the same
 // over Docker.
-func BenchmarkGatewayContract(b *testing.B) { benchGatewayContract(b, rtContainerd) }
+func BenchmarkGatewayContract(b *testing.B) { benchGatewayContract(b, stacktest.Containerd) }
 
 // BenchmarkGatewayContractDocker is BenchmarkGatewayContract with the
 // agent on Docker.
-func BenchmarkGatewayContractDocker(b *testing.B) { benchGatewayContract(b, rtDocker) }
+func BenchmarkGatewayContractDocker(b *testing.B) { benchGatewayContract(b, stacktest.Docker) }
 
 func benchGatewayContract(b *testing.B, rt string) {
 	e := newEnvFor(b, rt)

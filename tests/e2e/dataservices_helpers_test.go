@@ -92,7 +92,7 @@ var functionImage stacktest.ScriptImage
 func (e *env) useFunctionImage() {
 	e.t.Helper()
 	e.image = functionImage.Ref(e.t, 10*time.Minute, "scripts/function-image.sh", "ESB_REGISTRY="+e.stack.Registry)
-	if e.rt == rtContainerd {
+	if e.rt == stacktest.Containerd {
 		e.ctr("images", "pull", "--plain-http", "--snapshotter", e.stack.Snapshotter, e.image)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/tests/leakcheck"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
 // Settings of the fault tests: leftovers of a failure are removed by the
@@ -518,7 +519,7 @@ const runtimeBound = 45 * time.Second
 // acquires work again, and after the sweep nothing of the interrupted
 // acquires is left.
 func TestFaultRuntimeStopped(t *testing.T) {
-	t.Run(rtContainerd, func(t *testing.T) {
+	t.Run(stacktest.Containerd, func(t *testing.T) {
 		e := newEnv(t)
 		e.setGCGrace(faultGCGrace)
 		ctd := e.useOwnContainerd()
@@ -596,8 +597,8 @@ func TestFaultRuntimeStopped(t *testing.T) {
 	// live-restore off it stops its containers, so the workers it ran are
 	// lost: once it is back the agent must drop them (event watch, catch-up
 	// on resubscribe) and serve again, with nothing left.
-	t.Run(rtDocker, func(t *testing.T) {
-		e := newEnvFor(t, rtDocker)
+	t.Run(stacktest.Docker, func(t *testing.T) {
+		e := newEnvFor(t, stacktest.Docker)
 		e.setGCGrace(faultGCGrace)
 		d := e.startNodeDockerd()
 		// dockerd's start of a container alone can take seconds here.

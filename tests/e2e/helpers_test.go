@@ -82,8 +82,8 @@ func binaries(t testing.TB) (agentBin, esbctlBin string) {
 type env struct {
 	agenttest.Dirs // every file of the test, below Base
 	t              *testing.T
-	rt             string         // rtContainerd or rtDocker
-	dc             *client.Client // dockerd's client (rtDocker)
+	rt             string         // stacktest.Containerd or stacktest.Docker
+	dc             *client.Client // dockerd's client (stacktest.Docker)
 	stack          stacktest.Stack
 	node           ns.NetNS
 	// nodeUse is held (read) by every switch into the node and taken
@@ -132,7 +132,7 @@ func (s *idSet) list() []string {
 // check that nothing of a worker is left.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return newEnvFor(t, rtContainerd)
+	return newEnvFor(t, stacktest.Containerd)
 }
 
 // newEnvFor is newEnv for the runtime rt. With Docker, dockerd (in the
@@ -142,7 +142,7 @@ func newEnvFor(t *testing.T, rt string) *env {
 	t.Helper()
 	s := stacktest.RequireRuntime(t, rt)
 	var dc *client.Client
-	if rt == rtDocker {
+	if rt == stacktest.Docker {
 		dc = dockerClient(t, s)
 	}
 	runDir := os.Getenv("ESB_RUN_DIR")
@@ -164,7 +164,7 @@ func newEnvFor(t *testing.T, rt string) *env {
 	}
 	e.WriteConflist(t)
 	t.Cleanup(e.teardown)
-	if rt == rtContainerd {
+	if rt == stacktest.Containerd {
 		e.ctr("images", "pull", "--plain-http", "--snapshotter", s.Snapshotter, s.WorkerImage)
 	}
 	return e
@@ -215,7 +215,7 @@ func (e *env) ctr(args ...string) string {
 
 // containers lists the IDs of the containers in the test's namespace.
 func (e *env) containers() ([]string, error) {
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return e.dockerWorkers()
 	}
 	out, err := e.ctrOut("containers", "list", "-q")
@@ -231,7 +231,7 @@ func (e *env) containers() ([]string, error) {
 // it has no task).
 func (e *env) taskStatus(id string) string {
 	e.t.Helper()
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return dockerStatus(e.dockerInspect(id))
 	}
 	sc := bufio.NewScanner(strings.NewReader(e.ctr("tasks", "list")))
@@ -246,7 +246,7 @@ func (e *env) taskStatus(id string) string {
 // containerLabels returns the labels of container id.
 func (e *env) containerLabels(id string) map[string]string {
 	e.t.Helper()
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return e.dockerLabels(id)
 	}
 	var info struct{ Labels map[string]string }
@@ -266,7 +266,7 @@ func (e *env) removeContainer(id string) {
 }
 
 func removeContainer(e *env, id string) error {
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return e.removeDockerWorker(id)
 	}
 	var errs []error

@@ -91,7 +91,7 @@ var exitImage stacktest.ScriptImage
 func (e *env) workerImageOfTree() string {
 	e.t.Helper()
 	ref := exitImage.Ref(e.t, imageBuildTimeout, "scripts/worker-image.sh", "ESB_WORKER_REPO=esb/worker:e2e-tree", "ESB_REGISTRY="+e.stack.Registry)
-	if e.rt == rtContainerd {
+	if e.rt == stacktest.Containerd {
 		e.ctr("images", "pull", "--plain-http", "--snapshotter", e.stack.Snapshotter, ref)
 	}
 	return ref

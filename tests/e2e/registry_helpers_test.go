@@ -17,6 +17,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
 // registryStartTimeout bounds the wait for a test registry to answer.
@@ -65,7 +66,7 @@ func (e *env) freePort(inNode bool) string {
 
 // pullsInNode says whether the runtime's pulls come from the node (the
 // agent's containerd client) rather than the host (dockerd).
-func (e *env) pullsInNode() bool { return e.rt == rtContainerd }
+func (e *env) pullsInNode() bool { return e.rt == stacktest.Containerd }
 
 // startRegistry starts an empty registry where the runtime pulls from and
 // waits until it answers; it is stopped when the test ends.
@@ -197,7 +198,7 @@ func (e *env) markedImages(marks ...string) string {
 // keepDockerImage notes an image (reference or ID) the test made dockerd
 // pull, for forceClean to remove once the containers are gone.
 func (e *env) keepDockerImage(ref string) {
-	if e.rt != rtDocker {
+	if e.rt != stacktest.Docker {
 		return
 	}
 	ctx, cancel := cmdCtx()

@@ -20,6 +20,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/stacktest"
 )
 
 // The second stack of the stacks test: network esb2 on its own subnet,
@@ -58,7 +59,7 @@ func (e *env) addStack(network string, subnet netip.Prefix) *env {
 		Dirs: d, ctrNS: "esbe2e-" + nstest.RandomHex(4), seen: &idSet{ids: map[string]bool{}}}
 	s.WriteConflist(t)
 	t.Cleanup(s.teardown)
-	if e.rt == rtContainerd {
+	if e.rt == stacktest.Containerd {
 		s.ctr("images", "pull", "--plain-http", "--snapshotter", e.stack.Snapshotter, e.image)
 	}
 	return s

@@ -191,7 +191,7 @@ func (e *env) forceClean() error {
 	for _, id := range ids {
 		errs = append(errs, removeContainer(e, id))
 	}
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		// The worker image is dockerd's, shared; only images of the
 		// test's own are removed.
 		errs = append(errs, e.removeDockerImages())

@@ -197,11 +197,17 @@ func RequireDocker(t testing.TB) Stack {
 	})
 }
 
-// RequireRuntime is Require for runtime "containerd" and RequireDocker
-// for "docker" (esb-agent's -runtime names).
+// The stack's runtimes, by esb-agent's -runtime names.
+const (
+	Containerd = "containerd"
+	Docker     = "docker"
+)
+
+// RequireRuntime is Require for runtime Containerd and RequireDocker for
+// Docker.
 func RequireRuntime(t testing.TB, runtime string) Stack {
 	t.Helper()
-	if runtime == "docker" {
+	if runtime == Docker {
 		return RequireDocker(t)
 	}
 	return Require(t)
