@@ -287,7 +287,7 @@ func perConnection(b *testing.B, n *node, w *worker, loadgen string) []Setup {
 	}
 	only := func(want, gone string) {
 		for name, present := range map[string]bool{want: true, gone: false} {
-			if ok, err := hasTable(c, name); err != nil || ok != present {
+			if ok, err := nodetest.HasTable(c, name); err != nil || ok != present {
 				b.Fatalf("table ip %s present = %v (%v), want %v", name, ok, err, present)
 			}
 		}
@@ -414,7 +414,7 @@ func measureDrift(b *testing.B, n *node, r *conf.NATRules) DriftRow {
 		}
 		var seen time.Duration
 		for {
-			ok, err := hasTable(c, nat.TableName)
+			ok, err := nodetest.HasTable(c, nat.TableName)
 			at := time.Since(flushed)
 			if err != nil {
 				b.Fatalf("round %d: list tables: %v", i, err)

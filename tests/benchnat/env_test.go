@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -147,30 +146,13 @@ func iptablesRules(count int) []byte {
 var natTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "nat"} // iptables-nft's
 
 // nft opens a lasting nftables connection in the node, closed at cleanup.
-func (n *node) nft() *nftables.Conn {
-	n.tb.Helper()
-	c, err := nftables.New(nftables.WithNetNSFd(int(n.NS.Fd())), nftables.AsLasting())
-	if err != nil {
-		n.tb.Fatalf("nftables in node: %v", err)
-	}
-	n.tb.Cleanup(func() { _ = c.CloseLasting() })
-	return c
-}
-
-// hasTable reports whether the node has table ip name.
-func hasTable(c *nftables.Conn, name string) (bool, error) {
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return false, err
-	}
-	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == name }), nil
-}
+func (n *node) nft() *nftables.Conn { return n.NFT(nftables.AsLasting()) }
 
 // deleteIptables removes iptables-nft's table ip nat from the node, if
 // there.
 func (n *node) deleteIptables(c *nftables.Conn) {
 	n.tb.Helper()
-	ok, err := hasTable(c, natTable.Name)
+	ok, err := nodetest.HasTable(c, natTable.Name)
 	if err == nil && ok {
 		c.DelTable(natTable)
 		err = c.Flush()

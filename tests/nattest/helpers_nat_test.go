@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -402,21 +401,12 @@ func (n *node) localnet() string {
 	return strings.TrimSpace(string(b))
 }
 
-func (n *node) nftConn() *nftables.Conn {
-	n.t.Helper()
-	c, err := nftables.New(nftables.WithNetNSFd(int(n.NS.Fd())))
-	if err != nil {
-		n.t.Fatalf("nftables in node: %v", err)
-	}
-	return c
-}
-
 var esbTable = &nftables.Table{Family: nftables.TableFamilyIPv4, Name: nat.TableName}
 
 // esbRule returns the rule of chain whose comment starts with "esb: "+prefix.
 func (n *node) esbRule(chain, prefix string) *nftables.Rule {
 	n.t.Helper()
-	rs, err := n.nftConn().GetRules(esbTable, &nftables.Chain{Table: esbTable, Name: chain})
+	rs, err := n.NFT().GetRules(esbTable, &nftables.Chain{Table: esbTable, Name: chain})
 	if err != nil {
 		n.t.Fatalf("list rules of ip esb %s: %v", chain, err)
 	}
@@ -444,18 +434,8 @@ func (n *node) ruleCounter(chain, prefix string) uint64 {
 // shape reads the shape of table ip esb in the node; zeros when the
 // table is missing.
 func (n *node) shape() (nodetest.NATShape, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(int(n.NS.Fd())))
-	if err != nil {
-		return nodetest.NATShape{}, err
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return nodetest.NATShape{}, err
-	}
-	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == nat.TableName }) {
-		return nodetest.NATShape{}, nil
-	}
-	return nodetest.ReadNATShape(c)
+	n.t.Helper()
+	return nodetest.ReadNATShape(n.NFT())
 }
 
 // waitShape polls until the table has shape want, for at most limit, and
