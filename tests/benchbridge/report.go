@@ -162,10 +162,7 @@ func (r *Report) Targets(esb, ref string) []Target {
 // the resource use.
 func (r *Report) Print(w io.Writer, targets []Target) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n## %s\n\n", r.Title)
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "%s  \n", n)
-	}
+	benchstat.WriteHead(&b, r.Title, r.Notes)
 	b.WriteString("\n| plugin | mode | samples | ADD p50 ms | ADD p95 ms | ADD max ms | DEL p50 ms | DEL p95 ms | DEL max ms | ADD phase s | DEL phase s |\n")
 	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, x := range r.Runs {
@@ -189,16 +186,12 @@ func (r *Report) Print(w io.Writer, targets []Target) error {
 	b.WriteString("\n| target | esb p50 ms | reference p50 ms | esb / reference | limit | result |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | --- |\n")
 	for _, t := range targets {
-		ratio, result := "n/a", "not measured"
+		ratio := "n/a"
 		if t.Known() {
 			ratio = fmt.Sprintf("%.2f×", t.Ratio())
-			result = "NOT MET"
-			if t.Met() {
-				result = "met"
-			}
 		}
 		fmt.Fprintf(&b, "| %s p50, %s | %s | %s | %s | ≤ %.2f× | %s |\n",
-			t.Verb, ModeName(t.Parallel), benchstat.MsN(t.ESB, 1), benchstat.MsN(t.Ref, 1), ratio, t.Limit, result)
+			t.Verb, ModeName(t.Parallel), benchstat.MsN(t.ESB, 1), benchstat.MsN(t.Ref, 1), ratio, t.Limit, benchstat.Outcome(t.Known(), t.Met()))
 	}
 	if len(r.Parts) > 0 {
 		b.WriteString("\n| where the time goes (sequential) | samples | p50 ms | p95 ms | note |\n")

@@ -297,10 +297,7 @@ func (s *Summary) Targets() []Target {
 // Print writes the summary as markdown tables, the targets last.
 func (s *Summary) Print(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n## %s\n\n", s.Title)
-	for _, n := range s.Notes {
-		fmt.Fprintf(&b, "- %s\n", n)
-	}
+	benchstat.WriteHead(&b, s.Title, s.Notes)
 
 	if len(s.Apply) > 0 {
 		b.WriteString("\n### Manager.Apply (table ip esb)\n\n| forwards | what | samples | p50 ms | mean ms | max ms |\n| ---: | --- | ---: | ---: | ---: | ---: |\n")
@@ -374,12 +371,9 @@ func (s *Summary) Print(w io.Writer) error {
 
 	b.WriteString("\n### Targets\n\n| target | measured | limit | result |\n| --- | --- | --- | --- |\n")
 	for _, t := range s.Targets() {
-		measured, result := "n/a", "not measured"
+		measured, result := "n/a", benchstat.Outcome(t.Known, t.Met)
 		if t.Known {
-			measured, result = t.Measured, "NOT MET"
-			if t.Met {
-				result = "met"
-			}
+			measured = t.Measured
 			if t.Note != "" {
 				result += " (" + t.Note + ")"
 			}

@@ -131,11 +131,15 @@ func (t Target) Met() bool {
 }
 
 // Result renders the outcome: met, NOT MET or not measured.
-func (t Target) Result() string {
+func (t Target) Result() string { return Outcome(t.Known, t.Met()) }
+
+// Outcome is the result column of every benchmark's targets: met, NOT
+// MET, or not measured when known is false.
+func Outcome(known, met bool) string {
 	switch {
-	case !t.Known:
+	case !known:
 		return "not measured"
-	case t.Met():
+	case met:
 		return "met"
 	default:
 		return "NOT MET"
@@ -189,14 +193,40 @@ func num(v float64) string {
 	}
 }
 
+// WriteHead starts a benchmark's markdown report: the title as a heading,
+// then the notes as a list.
+func WriteHead(b *strings.Builder, title string, notes []string) {
+	fmt.Fprintf(b, "\n## %s\n\n", title)
+	for _, n := range notes {
+		fmt.Fprintf(b, "- %s\n", n)
+	}
+}
+
+// WriteTargets writes targets as a markdown table: each one's measure,
+// limit, result and detail.
+func WriteTargets(b *strings.Builder, targets []Target) {
+	b.WriteString("\n| target | measured | limit | result | detail |\n| --- | ---: | ---: | --- | --- |\n")
+	for _, t := range targets {
+		measured := "n/a"
+		if t.Known {
+			measured = num(t.Measured) + " " + t.Unit
+		}
+		op := "≤"
+		if t.Strict {
+			op = "<"
+		}
+		if t.AtLeast {
+			op = "≥"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s %s %s | %s | %s |\n", t.Name, measured, op, num(t.Limit), t.Unit, t.Result(), t.Detail)
+	}
+}
+
 // Print writes the summary as markdown: the tables, the latency rows, the
 // phases of one acquire, the other figures, then the targets.
 func (s *Summary) Print(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n## %s\n\n", s.Title)
-	for _, n := range s.Notes {
-		fmt.Fprintf(&b, "- %s\n", n)
-	}
+	WriteHead(&b, s.Title, s.Notes)
 	for _, t := range s.Tables {
 		b.WriteString("\n| " + strings.Join(t.Head, " | ") + " |\n|")
 		for range t.Head {
@@ -222,21 +252,7 @@ func (s *Summary) Print(w io.Writer) error {
 		}
 	}
 	if len(s.Targets) > 0 {
-		b.WriteString("\n| target | measured | limit | result | detail |\n| --- | ---: | ---: | --- | --- |\n")
-		for _, t := range s.Targets {
-			measured := "n/a"
-			if t.Known {
-				measured = num(t.Measured) + " " + t.Unit
-			}
-			op := "≤"
-			if t.Strict {
-				op = "<"
-			}
-			if t.AtLeast {
-				op = "≥"
-			}
-			fmt.Fprintf(&b, "| %s | %s | %s %s %s | %s | %s |\n", t.Name, measured, op, num(t.Limit), t.Unit, t.Result(), t.Detail)
-		}
+		WriteTargets(&b, s.Targets)
 	}
 	b.WriteString("\n")
 	_, err := io.WriteString(w, b.String())
