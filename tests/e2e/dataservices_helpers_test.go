@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // The data services of ESB in the node, as production runs them behind the
@@ -86,7 +86,7 @@ func (e *env) startDataServices() []string {
 
 var functionImage stacktest.ScriptImage
 
-// useFunctionImage builds and pushes the tests/function image once per test
+// useFunctionImage builds and pushes the tests/images/function image once per test
 // binary (scripts/function-image.sh builds nothing when the registry has
 // it), pre-pulls it for containerd, and makes it the env's image.
 func (e *env) useFunctionImage() {

@@ -20,10 +20,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
-	"github.com/edge-serverless-box/esbnet/tests/leakcheck"
+	"github.com/edge-serverless-box/esbnet/tests/lib/leakcheck"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // Settings of the fault tests: leftovers of a failure are removed by the

@@ -12,7 +12,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
 // TestGatewayContract is the ESB Gateway's flow through a client generated

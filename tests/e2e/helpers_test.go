@@ -26,12 +26,12 @@ import (
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 const (
-	// invokePath is the worker's Lambda invoke endpoint (tests/worker).
+	// invokePath is the worker's Lambda invoke endpoint (tests/images/worker).
 	invokePath = "/2015-03-31/functions/function/invocations"
 	gatewayIP  = "10.88.0.1"
 	netName    = "esb"

@@ -26,7 +26,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/internal/testpki"
 	"github.com/edge-serverless-box/esbnet/shim/runtimetest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 const (

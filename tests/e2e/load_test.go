@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edge-serverless-box/esbnet/tests/benchstat"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/benchstat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // Settings of the load and soak tests. make test runs them scaled down;

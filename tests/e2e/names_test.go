@@ -17,7 +17,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // serviceURL is what a worker GETs to reach the proxy by name: s3-storage

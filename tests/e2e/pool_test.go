@@ -7,7 +7,7 @@ import (
 	"time"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // idleOf returns the idle workers of function in ws.

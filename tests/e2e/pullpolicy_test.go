@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // poolWait bounds the waits for the pool to refill or drain.

@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // nft runs nft in the node with script on its standard input.
@@ -85,7 +85,7 @@ func TestReadinessTimeout(t *testing.T) {
 // never overwritten): it supports ESB_WORKER_EXIT.
 var exitImage stacktest.ScriptImage
 
-// workerImageOfTree builds tests/worker from this tree into the stack's
+// workerImageOfTree builds tests/images/worker from this tree into the stack's
 // registry as esb/worker:e2e-tree (reproducible: the same tree pushes the
 // same digest) and returns its reference.
 func (e *env) workerImageOfTree() string {

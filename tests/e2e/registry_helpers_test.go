@@ -16,8 +16,8 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
 
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // registryStartTimeout bounds the wait for a test registry to answer.
@@ -167,7 +167,7 @@ func (r *testRegistry) push(layout, tag, ref string) {
 
 // markedImages writes an OCI layout holding the worker image under each
 // of marks as a tag, each with ESB_IMAGE_MARK=<mark> in its config: images
-// that differ only in what the worker reports (tests/worker echoes its
+// that differ only in what the worker reports (tests/images/worker echoes its
 // ESB_* variables). The layout's directory is returned.
 func (e *env) markedImages(marks ...string) string {
 	e.t.Helper()

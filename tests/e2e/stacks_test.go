@@ -19,8 +19,8 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // The second stack of the stacks test: network esb2 on its own subnet,

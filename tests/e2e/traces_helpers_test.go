@@ -18,9 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
-	"github.com/edge-serverless-box/esbnet/tests/leakcheck"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/leakcheck"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // --- what a worker leaves ----------------------------------------------------------

@@ -29,7 +29,7 @@ import (
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // Dirs is the directory of one agent world: every file of a test or run

@@ -18,7 +18,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/shim/containerd"
-	"github.com/edge-serverless-box/esbnet/tests/benchstat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/benchstat"
 )
 
 // Phase names, in the order of an acquire, a release, a warm acquire and

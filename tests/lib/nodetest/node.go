@@ -27,7 +27,7 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
 // CallTimeout bounds one libcni call (one or more plugin executions).

@@ -15,7 +15,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
 // StartHAProxy runs Debian's haproxy in the node with cfg, in the
