@@ -16,10 +16,10 @@ UNIT_DIR    ?= /etc/systemd/system
 INSTALL_BUILD ?= build
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 
-.PHONY: help kube-tools k8s-up k8s-down k8s-status test-k8s build install uninstall deps stack-up stack-down stack-status worker-image function-image test test-unit test-privileged bench bench-density reliability fuzz lint proto demo clean
+.PHONY: help kube-tools k8s-up k8s-down k8s-status test-k8s build install uninstall deps stack-up stack-down stack-status worker-image function-image test test-unit test-ns test-daemon test-e2e test-privileged bench bench-density reliability fuzz lint proto demo clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build all binaries into bin/ (the CNI plugins static: they start once per CNI call)
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/...
@@ -49,7 +49,7 @@ worker-image: ## build tests/images/worker and push it to the local registry as 
 function-image: ## build tests/images/function (aws-lambda-go handler behind the Lambda RIE, its own module) and push it as 127.0.0.1:5000/esb/function:<source hash>; an unchanged function is not rebuilt
 	scripts/function-image.sh
 
-test: deps stack-up ## everything, as root: unit tests (race detector), then the privileged, client and end-to-end suites one package at a time (the command CI runs)
+test: deps stack-up ## everything, as root: unit tests (race detector), then every tier under tests/ one package at a time (namespace, daemon, end to end; the cluster's needs make test-k8s), then the function image's module (the command CI runs)
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m ./tests/...
 	cd tests/images/function && ESB_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 ./...
@@ -57,7 +57,17 @@ test: deps stack-up ## everything, as root: unit tests (race detector), then the
 test-unit: ## unit tests only, as any user, no daemons
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
-test-privileged: deps stack-up ## the namespace, client, stack and end-to-end suites only (root)
+test-ns: deps ## the namespace tier, tests/ns: plugins, NAT, shim, clients and install in namespaces each test makes, with the programs it starts itself; no stack (root)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m ./tests/ns/...
+
+test-daemon: deps stack-up ## the daemon tier: the test libraries' and images' own tests (stacktest proves the stack), then tests/daemon against the stack's containerd, dockerd and registry (root)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m ./tests/lib/... ./tests/images/... ./tests/daemon/...
+
+test-e2e: deps stack-up ## the end-to-end tier: tests/e2e (esb-agent, both runtimes, the data services, the load, soak and fault tests scaled down), then the function image's own module (root)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m ./tests/e2e/
+	cd tests/images/function && ESB_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 ./...
+
+test-privileged: deps stack-up ## every tier under tests/ but the cluster's, verbose: what make test runs after the unit tests (root)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m -v ./tests/...
 
 bench: deps stack-up ## benchmarks side by side with the reference plugins, with a printed table (root)
