@@ -60,7 +60,7 @@ func checkGolden(t *testing.T, name, got string) {
 }
 
 // TestRenderGolden compares Render with the checked-in render goldens. The
-// privileged tier (tests/ns/nattest) loads the same renders with nft -f and
+// namespace tier (tests/ns/nattest) loads the same renders with nft -f and
 // checks the kernel's listing against its own goldens.
 func TestRenderGolden(t *testing.T) {
 	g1, g2 := goldenGuards(t)
@@ -110,7 +110,7 @@ func ruleComments(text string) map[string][]string {
 
 // TestRenderMatchesBuild checks that Render and what Apply sends (build)
 // have the same chains and, in each, the same rules in the same order;
-// the privileged tier checks the expressions against the kernel.
+// the namespace tier checks the expressions against the kernel.
 func TestRenderMatchesBuild(t *testing.T) {
 	for _, text := range []string{goldenForwards, "egress: open\n" + goldenForwards, "{}"} {
 		r := rules(t, text)
