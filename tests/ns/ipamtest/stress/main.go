@@ -195,41 +195,45 @@ func (w *worker) forget(cid string) {
 	w.ids = slices.DeleteFunc(w.ids, func(s string) bool { return s == cid })
 }
 
-func (w *worker) readd() error {
-	cid := w.pick()
+// logged runs op on the attachment of cid in one transaction and logs an
+// event of kind with the address op returns.
+func (w *worker) logged(kind, cid string, op func(ipam.Txn, ipam.AttachmentID, time.Time) (*ipam.Allocation, error)) error {
 	var ev ipamtest.StressEvent
 	err := w.update(func(tx ipam.Txn) error {
 		now := time.Now()
-		a, err := ipam.Allocate(tx, w.cfg, ipam.AttachmentID{ContainerID: cid, IfName: ifName}, now)
+		a, err := op(tx, ipam.AttachmentID{ContainerID: cid, IfName: ifName}, now)
 		if err != nil {
 			return err
 		}
-		ev = ipamtest.StressEvent{Op: ipamtest.OpReAdd, Time: now.UnixNano(), ID: cid, IP: addrOf(a)}
+		ev = ipamtest.StressEvent{Op: kind, Time: now.UnixNano(), ID: cid, IP: addrOf(a)}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("repeat add %s: %w", cid, err)
+		return err
 	}
 	w.log.Events = append(w.log.Events, ev)
 	return nil
 }
 
+func (w *worker) readd() error {
+	cid := w.pick()
+	err := w.logged(ipamtest.OpReAdd, cid, func(tx ipam.Txn, id ipam.AttachmentID, now time.Time) (*ipam.Allocation, error) {
+		return ipam.Allocate(tx, w.cfg, id, now)
+	})
+	if err != nil {
+		return fmt.Errorf("repeat add %s: %w", cid, err)
+	}
+	return nil
+}
+
 func (w *worker) del() error {
 	cid := w.pick()
-	var ev ipamtest.StressEvent
-	err := w.update(func(tx ipam.Txn) error {
-		now := time.Now()
-		a, err := ipam.Release(tx, ipam.AttachmentID{ContainerID: cid, IfName: ifName})
-		if err != nil {
-			return err
-		}
-		ev = ipamtest.StressEvent{Op: ipamtest.OpDel, Time: now.UnixNano(), ID: cid, IP: addrOf(a)}
-		return nil
+	err := w.logged(ipamtest.OpDel, cid, func(tx ipam.Txn, id ipam.AttachmentID, _ time.Time) (*ipam.Allocation, error) {
+		return ipam.Release(tx, id)
 	})
 	if err != nil {
 		return fmt.Errorf("del %s: %w", cid, err)
 	}
-	w.log.Events = append(w.log.Events, ev)
 	w.forget(cid)
 	return nil
 }
