@@ -16,10 +16,10 @@ UNIT_DIR    ?= /etc/systemd/system
 INSTALL_BUILD ?= build
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
 
-.PHONY: help kube-tools k8s-up k8s-down k8s-status test-k8s build install uninstall deps stack-up stack-down stack-status worker-image function-image test test-unit test-privileged bench bench-density reliability fuzz lint proto demo clean
+.PHONY: help kube-tools k8s-up k8s-down k8s-status test-k8s build install uninstall deps stack-up stack-down stack-status worker-image function-image test test-unit test-ns test-daemon test-e2e test-privileged bench bench-density reliability fuzz lint proto demo clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build all binaries into bin/ (the CNI plugins static: they start once per CNI call)
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/...
@@ -43,28 +43,38 @@ stack-down: ## stop what stack-up started (data in /var/lib/esbnet stays)
 stack-status: ## show the runtime stack: pids, health, worker image digest
 	scripts/stack.sh status
 
-worker-image: ## build tests/worker and push it to the local registry as 127.0.0.1:5000/esb/worker:latest
+worker-image: ## build tests/images/worker and push it to the local registry as 127.0.0.1:5000/esb/worker:latest
 	scripts/worker-image.sh
 
-function-image: ## build tests/function (aws-lambda-go handler behind the Lambda RIE, its own module) and push it as 127.0.0.1:5000/esb/function:<source hash>; an unchanged function is not rebuilt
+function-image: ## build tests/images/function (aws-lambda-go handler behind the Lambda RIE, its own module) and push it as 127.0.0.1:5000/esb/function:<source hash>; an unchanged function is not rebuilt
 	scripts/function-image.sh
 
-test: deps stack-up ## everything, as root: unit tests (race detector), then the privileged, client and end-to-end suites one package at a time (the command CI runs)
+test: deps stack-up ## everything, as root: unit tests (race detector), then every tier under tests/ one package at a time (namespace, daemon, end to end; the cluster's needs make test-k8s), then the function image's module (the command CI runs)
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m ./tests/...
-	cd tests/function && ESB_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 ./...
+	cd tests/images/function && ESB_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 ./...
 
 test-unit: ## unit tests only, as any user, no daemons
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
-test-privileged: deps stack-up ## the namespace, client, stack and end-to-end suites only (root)
+test-ns: deps ## the namespace tier, tests/ns: plugins, NAT, shim, clients and install in namespaces each test makes, with the programs it starts itself; no stack (root)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m ./tests/ns/...
+
+test-daemon: deps stack-up ## the daemon tier: the test libraries' and images' own tests (stacktest proves the stack), then tests/daemon against the stack's containerd, dockerd and registry (root)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m ./tests/lib/... ./tests/images/... ./tests/daemon/...
+
+test-e2e: deps stack-up ## the end-to-end tier: tests/e2e (esb-agent, both runtimes, the data services, the load, soak and fault tests scaled down), then the function image's own module (root)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m ./tests/e2e/
+	cd tests/images/function && ESB_REQUIRE_PRIVILEGED=1 $(GO) test -count=1 ./...
+
+test-privileged: deps stack-up ## every tier under tests/ but the cluster's, verbose: what make test runs after the unit tests (root)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m -v ./tests/...
 
 bench: deps stack-up ## benchmarks side by side with the reference plugins, with a printed table (root)
-	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 95m ./ipam/... ./tests/bench/... ./tests/benchbridge/... ./tests/benchnat/... ./tests/benchagent/... $(BENCH_MORE)
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 95m ./ipam/... ./tests/bench/ipam/... ./tests/bench/bridge/... ./tests/bench/nat/... ./tests/bench/agent/... $(BENCH_MORE)
 
 bench-density: deps stack-up ## fill the node with live idle workers in steps (ESB_DENSITY_STEPS, default 0,100,250,500,1000) and measure each with cold acquire+release pairs (ESB_DENSITY_PAIRS, default 50): latency, CNI ADD/DEL, agent RSS, memory per worker, NAT path; then 100 workers of the Lambda function image (ESB_DENSITY_FUNCTION); a printed table with the targets; not part of make bench (root)
-	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 120m ./tests/benchdensity/
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 120m ./tests/bench/density/
 
 reliability: deps stack-up ## the load, soak and fault tests at full size, both runtimes: 2,000 acquire/invoke/release cycles from 16 clients (ESB_LOAD_CYCLES, ESB_LOAD_CLIENTS), a 10-minute soak (ESB_SOAK_DURATION) and the fault tests; then make test-k8s; make test runs the first ones scaled down (root)
 	ESB_REQUIRE_PRIVILEGED=1 ESB_LOAD_CYCLES=$${ESB_LOAD_CYCLES:-2000} ESB_SOAK_DURATION=$${ESB_SOAK_DURATION:-10m} ESB_SOAK_INTERVAL=$${ESB_SOAK_INTERVAL:-20s} \
@@ -86,9 +96,9 @@ k8s-down: ## stop the cluster, restore the sysctls the kubelet changed, remove i
 k8s-status: ## show the cluster's processes, nodes and pods
 	scripts/k8s.sh status
 
-test-k8s: kube-tools stack-up ## the cluster tests (tests/k8stest, build tag k8s) and the e2e.test networking subset on a fresh cluster, then down; not part of make test (root)
+test-k8s: kube-tools stack-up ## the cluster tests (tests/cluster/k8stest, build tag k8s) and the e2e.test networking subset on a fresh cluster, then down; not part of make test (root)
 	scripts/k8s.sh up
-	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -tags k8s -p 1 -count=1 -v -timeout 60m ./tests/k8stest/; rc=$$?; scripts/k8s.sh down; exit $$rc
+	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -tags k8s -p 1 -count=1 -v -timeout 60m ./tests/cluster/k8stest/; rc=$$?; scripts/k8s.sh down; exit $$rc
 
 lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
@@ -96,7 +106,7 @@ lint: ## golangci-lint (pinned) with the checks in .golangci.yml
 proto: ## regenerate the gRPC code in agent/api/v1 from agent.proto (installs protoc and its Go plugins)
 	scripts/proto.sh
 
-demo: deps build ## the main job: start the stack, serve the tests/function Lambda image through esb-agent, show its S3, DynamoDB and logs round trip by name through the proxy, release it (root; RUNTIME=containerd|docker)
+demo: deps build ## the main job: start the stack, serve the tests/images/function Lambda image through esb-agent, show its S3, DynamoDB and logs round trip by name through the proxy, release it (root; RUNTIME=containerd|docker)
 	RUNTIME=$(RUNTIME) scripts/demo.sh
 
 clean: ## remove build output

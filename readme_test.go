@@ -1,7 +1,7 @@
 // Package esbnet_test checks the repository's top-level documents. It sits at
 // the root beside README.md and README.ja.md so that it runs with the unit
 // tests (`make test-unit`, any user, no daemons) rather than in tests/, whose
-// suites need root and the stack.
+// suites need root, and past the namespace tier the stack.
 package esbnet_test
 
 import (

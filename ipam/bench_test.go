@@ -12,7 +12,7 @@ import (
 )
 
 // Benchmarks of the allocator and its bbolt store, without the plugin
-// binary around them; tests/bench compares whole plugin executions. Both
+// binary around them; tests/bench/ipam compares whole plugin executions. Both
 // run with `make bench` (-benchtime 1x), so each benchmark also takes a
 // fixed number of untimed samples and reports their statistics.
 

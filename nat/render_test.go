@@ -18,7 +18,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the render goldens in testdata/")
 
-// goldenForwards are the forwards of tests/nattest's kernel goldens.
+// goldenForwards are the forwards of tests/ns/nattest's kernel goldens.
 const goldenForwards = `forwards:
   - {proto: tcp, port: 9000, to: "127.0.0.1:9000"}
   - {proto: udp, port: 9053, to: "192.0.2.10:53"}
@@ -33,7 +33,7 @@ func mustMAC(t *testing.T, s string) net.HardwareAddr {
 	return mac
 }
 
-// goldenGuards are the guards of tests/nattest's kernel goldens.
+// goldenGuards are the guards of tests/ns/nattest's kernel goldens.
 func goldenGuards(t *testing.T) (g1, g2 Guard) {
 	g1 = Guard{Port: "esb000000000001", MAC: mustMAC(t, "0a:58:0a:58:00:02"), IPs: []netip.Addr{netip.MustParseAddr("10.88.0.2")}, Owner: "ctr1/eth0"}
 	g2 = Guard{Port: "esb000000000002", MAC: mustMAC(t, "0a:58:0a:58:00:03"),
@@ -60,7 +60,7 @@ func checkGolden(t *testing.T, name, got string) {
 }
 
 // TestRenderGolden compares Render with the checked-in render goldens. The
-// privileged tier (tests/nattest) loads the same renders with nft -f and
+// namespace tier (tests/ns/nattest) loads the same renders with nft -f and
 // checks the kernel's listing against its own goldens.
 func TestRenderGolden(t *testing.T) {
 	g1, g2 := goldenGuards(t)
@@ -110,7 +110,7 @@ func ruleComments(text string) map[string][]string {
 
 // TestRenderMatchesBuild checks that Render and what Apply sends (build)
 // have the same chains and, in each, the same rules in the same order;
-// the privileged tier checks the expressions against the kernel.
+// the namespace tier checks the expressions against the kernel.
 func TestRenderMatchesBuild(t *testing.T) {
 	for _, text := range []string{goldenForwards, "egress: open\n" + goldenForwards, "{}"} {
 		r := rules(t, text)

@@ -2,13 +2,13 @@
 # Installs what esbnet's tests, benchmarks and demo need on a fresh Debian 12
 # machine, as root. Safe to run again: it installs only what is missing.
 #   - Debian packages: iproute2, iputils-ping, nftables, procps; for the
-#     client tests (tests/clients): podman with its CNI network backend
+#     client tests (tests/ns/clients): podman with its CNI network backend
 #     (containernetworking-plugins, named so that apt does not pick netavark),
 #     runc (crun 1.8 refuses hybrid cgroup hosts) and busybox-static, the
 #     test container's only binary; for the NAT tests
-#     (tests/nattest): haproxy, the local proxy behind the gateway's
+#     (tests/ns/nattest): haproxy, the local proxy behind the gateway's
 #     forwards, and iptables (the nft backend) to build Docker-like tables;
-#     for the runtime stack (scripts/stack.sh, tests/stacktest): containerd
+#     for the runtime stack (scripts/stack.sh, tests/lib/stacktest): containerd
 #     and runc, docker.io (Docker Engine 20.10, for the Docker runtime mode),
 #     docker-registry (the local registry), umoci and skopeo (to build and
 #     push the worker image) and curl; python3-grpcio and python3-grpc-tools
@@ -18,7 +18,7 @@
 #   - into $ESB_TOOLS_DIR (default /opt/esbnet-tools/bin), from the Go module
 #     proxy: cnitool v1.3.0 and the reference plugins bridge and host-local
 #     v1.10.0, which the tests and benchmarks drive beside ours, and crictl
-#     v1.37.0 (cri-tools), which tests/critest drives containerd's CRI
+#     v1.37.0 (cri-tools), which tests/daemon/critest drives containerd's CRI
 #     plugin with; the data services of the end-to-end tests and the demo
 #     (behind HAProxy in the node namespace): gofakes3 v1.2.0 (S3) and
 #     VictoriaLogs v1.52.2 (logs; its first build takes about 15 minutes

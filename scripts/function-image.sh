@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the test Lambda function (tests/function, a Go module of its own)
+# Builds the test Lambda function (tests/images/function, a Go module of its own)
 # and pushes it to the local registry as a Lambda-style container image:
 #   /usr/local/bin/aws-lambda-rie  the Runtime Interface Emulator, built from
 #                                  its Go module (the version in
-#                                  tests/function/go.mod), the entry point;
+#                                  tests/images/function/go.mod), the entry point;
 #                                  it serves POST /2015-03-31/functions/
 #                                  function/invocations on 8080
 #   /var/runtime/bootstrap         the handler (aws-lambda-go), which the
@@ -33,7 +33,7 @@ for t in go umoci skopeo sha256sum; do
 	command -v "$t" >/dev/null || { log "$t is missing (run scripts/deps.sh)"; exit 1; }
 done
 
-src=tests/function
+src=tests/images/function
 tag=$( (cd "$src" && cat go.mod go.sum $(ls ./*.go | grep -v '_test.go$' | sort); echo "$arch") | sha256sum | cut -c1-12)
 ref="$registry/$repo:$tag"
 # The registry is ours and plain HTTP; our own policy, as go-image.sh does.

@@ -6,7 +6,7 @@
 # (the test worker) and scripts/pause-image.sh (the pod sandbox) call it.
 #
 #   scripts/go-image.sh PACKAGE NAME REPO [EXPOSED-PORT]
-#   e.g. scripts/go-image.sh ./tests/worker esb-worker esb/worker:latest 8080/tcp
+#   e.g. scripts/go-image.sh ./tests/images/worker esb-worker esb/worker:latest 8080/tcp
 #
 # The image is reproducible: the same source gives the same digest (fixed
 # timestamps, -trimpath), so running this again pushes nothing new and a

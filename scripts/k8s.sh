@@ -2,7 +2,7 @@
 # A two-node Kubernetes v1.37.2 cluster whose pod network is esb-bridge and
 # esb-ipam, in network namespaces of this machine, from the binaries that
 # scripts/k8s-tools.sh builds (make kube-tools). For a person to look at and
-# for make test-k8s (tests/k8stest), as scripts/stack.sh is for the stack.
+# for make test-k8s (tests/cluster/k8stest), as scripts/stack.sh is for the stack.
 #
 #   scripts/k8s.sh up       tear down what is left, then start the cluster
 #   scripts/k8s.sh down     stop everything, restore the sysctls, remove it all
@@ -445,7 +445,7 @@ containerd_config() {
 		"$root/deploy/containerd/config.toml" >"$base/$n/containerd.toml"
 	# A second runtime handler whose pods get the reference bridge and
 	# host-local plugins (containerd 1.6's per-handler cni_conf_dir), for the
-	# pod start comparison in tests/k8stest (RuntimeClass "refbridge").
+	# pod start comparison in tests/cluster/k8stest (RuntimeClass "refbridge").
 	cat >>"$base/$n/containerd.toml" <<EOF
 
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.refbridge]
@@ -526,7 +526,7 @@ start_kubelet() {
 }
 
 # restart_kubelet stops a node's kubelet and starts it again (its pods keep
-# running under containerd); tests/k8stest uses it.
+# running under containerd); tests/cluster/k8stest uses it.
 restart_kubelet() {
 	local n=${1:-}
 	[ -n "$n" ] && [ -n "${node_ip[$n]:-}" ] || die "restart-kubelet: name a node (${nodes[*]})"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds esbnet's pod sandbox ("pause") program (tests/pause) and pushes it
+# Builds esbnet's pod sandbox ("pause") program (tests/images/pause) and pushes it
 # to the local registry as an OCI image with just the binary /pause (the
 # entrypoint). A Kubernetes node under containerd's CRI plugin runs one such
 # container per pod (sandbox_image in deploy/containerd/config.toml); this
@@ -11,4 +11,4 @@
 #   ESB_PAUSE_REPO      repository:tag in the registry   (default esb/pause:latest)
 set -euo pipefail
 here=$(dirname "$0")
-ESB_IMAGE_BY=scripts/pause-image.sh exec "$here/go-image.sh" ./tests/pause pause "${ESB_PAUSE_REPO:-esb/pause:latest}"
+ESB_IMAGE_BY=scripts/pause-image.sh exec "$here/go-image.sh" ./tests/images/pause pause "${ESB_PAUSE_REPO:-esb/pause:latest}"

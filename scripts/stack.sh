@@ -11,7 +11,7 @@
 #   - Debian's docker-registry on 127.0.0.1:5000 only, with its own config and
 #     storage (dockerd pulls from it over plain HTTP: 127.0.0.0/8 registries
 #     are insecure registries by default);
-#   - the worker image (tests/worker), built and pushed to that registry by
+#   - the worker image (tests/images/worker), built and pushed to that registry by
 #     scripts/worker-image.sh as 127.0.0.1:5000/esb/worker:latest.
 # Everything listens on loopback or a unix socket. Run scripts/deps.sh first.
 #

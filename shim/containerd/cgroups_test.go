@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
 // TestRemoveCgroupKillsLeftovers plays what a `runc create` cut off by a

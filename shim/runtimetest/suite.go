@@ -56,7 +56,7 @@ type Harness struct {
 	// constructor, which must then wrap shim.ErrUnavailable.
 	Unavailable map[string]func(t *testing.T) (shim.Runtime, error)
 	// Image is a worker image present in a registry the runtime may pull
-	// from: a process that stays up and exits on SIGTERM (tests/worker).
+	// from: a process that stays up and exits on SIGTERM (tests/images/worker).
 	Image string
 	// MissingImages are references whose registry answers but lacks them
 	// (an unknown repository, an unknown tag).

@@ -25,6 +25,7 @@ import (
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // nodeDockerd is a dockerd of the test's own, run in the node namespace
@@ -276,7 +277,7 @@ var counters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
 // esb-cni0) both work, and applying and deleting esbnet's NAT changes
 // nothing of Docker's tables.
 func TestCoexistWithDockerBridge(t *testing.T) {
-	e := newEnvFor(t, rtDocker)
+	e := newEnvFor(t, stacktest.Docker)
 	e.startNodeDockerd()
 	ctx, cancel := cmdCtx()
 	defer cancel()

@@ -5,13 +5,12 @@ import (
 	"io"
 	neturl "net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // The data services of ESB in the node, as production runs them behind the
@@ -51,10 +50,7 @@ func functionEnv(function string) map[string]string {
 // returns the agent flags that forward and name them.
 func (e *env) startDataServices() []string {
 	e.t.Helper()
-	haproxy, err := exec.LookPath("haproxy")
-	if err != nil {
-		nstest.Unavailable(e.t, "haproxy is not installed (run scripts/deps.sh): %v", err)
-	}
+	haproxy := nstest.LookPath(e.t, "haproxy")
 	tools := filepath.Dir(nstest.ToolsDir())
 	dynalite := filepath.Join(tools, "dynalite-4.0.0", "node_modules", ".bin", "dynalite")
 	if _, err := os.Stat(dynalite); err != nil {
@@ -90,13 +86,13 @@ func (e *env) startDataServices() []string {
 
 var functionImage stacktest.ScriptImage
 
-// useFunctionImage builds and pushes the tests/function image once per test
+// useFunctionImage builds and pushes the tests/images/function image once per test
 // binary (scripts/function-image.sh builds nothing when the registry has
 // it), pre-pulls it for containerd, and makes it the env's image.
 func (e *env) useFunctionImage() {
 	e.t.Helper()
 	e.image = functionImage.Ref(e.t, 10*time.Minute, "scripts/function-image.sh", "ESB_REGISTRY="+e.stack.Registry)
-	if e.rt == rtContainerd {
+	if e.rt == stacktest.Containerd {
 		e.ctr("images", "pull", "--plain-http", "--snapshotter", e.stack.Snapshotter, e.image)
 	}
 }

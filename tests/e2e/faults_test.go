@@ -20,9 +20,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
-	"github.com/edge-serverless-box/esbnet/tests/leakcheck"
+	"github.com/edge-serverless-box/esbnet/tests/lib/leakcheck"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // Settings of the fault tests: leftovers of a failure are removed by the
@@ -348,7 +349,7 @@ func (e *env) wipeIPAM() {
 	// away first. Removed in place, a GC of the agent's sweep running
 	// meanwhile (esb-ipam opens the store by its path) could make a file
 	// in it between RemoveAll's listing and its rmdir.
-	gone := fmt.Sprintf("%s.wiped-%s", e.IPAMDir(), randomHex(e.t, 4))
+	gone := fmt.Sprintf("%s.wiped-%s", e.IPAMDir(), nstest.RandomHex(4))
 	if err := os.Rename(e.IPAMDir(), gone); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		e.t.Fatal(err)
 	}
@@ -518,7 +519,7 @@ const runtimeBound = 45 * time.Second
 // acquires work again, and after the sweep nothing of the interrupted
 // acquires is left.
 func TestFaultRuntimeStopped(t *testing.T) {
-	t.Run(rtContainerd, func(t *testing.T) {
+	t.Run(stacktest.Containerd, func(t *testing.T) {
 		e := newEnv(t)
 		e.setGCGrace(faultGCGrace)
 		ctd := e.useOwnContainerd()
@@ -596,8 +597,8 @@ func TestFaultRuntimeStopped(t *testing.T) {
 	// live-restore off it stops its containers, so the workers it ran are
 	// lost: once it is back the agent must drop them (event watch, catch-up
 	// on resubscribe) and serve again, with nothing left.
-	t.Run(rtDocker, func(t *testing.T) {
-		e := newEnvFor(t, rtDocker)
+	t.Run(stacktest.Docker, func(t *testing.T) {
+		e := newEnvFor(t, stacktest.Docker)
 		e.setGCGrace(faultGCGrace)
 		d := e.startNodeDockerd()
 		// dockerd's start of a container alone can take seconds here.

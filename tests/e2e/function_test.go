@@ -11,7 +11,7 @@ import (
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 )
 
-// functionResult is the tests/function handler's answer.
+// functionResult is the tests/images/function handler's answer.
 type functionResult struct {
 	RequestID string `json:"request_id"`
 	Object    string `json:"object"`

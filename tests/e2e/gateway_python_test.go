@@ -11,7 +11,7 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/internal/testpki"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
 // gatewayPython is Debian's interpreter, which python3-grpcio and

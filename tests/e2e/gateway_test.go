@@ -12,6 +12,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
 // TestGatewayContract is the ESB Gateway's flow through a client generated
@@ -141,7 +142,7 @@ func testGatewayContract(t *testing.T, e *env) {
 	// An image the registry lacks is NotFound naming it (dockerd reaches
 	// the registry); the containerd agent pulls from inside the test's
 	// node, where no registry answers: Unavailable, not Internal.
-	missing := e.image[:strings.LastIndex(e.image, ":")] + ":missing-" + randomHex(t, 4)
+	missing := e.image[:strings.LastIndex(e.image, ":")] + ":missing-" + nstest.RandomHex(4)
 	code, text := codes.NotFound, "image "+missing+" not found"
 	if !e.ownsNetNS() {
 		code, text = codes.Unavailable, "image "+missing+": its registry does not answer"

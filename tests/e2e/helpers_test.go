@@ -3,14 +3,11 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -29,12 +26,12 @@ import (
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 const (
-	// invokePath is the worker's Lambda invoke endpoint (tests/worker).
+	// invokePath is the worker's Lambda invoke endpoint (tests/images/worker).
 	invokePath = "/2015-03-31/functions/function/invocations"
 	gatewayIP  = "10.88.0.1"
 	netName    = "esb"
@@ -85,8 +82,8 @@ func binaries(t testing.TB) (agentBin, esbctlBin string) {
 type env struct {
 	agenttest.Dirs // every file of the test, below Base
 	t              *testing.T
-	rt             string         // rtContainerd or rtDocker
-	dc             *client.Client // dockerd's client (rtDocker)
+	rt             string         // stacktest.Containerd or stacktest.Docker
+	dc             *client.Client // dockerd's client (stacktest.Docker)
 	stack          stacktest.Stack
 	node           ns.NetNS
 	// nodeUse is held (read) by every switch into the node and taken
@@ -135,7 +132,7 @@ func (s *idSet) list() []string {
 // check that nothing of a worker is left.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return newEnvFor(t, rtContainerd)
+	return newEnvFor(t, stacktest.Containerd)
 }
 
 // newEnvFor is newEnv for the runtime rt. With Docker, dockerd (in the
@@ -143,13 +140,10 @@ func newEnv(t *testing.T) *env {
 // and the shared image is left in place at the end.
 func newEnvFor(t *testing.T, rt string) *env {
 	t.Helper()
-	var s stacktest.Stack
+	s := stacktest.RequireRuntime(t, rt)
 	var dc *client.Client
-	if rt == rtDocker {
-		s = stacktest.RequireDocker(t)
+	if rt == stacktest.Docker {
 		dc = dockerClient(t, s)
-	} else {
-		s = stacktest.Require(t)
 	}
 	runDir := os.Getenv("ESB_RUN_DIR")
 	if runDir == "" {
@@ -158,27 +152,11 @@ func newEnvFor(t *testing.T, rt string) *env {
 	if _, err := os.Stat(filepath.Join(runDir, "stack.env")); err != nil {
 		nstest.Unavailable(t, "the stack's settings are missing (run scripts/stack.sh up): %v", err)
 	}
-	if _, err := exec.LookPath("nsenter"); err != nil {
-		nstest.Unavailable(t, "nsenter is not installed (util-linux): %v", err)
-	}
+	nstest.RequirePrograms(t, "nsenter")
 	binaries(t)
 	nstest.PluginDir(t)
 
-	base, err := os.MkdirTemp("", "esbe2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, rt: rt, dc: dc, stack: s, Dirs: agenttest.Dirs{Base: base}, ctrNS: "esbe2e-" + randomHex(t, 4), image: s.WorkerImage, seen: &idSet{ids: map[string]bool{}}}
-	// Cleanups run last-registered first: the directory goes after the
-	// node, which goes after the workers and the containerd namespace.
-	t.Cleanup(func() {
-		if err := stacktest.UnmountAll(e.NetnsDir()); err != nil {
-			t.Errorf("unmount %s: %v", e.NetnsDir(), err)
-		}
-		if err := os.RemoveAll(base); err != nil {
-			t.Errorf("remove %s: %v", base, err)
-		}
-	})
+	e := &env{t: t, rt: rt, dc: dc, stack: s, Dirs: agenttest.NewDirs(t, "esbe2e-"), ctrNS: "esbe2e-" + nstest.RandomHex(4), image: s.WorkerImage, seen: &idSet{ids: map[string]bool{}}}
 	e.node = nstest.NewNS(t)
 	t.Cleanup(func() { e.nodeUse.Lock(); e.nodeClosed = true; e.nodeUse.Unlock() }) // before the node's close
 	if err := nodetest.LoUp(e.node); err != nil {
@@ -186,18 +164,10 @@ func newEnvFor(t *testing.T, rt string) *env {
 	}
 	e.WriteConflist(t)
 	t.Cleanup(e.teardown)
-	if rt == rtContainerd {
+	if rt == stacktest.Containerd {
 		e.ctr("images", "pull", "--plain-http", "--snapshotter", s.Snapshotter, s.WorkerImage)
 	}
 	return e
-}
-
-func randomHex(t testing.TB, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 // pinPath is where the agent pins the namespace of worker id.
@@ -245,7 +215,7 @@ func (e *env) ctr(args ...string) string {
 
 // containers lists the IDs of the containers in the test's namespace.
 func (e *env) containers() ([]string, error) {
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return e.dockerWorkers()
 	}
 	out, err := e.ctrOut("containers", "list", "-q")
@@ -261,7 +231,7 @@ func (e *env) containers() ([]string, error) {
 // it has no task).
 func (e *env) taskStatus(id string) string {
 	e.t.Helper()
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return dockerStatus(e.dockerInspect(id))
 	}
 	sc := bufio.NewScanner(strings.NewReader(e.ctr("tasks", "list")))
@@ -276,7 +246,7 @@ func (e *env) taskStatus(id string) string {
 // containerLabels returns the labels of container id.
 func (e *env) containerLabels(id string) map[string]string {
 	e.t.Helper()
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return e.dockerLabels(id)
 	}
 	var info struct{ Labels map[string]string }
@@ -296,7 +266,7 @@ func (e *env) removeContainer(id string) {
 }
 
 func removeContainer(e *env, id string) error {
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return e.removeDockerWorker(id)
 	}
 	var errs []error

@@ -26,6 +26,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/internal/testpki"
 	"github.com/edge-serverless-box/esbnet/shim/runtimetest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 const (
@@ -221,7 +222,7 @@ func (e *env) serveHostService() {
 // workerPID returns the host PID of worker id's process.
 func (e *env) workerPID(id string) int {
 	e.t.Helper()
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		info := e.dockerInspect(id)
 		if info.State == nil || info.State.Pid <= 0 {
 			e.t.Fatalf("worker %s has no process", id)
@@ -248,7 +249,7 @@ func (e *env) inWorkerNS(w *agentv1.Worker, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	netns := e.pinPath(w.GetId())
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		netns = e.dockerInspect(w.GetId()).NetworkSettings.SandboxKey
 	}
 	out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netns}, args...)...).CombinedOutput()

@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edge-serverless-box/esbnet/tests/benchstat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/benchstat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // Settings of the load and soak tests. make test runs them scaled down;
@@ -249,7 +250,7 @@ func splitPool(fds []string, sock string) (other []string, pool int) {
 
 // runtimeSock is the API socket of the runtime e's agent uses.
 func (e *env) runtimeSock() string {
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return e.stack.DockerSock
 	}
 	return e.stack.ContainerdSock

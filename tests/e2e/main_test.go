@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
 func TestMain(m *testing.M) {

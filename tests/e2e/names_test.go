@@ -17,6 +17,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // serviceURL is what a worker GETs to reach the proxy by name: s3-storage
@@ -103,7 +104,7 @@ func TestBadServicesStopTheAgent(t *testing.T) {
 func (e *env) logLookupTimes(w *agentv1.Worker, n int) {
 	e.t.Helper()
 	path := e.pinPath(w.GetId())
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		path = e.dockerInspect(w.GetId()).NetworkSettings.SandboxKey
 	}
 	times := make([]time.Duration, 0, n)

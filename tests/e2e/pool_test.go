@@ -7,6 +7,7 @@ import (
 	"time"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // idleOf returns the idle workers of function in ws.
@@ -67,7 +68,7 @@ func testWarmPool(t *testing.T, e *env) {
 	// containerd relabels the worker; Docker cannot (its label keeps the
 	// pool's empty owner), so only the agent's state file knows.
 	wantLabel := "owner-b"
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		wantLabel = ""
 	}
 	// The label follows the answer (the state file says whose it is).

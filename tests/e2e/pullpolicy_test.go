@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // poolWait bounds the waits for the pool to refill or drain.
@@ -251,7 +252,7 @@ func testImageRemovedWhileRunning(t *testing.T, e *env) {
 	}
 	coldStart()
 	e.keepDockerImage(ref)
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		ctx, cancel := cmdCtx()
 		_, err := e.dc.ImageRemove(ctx, ref, image.RemoveOptions{})
 		cancel()

@@ -10,16 +10,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // nft runs nft in the node with script on its standard input.
 func (e *env) nft(script string) {
 	e.t.Helper()
-	if _, err := exec.LookPath("nft"); err != nil {
-		nstest.Unavailable(e.t, "nft is not installed (run scripts/deps.sh): %v", err)
-	}
+	nstest.RequirePrograms(e.t, "nft")
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "nsenter", "--net="+e.node.Path(), "nft", "-f", "-")
@@ -87,13 +85,13 @@ func TestReadinessTimeout(t *testing.T) {
 // never overwritten): it supports ESB_WORKER_EXIT.
 var exitImage stacktest.ScriptImage
 
-// workerImageOfTree builds tests/worker from this tree into the stack's
+// workerImageOfTree builds tests/images/worker from this tree into the stack's
 // registry as esb/worker:e2e-tree (reproducible: the same tree pushes the
 // same digest) and returns its reference.
 func (e *env) workerImageOfTree() string {
 	e.t.Helper()
 	ref := exitImage.Ref(e.t, imageBuildTimeout, "scripts/worker-image.sh", "ESB_WORKER_REPO=esb/worker:e2e-tree", "ESB_REGISTRY="+e.stack.Registry)
-	if e.rt == rtContainerd {
+	if e.rt == stacktest.Containerd {
 		e.ctr("images", "pull", "--plain-http", "--snapshotter", e.stack.Snapshotter, ref)
 	}
 	return ref

@@ -16,7 +16,8 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
 
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // registryStartTimeout bounds the wait for a test registry to answer.
@@ -65,17 +66,14 @@ func (e *env) freePort(inNode bool) string {
 
 // pullsInNode says whether the runtime's pulls come from the node (the
 // agent's containerd client) rather than the host (dockerd).
-func (e *env) pullsInNode() bool { return e.rt == rtContainerd }
+func (e *env) pullsInNode() bool { return e.rt == stacktest.Containerd }
 
 // startRegistry starts an empty registry where the runtime pulls from and
 // waits until it answers; it is stopped when the test ends.
 func (e *env) startRegistry() *testRegistry {
 	e.t.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		nstest.Unavailable(e.t, "docker-registry is not installed (scripts/deps.sh): %v", err)
-	}
-	dir := filepath.Join(e.Base, "registry-"+randomHex(e.t, 2))
+	bin := nstest.LookPath(e.t, "docker-registry")
+	dir := filepath.Join(e.Base, "registry-"+nstest.RandomHex(2))
 	r := &testRegistry{e: e, inNode: e.pullsInNode(), addr: e.freePort(e.pullsInNode()),
 		conf: dir + ".yml", logPath: dir + ".log", exited: make(chan struct{})}
 	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", dir, r.addr)
@@ -169,15 +167,11 @@ func (r *testRegistry) push(layout, tag, ref string) {
 
 // markedImages writes an OCI layout holding the worker image under each
 // of marks as a tag, each with ESB_IMAGE_MARK=<mark> in its config: images
-// that differ only in what the worker reports (tests/worker echoes its
+// that differ only in what the worker reports (tests/images/worker echoes its
 // ESB_* variables). The layout's directory is returned.
 func (e *env) markedImages(marks ...string) string {
 	e.t.Helper()
-	for _, tool := range []string{"skopeo", "umoci"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			nstest.Unavailable(e.t, "%s is not installed (scripts/deps.sh): %v", tool, err)
-		}
-	}
+	nstest.RequirePrograms(e.t, "skopeo", "umoci")
 	layout := filepath.Join(e.Base, "oci")
 	if err := os.MkdirAll(layout, 0o755); err != nil {
 		e.t.Fatal(err)
@@ -204,7 +198,7 @@ func (e *env) markedImages(marks ...string) string {
 // keepDockerImage notes an image (reference or ID) the test made dockerd
 // pull, for forceClean to remove once the containers are gone.
 func (e *env) keepDockerImage(ref string) {
-	if e.rt != rtDocker {
+	if e.rt != stacktest.Docker {
 		return
 	}
 	ctx, cancel := cmdCtx()

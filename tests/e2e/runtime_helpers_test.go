@@ -14,17 +14,12 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim/docker"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // The runtimes the agent drives; the scenarios that matter to both run as
 // one subtest per runtime (forRuntimes).
-const (
-	rtContainerd = "containerd"
-	rtDocker     = "docker"
-)
-
-var runtimeNames = []string{rtContainerd, rtDocker}
+var runtimeNames = []string{stacktest.Containerd, stacktest.Docker}
 
 // forRuntimes runs scenario once per runtime, each in its own env (node,
 // directory, and containerd namespace or Docker esb.namespace label).
@@ -37,12 +32,12 @@ func forRuntimes(t *testing.T, scenario func(t *testing.T, e *env)) {
 
 // ownsNetNS says whether the runtime makes the worker's namespace (Docker)
 // rather than joining the agent's pin (containerd).
-func (e *env) ownsNetNS() bool { return e.rt == rtDocker }
+func (e *env) ownsNetNS() bool { return e.rt == stacktest.Docker }
 
 // runtimeFlags are the agent's flags for the env's runtime: its workers
 // are scoped by the env's namespace name in both.
 func (e *env) runtimeFlags() []string {
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		return []string{"-runtime", "docker", "-docker-host", e.stack.DockerHost(), "-docker-namespace", e.ctrNS}
 	}
 	return []string{"-runtime", "containerd", "-containerd-address", e.stack.ContainerdSock,
@@ -125,7 +120,7 @@ func (e *env) removeDockerWorker(id string) error {
 // kill, or ctr task kill -s SIGKILL.
 func (e *env) killWorker(id string) {
 	e.t.Helper()
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		ctx, cancel := cmdCtx()
 		defer cancel()
 		if err := e.dc.ContainerKill(ctx, docker.ContainerName(id), "SIGKILL"); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // TestShimGroups runs esb-agent with -shim-group-size 3 on containerd:
@@ -19,7 +20,7 @@ import (
 // the agent drops them and every trace of them goes; the others go on
 // serving.
 func TestShimGroups(t *testing.T) {
-	e := newEnvFor(t, rtContainerd)
+	e := newEnvFor(t, stacktest.Containerd)
 	e.startAgent("-shim-group-size", "3")
 
 	grouped := make([]*agentv1.Worker, 3)

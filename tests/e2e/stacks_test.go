@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/edge-serverless-box/esbnet/conf"
 	"net"
 	"net/http"
 	"net/netip"
@@ -17,10 +16,11 @@ import (
 	"time"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // The second stack of the stacks test: network esb2 on its own subnet,
@@ -53,24 +53,13 @@ func lastAddr(p netip.Prefix) netip.Addr {
 func (e *env) addStack(network string, subnet netip.Prefix) *env {
 	t := e.t
 	t.Helper()
-	base, err := os.MkdirTemp("", "esbe2e-"+network+"-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := agenttest.NewDirs(t, "esbe2e-"+network+"-")
+	d.Network, d.Subnet, d.Conf = network, subnet, e.ConfDir()
 	s := &env{t: t, rt: e.rt, dc: e.dc, stack: e.stack, node: e.node, image: e.image,
-		Dirs:  agenttest.Dirs{Base: base, Network: network, Subnet: subnet, Conf: e.ConfDir()},
-		ctrNS: "esbe2e-" + randomHex(t, 4), seen: &idSet{ids: map[string]bool{}}}
-	t.Cleanup(func() {
-		if err := stacktest.UnmountAll(s.NetnsDir()); err != nil {
-			t.Errorf("unmount %s: %v", s.NetnsDir(), err)
-		}
-		if err := os.RemoveAll(base); err != nil {
-			t.Errorf("remove %s: %v", base, err)
-		}
-	})
+		Dirs: d, ctrNS: "esbe2e-" + nstest.RandomHex(4), seen: &idSet{ids: map[string]bool{}}}
 	s.WriteConflist(t)
 	t.Cleanup(s.teardown)
-	if e.rt == rtContainerd {
+	if e.rt == stacktest.Containerd {
 		s.ctr("images", "pull", "--plain-http", "--snapshotter", e.stack.Snapshotter, e.image)
 	}
 	return s

@@ -18,9 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
-	"github.com/edge-serverless-box/esbnet/tests/leakcheck"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
-	"github.com/edge-serverless-box/esbnet/tests/stacktest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/leakcheck"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // --- what a worker leaves ----------------------------------------------------------
@@ -191,7 +191,7 @@ func (e *env) forceClean() error {
 	for _, id := range ids {
 		errs = append(errs, removeContainer(e, id))
 	}
-	if e.rt == rtDocker {
+	if e.rt == stacktest.Docker {
 		// The worker image is dockerd's, shared; only images of the
 		// test's own are removed.
 		errs = append(errs, e.removeDockerImages())

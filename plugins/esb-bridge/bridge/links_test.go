@@ -8,7 +8,7 @@ import (
 )
 
 // A refused port is CodeBridgeFull, naming the bridge and the limit; the
-// privileged tier (tests/bridgetest TestBridgeFull) gets it from the kernel.
+// namespace tier (tests/ns/bridgetest TestBridgeFull) gets it from the kernel.
 func TestBridgeFullError(t *testing.T) {
 	err := bridgeFull("esb-cni0")
 	if !conf.IsBridgeFull(err) {

@@ -14,7 +14,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/ipam"
 )
 
-// These tests call the verbs in-process; tests/ipamtest runs the binary
+// These tests call the verbs in-process; tests/ns/ipamtest runs the binary
 // through libcni as a runtime does.
 
 func netconf(version, dir, extra string) []byte {

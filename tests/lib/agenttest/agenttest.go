@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -28,6 +29,7 @@ import (
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // Dirs is the directory of one agent world: every file of a test or run
@@ -41,6 +43,52 @@ type Dirs struct {
 	// Conf, when set, is the CNI configuration directory instead of
 	// Base/conf: stacks of one node share it, as on a host.
 	Conf string
+}
+
+// NewDirs makes the directory of an agent world, named pattern* in the
+// system's temporary directory (the netns pins must not be on a file
+// system a test's t.TempDir could be), and removes it with RemoveDirs
+// when the test ends. Call it before the world's other cleanups are
+// registered: cleanups run last-registered first, so the directory goes
+// after the node, the workers and the runtime's scope.
+func NewDirs(tb testing.TB, pattern string) Dirs {
+	tb.Helper()
+	base, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := RemoveDirs(base); err != nil {
+			tb.Error(err)
+		}
+	})
+	return Dirs{Base: base}
+}
+
+// RemoveDirs removes the directory of an agent world: it unpins what the
+// agent and its profiler pinned below base, unmounts their pin directories
+// (an agent bind-mounts its own on itself) and removes base. A missing
+// base is nothing to do.
+func RemoveDirs(base string) error {
+	d := Dirs{Base: base}
+	var errs []error
+	for _, pins := range []string{d.NetnsDir(), d.ProfilerDirs().NetnsDir()} {
+		errs = append(errs, Unpin(pins))
+		if err := stacktest.UnmountAll(pins); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", pins, err))
+		}
+	}
+	if err := os.RemoveAll(base); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// ProfilerDirs are the libcni cache, pins and worker logs of a profiler
+// beside d's agent, below Base/prof, on d's conflist: one IPAM store and
+// bridge with the agent, as a second agent of the node would share.
+func (d Dirs) ProfilerDirs() Dirs {
+	return Dirs{Base: filepath.Join(d.Base, "prof"), Network: d.Network, Subnet: d.Subnet, Conf: d.ConfDir()}
 }
 
 // Socket is the agent's unix socket.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -17,7 +18,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/shim/containerd"
-	"github.com/edge-serverless-box/esbnet/tests/benchstat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/benchstat"
 )
 
 // Phase names, in the order of an acquire, a release, a warm acquire and
@@ -230,24 +231,32 @@ type Profiler struct {
 	cni   *shim.CNI
 }
 
-// NewProfiler connects to containerd and loads the conflist; Close
-// closes the connection.
-func NewProfiler(o ProfilerOptions) (*Profiler, error) {
+// ProfilerOptions are the options of a profiler with d's conflist,
+// libcni cache, pins and worker logs, in c's containerd namespace, whose
+// plugins (from pluginDir) run in node and whose acquires take image.
+func (d Dirs) ProfilerOptions(c *Containerd, pluginDir string, node ns.NetNS, image string) ProfilerOptions {
+	return ProfilerOptions{Containerd: c.Stack.ContainerdSock, Namespace: c.NS, Registry: c.Stack.Registry,
+		Snapshotter: c.Stack.Snapshotter, ConfDir: d.ConfDir(), PluginDir: pluginDir, CacheDir: d.CacheDir(),
+		NetNSDir: d.NetnsDir(), LogDir: d.LogDir(), Node: node, Image: image}
+}
+
+// NewProfiler connects to containerd and loads the conflist; the
+// connection is closed when the test ends.
+func NewProfiler(tb testing.TB, o ProfilerOptions) *Profiler {
+	tb.Helper()
 	rt, err := containerd.New(containerd.Options{Address: o.Containerd, Namespace: o.Namespace,
 		PlainHTTP: []string{o.Registry}, Snapshotter: o.Snapshotter})
 	if err != nil {
-		return nil, err
+		tb.Fatalf("profiler: %v", err)
 	}
+	tb.Cleanup(func() { _ = rt.Close() })
 	cni, err := shim.NewCNI(shim.CNIOptions{ConfDir: o.ConfDir, Network: conf.NetworkName,
 		BinDirs: []string{o.PluginDir}, CacheDir: o.CacheDir})
 	if err != nil {
-		return nil, errors.Join(err, rt.Close())
+		tb.Fatalf("profiler: %v", err)
 	}
-	return &Profiler{o: o, clock: &phaseClock{d: map[string]time.Duration{}}, rt: rt, cni: cni}, nil
+	return &Profiler{o: o, clock: &phaseClock{d: map[string]time.Duration{}}, rt: rt, cni: cni}
 }
-
-// Close closes the profiler's containerd connection.
-func (p *Profiler) Close() error { return p.rt.Close() }
 
 func (p *Profiler) network() timedNetwork {
 	return timedNetwork{Network: p.cni, node: p.o.Node, p: p.clock}

@@ -3,6 +3,7 @@ package nodetest
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -18,8 +19,17 @@ import (
 // the table in one transaction, so equal counts mean a whole table.
 type NATShape struct{ Rules, Forwards, Targets int }
 
-// ReadNATShape reads the shape of table ip esb through c; a missing set
-// counts as empty.
+// HasTable reports whether table ip name is there, through c.
+func HasTable(c *nftables.Conn, name string) (bool, error) {
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == name }), nil
+}
+
+// ReadNATShape reads the shape of table ip esb through c; a missing set,
+// or table, counts as empty.
 func ReadNATShape(c *nftables.Conn) (NATShape, error) {
 	esb := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: nat.TableName}
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)

@@ -31,7 +31,7 @@ func HTTPClient(netns ns.NetNS, timeout time.Duration) *http.Client {
 	return &http.Client{Transport: tr, Timeout: timeout}
 }
 
-// Answer is a worker's reply to an invoke (tests/worker).
+// Answer is a worker's reply to an invoke (tests/images/worker).
 type Answer struct {
 	Echo     json.RawMessage   `json:"echo"`
 	Hostname string            `json:"hostname"`

@@ -21,12 +21,13 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
 // CallTimeout bounds one libcni call (one or more plugin executions).
@@ -133,6 +134,18 @@ func (n *Node) Handle() *netlink.Handle {
 		n.TB.Fatalf("netlink handle in node: %v", err)
 	}
 	return h
+}
+
+// NFT returns an nftables connection bound to the node, with opts; one
+// made nftables.AsLasting keeps its socket until the test ends.
+func (n *Node) NFT(opts ...nftables.ConnOption) *nftables.Conn {
+	n.TB.Helper()
+	c, err := nftables.New(append([]nftables.ConnOption{nftables.WithNetNSFd(int(n.NS.Fd()))}, opts...)...)
+	if err != nil {
+		n.TB.Fatalf("nftables in node: %v", err)
+	}
+	n.TB.Cleanup(func() { _ = c.CloseLasting() })
+	return c
 }
 
 // Conflist is the node's esb network (cniVersion 1.1.0, IPAM store in

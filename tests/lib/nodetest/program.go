@@ -15,7 +15,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/edge-serverless-box/esbnet/tests/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
 // StartHAProxy runs Debian's haproxy in the node with cfg, in the
@@ -42,10 +42,7 @@ const haproxyCheckTimeout = time.Minute
 // haproxy fails the test under CI and skips it elsewhere.
 func HAProxy(tb testing.TB, cfg string) (bin, path string) {
 	tb.Helper()
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		nstest.Unavailable(tb, "haproxy is not installed (run scripts/deps.sh): %v", err)
-	}
+	bin = nstest.LookPath(tb, "haproxy")
 	path = filepath.Join(tb.TempDir(), "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		tb.Fatal(err)

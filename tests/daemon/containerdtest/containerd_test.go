@@ -1,0 +1,121 @@
+// Package containerdtest holds the integration tests of the shim's
+// containerd adapter against the real daemon of scripts/stack.sh. Workers
+// here get their own empty network namespace (no CNI): the tests change no
+// network and send no traffic.
+package containerdtest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edge-serverless-box/esbnet/conf"
+	"github.com/edge-serverless-box/esbnet/shim"
+	"github.com/edge-serverless-box/esbnet/shim/containerd"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
+)
+
+func TestMain(m *testing.M) { nstest.Main(m) }
+
+// newRuntime returns an adapter on a fresh containerd namespace that is
+// removed (with its containers and images) when the test ends.
+func newRuntime(t *testing.T, st stacktest.Stack, plain []string) (*containerd.Runtime, string) {
+	t.Helper()
+	ns := "esbctdtest-" + nstest.RandomHex(4)
+	rt, err := containerd.New(containerd.Options{Address: st.ContainerdSock, Namespace: ns, PlainHTTP: plain, Snapshotter: st.Snapshotter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if list, err := rt.List(ctx); err == nil {
+			for _, w := range list {
+				_ = rt.Stop(ctx, w.ID, 0)
+				_ = rt.Delete(ctx, w.ID)
+			}
+		}
+		// --sync waits for containerd's GC to drop the image's snapshots:
+		// a namespace that still holds any cannot be removed.
+		_ = st.Ctr(ctx, ns, "images", "rm", "--sync", st.WorkerImage).Run()
+		if out, err := st.Ctr(ctx, "", "namespaces", "rm", ns).CombinedOutput(); err != nil {
+			t.Errorf("remove containerd namespace %s: %v: %s", ns, err, strings.TrimSpace(string(out)))
+		}
+		// runc leaves the namespace's parent cgroup under each v1 controller.
+		if err := stacktest.RemoveNamespaceCgroups(ns); err != nil {
+			t.Error(err)
+		}
+		_ = rt.Close()
+	})
+	return rt, ns
+}
+
+func TestPullNeedsPlainHTTPOptIn(t *testing.T) {
+	st := stacktest.Require(t)
+	ctx := context.Background()
+	strict, _ := newRuntime(t, st, nil)
+	err := strict.EnsureImage(ctx, st.WorkerImage)
+	if err == nil {
+		t.Fatal("pulled over plain HTTP from a registry not named in PlainHTTP")
+	}
+	allowed, _ := newRuntime(t, st, []string{st.Registry})
+	if err := allowed.EnsureImage(ctx, st.WorkerImage); err != nil {
+		t.Fatalf("pull with the registry named: %v", err)
+	}
+	// Present and unpacked: a second call does not pull.
+	start := time.Now()
+	if err := allowed.EnsureImage(ctx, st.WorkerImage); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("EnsureImage of a present image took %s", time.Since(start))
+
+}
+
+// TestWorkerSpec: what the adapter writes into the container's OCI spec
+// (limits, no-new-privileges, env) and that Start sends the worker's
+// output to spec.LogPath; the contract common to every runtime is
+// TestConformance's.
+func TestWorkerSpec(t *testing.T) {
+	st := stacktest.Require(t)
+	ctx := context.Background()
+	rt, ns := newRuntime(t, st, []string{st.Registry})
+	if err := rt.EnsureImage(ctx, st.WorkerImage); err != nil {
+		t.Fatal(err)
+	}
+	id := nstest.RandomHex(8)
+	logPath := filepath.Join(t.TempDir(), id+".log")
+	spec := shim.WorkerSpec{ID: id, Image: st.WorkerImage, Env: map[string]string{"ESB_FUNCTION": "hello", "PORT": "8080"},
+		Labels: map[string]string{conf.LabelWorker: "1"}, MemoryBytes: 64 << 20, CPUMillis: 500, LogPath: logPath}
+	if err := rt.Create(ctx, spec); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	t.Cleanup(func() { _ = rt.Stop(ctx, id, 0); _ = rt.Delete(ctx, id) })
+	if _, err := rt.Start(ctx, id); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	// The worker logs to its file once it listens.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(logPath)
+		if strings.Contains(string(b), "listening on :8080") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker log %s never said it listens: %q", logPath, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, err := st.Ctr(ctx, ns, "containers", "info", id).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"limit": 67108864`, `"quota": 50000`, `"noNewPrivileges": true`, `"ESB_FUNCTION=hello"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("container spec lacks %s", want)
+		}
+	}
+}
