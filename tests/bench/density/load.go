@@ -33,7 +33,7 @@ func (l *Load) Cell() string {
 // 15 bytes).
 const (
 	shimComm    = "containerd-shim" // containerd-shim-runc-v2, cut to 15
-	workerComm  = "esb-worker"      // tests/worker
+	workerComm  = "esb-worker"      // tests/images/worker
 	kdamondComm = "kdamond"         // kdamond.0, kdamond.1, …
 )
 
