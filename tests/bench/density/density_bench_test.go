@@ -23,7 +23,12 @@ import (
 	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
-func TestMain(m *testing.M) { nstest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(idleChildEnv) != "" {
+		idleChild()
+	}
+	nstest.Main(m)
+}
 
 const (
 	clients       = 8 // acquires in flight while filling, releases at the end
@@ -32,6 +37,9 @@ const (
 	invokeTimeout = 10 * time.Second
 	natRounds     = 5   // loadgen rounds, the path to go first alternating
 	natConns      = 200 // HTTP connections per path and round
+	// procStartSamples is how many process starts of each kind a step
+	// (and each phase of BenchmarkIdleProcesses) takes.
+	procStartSamples = 40
 )
 
 // BenchmarkDensity fills the node with live, idle workers in steps
@@ -95,6 +103,7 @@ func BenchmarkDensity(b *testing.B) {
 	}()
 	b.ResetTimer()
 
+	truePath := nstest.LookPath(b, "true")
 	p := e.startAgent()
 	prof := e.newProfiler()
 	base, err := readHost()
@@ -110,6 +119,9 @@ func BenchmarkDensity(b *testing.B) {
 		e.checkLive(b, p, held)
 		e.measureMemory(b, p, held, base, &st)
 		if st.Load, err = MeasureLoad(loadWindow); err != nil {
+			b.Fatal(err)
+		}
+		if st.Start, err = MeasureProcStart(truePath, filepath.Join(e.pluginDir, "esb-bridge"), procStartSamples); err != nil {
 			b.Fatal(err)
 		}
 		e.measurePairs(b, p, prof.NewCold(), pairs, &st)

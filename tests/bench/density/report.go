@@ -108,6 +108,8 @@ type Step struct {
 	NAT             *NAT
 	// The node's CPUs over a quiet window after the fill.
 	Load *Load
+	// What starting a process costs on the node after the fill.
+	Start *ProcStart
 }
 
 // perWorker divides a byte figure by the live count, in MiB.
@@ -128,7 +130,7 @@ func ms(d benchstat.Samples, q float64) string {
 // Columns of the table, one row per step.
 var Columns = []string{"live", "fill s", "acquire p50 ms", "acquire p95 ms", "CNI ADD p50 ms", "CNI DEL p50 ms", "release p50 ms",
 	"agent RSS MiB", "agent fds", "shims", "ΔMemAvailable/N MiB", "shim PSS/N MiB", "cgroup/N MiB", "ΔSlab/N MiB", "threads/N",
-	"DNAT p50 µs", "direct p50 µs", "idle CPU % (shims / workers / kdamond)"}
+	"DNAT p50 µs", "direct p50 µs", "idle CPU % (shims / workers / kdamond)", "process start p50 ms (true / esb-bridge VERSION)"}
 
 // Row renders the step as the table's cells.
 func (s Step) Row() []string {
@@ -144,7 +146,7 @@ func (s Step) Row() []string {
 		ms(s.Acquire, 0.5), ms(s.Acquire, 0.95), ms(s.Add, 0.5), ms(s.Del, 0.5), ms(s.Release, 0.5),
 		fmt.Sprintf("%.1f", float64(s.RSS)/mib), strconv.Itoa(s.FDs), strconv.Itoa(s.Shims),
 		s.perWorker(float64(s.MemAvailDrop)), s.perWorker(float64(s.ShimPSS)), s.perWorker(float64(s.Cgroup)),
-		s.perWorker(float64(s.SlabGrowth)), threads, dnat, direct, s.Load.Cell(),
+		s.perWorker(float64(s.SlabGrowth)), threads, dnat, direct, s.Load.Cell(), s.Start.Cell(),
 	}
 }
 
@@ -218,7 +220,7 @@ func Targets(steps []Step, leaks Leaks) []benchstat.Target {
 		benchstat.RatioTarget(fmt.Sprintf("acquire p50 at %d live ≤ %.2f × at %d", last.Live, AcquireRatio, first.Live),
 			last.Acquire.P50(), first.Acquire.P50(), AcquireRatio, fmt.Sprintf("%s vs %s", ms(last.Acquire.P50()), ms(first.Acquire.P50()))),
 		benchstat.RatioTarget(fmt.Sprintf("CNI ADD p50 at %d live ≤ %.1f × at %d", last.Live, AddRatio, first.Live),
-			last.Add.P50(), first.Add.P50(), AddRatio, fmt.Sprintf("%s vs %s", ms(last.Add.P50()), ms(first.Add.P50()))),
+			last.Add.P50(), first.Add.P50(), AddRatio, fmt.Sprintf("%s vs %s%s", ms(last.Add.P50()), ms(first.Add.P50()), startGrowth(first, last))),
 		{Name: fmt.Sprintf("agent RSS at %d live at most %d MiB", last.Live, RSSLimit/mib),
 			Measured: float64(last.RSS) / mib, Limit: RSSLimit / mib, Unit: "MiB", Known: last.RSS > 0,
 			Detail: fmt.Sprintf("VmHWM (peak) %.1f MiB", float64(last.HWM)/mib)},
@@ -226,4 +228,16 @@ func Targets(steps []Step, leaks Leaks) []benchstat.Target {
 			Measured: float64(len(leaks.Traces)), Limit: 0, Unit: "traces", Known: leaks.Checked,
 			Detail: "containers, snapshots, cgroups, pins, veths, anti-spoof elements, addresses, libcni cache entries"},
 	}
+}
+
+// startGrowth tells, for the ADD target's detail, how much a bare start
+// of esb-bridge grew between the two steps: the machine's share of ADD's
+// growth.
+func startGrowth(first, last Step) string {
+	if first.Start == nil || last.Start == nil || first.Start.Plugin.P50() <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("; a bare start of esb-bridge (VERSION) on the same node grew %.2f× (%s vs %s)",
+		float64(last.Start.Plugin.P50())/float64(first.Start.Plugin.P50()),
+		benchstat.Ms(last.Start.Plugin.P50())+" ms", benchstat.Ms(first.Start.Plugin.P50())+" ms")
 }
