@@ -87,7 +87,9 @@ func startIdle(b *testing.B, self string, n int) (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	defer r.Close()
+	// The children hold the reading end; this process needs only the
+	// writing one.
+	defer func() { _ = r.Close() }()
 	var cmds []*exec.Cmd
 	var once sync.Once
 	stop = func() {
