@@ -195,6 +195,11 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	undo.push("delete veth "+hostName, func() error { return delLink(h, hostName) })
+	// Before configureContainer brings the peer up: the host end has no
+	// carrier yet, so the kernel has given it no IPv6 address or route.
+	if err := disablePortIPv6(hostName); err != nil {
+		fmt.Fprintf(p.stderr(), "esb-bridge: IPv6 stays on bridge port %s: %v\n", hostName, err)
+	}
 
 	if err := configureContainer(target, args.IfName, res); err != nil {
 		return err

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -275,6 +277,24 @@ func addVeth(h netlinksafe.Handle, s vethSpec) (netlink.Link, error) {
 		}
 	}
 	return host, nil
+}
+
+// disablePortIPv6 turns IPv6 off on a bridge port's host end, in the
+// plugin's (the node's) namespace. A port only forwards frames to and
+// from the bridge, which holds the gateway; it needs no address of its
+// own. With IPv6 on, the kernel gives every port a link-local address,
+// its routes and multicast memberships, which adding and removing the
+// next port then walk: on a node holding 1,000 attachments ADD's veth
+// step took 3.4 ms with them and 1.5 ms without, and the whole
+// in-process ADD 7.5 ms against 4.8 (BenchmarkBridgeAtScale). The
+// worker's end keeps IPv6. A kernel without IPv6 has no such file, and
+// nothing to turn off.
+func disablePortIPv6(port string) error {
+	err := os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", port, "disable_ipv6"), []byte("1"), 0o644)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // bridgeFull is ADD's error when the kernel refuses one more port on the

@@ -75,6 +75,17 @@ func TestAddResult(t *testing.T) {
 			if want := w.ip.String() + "/16"; !strings.Contains(inContainer, want) {
 				t.Errorf("container eth0 lacks %s: %s", want, inContainer)
 			}
+			// The bridge port carries no IPv6 of its own; the worker's end
+			// keeps it (its link-local address).
+			if got := strings.TrimSpace(mustInNS(t, n.name, "cat", "/proc/sys/net/ipv6/conf/"+w.veth()+"/disable_ipv6")); got != "1" {
+				t.Errorf("disable_ipv6 of bridge port %s is %q, want 1", w.veth(), got)
+			}
+			if got := mustInNS(t, n.name, "ip", "-6", "-o", "addr", "show", "dev", w.veth()); strings.TrimSpace(got) != "" {
+				t.Errorf("bridge port %s has IPv6 addresses: %s", w.veth(), got)
+			}
+			if got := mustInNS(t, w.name, "ip", "-6", "-o", "addr", "show", "dev", ifName); !strings.Contains(got, "fe80::") {
+				t.Errorf("container eth0 lost its IPv6 link-local address: %q", got)
+			}
 
 			if err := n.checkVersion(w, v); err != nil {
 				t.Errorf("CHECK after ADD: %v", err)
