@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/edge-serverless-box/esbnet/tests/lib/leakcheck"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
 const crictlPath = "/opt/esbnet-tools/bin/crictl"
@@ -26,10 +27,7 @@ const crictlPath = "/opt/esbnet-tools/bin/crictl"
 // script runs scripts/k8s.sh with args.
 func script(t *testing.T, args ...string) {
 	t.Helper()
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := nstest.RepoRoot(t)
 	out, err := exec.Command("bash", append([]string{filepath.Join(root, "scripts", "k8s.sh")}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("scripts/k8s.sh %s: %v\n%s", strings.Join(args, " "), err, out)
