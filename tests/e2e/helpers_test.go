@@ -173,6 +173,18 @@ func (e *env) inNode(fn func() error) error {
 	return e.node.Do(func(ns.NetNS) error { return fn() })
 }
 
+// nodeCmd runs a command in the node's network namespace (nsenter --net)
+// within cmdTimeout, with stdin when not nil, and returns its combined
+// output; the error names the command and holds its output.
+func (e *env) nodeCmd(stdin []byte, args ...string) (string, error) {
+	return netnsCmd(e.node.Path(), stdin, args...)
+}
+
+// netnsCmd is nodeCmd for the network namespace at path.
+func netnsCmd(path string, stdin []byte, args ...string) (string, error) {
+	return nodetest.Run(cmdTimeout, stdin, "nsenter", append([]string{"--net=" + path}, args...)...)
+}
+
 // handle returns a netlink handle bound to the node.
 func (e *env) handle() (*netlink.Handle, error) {
 	return netlink.NewHandleAt(vnetns.NsHandle(int(e.node.Fd())))
