@@ -14,9 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
@@ -164,7 +161,7 @@ func (e *env) acquireWhileUp(function string) *agentv1.Worker {
 		if err == nil {
 			return e.checkAcquired(w, r)
 		}
-		if st, _ := status.FromError(err); st.Code() != codes.Unavailable || try == 3 {
+		if !unavailable(err) || try == 3 {
 			e.t.Fatalf("acquire %s for outage (try %d): %v", function, try, err)
 		}
 		e.t.Logf("acquire %s for outage (try %d, the runtime is slow, not down): %v", function, try, err)
@@ -323,7 +320,7 @@ func wantUnavailableOrOK(t *testing.T, what string, err error) {
 	if err == nil {
 		return
 	}
-	if st, _ := status.FromError(err); st.Code() != codes.Unavailable {
+	if !unavailable(err) {
 		t.Errorf("%s: %v, want Unavailable", what, err)
 	}
 }
