@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,7 +15,9 @@ import (
 	"time"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/tests/lib/leakcheck"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
@@ -40,25 +41,11 @@ func (e *env) faultFlags(extra ...string) []string {
 // state file, which the env puts in its directory).
 func (e *env) journalDir() string { return filepath.Join(e.Base, "creating") }
 
-// setGCGrace rewrites the test's conflist with the plugins' GC grace.
+// setGCGrace rewrites the test's conflist (the default network's, as
+// newEnv wrote it) with the plugins' GC grace.
 func (e *env) setGCGrace(grace string) {
 	e.t.Helper()
-	path := filepath.Join(e.ConfDir(), "10-esb.conflist")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var list map[string]any
-	if err := json.Unmarshal(b, &list); err != nil {
-		e.t.Fatal(err)
-	}
-	list["plugins"].([]any)[0].(map[string]any)["ipam"].(map[string]any)["gcGrace"] = grace
-	if b, err = json.MarshalIndent(list, "", "  "); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		e.t.Fatal(err)
-	}
+	nodetest.WriteConflist(e.t, e.ConfDir(), conf.CNIVersion, e.IPAMDir(), grace)
 }
 
 // acquireAfterReturn retries an acquire every half second until one
