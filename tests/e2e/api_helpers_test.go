@@ -141,6 +141,13 @@ func wantCode(t *testing.T, what string, err error, code codes.Code, want ...str
 	}
 }
 
+// unavailable reports whether err is a gRPC status Unavailable: the
+// agent's answer while its runtime is down.
+func unavailable(err error) bool {
+	st, _ := status.FromError(err)
+	return st.Code() == codes.Unavailable
+}
+
 // --- invoking workers from the node -------------------------------------------
 
 // nodeClient is an HTTP client whose sockets are made in the node (the

@@ -245,13 +245,11 @@ func unmountUnder(dir string) error {
 func (e *env) dockerTables() string {
 	e.t.Helper()
 	run := func(args ...string) string {
-		ctx, cancel := cmdCtx()
-		defer cancel()
-		out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + e.node.Path()}, args...)...).CombinedOutput()
+		out, err := e.nodeCmd(nil, args...)
 		if err != nil {
-			e.t.Fatalf("%s in the node: %v\n%s", strings.Join(args, " "), err, out)
+			e.t.Fatalf("%s in the node: %v", strings.Join(args, " "), err)
 		}
-		return string(out)
+		return out
 	}
 	var b strings.Builder
 	for _, line := range strings.Split(strings.TrimSpace(run("nft", "list", "tables")), "\n") {

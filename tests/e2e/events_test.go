@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"context"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -15,13 +13,11 @@ import (
 // element for ip.
 func (e *env) antiSpoofed(ip string) bool {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "nsenter", "--net="+e.node.Path(), "nft", "list", "set", "bridge", "esb", "ipv4").CombinedOutput()
+	out, err := e.nodeCmd(nil, "nft", "list", "set", "bridge", "esb", "ipv4")
 	if err != nil {
-		e.t.Fatalf("nft list set bridge esb ipv4 in the node: %v\n%s", err, out)
+		e.t.Fatalf("nft list set bridge esb ipv4 in the node: %v", err)
 	}
-	return strings.Contains(string(out), " "+ip+" ") || strings.Contains(string(out), " "+ip+",") || strings.Contains(string(out), " "+ip+"\n")
+	return strings.Contains(out, " "+ip+" ") || strings.Contains(out, " "+ip+",") || strings.Contains(out, " "+ip+"\n")
 }
 
 // TestKilledWorkerIsCleanedUp kills a worker behind the agent's back

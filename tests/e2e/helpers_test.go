@@ -1,18 +1,11 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,10 +13,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
-	"google.golang.org/grpc/backoff"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
@@ -183,200 +173,19 @@ func (e *env) inNode(fn func() error) error {
 	return e.node.Do(func(ns.NetNS) error { return fn() })
 }
 
+// nodeCmd runs a command in the node's network namespace (nsenter --net)
+// within cmdTimeout, with stdin when not nil, and returns its combined
+// output; the error names the command and holds its output.
+func (e *env) nodeCmd(stdin []byte, args ...string) (string, error) {
+	return netnsCmd(e.node.Path(), stdin, args...)
+}
+
+// netnsCmd is nodeCmd for the network namespace at path.
+func netnsCmd(path string, stdin []byte, args ...string) (string, error) {
+	return nodetest.Run(cmdTimeout, stdin, "nsenter", append([]string{"--net=" + path}, args...)...)
+}
+
 // handle returns a netlink handle bound to the node.
 func (e *env) handle() (*netlink.Handle, error) {
 	return netlink.NewHandleAt(vnetns.NsHandle(int(e.node.Fd())))
-}
-
-// --- commands ----------------------------------------------------------------
-
-// ctrOut runs ctr in the test's containerd namespace.
-func (e *env) ctrOut(args ...string) (string, error) {
-	defer since("cmd (ctr)", cmdTimeout, time.Now())
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	out, err := e.stack.Ctr(ctx, e.ctrNS, args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
-}
-
-// ctr runs ctr in the test's containerd namespace, failing the test when
-// it fails.
-func (e *env) ctr(args ...string) string {
-	e.t.Helper()
-	out, err := e.ctrOut(args...)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
-}
-
-// containers lists the IDs of the containers in the test's namespace.
-func (e *env) containers() ([]string, error) {
-	if e.rt == stacktest.Docker {
-		return e.dockerWorkers()
-	}
-	out, err := e.ctrOut("containers", "list", "-q")
-	if err != nil {
-		return nil, err
-	}
-	ids := strings.Fields(out)
-	slices.Sort(ids)
-	return ids, nil
-}
-
-// taskStatus returns the STATUS column of ctr tasks list for id ("" when
-// it has no task).
-func (e *env) taskStatus(id string) string {
-	e.t.Helper()
-	if e.rt == stacktest.Docker {
-		return dockerStatus(e.dockerInspect(id))
-	}
-	sc := bufio.NewScanner(strings.NewReader(e.ctr("tasks", "list")))
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == id {
-			return f[2]
-		}
-	}
-	return ""
-}
-
-// containerLabels returns the labels of container id.
-func (e *env) containerLabels(id string) map[string]string {
-	e.t.Helper()
-	if e.rt == stacktest.Docker {
-		return e.dockerLabels(id)
-	}
-	var info struct{ Labels map[string]string }
-	if err := json.Unmarshal([]byte(e.ctr("containers", "info", id)), &info); err != nil {
-		e.t.Fatalf("decode ctr containers info %s: %v", id, err)
-	}
-	return info.Labels
-}
-
-// removeContainer kills and deletes a worker container behind the agent's
-// back, as an operator's ctr would.
-func (e *env) removeContainer(id string) {
-	e.t.Helper()
-	if err := removeContainer(e, id); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
-func removeContainer(e *env, id string) error {
-	if e.rt == stacktest.Docker {
-		return e.removeDockerWorker(id)
-	}
-	var errs []error
-	if out, err := e.ctrOut("tasks", "kill", "--signal", "SIGKILL", id); err != nil && !strings.Contains(out, "not found") {
-		errs = append(errs, err)
-	}
-	start := time.Now()
-	defer since("settle (task delete)", settleTimeout, start)
-	deadline := start.Add(settleTimeout)
-	for {
-		out, err := e.ctrOut("tasks", "delete", "--force", id)
-		if err == nil || strings.Contains(out, "not found") {
-			break
-		}
-		if time.Now().After(deadline) {
-			errs = append(errs, err)
-			break
-		}
-		time.Sleep(pollInterval)
-	}
-	if out, err := e.ctrOut("containers", "delete", id); err != nil && !strings.Contains(out, "not found") {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-// --- the agent process -----------------------------------------------------
-
-// agentProc is one run of esb-agent in the node.
-type agentProc struct {
-	*agenttest.Proc
-	// ready is the time from the process start to the socket answering
-	// health checks with SERVING: reconcile (adoption) included.
-	ready time.Duration
-}
-
-// startAgent runs esb-agent in the node with the test's settings and
-// extra flags, and waits until its socket answers. The agent is entered
-// into the node's network namespace only (nsenter --net), so the
-// namespaces it pins stay visible to containerd.
-func (e *env) startAgent(extra ...string) *agentProc {
-	e.t.Helper()
-	if e.agent != nil {
-		e.t.Fatal("an agent already runs")
-	}
-	agentBin, _ := binaries(e.t)
-	e.runs++
-	args := append(e.runtimeFlags(), e.Flags(nstest.PluginDir(e.t))...)
-	args = append(args,
-		"-metrics-listen", metricsAddr,
-		"-log-level", "debug",
-	)
-	args = append(args, extra...)
-	proc, start, err := agenttest.Start(filepath.Join(e.Base, fmt.Sprintf("agent-%d.log", e.runs)), e.node.Path(), agentBin, args)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	p := &agentProc{Proc: proc}
-	e.agent = p
-
-	// A short reconnect backoff, so the wait measures the agent and not
-	// gRPC's default one-second backoff after the first refused dial.
-	if err := p.Dial(e.Socket(), backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.2, MaxDelay: 100 * time.Millisecond}); err != nil {
-		e.t.Fatalf("grpc client: %v", err)
-	}
-	health := healthpb.NewHealthClient(p.Conn)
-	deadline := start.Add(agentStartTimeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		r, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: agentv1.AgentService_ServiceDesc.ServiceName})
-		cancel()
-		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			p.ready = time.Since(start)
-			noteWait("agent start", agentStartTimeout, p.ready)
-			return p
-		}
-		select {
-		case <-p.Exited:
-			e.t.Fatalf("esb-agent exited at start (%v):\n%s", p.WaitErr, p.log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("esb-agent does not answer on %s within %s (last: %v):\n%s", e.Socket(), agentStartTimeout, err, p.log())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// log returns what the agent wrote so far.
-func (p *agentProc) log() string { return p.Log() }
-
-// stopAgent signals the agent and waits for it to exit. After SIGTERM the
-// agent must exit 0 (a graceful stop that keeps the workers).
-func (e *env) stopAgent(sig syscall.Signal) {
-	e.t.Helper()
-	if err := e.stopAgentErr(sig); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
-func (e *env) stopAgentErr(sig syscall.Signal) error {
-	p := e.agent
-	if p == nil {
-		return nil
-	}
-	e.agent = nil
-	took, err := p.Stop(sig, agentStopTimeout)
-	if err != nil {
-		return err
-	}
-	noteWait("agent stop", agentStopTimeout, took)
-	return p.ExitErr(sig)
 }

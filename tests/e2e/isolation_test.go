@@ -246,17 +246,11 @@ func (e *env) workerPID(id string) int {
 // inWorkerNS runs a command in worker w's network namespace (as root,
 // with every capability the worker itself lacks).
 func (e *env) inWorkerNS(w *agentv1.Worker, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
 	netns := e.pinPath(w.GetId())
 	if e.rt == stacktest.Docker {
 		netns = e.dockerInspect(w.GetId()).NetworkSettings.SandboxKey
 	}
-	out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netns}, args...)...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
+	return netnsCmd(netns, nil, args...)
 }
 
 func (e *env) mustInWorkerNS(w *agentv1.Worker, args ...string) string {
@@ -317,8 +311,8 @@ func (e *env) checkSpoofing(w *agentv1.Worker) {
 		e.t.Helper()
 		e.mustInWorkerNS(w, "ip", "link", "set", "eth0", "address", mac)
 		e.mustInWorkerNS(w, "ip", "neigh", "flush", "all")
-		if out, err := exec.Command("nsenter", "--net="+e.node.Path(), "ip", "neigh", "flush", "all").CombinedOutput(); err != nil {
-			e.t.Fatalf("flush the node's neighbours: %v: %s", err, out)
+		if _, err := e.nodeCmd(nil, "ip", "neigh", "flush", "all"); err != nil {
+			e.t.Fatalf("flush the node's neighbours: %v", err)
 		}
 	}
 	setMAC(spoofedMAC)

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"context"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -18,12 +16,8 @@ import (
 func (e *env) nft(script string) {
 	e.t.Helper()
 	nstest.RequirePrograms(e.t, "nft")
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "nsenter", "--net="+e.node.Path(), "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		e.t.Fatalf("nft in the node: %v\n%s\n%s", err, out, script)
+	if _, err := e.nodeCmd([]byte(script), "nft", "-f", "-"); err != nil {
+		e.t.Fatalf("nft in the node: %v\n%s", err, script)
 	}
 }
 

@@ -1,11 +1,15 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
@@ -129,4 +133,109 @@ func (e *env) killWorker(id string) {
 		return
 	}
 	e.ctr("tasks", "kill", "--signal", "SIGKILL", id)
+}
+
+// --- containerd, through ctr ---------------------------------------------------
+
+// ctrOut runs ctr in the test's containerd namespace.
+func (e *env) ctrOut(args ...string) (string, error) {
+	defer since("cmd (ctr)", cmdTimeout, time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	out, err := e.stack.Ctr(ctx, e.ctrNS, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// ctr runs ctr in the test's containerd namespace, failing the test when
+// it fails.
+func (e *env) ctr(args ...string) string {
+	e.t.Helper()
+	out, err := e.ctrOut(args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// containers lists the IDs of the containers in the test's namespace.
+func (e *env) containers() ([]string, error) {
+	if e.rt == stacktest.Docker {
+		return e.dockerWorkers()
+	}
+	out, err := e.ctrOut("containers", "list", "-q")
+	if err != nil {
+		return nil, err
+	}
+	ids := strings.Fields(out)
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// taskStatus returns the STATUS column of ctr tasks list for id ("" when
+// it has no task).
+func (e *env) taskStatus(id string) string {
+	e.t.Helper()
+	if e.rt == stacktest.Docker {
+		return dockerStatus(e.dockerInspect(id))
+	}
+	sc := bufio.NewScanner(strings.NewReader(e.ctr("tasks", "list")))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == id {
+			return f[2]
+		}
+	}
+	return ""
+}
+
+// containerLabels returns the labels of container id.
+func (e *env) containerLabels(id string) map[string]string {
+	e.t.Helper()
+	if e.rt == stacktest.Docker {
+		return e.dockerLabels(id)
+	}
+	var info struct{ Labels map[string]string }
+	if err := json.Unmarshal([]byte(e.ctr("containers", "info", id)), &info); err != nil {
+		e.t.Fatalf("decode ctr containers info %s: %v", id, err)
+	}
+	return info.Labels
+}
+
+// removeContainer kills and deletes a worker container behind the agent's
+// back, as an operator's ctr would.
+func (e *env) removeContainer(id string) {
+	e.t.Helper()
+	if err := removeContainer(e, id); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func removeContainer(e *env, id string) error {
+	if e.rt == stacktest.Docker {
+		return e.removeDockerWorker(id)
+	}
+	var errs []error
+	if out, err := e.ctrOut("tasks", "kill", "--signal", "SIGKILL", id); err != nil && !strings.Contains(out, "not found") {
+		errs = append(errs, err)
+	}
+	start := time.Now()
+	defer since("settle (task delete)", settleTimeout, start)
+	deadline := start.Add(settleTimeout)
+	for {
+		out, err := e.ctrOut("tasks", "delete", "--force", id)
+		if err == nil || strings.Contains(out, "not found") {
+			break
+		}
+		if time.Now().After(deadline) {
+			errs = append(errs, err)
+			break
+		}
+		time.Sleep(pollInterval)
+	}
+	if out, err := e.ctrOut("containers", "delete", id); err != nil && !strings.Contains(out, "not found") {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }

@@ -9,13 +9,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"maps"
-	"net"
 	"net/netip"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,14 +19,10 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
-	"github.com/edge-serverless-box/esbnet/nat"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
@@ -45,8 +37,6 @@ const (
 	ifName     = "eth0"
 	// callTimeout bounds one libcni call (one or more plugin executions).
 	callTimeout = time.Minute
-	// cmdTimeout bounds one command run in a namespace (ping, nft, ip).
-	cmdTimeout = 15 * time.Second
 )
 
 var gateway = netip.MustParseAddr(gatewayIP)
@@ -242,192 +232,7 @@ func (n *node) status() error {
 
 // --- what the node holds -------------------------------------------------
 
-func (n *node) handle() netlinksafe.Handle {
-	n.t.Helper()
-	h, err := netlinksafe.NewHandleAt(vnetns.NsHandle(int(n.ns.Fd())))
-	if err != nil {
-		n.t.Fatalf("netlink handle in node: %v", err)
-	}
-	return h
-}
-
-// links returns the node's links by name.
-func (n *node) links() map[string]netlink.Link {
-	n.t.Helper()
-	h := n.handle()
-	defer h.Close()
-	ls, err := h.LinkList()
-	if err != nil {
-		n.t.Fatalf("list node links: %v", err)
-	}
-	out := make(map[string]netlink.Link, len(ls))
-	for _, l := range ls {
-		out[l.Attrs().Name] = l
-	}
-	return out
-}
-
-// veths returns the names of the veths in the node namespace, sorted.
-func (n *node) veths() []string {
-	var out []string
-	for name, l := range n.links() {
-		if l.Type() == "veth" {
-			out = append(out, name)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-func (n *node) hasLink(name string) bool {
-	_, ok := n.links()[name]
-	return ok
-}
-
-// guards returns the anti-spoof guards installed in the node, by port.
-func (n *node) guards() map[string]nat.Guard {
-	n.t.Helper()
-	gs, err := nat.NewManager(n.ns).ListGuards(n.t.Context())
-	if err != nil {
-		n.t.Fatalf("list anti-spoof guards: %v", err)
-	}
-	out := make(map[string]nat.Guard, len(gs))
-	for _, g := range gs {
-		out[g.Port] = g
-	}
-	return out
-}
-
-// leftovers describes the veths, anti-spoof guards and allocations the
-// node holds besides those of the workers in keep (and keep's veths that
-// are missing).
-func (n *node) leftovers(keep ...*worker) []string {
-	n.t.Helper()
-	var out []string
-	wantVeths := []string{}
-	for _, w := range keep {
-		wantVeths = append(wantVeths, w.veth())
-	}
-	slices.Sort(wantVeths)
-	if got := n.veths(); !slices.Equal(got, wantVeths) {
-		out = append(out, fmt.Sprintf("node veths %v, want %v", got, wantVeths))
-	}
-	guards := n.guards()
-	for _, w := range keep {
-		delete(guards, w.veth())
-	}
-	if len(guards) > 0 {
-		out = append(out, fmt.Sprintf("anti-spoof guards left: %v", guards))
-	}
-	allocs := nodetest.Allocs(n.t, n.dataDir, netName)
-	for _, w := range keep {
-		delete(allocs, w.attachment())
-	}
-	if len(allocs) > 0 {
-		out = append(out, fmt.Sprintf("allocations left: %v", allocs))
-	}
-	return out
-}
-
-// assertClean fails the test unless the node holds no veth, no anti-spoof
-// guard and no allocation, except those of the workers in keep.
-func (n *node) assertClean(what string, keep ...*worker) {
-	n.t.Helper()
-	for _, p := range n.leftovers(keep...) {
-		n.t.Errorf("%s: %s", what, p)
-	}
-}
-
 // --- commands and traffic -------------------------------------------------
-
-// inNS runs a command in the named network namespace with ip netns exec.
-func inNS(nsName string, args ...string) (string, error) {
-	return nodetest.Run(cmdTimeout, nil, "ip", append([]string{"netns", "exec", nsName}, args...)...)
-}
-
-func mustInNS(t *testing.T, nsName string, args ...string) string {
-	t.Helper()
-	out, err := inNS(nsName, args...)
-	if err != nil {
-		t.Fatalf("in %s: %v", nsName, err)
-	}
-	return out
-}
-
-// pingOnce sends one echo request from the named namespace (from src when
-// it is valid) and reports whether a reply came back within a second.
-func pingOnce(nsName string, src, dst netip.Addr) bool {
-	args := []string{"ping", "-n", "-q", "-c", "1", "-W", "1"}
-	if src.IsValid() {
-		args = append(args, "-I", src.String())
-	}
-	_, err := inNS(nsName, append(args, dst.String())...)
-	return err == nil
-}
-
-// pingWorks allows a few attempts, for the first ARP resolution.
-func pingWorks(nsName string, src, dst netip.Addr) bool {
-	for range 3 {
-		if pingOnce(nsName, src, dst) {
-			return true
-		}
-	}
-	return false
-}
-
-// pingBlocked sends two single pings and reports whether neither got a reply.
-func pingBlocked(nsName string, src, dst netip.Addr) bool {
-	for range 2 {
-		if pingOnce(nsName, src, dst) {
-			return false
-		}
-	}
-	return true
-}
-
-// serveTCP listens on a TCP port in w's namespace until the test ends; each
-// connection receives a greeting naming w. The socket is made on a thread
-// in w's namespace and served from an ordinary goroutine.
-func serveTCP(t *testing.T, w *worker) int {
-	t.Helper()
-	l, err := nodetest.Listen(w.ns, "tcp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatalf("listen in %s: %v", w.id, err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			_, _ = fmt.Fprintf(c, "hello from %s\n", w.id)
-			_ = c.Close()
-		}
-	}()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// dialFrom connects from the namespace n to addr (one second to connect)
-// and returns what the server sent.
-func dialFrom(n ns.NetNS, addr netip.AddrPort) (string, error) {
-	var got string
-	err := n.Do(func(ns.NetNS) error {
-		c, err := net.DialTimeout("tcp4", addr.String(), time.Second)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = c.Close() }()
-		if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
-			return err
-		}
-		b, err := io.ReadAll(c)
-		got = string(b)
-		return err
-	})
-	return got, err
-}
 
 // --- CNI errors ------------------------------------------------------------
 

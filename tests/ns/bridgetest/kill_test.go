@@ -1,19 +1,13 @@
 package bridgetest
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -44,7 +38,6 @@ func TestKillDuringAdd(t *testing.T) {
 	const rounds = 30
 	n := newNode(t, nil, map[string]any{"gcGrace": "0s"})
 	w := n.newWorker("kill")
-	binary := filepath.Join(n.plugins, "esb-bridge")
 	gcRuntime := n.runtime()
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
@@ -64,18 +57,18 @@ func TestKillDuringAdd(t *testing.T) {
 			sorted := slices.Sorted(slices.Values(runTimes))
 			delay = time.Duration(rng.Int64N(int64(sorted[len(sorted)/2]) * 3 / 2))
 		}
-		state, ran, out, err := n.killAdd(binary, w, delay)
+		end, err := n.killAdd(w, delay)
 		if err != nil {
 			t.Fatalf("round %d: %v", i, err)
 		}
-		if state.Exited() && state.ExitCode() != 0 {
-			t.Fatalf("round %d: ADD exited with %d before the kill: %s", i, state.ExitCode(), out)
+		if end.State.Exited() && end.State.ExitCode() != 0 {
+			t.Fatalf("round %d: ADD exited with %d before the kill: %s%s", i, end.State.ExitCode(), end.Stdout, end.Stderr)
 		}
 		stage := stageDone
-		if !state.Exited() {
+		if !end.State.Exited() {
 			stage = n.stageOf(w)
 		} else {
-			runTimes = append(runTimes, ran)
+			runTimes = append(runTimes, end.Ran)
 		}
 		counts[stage]++
 
@@ -124,59 +117,21 @@ func TestKillDuringAdd(t *testing.T) {
 
 // killAdd runs esb-bridge ADD for w, started from a thread in the node
 // namespace so that the plugin runs there, and sends it SIGKILL after
-// delay unless it has exited by then. It returns how the process ended,
-// how long it ran and its output (stdout and stderr).
-func (n *node) killAdd(binary string, w *worker, delay time.Duration) (*os.ProcessState, time.Duration, string, error) {
+// delay unless it has exited by then.
+func (n *node) killAdd(w *worker, delay time.Duration) (nodetest.PluginEnd, error) {
 	conf := maps.Clone(n.plugin)
 	conf["name"], conf["cniVersion"] = netName, "1.1.0"
 	stdin, err := json.Marshal(conf)
 	if err != nil {
-		return nil, 0, "", err
+		return nodetest.PluginEnd{}, err
 	}
-	var out bytes.Buffer
-	cmd := exec.Command(binary)
-	cmd.Env = []string{
-		"CNI_COMMAND=ADD",
-		"CNI_CONTAINERID=" + w.id,
-		"CNI_NETNS=" + w.path,
-		"CNI_IFNAME=" + ifName,
-		"CNI_PATH=" + n.plugins,
-		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-	}
-	cmd.Stdin = bytes.NewReader(stdin)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	var start time.Time
-	err = n.ns.Do(func(ns.NetNS) error {
-		start = time.Now()
-		return cmd.Start()
-	})
-	if err != nil {
-		return nil, 0, "", fmt.Errorf("start %s: %w", binary, err)
-	}
-	type ended struct {
-		err error
-		at  time.Time
-	}
-	done := make(chan ended, 1)
-	go func() {
-		err := cmd.Wait()
-		done <- ended{err, time.Now()}
-	}()
-	var end ended
-	timer := time.NewTimer(delay)
-	defer timer.Stop()
-	select {
-	case end = <-done:
-	case <-timer.C:
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			return nil, 0, out.String(), fmt.Errorf("kill: %w", err)
-		}
-		end = <-done
-	}
-	if cmd.ProcessState == nil {
-		return nil, 0, out.String(), fmt.Errorf("wait: %w", end.err)
-	}
-	return cmd.ProcessState, end.at.Sub(start), out.String(), nil
+	return nodetest.PluginCall{
+		Type: "esb-bridge", Path: n.plugins, Command: "ADD",
+		ContainerID: w.id, NetNS: w.path, IfName: ifName,
+		Env:  []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		Conf: stdin,
+		In:   func(start func() error) error { return n.ns.Do(func(ns.NetNS) error { return start() }) },
+	}.KillAfter(delay)
 }
 
 // stageOf tells how far a killed ADD for w got.

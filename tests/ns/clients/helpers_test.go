@@ -8,22 +8,15 @@ package clients
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
-
 	"github.com/edge-serverless-box/esbnet/conf"
-	"github.com/edge-serverless-box/esbnet/ipam"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
@@ -72,61 +65,6 @@ func run(t *testing.T, env []string, name string, args ...string) (string, error
 	return stdout.String(), nil
 }
 
-// node is a network namespace that plays the host: the clients run in it,
-// so esb-cni0, the veths and the nftables tables the plugins make live
-// and die with it.
-type node struct {
-	ns   ns.NetNS
-	name string // the name under /run/netns, for ip netns exec
-}
-
-func newNode(t *testing.T) *node {
-	t.Helper()
-	n := nstest.NewNS(t)
-	return &node{ns: n, name: nsName(n)}
-}
-
-// nsName returns the name of an nstest namespace, which is pinned under
-// /run/netns.
-func nsName(n ns.NetNS) string { return filepath.Base(n.Path()) }
-
-// links returns the names of the interfaces in a namespace.
-func links(n ns.NetNS) ([]string, error) {
-	var names []string
-	err := n.Do(func(ns.NetNS) error {
-		ifs, err := net.Interfaces()
-		if err != nil {
-			return err
-		}
-		for _, i := range ifs {
-			names = append(names, i.Name)
-		}
-		return nil
-	})
-	return names, err
-}
-
-// hasLink reports whether a namespace holds the named interface.
-func hasLink(t *testing.T, n ns.NetNS, name string) bool {
-	t.Helper()
-	names, err := links(n)
-	if err != nil {
-		t.Fatalf("list links of %s: %v", n.Path(), err)
-	}
-	return slices.Contains(names, name)
-}
-
-// hostHasLink reports whether the test's own (the machine's) namespace
-// holds the named interface.
-func hostHasLink(t *testing.T, name string) bool {
-	t.Helper()
-	ifs, err := net.Interfaces()
-	if err != nil {
-		t.Fatalf("list the machine's links: %v", err)
-	}
-	return slices.ContainsFunc(ifs, func(i net.Interface) bool { return i.Name == name })
-}
-
 // guarded reports whether the anti-spoofing table esb-bridge keeps in the
 // named namespace (nft "bridge esb") lists the bridge port, as nft renders the
 // namespace's ruleset.
@@ -145,66 +83,4 @@ func ping(t *testing.T, netns, addr string) error {
 	t.Helper()
 	_, err := run(t, nil, "ip", "netns", "exec", netns, "ping", "-c1", "-W1", addr)
 	return err
-}
-
-// allocations reads every allocation in the esb-ipam store under dataDir,
-// through the store's own API (which takes the store's lock).
-func allocations(t *testing.T, dataDir string) map[ipam.AttachmentID]*ipam.Allocation {
-	t.Helper()
-	s, err := ipam.OpenBolt(dataDir, netName, ipam.BoltOptions{LockWait: 10 * time.Second})
-	if err != nil {
-		t.Fatalf("open IPAM store in %s: %v", dataDir, err)
-	}
-	out := map[ipam.AttachmentID]*ipam.Allocation{}
-	err = s.View(func(tx ipam.Txn) error {
-		return tx.ForEachAllocation(func(a *ipam.Allocation) error {
-			out[a.ID] = a
-			return nil
-		})
-	})
-	if cerr := s.Close(); cerr != nil {
-		err = errors.Join(err, cerr)
-	}
-	if err != nil {
-		t.Fatalf("read IPAM store in %s: %v", dataDir, err)
-	}
-	return out
-}
-
-// wantAllocation fails unless the store holds exactly addr for the
-// attachment (containerID, eth0).
-func wantAllocation(t *testing.T, dataDir, containerID string, addr netip.Prefix) {
-	t.Helper()
-	id := ipam.AttachmentID{ContainerID: containerID, IfName: ifName}
-	a := allocations(t, dataDir)[id]
-	if a == nil {
-		t.Fatalf("IPAM store holds no address for %s, want %s", id, addr)
-	}
-	if len(a.IPs) != 1 || a.IPs[0] != addr {
-		t.Fatalf("IPAM store holds %v for %s, want [%s]", a.IPs, id, addr)
-	}
-}
-
-// wantReleased fails when the store still holds an address for the
-// attachment (containerID, eth0).
-func wantReleased(t *testing.T, dataDir, containerID string) {
-	t.Helper()
-	id := ipam.AttachmentID{ContainerID: containerID, IfName: ifName}
-	if a := allocations(t, dataDir)[id]; a != nil {
-		t.Fatalf("IPAM store still holds %v for %s", a.IPs, id)
-	}
-}
-
-// wantInSubnet parses an address with prefix length and checks it is a
-// host address of the esb subnet.
-func wantInSubnet(t *testing.T, what, s string) netip.Prefix {
-	t.Helper()
-	p, err := netip.ParsePrefix(strings.TrimSpace(s))
-	if err != nil {
-		t.Fatalf("%s: parse %q: %v", what, s, err)
-	}
-	if p.Bits() != subnet.Bits() || !subnet.Contains(p.Addr()) || p.Addr() == netip.MustParseAddr(gateway) {
-		t.Fatalf("%s: %s is not a host address of %s", what, p, subnet)
-	}
-	return p
 }

@@ -8,18 +8,16 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
 
@@ -68,14 +66,7 @@ func newIPAMNet(t *testing.T, fields map[string]any) *ipamNet {
 // (empty) result cache, as a second runtime or a runtime that lost its
 // cache would be.
 func (n *ipamNet) runtime() *libcni.CNIConfig {
-	return libcni.NewCNIConfigWithCacheDir([]string{n.plugins}, n.t.TempDir(), pluginExec())
-}
-
-// pluginExec is libcni's default way of executing a plugin. It is passed
-// explicitly because a CNIConfig made with a nil Exec sets its default on
-// first use without a lock, a data race when goroutines share it.
-func pluginExec() invoke.Exec {
-	return &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	return libcni.NewCNIConfigWithCacheDir([]string{n.plugins}, n.t.TempDir(), nodetest.PluginExec())
 }
 
 // confBytes renders the network configuration for cniVersion with the

@@ -1,19 +1,15 @@
 package ipamtest
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // killOutcome is what a SIGKILL sent during ADD hit.
@@ -104,39 +100,23 @@ func TestKillDuringAdd(t *testing.T) {
 // whether the kill hit the running plugin; when the plugin had finished,
 // it returns the address of its result.
 func (n *ipamNet) killAdd(cid string, delay time.Duration) (killOutcome, netip.Prefix, error) {
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(filepath.Join(n.plugins, pluginTy))
-	cmd.Env = []string{
-		"CNI_COMMAND=ADD",
-		"CNI_CONTAINERID=" + cid,
-		"CNI_NETNS=" + n.netns,
-		"CNI_IFNAME=" + ifName,
-		"CNI_PATH=" + n.plugins,
+	end, err := nodetest.PluginCall{
+		Type: pluginTy, Path: n.plugins, Command: "ADD",
+		ContainerID: cid, NetNS: n.netns, IfName: ifName,
+		Conf: n.confBytes("1.1.0", nil),
+	}.KillAfter(delay)
+	if err != nil {
+		return 0, netip.Prefix{}, err
 	}
-	cmd.Stdin = bytes.NewReader(n.confBytes("1.1.0", nil))
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		return 0, netip.Prefix{}, fmt.Errorf("start plugin: %w", err)
-	}
-	time.Sleep(delay)
-	killErr := cmd.Process.Kill()
-	waitErr := cmd.Wait()
-	if killErr != nil && !errors.Is(killErr, os.ErrProcessDone) {
-		return 0, netip.Prefix{}, fmt.Errorf("kill plugin: %w", killErr)
-	}
-	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if !ok {
-		return 0, netip.Prefix{}, fmt.Errorf("wait status of type %T", cmd.ProcessState.Sys())
-	}
-	if ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+	if end.Killed() {
 		return killBeforeTxn, netip.Prefix{}, nil
 	}
-	if waitErr != nil {
-		return 0, netip.Prefix{}, fmt.Errorf("plugin ADD %s: %w: %s %s", cid, waitErr, stdout.Bytes(), stderr.Bytes())
+	if !end.State.Success() {
+		return 0, netip.Prefix{}, fmt.Errorf("plugin ADD %s: %s: %s %s", cid, end.State, end.Stdout, end.Stderr)
 	}
-	res, err := current.NewResult(stdout.Bytes())
+	res, err := current.NewResult(end.Stdout)
 	if err != nil {
-		return 0, netip.Prefix{}, fmt.Errorf("decode result %q: %w", stdout.Bytes(), err)
+		return 0, netip.Prefix{}, fmt.Errorf("decode result %q: %w", end.Stdout, err)
 	}
 	ip, _, err := firstIP(res)
 	return killLate, ip, err

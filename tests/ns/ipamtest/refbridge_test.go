@@ -38,7 +38,7 @@ func TestReferenceBridge(t *testing.T) {
 	node, ctr := nstest.NewNS(t), nstest.NewNS(t)
 	dataDir := t.TempDir()
 	cni := libcni.NewCNIConfigWithCacheDir(
-		[]string{nstest.PluginDir(t), filepath.Dir(bridgeBin)}, t.TempDir(), pluginExec())
+		[]string{nstest.PluginDir(t), filepath.Dir(bridgeBin)}, t.TempDir(), nodetest.PluginExec())
 	ipamObj := map[string]any{
 		"type":    pluginTy,
 		"subnet":  refSubnet,

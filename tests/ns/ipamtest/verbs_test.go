@@ -15,6 +15,7 @@ import (
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/ipam"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 // TestVersion: the VERSION verb lists the spec versions the design promises.
@@ -291,7 +292,7 @@ func TestBadConfig(t *testing.T) {
 // layer under libcni.
 func TestMalformedJSON(t *testing.T) {
 	n := newIPAMNet(t, nil)
-	exec := pluginExec()
+	exec := nodetest.PluginExec()
 	path := filepath.Join(n.plugins, pluginTy)
 	bad := []byte(`{"cniVersion":"1.1.0","name":"esbt","type":"esb-ipam","ipam":{"type":"esb-ipam",`)
 	for _, cmd := range []string{"ADD", "DEL", "CHECK", "GC", "STATUS"} {
