@@ -25,7 +25,7 @@ import (
 
 func TestMain(m *testing.M) {
 	if os.Getenv(idleChildEnv) != "" {
-		idleChild()
+		IdleChild()
 	}
 	nstest.Main(m)
 }

@@ -2,12 +2,9 @@ package benchdensity
 
 import (
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,20 +14,12 @@ import (
 
 const (
 	// idleChildEnv makes the test binary an idle child of
-	// BenchmarkIdleProcesses (see idleChild).
+	// BenchmarkIdleProcesses (see TestMain and IdleChild).
 	idleChildEnv = "ESB_DENSITY_IDLE_CHILD"
 	// idleProcesses is as many processes as 1,000 workers and their
 	// shims (one each).
 	idleProcesses = 2000
 )
-
-// idleChild is the test binary as an idle process: a Go program that
-// waits until its stdin, a pipe from the benchmark, closes (so the
-// children end with the benchmark, even one that is killed), then exits.
-func idleChild() {
-	_, _ = io.Copy(io.Discard, os.Stdin)
-	os.Exit(0)
-}
 
 // BenchmarkIdleProcesses is the density benchmark's control: it measures
 // a process start (ProcStart) on a machine without any worker, then with
@@ -49,7 +38,8 @@ func BenchmarkIdleProcesses(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	stop, err := startIdle(b, self, idleProcesses)
+	stop, err := StartIdle(self, []string{idleChildEnv + "=1"}, idleProcesses)
+	b.Cleanup(stop)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -77,38 +67,4 @@ func BenchmarkIdleProcesses(b *testing.B) {
 	if p0 := before.Plugin.P50(); p0 > 0 {
 		b.ReportMetric(float64(during.Plugin.P50())/float64(p0), "VERSION-p50-idle/before")
 	}
-}
-
-// startIdle starts n idle children of self, all reading one pipe, and
-// returns stop, which closes the pipe and waits for every child to end;
-// the benchmark's cleanup calls it too.
-func startIdle(b *testing.B, self string, n int) (stop func(), err error) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	// The children hold the reading end; this process needs only the
-	// writing one.
-	defer func() { _ = r.Close() }()
-	var cmds []*exec.Cmd
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			_ = w.Close()
-			for _, c := range cmds {
-				_ = c.Wait()
-			}
-		})
-	}
-	b.Cleanup(stop)
-	for range n {
-		c := exec.Command(self)
-		c.Env = append(os.Environ(), idleChildEnv+"=1")
-		c.Stdin = r
-		if err := c.Start(); err != nil {
-			return stop, fmt.Errorf("start idle process %d of %d: %w", len(cmds)+1, n, err)
-		}
-		cmds = append(cmds, c)
-	}
-	return stop, nil
 }

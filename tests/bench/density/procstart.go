@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
+	"sync"
 	"time"
 
 	"github.com/edge-serverless-box/esbnet/tests/lib/benchstat"
@@ -65,4 +68,46 @@ func (p *ProcStart) Cell() string {
 		return "–"
 	}
 	return benchstat.MsN(p.True.P50(), 1) + " / " + benchstat.MsN(p.Plugin.P50(), 1)
+}
+
+// IdleChild is a process of StartIdle's: it waits until its stdin, the
+// starter's pipe, closes (so the children end with the starter, even one
+// that is killed), then exits.
+func IdleChild() {
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	os.Exit(0)
+}
+
+// StartIdle starts n idle processes of bin (with env added, which must
+// make bin call IdleChild), all reading one pipe, and returns stop, which
+// closes the pipe and waits for every child to end. Call stop also when
+// err is not nil: it ends those that started.
+func StartIdle(bin string, env []string, n int) (stop func(), err error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return func() {}, err
+	}
+	// The children hold the reading end; this process needs only the
+	// writing one.
+	defer func() { _ = r.Close() }()
+	var cmds []*exec.Cmd
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = w.Close()
+			for _, c := range cmds {
+				_ = c.Wait()
+			}
+		})
+	}
+	for range n {
+		c := exec.Command(bin)
+		c.Env = append(os.Environ(), env...)
+		c.Stdin = r
+		if err := c.Start(); err != nil {
+			return stop, fmt.Errorf("start idle process %d of %d: %w", len(cmds)+1, n, err)
+		}
+		cmds = append(cmds, c)
+	}
+	return stop, nil
 }

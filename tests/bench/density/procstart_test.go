@@ -1,6 +1,7 @@
 package benchdensity
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -33,5 +34,27 @@ func TestMeasureProcStart(t *testing.T) {
 	}
 	if _, err := MeasureProcStart(truePath, "/nonexistent/esb-bridge", 1); err == nil {
 		t.Error("a missing plugin measured without an error")
+	}
+}
+
+// TestStartIdle starts three idle copies of this test binary and ends
+// them: stop returns once every one has exited (a child that ignored the
+// closed pipe would hang the test until its timeout).
+func TestStartIdle(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, err := StartIdle(self, []string{idleChildEnv + "=1"}, 3)
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	stop()
+	stop() // a second call is harmless
+	stop, err = StartIdle("/nonexistent/idle", nil, 1)
+	stop()
+	if err == nil {
+		t.Error("starting a missing program reported no error")
 	}
 }
