@@ -73,7 +73,7 @@ test-privileged: deps stack-up ## every tier under tests/ but the cluster's, ver
 bench: deps stack-up ## benchmarks side by side with the reference plugins, with a printed table (root)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 95m ./ipam/... ./tests/bench/ipam/... ./tests/bench/bridge/... ./tests/bench/nat/... ./tests/bench/agent/... $(BENCH_MORE)
 
-bench-density: deps stack-up ## fill the node with live idle workers in steps (ESB_DENSITY_STEPS, default 0,100,250,500,1000) and measure each with cold acquire+release pairs (ESB_DENSITY_PAIRS, default 50): latency, CNI ADD/DEL, agent RSS, memory per worker, NAT path; then 100 workers of the Lambda function image (ESB_DENSITY_FUNCTION); a printed table with the targets; not part of make bench (root)
+bench-density: deps stack-up ## fill the node with live idle workers in steps (ESB_DENSITY_STEPS, default 0,100,250,500,1000) and measure each with cold acquire+release pairs (ESB_DENSITY_PAIRS, default 50): latency, CNI ADD/DEL, agent RSS, memory per worker, NAT path; then 100 workers of the Lambda function image (ESB_DENSITY_FUNCTION); a printed table with the targets; then the control, a process start beside 2,000 idle processes; not part of make bench (root)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 120m ./tests/bench/density/
 
 reliability: deps stack-up ## the load, soak and fault tests at full size, both runtimes: 2,000 acquire/invoke/release cycles from 16 clients (ESB_LOAD_CYCLES, ESB_LOAD_CLIENTS), a 10-minute soak (ESB_SOAK_DURATION) and the fault tests; then make test-k8s; make test runs the first ones scaled down (root)
