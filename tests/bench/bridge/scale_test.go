@@ -100,8 +100,8 @@ func BenchmarkBridgeAtScale(b *testing.B) {
 		name     string
 		at0, atN benchstat.Samples
 	}{{"ADD-in-process", empty.addIn, full.addIn}, {"ADD-exec", empty.addExec, full.addExec}} {
-		if p0 := m.at0.P50(); p0 > 0 {
-			b.ReportMetric(float64(m.atN.P50())/float64(p0), fmt.Sprintf("%s-p50-at%d/at0", m.name, scaleHeld))
+		if r, ok := benchstat.Ratio(m.atN.P50(), m.at0.P50()); ok {
+			b.ReportMetric(r, fmt.Sprintf("%s-p50-at%d/at0", m.name, scaleHeld))
 		}
 	}
 }
@@ -163,8 +163,8 @@ func scaleReport(notes []string, empty, full scaleRow) string {
 		{"DEL executed (esb-bridge process)", empty.delExec, full.delExec},
 	} {
 		ratio := "–"
-		if p0 := r.at0.P50(); p0 > 0 {
-			ratio = fmt.Sprintf("%.2f×", float64(r.atN.P50())/float64(p0))
+		if x, ok := benchstat.Ratio(r.atN.P50(), r.at0.P50()); ok {
+			ratio = fmt.Sprintf("%.2f×", x)
 		}
 		fmt.Fprintf(&b, "| %s | %s (%s) | %s (%s) | %s |\n", r.what,
 			benchstat.MsN(r.at0.P50(), 1), benchstat.MsN(r.at0.P95(), 1), benchstat.MsN(r.atN.P50(), 1), benchstat.MsN(r.atN.P95(), 1), ratio)

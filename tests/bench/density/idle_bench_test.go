@@ -64,7 +64,7 @@ func BenchmarkIdleProcesses(b *testing.B) {
 		fmt.Fprintf(&out, "| %s | %s | %s |\n", r.name, benchstat.MsN(r.p.True.P50(), 1), benchstat.MsN(r.p.Plugin.P50(), 1))
 	}
 	fmt.Print(out.String())
-	if p0 := before.Plugin.P50(); p0 > 0 {
-		b.ReportMetric(float64(during.Plugin.P50())/float64(p0), "VERSION-p50-idle/before")
+	if r, ok := benchstat.Ratio(during.Plugin.P50(), before.Plugin.P50()); ok {
+		b.ReportMetric(r, "VERSION-p50-idle/before")
 	}
 }

@@ -234,10 +234,14 @@ func Targets(steps []Step, leaks Leaks) []benchstat.Target {
 // of esb-bridge grew between the two steps: the machine's share of ADD's
 // growth.
 func startGrowth(first, last Step) string {
-	if first.Start == nil || last.Start == nil || first.Start.Plugin.P50() <= 0 {
+	if first.Start == nil || last.Start == nil {
+		return ""
+	}
+	now, then := last.Start.Plugin.P50(), first.Start.Plugin.P50()
+	r, ok := benchstat.Ratio(now, then)
+	if !ok {
 		return ""
 	}
 	return fmt.Sprintf("; a bare start of esb-bridge (VERSION) on the same node grew %.2f× (%s vs %s)",
-		float64(last.Start.Plugin.P50())/float64(first.Start.Plugin.P50()),
-		benchstat.Ms(last.Start.Plugin.P50())+" ms", benchstat.Ms(first.Start.Plugin.P50())+" ms")
+		r, benchstat.Ms(now)+" ms", benchstat.Ms(then)+" ms")
 }

@@ -146,12 +146,18 @@ func Outcome(known, met bool) string {
 	}
 }
 
-// RatioTarget is a target on num/den; it is unknown when den is zero.
+// Ratio is num/den, and whether both were measured (above zero).
+func Ratio(num, den time.Duration) (float64, bool) {
+	if num <= 0 || den <= 0 {
+		return 0, false
+	}
+	return float64(num) / float64(den), true
+}
+
+// RatioTarget is a target on num/den; it is unknown when either is zero.
 func RatioTarget(name string, num, den time.Duration, limit float64, detail string) Target {
 	t := Target{Name: name, Limit: limit, Unit: "×", Detail: detail}
-	if den > 0 && num > 0 {
-		t.Measured, t.Known = float64(num)/float64(den), true
-	}
+	t.Measured, t.Known = Ratio(num, den)
 	return t
 }
 

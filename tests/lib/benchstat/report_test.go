@@ -56,3 +56,14 @@ func TestPrint(t *testing.T) {
 		}
 	}
 }
+
+func TestRatio(t *testing.T) {
+	if r, ok := Ratio(3*time.Second, 2*time.Second); !ok || r != 1.5 {
+		t.Errorf("Ratio(3s, 2s) = %v, %v, want 1.5, true", r, ok)
+	}
+	for _, c := range [][2]time.Duration{{time.Second, 0}, {0, time.Second}, {-time.Second, time.Second}} {
+		if _, ok := Ratio(c[0], c[1]); ok {
+			t.Errorf("Ratio(%v, %v) measured, want not", c[0], c[1])
+		}
+	}
+}
