@@ -52,8 +52,9 @@ type Options struct {
 
 // Runtime implements shim.Runtime on containerd.
 type Runtime struct {
-	c    *client.Client
-	opts Options
+	c      *client.Client
+	opts   Options
+	images imageCache
 }
 
 var (
@@ -192,15 +193,17 @@ const ShimGroupAnnotation = "io.containerd.runc.v2.group"
 // root file system read-only when spec.ReadOnlyRootfs is set.
 func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	ctx = r.ctx(ctx)
-	img, err := r.c.GetImage(ctx, s.Image)
+	got, err := r.c.GetImage(ctx, s.Image)
 	if errdefs.IsNotFound(err) {
 		return fmt.Errorf("image %s: %w: %w", s.Image, shim.ErrImageAbsent, err)
 	}
 	if err != nil {
 		return wrap(err, "image %s", s.Image)
 	}
+	cached := r.images.entry(got)
+	img := cached.img
 	specOpts := []oci.SpecOpts{
-		oci.WithImageConfig(img),
+		cached.withConfig(), // first: it starts from the default spec's process
 		oci.WithEnv(envList(s.Env)),
 		oci.WithHostname("esb-" + s.ID[:min(len(s.ID), 12)]),
 		oci.WithNoNewPrivileges,

@@ -8,9 +8,15 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
@@ -117,5 +123,76 @@ func TestWorkerSpec(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("container spec lacks %s", want)
 		}
+	}
+}
+
+var pauseBuilt stacktest.ScriptImage
+
+// TestImageConfigFollowsTheName: the adapter keeps what it read of an
+// image's configuration per name and content. A second worker of the same
+// image gets the very process containerd's own path made for the first
+// (entrypoint, environment, working directory, user and groups), and a
+// name moved to other content gets that content's configuration, not the
+// remembered one.
+func TestImageConfigFollowsTheName(t *testing.T) {
+	st := stacktest.Require(t)
+	ctx := context.Background()
+	rt, ns := newRuntime(t, st, []string{st.Registry})
+	pause := pauseBuilt.Ref(t, 5*time.Minute, "scripts/pause-image.sh", "ESB_REGISTRY="+st.Registry)
+	for _, ref := range []string{st.WorkerImage, pause} {
+		if err := rt.EnsureImage(ctx, ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	name := st.Registry + "/esb/moved-" + nstest.RandomHex(4) + ":latest"
+	tag := func(src string) {
+		t.Helper()
+		if out, err := st.Ctr(ctx, ns, "images", "tag", "--force", src, name).CombinedOutput(); err != nil {
+			t.Fatalf("ctr images tag %s %s: %v: %s", src, name, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		// Before newRuntime's cleanup, which removes the namespace.
+		_ = st.Ctr(context.Background(), ns, "images", "rm", "--sync", name, pause).Run()
+	})
+	c, err := client.New(st.ContainerdSock, client.WithDefaultNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	process := func(image string) *specs.Process {
+		t.Helper()
+		id := nstest.RandomHex(8)
+		spec := shim.WorkerSpec{ID: id, Image: image, Env: map[string]string{"ESB_FUNCTION": "moved"}}
+		if err := rt.Create(ctx, spec); err != nil {
+			t.Fatalf("create a worker of %s: %v", image, err)
+		}
+		t.Cleanup(func() { _ = rt.Delete(context.Background(), id) })
+		ctr, err := c.LoadContainer(namespaces.WithNamespace(ctx, ns), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ctr.Spec(namespaces.WithNamespace(ctx, ns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Process
+	}
+
+	tag(st.WorkerImage)
+	first := process(name)
+	if want := []string{"/esb-worker"}; !slices.Equal(first.Args, want) {
+		t.Fatalf("worker image's process args %q, want %q", first.Args, want)
+	}
+	if !slices.Contains(first.Env, "ESB_FUNCTION=moved") {
+		t.Errorf("worker's env %q lacks the caller's ESB_FUNCTION", first.Env)
+	}
+	if second := process(name); !reflect.DeepEqual(second, first) {
+		t.Errorf("a second worker of the same image got another process:\n got %+v\nwant %+v", second, first)
+	}
+
+	tag(pause)
+	if moved := process(name); !slices.Equal(moved.Args, []string{"/pause"}) {
+		t.Errorf("after %s moved to the pause image, a worker's args are %q, want [/pause]", name, moved.Args)
 	}
 }
