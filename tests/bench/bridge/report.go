@@ -54,6 +54,9 @@ type Run struct {
 	GuardsLeft int
 }
 
+// Key names the run in the report: its plugin and parallelism.
+func (x *Run) Key() (string, int) { return x.Plugin, x.Parallel }
+
 // Usage is the resource use of repeated runs of one plugin process.
 type Usage struct {
 	Process string          // e.g. "esb-bridge ADD"
@@ -124,12 +127,7 @@ type Report struct {
 
 // Find returns the run of plugin at parallel, or nil.
 func (r *Report) Find(plugin string, parallel int) *Run {
-	for _, x := range r.Runs {
-		if x.Plugin == plugin && x.Parallel == parallel {
-			return x
-		}
-	}
-	return nil
+	return benchstat.Find(r.Runs, plugin, parallel)
 }
 
 // Targets evaluates the ADD and DEL targets in each mode that either

@@ -28,6 +28,9 @@ func (c *Cell) Record(add, del time.Duration) {
 	c.AddDel = append(c.AddDel, add+del)
 }
 
+// Key names the cell in the summary: its plugin and fill.
+func (c *Cell) Key() (string, int) { return c.Plugin, c.Fill }
+
 // Summary is the table `make bench` prints.
 type Summary struct {
 	Title string
@@ -37,12 +40,7 @@ type Summary struct {
 
 // Find returns the cell of plugin at fill, or nil.
 func (s *Summary) Find(plugin string, fill int) *Cell {
-	for _, c := range s.Cells {
-		if c.Plugin == plugin && c.Fill == fill {
-			return c
-		}
-	}
-	return nil
+	return benchstat.Find(s.Cells, plugin, fill)
 }
 
 // Target is one of the issue's acceptance checks on the summary.

@@ -62,3 +62,21 @@ func (s Samples) Max() time.Duration {
 	}
 	return slices.Max(s)
 }
+
+// Keyed is a row of a benchmark's table that a label and a number name:
+// a plugin and its parallelism, a plugin and its fill.
+type Keyed interface {
+	Key() (label string, n int)
+}
+
+// Find returns the first of rows keyed (label, n), or the zero T (nil for
+// a pointer) when none is.
+func Find[T Keyed](rows []T, label string, n int) T {
+	for _, r := range rows {
+		if l, k := r.Key(); l == label && k == n {
+			return r
+		}
+	}
+	var none T
+	return none
+}

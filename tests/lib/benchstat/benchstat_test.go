@@ -37,3 +37,27 @@ func TestQuantiles(t *testing.T) {
 		t.Error("empty samples should give 0")
 	}
 }
+
+type keyedRow struct {
+	label string
+	n     int
+}
+
+func (r *keyedRow) Key() (string, int) { return r.label, r.n }
+
+func TestFind(t *testing.T) {
+	a, b, c := &keyedRow{"a", 1}, &keyedRow{"a", 8}, &keyedRow{"b", 1}
+	rows := []*keyedRow{a, b, c, {"a", 8}}
+	if got := Find(rows, "a", 8); got != b {
+		t.Errorf("Find(a, 8) = %+v, want the first of them, %+v", got, b)
+	}
+	if got := Find(rows, "b", 1); got != c {
+		t.Errorf("Find(b, 1) = %+v, want %+v", got, c)
+	}
+	if got := Find(rows, "b", 8); got != nil {
+		t.Errorf("Find(b, 8) = %+v, want nil", got)
+	}
+	if got := Find[*keyedRow](nil, "a", 1); got != nil {
+		t.Errorf("Find in no rows = %+v, want nil", got)
+	}
+}
