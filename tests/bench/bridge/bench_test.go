@@ -183,18 +183,26 @@ func attachInterleaved(plugins []*plugin, parallel int) ([]*Run, error) {
 			ids[k][i] = containerID(p.tag|byte(parallel), i)
 		}
 	}
-	err := takeTurns(len(plugins), chunk, func(k, lo, hi int) error {
-		p := plugins[k]
-		res, wall, err := p.phase("ADD", p.workers[lo:hi], ids[k][lo:hi], parallel, true)
-		if err != nil {
-			return err
-		}
+	// turns runs command on every plugin's attachments, the plugins taking
+	// turns chunk by chunk, and hands record each chunk's executions (lo is
+	// the chunk's first attachment) and wall time.
+	turns := func(command string, stopOnError bool, record func(k, lo int, res []execution, wall time.Duration)) error {
+		return takeTurns(len(plugins), chunk, func(k, lo, hi int) error {
+			p := plugins[k]
+			res, wall, err := p.phase(command, p.workers[lo:hi], ids[k][lo:hi], parallel, stopOnError)
+			if err != nil {
+				return err
+			}
+			record(k, lo, res, wall)
+			return nil
+		})
+	}
+	err := turns("ADD", true, func(k, _ int, res []execution, wall time.Duration) {
 		runs[k].AddWall += wall
 		for _, x := range res {
 			runs[k].Add = append(runs[k].Add, x.took)
 			outs[k] = append(outs[k], x.out)
 		}
-		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -204,12 +212,7 @@ func attachInterleaved(plugins []*plugin, parallel int) ([]*Run, error) {
 			return nil, fmt.Errorf("%s %s after ADD: %w", p.label, ModeName(parallel), err)
 		}
 	}
-	err = takeTurns(len(plugins), chunk, func(k, lo, hi int) error {
-		p := plugins[k]
-		res, wall, err := p.phase("DEL", p.workers[lo:hi], ids[k][lo:hi], parallel, false)
-		if err != nil {
-			return err
-		}
+	err = turns("DEL", false, func(k, lo int, res []execution, wall time.Duration) {
 		runs[k].DelWall += wall
 		for i, x := range res {
 			runs[k].Del = append(runs[k].Del, x.took)
@@ -221,7 +224,6 @@ func attachInterleaved(plugins []*plugin, parallel int) ([]*Run, error) {
 				failed[k] = append(failed[k], lo+i)
 			}
 		}
-		return nil
 	})
 	if err != nil {
 		return nil, err
