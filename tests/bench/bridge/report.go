@@ -159,59 +159,56 @@ func (r *Report) Targets(esb, ref string) []Target {
 // Print writes the report as markdown: the latency table, the targets and
 // the resource use.
 func (r *Report) Print(w io.Writer, targets []Target) error {
-	var b strings.Builder
-	benchstat.WriteHead(&b, r.Title, r.Notes)
-	b.WriteString("\n| plugin | mode | samples | ADD p50 ms | ADD p95 ms | ADD max ms | DEL p50 ms | DEL p95 ms | DEL max ms | ADD phase s | DEL phase s |\n")
-	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	for _, x := range r.Runs {
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %.2f | %.2f |\n",
-			x.Plugin, ModeName(x.Parallel), len(x.Add),
-			benchstat.MsN(x.Add.P50(), 1), benchstat.MsN(x.Add.P95(), 1), benchstat.MsN(x.Add.Max(), 1),
-			benchstat.MsN(x.Del.P50(), 1), benchstat.MsN(x.Del.P95(), 1), benchstat.MsN(x.Del.Max(), 1),
-			x.AddWall.Seconds(), x.DelWall.Seconds())
-	}
-	for _, x := range r.Runs {
-		if x.DelFailed == 0 && x.GuardsLeft == 0 {
-			continue
+	return benchstat.WriteReport(w, r.Title, r.Notes, func(b *strings.Builder) {
+		b.WriteString("\n| plugin | mode | samples | ADD p50 ms | ADD p95 ms | ADD max ms | DEL p50 ms | DEL p95 ms | DEL max ms | ADD phase s | DEL phase s |\n")
+		b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, x := range r.Runs {
+			fmt.Fprintf(b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %.2f | %.2f |\n",
+				x.Plugin, ModeName(x.Parallel), len(x.Add),
+				benchstat.MsN(x.Add.P50(), 1), benchstat.MsN(x.Add.P95(), 1), benchstat.MsN(x.Add.Max(), 1),
+				benchstat.MsN(x.Del.P50(), 1), benchstat.MsN(x.Del.P95(), 1), benchstat.MsN(x.Del.Max(), 1),
+				x.AddWall.Seconds(), x.DelWall.Seconds())
 		}
-		fmt.Fprintf(&b, "\n**%s, %s: %d of %d DELs failed (retried once afterwards, untimed), %d anti-spoof guards left after all DELs succeeded (removed by the plugin's GC).**",
-			x.Plugin, ModeName(x.Parallel), x.DelFailed, len(x.Del), x.GuardsLeft)
-		for _, e := range x.DelErrors {
-			fmt.Fprintf(&b, "  \nfailed DEL: `%s`", e)
-		}
-		b.WriteString("\n")
-	}
-	b.WriteString("\n| target | esb p50 ms | reference p50 ms | esb / reference | limit | result |\n")
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | --- |\n")
-	for _, t := range targets {
-		ratio := "n/a"
-		if t.Known() {
-			ratio = fmt.Sprintf("%.2f×", t.Ratio())
-		}
-		fmt.Fprintf(&b, "| %s p50, %s | %s | %s | %s | ≤ %.2f× | %s |\n",
-			t.Verb, ModeName(t.Parallel), benchstat.MsN(t.ESB, 1), benchstat.MsN(t.Ref, 1), ratio, t.Limit, benchstat.Outcome(t.Known(), t.Met()))
-	}
-	if len(r.Parts) > 0 {
-		b.WriteString("\n| where the time goes (sequential) | samples | p50 ms | p95 ms | note |\n")
-		b.WriteString("| --- | ---: | ---: | ---: | --- |\n")
-		for _, p := range r.Parts {
-			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", p.What, len(p.Samples), benchstat.MsN(p.Samples.P50(), 1), benchstat.MsN(p.Samples.P95(), 1), p.Note)
-		}
-	}
-	if len(r.Usage) > 0 {
-		b.WriteString("\n| process | runs | peak RSS KiB (median) | peak RSS KiB (max) | CPU user+sys ms (median) | note |\n")
-		b.WriteString("| --- | ---: | ---: | ---: | ---: | --- |\n")
-		for _, u := range r.Usage {
-			note := u.Note
-			if slices.Min(append([]int64{u.Floor + 1}, u.MaxRSS...)) <= u.Floor {
-				note = strings.TrimPrefix(note+fmt.Sprintf("; at or below the helper's own %d KiB: an upper bound", u.Floor), "; ")
+		for _, x := range r.Runs {
+			if x.DelFailed == 0 && x.GuardsLeft == 0 {
+				continue
 			}
-			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s |\n",
-				u.Process, len(u.MaxRSS), medianInt(u.MaxRSS), slices.Max(append([]int64{0}, u.MaxRSS...)),
-				benchstat.MsN(Samples(u.CPU).P50(), 1), note)
+			fmt.Fprintf(b, "\n**%s, %s: %d of %d DELs failed (retried once afterwards, untimed), %d anti-spoof guards left after all DELs succeeded (removed by the plugin's GC).**",
+				x.Plugin, ModeName(x.Parallel), x.DelFailed, len(x.Del), x.GuardsLeft)
+			for _, e := range x.DelErrors {
+				fmt.Fprintf(b, "  \nfailed DEL: `%s`", e)
+			}
+			b.WriteString("\n")
 		}
-	}
-	b.WriteString("\n")
-	_, err := io.WriteString(w, b.String())
-	return err
+		b.WriteString("\n| target | esb p50 ms | reference p50 ms | esb / reference | limit | result |\n")
+		b.WriteString("| --- | ---: | ---: | ---: | ---: | --- |\n")
+		for _, t := range targets {
+			ratio := "n/a"
+			if t.Known() {
+				ratio = fmt.Sprintf("%.2f×", t.Ratio())
+			}
+			fmt.Fprintf(b, "| %s p50, %s | %s | %s | %s | ≤ %.2f× | %s |\n",
+				t.Verb, ModeName(t.Parallel), benchstat.MsN(t.ESB, 1), benchstat.MsN(t.Ref, 1), ratio, t.Limit, benchstat.Outcome(t.Known(), t.Met()))
+		}
+		if len(r.Parts) > 0 {
+			b.WriteString("\n| where the time goes (sequential) | samples | p50 ms | p95 ms | note |\n")
+			b.WriteString("| --- | ---: | ---: | ---: | --- |\n")
+			for _, p := range r.Parts {
+				fmt.Fprintf(b, "| %s | %d | %s | %s | %s |\n", p.What, len(p.Samples), benchstat.MsN(p.Samples.P50(), 1), benchstat.MsN(p.Samples.P95(), 1), p.Note)
+			}
+		}
+		if len(r.Usage) > 0 {
+			b.WriteString("\n| process | runs | peak RSS KiB (median) | peak RSS KiB (max) | CPU user+sys ms (median) | note |\n")
+			b.WriteString("| --- | ---: | ---: | ---: | ---: | --- |\n")
+			for _, u := range r.Usage {
+				note := u.Note
+				if slices.Min(append([]int64{u.Floor + 1}, u.MaxRSS...)) <= u.Floor {
+					note = strings.TrimPrefix(note+fmt.Sprintf("; at or below the helper's own %d KiB: an upper bound", u.Floor), "; ")
+				}
+				fmt.Fprintf(b, "| %s | %d | %d | %d | %s | %s |\n",
+					u.Process, len(u.MaxRSS), medianInt(u.MaxRSS), slices.Max(append([]int64{0}, u.MaxRSS...)),
+					benchstat.MsN(Samples(u.CPU).P50(), 1), note)
+			}
+		}
+	})
 }

@@ -75,16 +75,13 @@ func (s *Summary) Targets(esb, hostLocal string, maxFill int) []Target {
 
 // Print writes the summary as a markdown table followed by the targets.
 func (s *Summary) Print(w io.Writer, targets []Target) error {
-	var b strings.Builder
-	benchstat.WriteHead(&b, s.Title, s.Notes)
-	b.WriteString("\n| plugin | allocated | samples | ADD+DEL p50 ms | ADD+DEL mean ms | ADD p50 ms | DEL p50 ms | ADD+DEL max ms |\n")
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	for _, c := range s.Cells {
-		fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s | %s | %s |\n", c.Plugin, c.Fill, len(c.AddDel),
-			benchstat.MsN(c.AddDel.P50(), 3), benchstat.MsN(c.AddDel.Mean(), 3), benchstat.MsN(c.Add.P50(), 3), benchstat.MsN(c.Del.P50(), 3), benchstat.MsN(c.AddDel.Max(), 3))
-	}
-	benchstat.WriteTargets(&b, targets)
-	b.WriteString("\n")
-	_, err := io.WriteString(w, b.String())
-	return err
+	return benchstat.WriteReport(w, s.Title, s.Notes, func(b *strings.Builder) {
+		b.WriteString("\n| plugin | allocated | samples | ADD+DEL p50 ms | ADD+DEL mean ms | ADD p50 ms | DEL p50 ms | ADD+DEL max ms |\n")
+		b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, c := range s.Cells {
+			fmt.Fprintf(b, "| %s | %d | %d | %s | %s | %s | %s | %s |\n", c.Plugin, c.Fill, len(c.AddDel),
+				benchstat.MsN(c.AddDel.P50(), 3), benchstat.MsN(c.AddDel.Mean(), 3), benchstat.MsN(c.Add.P50(), 3), benchstat.MsN(c.Del.P50(), 3), benchstat.MsN(c.AddDel.Max(), 3))
+		}
+		benchstat.WriteTargets(b, targets)
+	})
 }

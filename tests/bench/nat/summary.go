@@ -296,91 +296,88 @@ func (s *Summary) Targets() []Target {
 
 // Print writes the summary as markdown tables, the targets last.
 func (s *Summary) Print(w io.Writer) error {
-	var b strings.Builder
-	benchstat.WriteHead(&b, s.Title, s.Notes)
+	return benchstat.WriteReport(w, s.Title, s.Notes, func(b *strings.Builder) {
 
-	if len(s.Apply) > 0 {
-		b.WriteString("\n### Manager.Apply (table ip esb)\n\n| forwards | what | samples | p50 ms | mean ms | max ms |\n| ---: | --- | ---: | ---: | ---: | ---: |\n")
-		for _, r := range s.Apply {
-			fmt.Fprintf(&b, "| %d | %s | %d | %s | %s | %s |\n", r.Forwards, r.What, len(r.Samples),
-				benchstat.MsN(r.Samples.P50(), 3), benchstat.MsN(r.Samples.Mean(), 3), benchstat.MsN(r.Samples.Max(), 3))
+		if len(s.Apply) > 0 {
+			b.WriteString("\n### Manager.Apply (table ip esb)\n\n| forwards | what | samples | p50 ms | mean ms | max ms |\n| ---: | --- | ---: | ---: | ---: | ---: |\n")
+			for _, r := range s.Apply {
+				fmt.Fprintf(b, "| %d | %s | %d | %s | %s | %s |\n", r.Forwards, r.What, len(r.Samples),
+					benchstat.MsN(r.Samples.P50(), 3), benchstat.MsN(r.Samples.Mean(), 3), benchstat.MsN(r.Samples.Max(), 3))
+			}
 		}
-	}
 
-	if len(s.Drift) > 0 {
-		b.WriteString("\n### Drift repair: `nft flush ruleset` while Manager.Watch runs\n\n" +
-			"| forwards | rounds | flush sent → table seen whole p50 ms | max ms | Watch's report (notification → whole) p50 ms | max ms |\n" +
-			"| ---: | ---: | ---: | ---: | ---: | ---: |\n")
-		for _, d := range s.Drift {
-			fmt.Fprintf(&b, "| %d | %d | %s | %s | %s | %s |\n", d.Forwards, len(d.Seen),
-				benchstat.MsN(d.Seen.P50(), 3), benchstat.MsN(d.Seen.Max(), 3), benchstat.MsN(d.Watch.P50(), 3), benchstat.MsN(d.Watch.Max(), 3))
+		if len(s.Drift) > 0 {
+			b.WriteString("\n### Drift repair: `nft flush ruleset` while Manager.Watch runs\n\n" +
+				"| forwards | rounds | flush sent → table seen whole p50 ms | max ms | Watch's report (notification → whole) p50 ms | max ms |\n" +
+				"| ---: | ---: | ---: | ---: | ---: | ---: |\n")
+			for _, d := range s.Drift {
+				fmt.Fprintf(b, "| %d | %d | %s | %s | %s | %s |\n", d.Forwards, len(d.Seen),
+					benchstat.MsN(d.Seen.P50(), 3), benchstat.MsN(d.Seen.Max(), 3), benchstat.MsN(d.Watch.P50(), 3), benchstat.MsN(d.Watch.Max(), 3))
+			}
 		}
-	}
 
-	if len(s.Compare) > 0 {
-		b.WriteString("\n### Worker → HAProxy through the DNAT against direct (same rounds, connections in turn)\n\n" +
-			"| metric | path | rounds | per round median | per round min … max | pooled | conns | conn time p50 µs | p99 µs | errors |\n" +
-			"| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-		for _, c := range s.Compare {
-			for _, sr := range []Series{c.DNAT, c.Direct} {
-				vals := sr.metric(c.Of)
-				lo, hi := 0.0, 0.0
-				if len(vals) > 0 {
-					lo, hi = slices.Min(vals), slices.Max(vals)
+		if len(s.Compare) > 0 {
+			b.WriteString("\n### Worker → HAProxy through the DNAT against direct (same rounds, connections in turn)\n\n" +
+				"| metric | path | rounds | per round median | per round min … max | pooled | conns | conn time p50 µs | p99 µs | errors |\n" +
+				"| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+			for _, c := range s.Compare {
+				for _, sr := range []Series{c.DNAT, c.Direct} {
+					vals := sr.metric(c.Of)
+					lo, hi := 0.0, 0.0
+					if len(vals) > 0 {
+						lo, hi = slices.Min(vals), slices.Max(vals)
+					}
+					fmt.Fprintf(b, "| %s | %s | %d | %.1f %s | %.1f … %.1f | %.1f | %d | %.0f | %.0f | %s |\n",
+						c.Metric, sr.Name, len(sr.Rounds), median(vals), c.Unit, lo, hi, sr.pooled(c.Of), sr.conns(),
+						median(sr.metric(LoadResult.P50)), median(sr.metric(func(r LoadResult) float64 { return r.P99us })), errCell(sr))
 				}
-				fmt.Fprintf(&b, "| %s | %s | %d | %.1f %s | %.1f … %.1f | %.1f | %d | %.0f | %.0f | %s |\n",
-					c.Metric, sr.Name, len(sr.Rounds), median(vals), c.Unit, lo, hi, sr.pooled(c.Of), sr.conns(),
-					median(sr.metric(LoadResult.P50)), median(sr.metric(func(r LoadResult) float64 { return r.P99us })), errCell(sr))
+			}
+			b.WriteString("\n| metric | overhead: median of rounds ± 2 SE | rounds min … max | pooled | conn time p50: DNAT over direct, median of rounds |\n| --- | ---: | ---: | ---: | ---: |\n")
+			for _, c := range s.Compare {
+				med, se, lo, hi, ok := c.Overhead()
+				if !ok {
+					fmt.Fprintf(b, "| %s | n/a | n/a | n/a | n/a |\n", c.Metric)
+					continue
+				}
+				fmt.Fprintf(b, "| %s | %+.2f ± %.2f %% | %+.1f … %+.1f %% | %+.2f %% | %+.2f %% |\n", c.Metric, med, 2*se, lo, hi, c.PooledOverhead(), c.LatencyOverhead())
 			}
 		}
-		b.WriteString("\n| metric | overhead: median of rounds ± 2 SE | rounds min … max | pooled | conn time p50: DNAT over direct, median of rounds |\n| --- | ---: | ---: | ---: | ---: |\n")
-		for _, c := range s.Compare {
-			med, se, lo, hi, ok := c.Overhead()
-			if !ok {
-				fmt.Fprintf(&b, "| %s | n/a | n/a | n/a | n/a |\n", c.Metric)
-				continue
-			}
-			fmt.Fprintf(&b, "| %s | %+.2f ± %.2f %% | %+.1f … %+.1f %% | %+.2f %% | %+.2f %% |\n", c.Metric, med, 2*se, lo, hi, c.PooledOverhead(), c.LatencyOverhead())
-		}
-	}
 
-	if len(s.PerConn) > 0 {
-		rate := LoadResult.Rate
-		ref := s.PerConn[0]
-		b.WriteString("\n### Per-connection cost: 1000 forwards, one setup installed at a time\n\n" +
-			"| setup | rounds | HTTP conn/s through DNAT (median) | µs per conn | rate vs " + ref.Name + " (median of rounds) | HTTP overhead vs direct, same rounds | handshake p50 µs: DNAT | direct | DNAT cost per handshake µs (median of rounds) | errors | install p50 ms |\n" +
-			"| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-		for _, st := range s.PerConn {
-			r := median(st.HTTP.metric(rate))
-			us := 0.0
-			if r > 0 {
-				us = 1e6 / r
+		if len(s.PerConn) > 0 {
+			rate := LoadResult.Rate
+			ref := s.PerConn[0]
+			b.WriteString("\n### Per-connection cost: 1000 forwards, one setup installed at a time\n\n" +
+				"| setup | rounds | HTTP conn/s through DNAT (median) | µs per conn | rate vs " + ref.Name + " (median of rounds) | HTTP overhead vs direct, same rounds | handshake p50 µs: DNAT | direct | DNAT cost per handshake µs (median of rounds) | errors | install p50 ms |\n" +
+				"| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+			for _, st := range s.PerConn {
+				r := median(st.HTTP.metric(rate))
+				us := 0.0
+				if r > 0 {
+					us = 1e6 / r
+				}
+				ov := median(overheads(st.HTTP, st.HTTPDirect, rate))
+				errs := 0
+				for _, sr := range []Series{st.HTTP, st.HTTPDirect, st.Connect, st.ConnectDirect} {
+					e, _ := sr.errors()
+					errs += e
+				}
+				fmt.Fprintf(b, "| %s | %d | %.1f | %.1f | %.3f× | %+.2f %% | %.1f | %.1f | %+.1f | %d | %s |\n",
+					st.Name, len(st.HTTP.Rounds), r, us, median(ratios(st.HTTP, ref.HTTP, rate)), ov,
+					median(st.Connect.metric(LoadResult.P50)), median(st.ConnectDirect.metric(LoadResult.P50)), st.handshakeCost(),
+					errs, benchstat.MsN(st.Install.P50(), 3))
 			}
-			ov := median(overheads(st.HTTP, st.HTTPDirect, rate))
-			errs := 0
-			for _, sr := range []Series{st.HTTP, st.HTTPDirect, st.Connect, st.ConnectDirect} {
-				e, _ := sr.errors()
-				errs += e
-			}
-			fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %.3f× | %+.2f %% | %.1f | %.1f | %+.1f | %d | %s |\n",
-				st.Name, len(st.HTTP.Rounds), r, us, median(ratios(st.HTTP, ref.HTTP, rate)), ov,
-				median(st.Connect.metric(LoadResult.P50)), median(st.ConnectDirect.metric(LoadResult.P50)), st.handshakeCost(),
-				errs, benchstat.MsN(st.Install.P50(), 3))
 		}
-	}
 
-	b.WriteString("\n### Targets\n\n| target | measured | limit | result |\n| --- | --- | --- | --- |\n")
-	for _, t := range s.Targets() {
-		measured, result := "n/a", benchstat.Outcome(t.Known, t.Met)
-		if t.Known {
-			measured = t.Measured
-			if t.Note != "" {
-				result += " (" + t.Note + ")"
+		b.WriteString("\n### Targets\n\n| target | measured | limit | result |\n| --- | --- | --- | --- |\n")
+		for _, t := range s.Targets() {
+			measured, result := "n/a", benchstat.Outcome(t.Known, t.Met)
+			if t.Known {
+				measured = t.Measured
+				if t.Note != "" {
+					result += " (" + t.Note + ")"
+				}
 			}
+			fmt.Fprintf(b, "| %s | %s | %s | %s |\n", t.Name, measured, t.Limit, result)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, measured, t.Limit, result)
-	}
-	b.WriteString("\n")
-	_, err := io.WriteString(w, b.String())
-	return err
+	})
 }

@@ -208,6 +208,17 @@ func WriteHead(b *strings.Builder, title string, notes []string) {
 	}
 }
 
+// WriteReport writes a benchmark's markdown report to w: the title and
+// the notes (WriteHead), what body writes, then a blank line.
+func WriteReport(w io.Writer, title string, notes []string, body func(b *strings.Builder)) error {
+	var b strings.Builder
+	WriteHead(&b, title, notes)
+	body(&b)
+	b.WriteString("\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
 // WriteTargets writes targets as a markdown table: each one's measure,
 // limit, result and detail.
 func WriteTargets(b *strings.Builder, targets []Target) {
@@ -231,36 +242,33 @@ func WriteTargets(b *strings.Builder, targets []Target) {
 // Print writes the summary as markdown: the tables, the latency rows, the
 // phases of one acquire, the other figures, then the targets.
 func (s *Summary) Print(w io.Writer) error {
-	var b strings.Builder
-	WriteHead(&b, s.Title, s.Notes)
-	for _, t := range s.Tables {
-		b.WriteString("\n| " + strings.Join(t.Head, " | ") + " |\n|")
-		for range t.Head {
-			b.WriteString(" ---: |")
+	return WriteReport(w, s.Title, s.Notes, func(b *strings.Builder) {
+		for _, t := range s.Tables {
+			b.WriteString("\n| " + strings.Join(t.Head, " | ") + " |\n|")
+			for range t.Head {
+				b.WriteString(" ---: |")
+			}
+			b.WriteString("\n")
+			for _, r := range t.Rows {
+				b.WriteString("| " + strings.Join(r, " | ") + " |\n")
+			}
 		}
-		b.WriteString("\n")
-		for _, r := range t.Rows {
-			b.WriteString("| " + strings.Join(r, " | ") + " |\n")
+		if len(s.Latency) > 0 {
+			b.WriteString("\n")
+			writeRows(b, "operation", s.Latency)
 		}
-	}
-	if len(s.Latency) > 0 {
-		b.WriteString("\n")
-		writeRows(&b, "operation", s.Latency)
-	}
-	if len(s.Phases) > 0 {
-		b.WriteString("\n")
-		writeRows(&b, "phase (in-process agent, same code)", s.Phases)
-	}
-	if len(s.Figures) > 0 {
-		b.WriteString("\n| figure | value | note |\n| --- | ---: | --- |\n")
-		for _, f := range s.Figures {
-			fmt.Fprintf(&b, "| %s | %s | %s |\n", f.Name, f.Value, f.Note)
+		if len(s.Phases) > 0 {
+			b.WriteString("\n")
+			writeRows(b, "phase (in-process agent, same code)", s.Phases)
 		}
-	}
-	if len(s.Targets) > 0 {
-		WriteTargets(&b, s.Targets)
-	}
-	b.WriteString("\n")
-	_, err := io.WriteString(w, b.String())
-	return err
+		if len(s.Figures) > 0 {
+			b.WriteString("\n| figure | value | note |\n| --- | ---: | --- |\n")
+			for _, f := range s.Figures {
+				fmt.Fprintf(b, "| %s | %s | %s |\n", f.Name, f.Value, f.Note)
+			}
+		}
+		if len(s.Targets) > 0 {
+			WriteTargets(b, s.Targets)
+		}
+	})
 }
