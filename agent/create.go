@@ -131,19 +131,26 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 }
 
 // prepare makes what the worker's start needs where the agent owns the
-// namespace (containerd): the pinned namespace, then its network (CNI ADD)
+// namespace (containerd): the pinned namespace and its network (CNI ADD)
 // beside the image check, the container's creation (snapshot, spec) and,
 // where the runtime splits it from the start, its task's (shim, runc
-// create), which need only the namespace's path. Together they take the
-// longer of the two instead of their sum (issue 17: the agent's share of
-// a cold acquire); then the task starts: the worker's process runs with
-// its network up.
+// create). The container's spec needs only the namespace's path; the
+// task's creation, where runc joins the namespace, waits for the pin.
+// Together they take the longer of the two instead of their sum (issue
+// 17: the agent's share of a cold acquire); then the task starts: the
+// worker's process runs with its network up.
 func (c *creation) prepare(ctx context.Context) error {
-	if err := c.pin(); err != nil {
-		return err
-	}
+	c.att.NetNS = c.a.nses.Path(c.w.ID)
+	pinned := make(chan error, 1)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return c.attach(gctx) })
+	g.Go(func() error {
+		err := c.pin()
+		pinned <- err
+		if err != nil {
+			return err
+		}
+		return c.attach(gctx)
+	})
 	// A failed ADD does not cut the container's creation short: containerd
 	// goes on with a call whose client gave up (a snapshot prepared after
 	// the rollback's delete looked for it stayed behind), so the creation
@@ -152,6 +159,9 @@ func (c *creation) prepare(ctx context.Context) error {
 	cctx := context.WithoutCancel(ctx)
 	g.Go(func() error {
 		if err := c.createWithImage(cctx); err != nil {
+			return err
+		}
+		if err := <-pinned; err != nil {
 			return err
 		}
 		// The container's delete, registered by create, deletes the task.
@@ -219,14 +229,13 @@ func (c *creation) finish(err error) {
 	}
 }
 
-// pin makes the worker's namespace, where the agent pins it (containerd).
+// pin makes the worker's namespace at c.att.NetNS, where the agent pins
+// it (containerd).
 func (c *creation) pin() error {
-	path, err := c.a.nses.Create(c.w.ID)
-	if err != nil {
+	if _, err := c.a.nses.Create(c.w.ID); err != nil {
 		return errf(Internal, err, "create network namespace")
 	}
 	c.cleanup("remove netns", func(context.Context) error { return c.a.nses.Remove(c.w.ID) })
-	c.att.NetNS = path
 	return nil
 }
 

@@ -31,7 +31,7 @@ const (
 	PhaseStart   = "task create + start (shim, runc)"
 	PhaseReady   = "readiness: first probe → port accepts TCP"
 	PhaseTask    = "task create (shim, runc create), beside CNI ADD"
-	PhaseBeside  = "CNI ADD ∥ (image + container create + task create): the longer"
+	PhaseBeside  = "netns + CNI ADD ∥ (image + container create + task create): the longer"
 	PhaseRest    = "rest of Acquire (bookkeeping, log dir)"
 	PhaseAcquire = "Acquire total, cold"
 	PhaseShare   = "agent's own share (Acquire − task create + start)"
@@ -341,12 +341,13 @@ func (c *ColdProfile) Pair() error {
 	for _, ph := range acquirePhases {
 		c.samples[ph] = append(c.samples[ph], d[ph])
 	}
-	// The network is made beside the image check and the container's
-	// creation: the acquire waits for the longer of the two.
-	beside := max(d[PhaseAdd], d[PhaseImage]+d[PhaseCreate]+d[PhaseTask])
+	// The namespace and its network are made beside the image check and
+	// the container's creation: the acquire waits for the longer of the
+	// two.
+	beside := max(d[PhaseNetNS]+d[PhaseAdd], d[PhaseImage]+d[PhaseCreate]+d[PhaseTask])
 	c.samples[PhaseTask] = append(c.samples[PhaseTask], d[PhaseTask])
 	c.samples[PhaseBeside] = append(c.samples[PhaseBeside], beside)
-	c.samples[PhaseRest] = append(c.samples[PhaseRest], total-d[PhaseNetNS]-beside-(d[PhaseStart]-d[PhaseTask])-d[PhaseReady])
+	c.samples[PhaseRest] = append(c.samples[PhaseRest], total-beside-(d[PhaseStart]-d[PhaseTask])-d[PhaseReady])
 	c.samples[PhaseAcquire] = append(c.samples[PhaseAcquire], total)
 	c.samples[PhaseShare] = append(c.samples[PhaseShare], total-d[PhaseStart])
 
