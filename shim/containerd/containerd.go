@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,6 +56,8 @@ type Runtime struct {
 	c      *client.Client
 	opts   Options
 	images imageCache
+	// leases are Create's leases still being deleted (createLease).
+	leases sync.WaitGroup
 }
 
 var (
@@ -76,7 +79,10 @@ func New(o Options) (*Runtime, error) {
 }
 
 // Close closes the connection.
-func (r *Runtime) Close() error { return r.c.Close() }
+func (r *Runtime) Close() error {
+	r.leases.Wait()
+	return r.c.Close()
+}
 
 func (r *Runtime) ctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, r.opts.Namespace)
@@ -193,6 +199,8 @@ const ShimGroupAnnotation = "io.containerd.runc.v2.group"
 // root file system read-only when spec.ReadOnlyRootfs is set.
 func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	ctx = r.ctx(ctx)
+	lease := r.createLease(ctx)
+	defer r.dropLease(lease)
 	got, err := r.c.GetImage(ctx, s.Image)
 	if errdefs.IsNotFound(err) {
 		return fmt.Errorf("image %s: %w: %w", s.Image, shim.ErrImageAbsent, err)
@@ -254,13 +262,51 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 		opts = append(opts, client.WithSnapshotter(r.opts.Snapshotter))
 	}
 	opts = append(opts, client.WithNewSnapshot(s.ID, img), client.WithNewSpec(specOpts...))
-	if _, err := r.c.NewContainer(ctx, s.ID, opts...); err != nil {
+	l := lease()
+	if l.err != nil {
+		return wrap(l.err, "lease for container %s", s.ID)
+	}
+	if _, err := r.c.NewContainer(l.ctx, s.ID, opts...); err != nil {
 		if errdefs.IsNotFound(err) { // the image's unpacked layers are gone: the parent snapshot is missing
 			return fmt.Errorf("create container %s: image %s is not unpacked: %w: %w", s.ID, s.Image, shim.ErrImageAbsent, err)
 		}
 		return wrap(err, "create container %s", s.ID)
 	}
 	return nil
+}
+
+// leased is a lease made for one Create: its context, how to delete it.
+type leased struct {
+	ctx  context.Context
+	done func(context.Context) error
+	err  error
+}
+
+// createLease starts making the lease that containerd's client would make
+// inside NewContainer, which keeps the new snapshot from the garbage
+// collector until the container refers to it. The client makes it before
+// and deletes it after, inside the call: two bbolt commits, 3.6 ms of a
+// container create here. Create makes it beside GetImage and the spec, and
+// dropLease deletes it after Create has returned; NewContainer, given a
+// context that holds a lease, makes none of its own.
+func (r *Runtime) createLease(ctx context.Context) func() leased {
+	ch := make(chan leased, 1)
+	go func() {
+		lctx, done, err := r.c.WithLease(ctx)
+		ch <- leased{lctx, done, err}
+	}()
+	return sync.OnceValue(func() leased { return <-ch })
+}
+
+// dropLease deletes a lease of createLease's once it is made, off the
+// caller's path; Close waits for it. One that cannot be deleted expires
+// after a day (the client's default).
+func (r *Runtime) dropLease(lease func() leased) {
+	r.leases.Go(func() {
+		if l := lease(); l.err == nil {
+			_ = l.done(context.WithoutCancel(l.ctx))
+		}
+	})
 }
 
 // CreateTask implements shim.TaskCreator: the task of the container

@@ -6,6 +6,7 @@ package containerdtest
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -194,5 +195,44 @@ func TestImageConfigFollowsTheName(t *testing.T) {
 	tag(pause)
 	if moved := process(name); !slices.Equal(moved.Args, []string{"/pause"}) {
 		t.Errorf("after %s moved to the pause image, a worker's args are %q, want [/pause]", name, moved.Args)
+	}
+}
+
+// TestCreateLeavesNoLease: Create makes its lease beside the image lookup
+// and deletes it after it returns; once the adapter is closed (Close waits
+// for those deletes), the namespace holds no lease, whether the create
+// succeeded or failed.
+func TestCreateLeavesNoLease(t *testing.T) {
+	st := stacktest.Require(t)
+	ctx := context.Background()
+	rt, ns := newRuntime(t, st, []string{st.Registry})
+	if err := rt.EnsureImage(ctx, st.WorkerImage); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 3 {
+		id := nstest.RandomHex(8)
+		if err := rt.Create(ctx, shim.WorkerSpec{ID: id, Image: st.WorkerImage}); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rt.Create(ctx, shim.WorkerSpec{ID: nstest.RandomHex(8), Image: st.Registry + "/esb/absent:latest"}); !errors.Is(err, shim.ErrImageAbsent) {
+		t.Errorf("create of an absent image: %v, want shim.ErrImageAbsent", err)
+	}
+	for _, id := range ids {
+		if err := rt.Delete(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rt.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := st.Ctr(ctx, ns, "leases", "ls", "-q").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr leases ls: %v: %s", err, out)
+	}
+	if left := strings.TrimSpace(string(out)); left != "" {
+		t.Errorf("leases left in %s after Create and Close: %s", ns, left)
 	}
 }
