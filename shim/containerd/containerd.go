@@ -299,15 +299,21 @@ func (r *Runtime) createLease(ctx context.Context) func() leased {
 }
 
 // dropLease deletes a lease of createLease's once it is made, off the
-// caller's path; Close waits for it. One that cannot be deleted expires
-// after a day (the client's default).
+// caller's path, within leaseDropTimeout; Close waits for it. One that
+// cannot be deleted expires after a day (the client's default).
 func (r *Runtime) dropLease(lease func() leased) {
 	r.leases.Go(func() {
 		if l := lease(); l.err == nil {
-			_ = l.done(context.WithoutCancel(l.ctx))
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(l.ctx), leaseDropTimeout)
+			defer cancel()
+			_ = l.done(ctx)
 		}
 	})
 }
+
+// leaseDropTimeout bounds dropLease's delete, so that Close does not wait
+// for a containerd that stopped answering.
+const leaseDropTimeout = 10 * time.Second
 
 // CreateTask implements shim.TaskCreator: the task of the container
 // (its shim, and runc's container with its process waiting to be
