@@ -61,6 +61,18 @@ func newRuntime(t *testing.T, st stacktest.Stack, plain []string) (*containerd.R
 	return rt, ns
 }
 
+// workerRuntime is newRuntime with the stack's registry allowed and the
+// worker image present.
+func workerRuntime(t *testing.T) (stacktest.Stack, *containerd.Runtime, string) {
+	t.Helper()
+	st := stacktest.Require(t)
+	rt, ns := newRuntime(t, st, []string{st.Registry})
+	if err := rt.EnsureImage(context.Background(), st.WorkerImage); err != nil {
+		t.Fatal(err)
+	}
+	return st, rt, ns
+}
+
 func TestPullNeedsPlainHTTPOptIn(t *testing.T) {
 	st := stacktest.Require(t)
 	ctx := context.Background()
@@ -87,12 +99,8 @@ func TestPullNeedsPlainHTTPOptIn(t *testing.T) {
 // output to spec.LogPath; the contract common to every runtime is
 // TestConformance's.
 func TestWorkerSpec(t *testing.T) {
-	st := stacktest.Require(t)
+	st, rt, ns := workerRuntime(t)
 	ctx := context.Background()
-	rt, ns := newRuntime(t, st, []string{st.Registry})
-	if err := rt.EnsureImage(ctx, st.WorkerImage); err != nil {
-		t.Fatal(err)
-	}
 	id := nstest.RandomHex(8)
 	logPath := filepath.Join(t.TempDir(), id+".log")
 	spec := shim.WorkerSpec{ID: id, Image: st.WorkerImage, Env: map[string]string{"ESB_FUNCTION": "hello", "PORT": "8080"},
@@ -136,14 +144,11 @@ var pauseBuilt stacktest.ScriptImage
 // name moved to other content gets that content's configuration, not the
 // remembered one.
 func TestImageConfigFollowsTheName(t *testing.T) {
-	st := stacktest.Require(t)
+	st, rt, ns := workerRuntime(t)
 	ctx := context.Background()
-	rt, ns := newRuntime(t, st, []string{st.Registry})
 	pause := pauseBuilt.Ref(t, 5*time.Minute, "scripts/pause-image.sh", "ESB_REGISTRY="+st.Registry)
-	for _, ref := range []string{st.WorkerImage, pause} {
-		if err := rt.EnsureImage(ctx, ref); err != nil {
-			t.Fatal(err)
-		}
+	if err := rt.EnsureImage(ctx, pause); err != nil {
+		t.Fatal(err)
 	}
 	name := st.Registry + "/esb/moved-" + nstest.RandomHex(4) + ":latest"
 	tag := func(src string) {
@@ -203,12 +208,8 @@ func TestImageConfigFollowsTheName(t *testing.T) {
 // for those deletes), the namespace holds no lease, whether the create
 // succeeded or failed.
 func TestCreateLeavesNoLease(t *testing.T) {
-	st := stacktest.Require(t)
+	st, rt, ns := workerRuntime(t)
 	ctx := context.Background()
-	rt, ns := newRuntime(t, st, []string{st.Registry})
-	if err := rt.EnsureImage(ctx, st.WorkerImage); err != nil {
-		t.Fatal(err)
-	}
 	var ids []string
 	for range 3 {
 		id := nstest.RandomHex(8)
