@@ -297,7 +297,6 @@ func (s *Summary) Targets() []Target {
 // Print writes the summary as markdown tables, the targets last.
 func (s *Summary) Print(w io.Writer) error {
 	return benchstat.WriteReport(w, s.Title, s.Notes, func(b *strings.Builder) {
-
 		if len(s.Apply) > 0 {
 			b.WriteString("\n### Manager.Apply (table ip esb)\n\n| forwards | what | samples | p50 ms | mean ms | max ms |\n| ---: | --- | ---: | ---: | ---: | ---: |\n")
 			for _, r := range s.Apply {
