@@ -460,6 +460,14 @@ func (r *results) measureLive(b *testing.B, e *env, p *agentProc, prof *agenttes
 	}
 }
 
+// readyRatio is the figure cold acquire p50 / (cli + port accepts TCP)
+// p50, when both were measured.
+func readyRatio(cold, ready Samples, cli string) (Figure, bool) {
+	r, ok := benchstat.Ratio(cold.P50(), ready.P50())
+	return Figure{Name: "cold acquire p50 / (" + cli + " + port accepts TCP) p50",
+		Value: fmt.Sprintf("%.2f×", r), Note: "same readiness on both sides"}, ok
+}
+
 func mibOf(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/mib) }
 
 func perSecond(n int, d time.Duration) string {
@@ -506,9 +514,8 @@ func (r *results) summary(e *env, notes []string) *Summary {
 		{Name: fmt.Sprintf("ctr run -d, %d concurrent", clients), Samples: r.ctrConc, Note: "ctr's throughput round"},
 	}
 	s.Phases = r.phases
-	if len(r.cold) > 0 && len(r.ctrReady) > 0 {
-		s.Figures = append(s.Figures, Figure{Name: "cold acquire p50 / (ctr run -d + port accepts TCP) p50",
-			Value: fmt.Sprintf("%.2f×", float64(r.cold.P50())/float64(r.ctrReady.P50())), Note: "same readiness on both sides"})
+	if f, ok := readyRatio(r.cold, r.ctrReady, "ctr run -d"); ok {
+		s.Figures = append(s.Figures, f)
 	}
 	if r.throughputWall > 0 {
 		s.Figures = append(s.Figures, Figure{Name: fmt.Sprintf("throughput, %d clients, %d acquire+release cycles", clients, throughputCycles),

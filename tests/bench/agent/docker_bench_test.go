@@ -63,9 +63,8 @@ func (r *results) dockerSummary(e *env, notes []string) *Summary {
 		{Name: base + " + port accepts TCP", Samples: r.ctrReady, Note: "from the same start"},
 		{Name: "esb-agent ReleaseWorker", Samples: r.release, Note: "CNI DEL, stop (2 s grace), remove"},
 	}
-	if len(r.cold) > 0 && len(r.ctrReady) > 0 {
-		s.Figures = append(s.Figures, Figure{Name: "cold acquire p50 / (" + base + " + port accepts TCP) p50",
-			Value: fmt.Sprintf("%.2f×", float64(r.cold.P50())/float64(r.ctrReady.P50())), Note: "same readiness on both sides"})
+	if f, ok := readyRatio(r.cold, r.ctrReady, base); ok {
+		s.Figures = append(s.Figures, f)
 	}
 	if r.leftChecked {
 		left := "nothing"
