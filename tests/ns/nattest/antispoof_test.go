@@ -24,9 +24,12 @@ func nftList(t *testing.T, nsPath string, family, table string) string {
 	return out
 }
 
+// golden compares got with nat/testdata/name: the goldens nat's unit
+// tests compare Render with, so the kernel's listing, Render and a
+// Manager are held to one text.
 func golden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
+	path := filepath.Join("..", "..", "..", "nat", "testdata", name)
 	if os.Getenv("UPDATE_GOLDEN") != "" {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
