@@ -97,7 +97,8 @@ func renderNAT(b *strings.Builder, table string, r *conf.NATRules) {
 		comment(fmt.Sprintf("ip daddr %s icmp type echo-request accept", gw), "ping the gateway")}
 	forward := []string{notFrom, comment("oifname "+br+" accept", "bridged between ports: the bridge decides"), replies, toProxy}
 	if r.Egress == conf.EgressProxyOnly {
-		input, forward = append(input, proxyOnly), append(forward, proxyOnly)
+		input = append(input, comment("tcp flags ! syn accept", tcpNoSYNComment), proxyOnly)
+		forward = append(forward, proxyOnly)
 	}
 	input, forward = append(slices.Clone(isolate), input...), append(slices.Clone(isolate), forward...)
 	chain("input", "type filter hook input priority filter - 5; policy accept;", input...)

@@ -57,6 +57,10 @@ func targetKey(proto string, to netip.AddrPort) []byte {
 }
 
 // build renders a rule set as the table it should produce.
+// tcpNoSYNComment names the input rule that lets TCP segments without SYN
+// reach the node (see build).
+const tcpNoSYNComment = "tcp without syn: the node's connections conntrack lost"
+
 func (t *tables) build(r *conf.NATRules) *desired {
 	d := &desired{chains: []*nftables.Chain{t.prerouting, t.input, t.forward}}
 	seenTarget := map[string]bool{}
@@ -158,6 +162,20 @@ func (t *tables) build(r *conf.NATRules) *desired {
 	rule(t.forward, "forwarded to the proxy", cat(toTarget, one(accept))...)
 
 	if r.Egress == conf.EgressProxyOnly {
+		// A connection the node opened while its ruleset was flushed (no
+		// table here, so conntrack tracked nothing) is picked up mid-stream
+		// by conntrack as new once the table is back: without this rule
+		// the worker's answers are dropped until its retransmissions give
+		// up (about 26 s). A segment without SYN cannot open a connection
+		// to the node; kept out of forward, where it could carry data out.
+		rule(t.input, tcpNoSYNComment, one(
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x02 /* SYN */}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+			accept,
+		)...)
 		rule(t.input, "egress proxy-only", drop...)
 		rule(t.forward, "egress proxy-only", drop...)
 		return d

@@ -1,12 +1,17 @@
 package nattest
 
 import (
+	"bufio"
+	"context"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
 const (
@@ -132,4 +137,58 @@ func TestWatchRestoresEditedRule(t *testing.T) {
 	if got := n.list("ip", nat.TableName); got != want {
 		t.Errorf("Watch left the edited guard in place for %v:\n%s", repairLimit, got)
 	}
+}
+
+// TestNodeConnectionAcrossFlush: a connection the node opens to a worker
+// while its ruleset is flushed (no table, so conntrack tracks nothing in
+// the node) keeps working once the table is back. conntrack then meets the
+// worker's answer mid-stream and calls it new; input must let it through
+// (the Gateway's call to a worker during a firewall reload), while a
+// worker's new connection to the node stays blocked.
+func TestNodeConnectionAcrossFlush(t *testing.T) {
+	n := newNode(t)
+	w := n.attach()
+	r := rules(t, rulesLo)
+	n.mustApply(r, nat.Rebuilt)
+	l, err := nodetest.Listen(w.NS, "tcp4", net.JoinHostPort(w.IP.String(), "8080"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	answer := make(chan struct{})
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer func() { _ = c.Close() }()
+		select {
+		case <-answer:
+			_, _ = io.WriteString(c, "answer\n")
+		case <-time.After(cmdTimeout):
+		}
+	}()
+
+	n.inNS("nft", "flush", "ruleset")
+	var c net.Conn
+	err = n.InNode(func(ctx context.Context) error {
+		var err error
+		c, err = (&net.Dialer{Timeout: dialTimeout}).DialContext(ctx, "tcp4", net.JoinHostPort(w.IP.String(), "8080"))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dial the worker with the ruleset flushed: %v", err)
+	}
+	defer func() { _ = c.Close() }()
+	n.mustApply(r, nat.Rebuilt)
+	close(answer)
+	_ = c.SetReadDeadline(time.Now().Add(dialTimeout))
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || got != "answer\n" {
+		t.Errorf("the worker's answer on a connection the node opened during the flush: %q, %v; want it within %v (input drops it as new)",
+			got, err, dialTimeout)
+	}
+	nodeSvc := net.JoinHostPort(nodeAddr, "7000")
+	listenTCP(t, n.NS, nodeSvc)
+	w.expectBlocked("the worker's new connection to the node after the flush", nodeSvc)
 }
