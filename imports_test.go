@@ -12,8 +12,9 @@ import (
 
 const module = "github.com/edge-serverless-box/esbnet"
 
-// mayImport is DESIGN.md's layout as import rules: for each part of the
-// tree, the esbnet packages its (non-test) files may import. A package
+// mayImport is the layout of docs/architecture.md as import rules: for
+// each part of the tree, the esbnet packages its (non-test) files may
+// import. A package
 // takes the rule of its longest matching entry; tests/ may import anything
 // and has no entry. Dependencies point one way: conf <- ipam / nat <-
 // plugins; conf <- shim <- agent <- commands.
@@ -30,7 +31,7 @@ var mayImport = map[string][]string{
 	"agent/api":          {},
 	"internal/buildinfo": {},
 	"internal/testpki":   {},
-	"internal":           {"conf", "ipam", "nat", "shim", "agent/api", "internal"},
+	"internal":           {"conf", "ipam", "nat", "agent/api", "internal"},
 	"cmd":                {"internal", "conf"},
 	"cmd/esb-node":       {"internal", "conf", "cmd/esb-node"},
 }
@@ -68,7 +69,7 @@ type pkg struct {
 	imports  []string
 }
 
-// TestImportDirections fails when an import runs against DESIGN.md's
+// TestImportDirections fails when an import runs against docs/architecture.md's
 // arrows, or a binary links what it must not. It reads the real graph with
 // `go list -deps ./...` (no root, no daemons).
 func TestImportDirections(t *testing.T) {
@@ -171,11 +172,11 @@ func violations(pkgs map[string]*pkg) []string {
 			for _, imp := range p.imports {
 				to, ours := strings.CutPrefix(imp, module+"/")
 				if ours && !slices.ContainsFunc(mayImport[rule], func(a string) bool { return under(to, a) }) {
-					v = append(v, fmt.Sprintf("%s imports %s: %s/ may import only %q (DESIGN.md, Layout)", rel, imp, rule, mayImport[rule]))
+					v = append(v, fmt.Sprintf("%s imports %s: %s/ may import only %q (docs/architecture.md, Layout)", rel, imp, rule, mayImport[rule]))
 				}
 			}
 		} else {
-			v = append(v, fmt.Sprintf("%s is in no part of DESIGN.md's layout: add it to mayImport", rel))
+			v = append(v, fmt.Sprintf("%s is in no part of docs/architecture.md's layout: add it to mayImport", rel))
 		}
 		if libs, ok := onlyLibraries[rel]; ok {
 			for _, imp := range p.imports {

@@ -10,7 +10,8 @@ import (
 	"fmt"
 )
 
-// Fixed names and defaults of the esb network (see shared/DESIGN.md).
+// Fixed names and defaults of the esb network (docs/architecture.md, Fixed
+// names and defaults).
 const (
 	NetworkName     = "esb"
 	BridgeName      = "esb-cni0"

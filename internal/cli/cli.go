@@ -18,8 +18,9 @@ import (
 const usage = `esbctl: the esbnet operator's tool
 
 Usage:
-  esbctl conflist [-o FILE] [-force] [-cni-version V]
-                                       print the default esb network conflist, or write it to FILE
+  esbctl conflist [-o FILE] [-force] [-cni-version V] [-network N -subnet CIDR]
+                                       print the default esb network conflist (or another
+                                       stack's), or write it to FILE
   esbctl nat apply|show|delete|watch   manage the nftables DNAT of 10.88.0.1 to the local proxy ("esbctl nat -h")
   esbctl acquire|release|ls|pause|resume|metrics|invoke|status
                                        talk to esb-agent ("esbctl acquire -h")

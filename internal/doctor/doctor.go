@@ -35,7 +35,7 @@ const (
 
 // Finding is one check's result.
 type Finding struct {
-	Check   string `json:"check"` // kernel, sysctl, conflist, plugins, bridge, subnet, nftables, antispoof, ipam, ports, neigh, pids, inotify, files, conntrack, runtime, registry, proxy, dns
+	Check   string `json:"check"` // kernel, sysctl, conflist, stacks, plugins, bridge, subnet, nftables, antispoof, ipam, ports, neigh, pids, inotify, files, conntrack, runtime, registry, proxy, dns
 	Status  Status `json:"status"`
 	Message string `json:"message"`
 	Fix     string `json:"fix,omitempty"` // a command (or the steps) that fixes it

@@ -144,8 +144,9 @@ func guardToAccept(n *node) []string {
 }
 
 // TestApplyRestoresEditedTable edits table ip esb in ways that keep every
-// rule's comment and checks that Apply restores the table. DESIGN.md: "a
-// flushed or edited table is restored".
+// rule's comment and checks that Apply restores the table (the nat
+// contract of docs/architecture.md: Watch restores a flushed or edited
+// table).
 func TestApplyRestoresEditedTable(t *testing.T) {
 	for _, edit := range []struct {
 		what string
