@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -167,10 +168,15 @@ func TestListCreatedAtIsHandOver(t *testing.T) {
 	if err != nil || got.Id != pooled.ID {
 		t.Fatalf("second ensure %v %v, want the pooled worker %s", got, err, pooled.ID)
 	}
-	list, _ := s.ListContainers(ctx, &agentv1.ListContainersRequest{OwnerId: "gw"})
-	for _, c := range list.Containers {
-		if c.ContainerId == pooled.ID && time.Now().Unix()-c.CreatedAt > 60 {
-			t.Errorf("pooled worker lists created_at %d, %d s ago", c.CreatedAt, time.Now().Unix()-c.CreatedAt)
-		}
+	list, err := s.ListContainers(ctx, &agentv1.ListContainersRequest{OwnerId: "gw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(list.Containers, func(c *agentv1.ContainerState) bool { return c.ContainerId == pooled.ID })
+	if i < 0 {
+		t.Fatalf("ListContainers(gw) = %v, without the handed-over worker %s", list.Containers, pooled.ID)
+	}
+	if c := list.Containers[i]; time.Now().Unix()-c.CreatedAt > 60 {
+		t.Errorf("pooled worker lists created_at %d, %d s ago", c.CreatedAt, time.Now().Unix()-c.CreatedAt)
 	}
 }

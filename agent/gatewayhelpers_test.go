@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -96,10 +97,15 @@ func checkGatewayInvoke(t *testing.T, r *rig, s *Server, inv *agentv1.InvokeWork
 			used = w.LastUsed
 		}
 	}
-	list, _ := s.ListContainers(ctx, &agentv1.ListContainersRequest{OwnerId: "gw"})
-	for _, c := range list.Containers {
-		if c.ContainerId == id && (used.IsZero() || c.LastUsedAt != used.Unix()) {
-			t.Errorf("last_used_at %d after an invoke at %v", c.LastUsedAt, used)
-		}
+	list, err := s.ListContainers(ctx, &agentv1.ListContainersRequest{OwnerId: "gw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(list.Containers, func(c *agentv1.ContainerState) bool { return c.ContainerId == id })
+	if i < 0 {
+		t.Fatalf("ListContainers(gw) = %v, without the invoked worker %s", list.Containers, id)
+	}
+	if c := list.Containers[i]; used.IsZero() || c.LastUsedAt != used.Unix() {
+		t.Errorf("last_used_at %d after an invoke at %v", c.LastUsedAt, used)
 	}
 }

@@ -74,13 +74,15 @@ func TestReconcile(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("adopted %v", got)
 	}
+	byID := map[string]Worker{}
 	for _, w := range got {
-		if w.ID == keep.ID && (w.IP != keep.IP || w.State != StateBusy || w.Function != "hello") {
-			t.Errorf("adopted %+v, was %+v", w, keep)
-		}
-		if w.ID == paused.ID && w.State != StatePaused {
-			t.Errorf("paused worker adopted as %s", w.State)
-		}
+		byID[w.ID] = w
+	}
+	if w, ok := byID[keep.ID]; !ok || w.IP != keep.IP || w.State != StateBusy || w.Function != "hello" {
+		t.Errorf("adopted %+v (found: %v), was %+v", w, ok, keep)
+	}
+	if w, ok := byID[paused.ID]; !ok || w.State != StatePaused {
+		t.Errorf("paused worker adopted as %+v (found: %v)", w, ok)
 	}
 	if ids := r.rt.IDs(); len(ids) != 2 {
 		t.Errorf("containers after reconcile %v", ids)

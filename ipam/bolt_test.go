@@ -86,7 +86,14 @@ func TestBoltLockTimesOut(t *testing.T) {
 		}
 		done <- err
 	}()
+	// The waiter must still be waiting while the holder has the store (the
+	// pause gives it time to try; it proves nothing by itself).
 	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("a waiter got in while another store held the lock: %v", err)
+	default:
+	}
 	if err := holder.Close(); err != nil {
 		t.Fatal(err)
 	}

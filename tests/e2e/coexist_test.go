@@ -41,17 +41,18 @@ type nodeDockerd struct {
 	cmd              *exec.Cmd
 	exited           chan struct{}
 	log              *nodetest.SyncBuffer
+	answered         bool // it answered once: a stopped one is started again for the teardown
 }
 
 // start runs the dockerd and waits until it answers.
 func (d *nodeDockerd) start(t *testing.T) {
 	t.Helper()
-	d.cmd = exec.Command("nsenter", d.args...)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	if err := d.cmd.Start(); err != nil {
+	cmd := exec.Command("nsenter", d.args...)
+	cmd.Stdout, cmd.Stderr = d.log, d.log
+	if err := cmd.Start(); err != nil {
 		t.Fatalf("start dockerd: %v", err)
 	}
-	d.exited = make(chan struct{})
+	d.cmd, d.exited = cmd, make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(d.cmd, d.exited)
 	exited, err := waitDaemon("dockerd", d.exited, 50*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -65,6 +66,7 @@ func (d *nodeDockerd) start(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dockerd does not answer on %s within %s: %v\n%s", d.sock, daemonStartTimeout, err, d.log.String())
 	}
+	d.answered = true
 }
 
 // waitDaemon calls ping every interval until it answers, the daemon
@@ -131,6 +133,9 @@ func (e *env) startNodeDockerd() *nodeDockerd {
 	}
 	d := &nodeDockerd{sock: filepath.Join(short, "docker.sock"), root: filepath.Join(e.Base, "dockerd-root"), short: short,
 		exec: filepath.Join(short, "x"), log: &nodetest.SyncBuffer{}, stackDC: e.dc, stackSock: e.stack.DockerSock}
+	// From here on, whatever fails: the daemon is stopped and its
+	// directories removed.
+	e.t.Cleanup(func() { e.stopNodeDockerd(d) })
 	cfg := map[string]any{
 		"data-root": d.root, "exec-root": d.exec, "pidfile": filepath.Join(short, "dockerd.pid"),
 		"hosts": []string{"unix://" + d.sock}, "storage-driver": "overlay2", "iptables": true, "ip6tables": false,
@@ -151,7 +156,6 @@ func (e *env) startNodeDockerd() *nodeDockerd {
 	}
 	d.dc = dc
 	d.start(e.t)
-	e.t.Cleanup(func() { e.stopNodeDockerd(d) })
 	ctx, cancel := cmdCtx()
 	defer cancel()
 	// The stack's dockerd holds the image only after something pulled it
@@ -189,10 +193,12 @@ func (e *env) startNodeDockerd() *nodeDockerd {
 // removes its files and gives the env back the stack's dockerd.
 func (e *env) stopNodeDockerd(d *nodeDockerd) {
 	t := e.t
-	if d.cmd == nil {
+	if d.cmd == nil && d.answered {
 		d.start(t) // the test failed while it was stopped
 	}
-	e.teardown()
+	if d.answered {
+		e.teardown()
+	}
 	if !d.stop() {
 		t.Errorf("the node's dockerd did not stop within %s of SIGTERM", agentStopTimeout)
 	}
@@ -200,7 +206,9 @@ func (e *env) stopNodeDockerd(d *nodeDockerd) {
 		t.Logf("the node's dockerd:\n%s", tail(d.log.String(), 40))
 	}
 	e.dc, e.stack.DockerSock = d.stackDC, d.stackSock
-	_ = d.dc.Close()
+	if d.dc != nil {
+		_ = d.dc.Close()
+	}
 	for _, dir := range []string{d.root, d.short} {
 		if err := unmountUnder(dir); err != nil {
 			t.Errorf("unmount under %s: %v", dir, err)

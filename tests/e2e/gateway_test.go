@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,11 +71,14 @@ func testGatewayContract(t *testing.T, e *env) {
 	if _, err := api.PauseContainer(rpcCtx(t), &agentv1.PauseContainerRequest{ContainerId: w1.GetId(), OwnerId: owner}); err != nil {
 		t.Fatalf("PauseContainer: %v", err)
 	}
-	l, _ = api.ListContainers(rpcCtx(t), &agentv1.ListContainersRequest{OwnerId: owner})
-	for _, c := range l.GetContainers() {
-		if c.GetContainerId() == w1.GetId() && c.GetStatus() != "PAUSED" {
-			t.Errorf("paused worker listed %q", c.GetStatus())
-		}
+	l, err = api.ListContainers(rpcCtx(t), &agentv1.ListContainersRequest{OwnerId: owner})
+	if err != nil {
+		t.Fatalf("ListContainers after the pause: %v", err)
+	}
+	if i := slices.IndexFunc(l.GetContainers(), func(c *agentv1.ContainerState) bool { return c.GetContainerId() == w1.GetId() }); i < 0 {
+		t.Errorf("ListContainers after the pause = %v, without worker %s", l.GetContainers(), w1.GetId())
+	} else if got := l.GetContainers()[i].GetStatus(); got != "PAUSED" {
+		t.Errorf("paused worker listed %q", got)
 	}
 	inv := &agentv1.InvokeWorkerRequest{ContainerId: w1.GetId(), OwnerId: owner, Payload: []byte(`{"via":"agent"}`),
 		Headers: map[string]string{"Content-Type": "application/json"}, TimeoutMs: 10000}

@@ -66,6 +66,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 		e.t.Fatal(err)
 	}
 	shared := e.stack
+	// Runs last: a daemon that never answered (start failed the test) is
+	// still killed.
+	e.t.Cleanup(func() { c.stop(syscall.SIGKILL) })
 	c.start()
 	e.stack.ContainerdSock = c.sock()
 	e.t.Cleanup(func() {
@@ -95,12 +98,13 @@ func (c *ownContainerd) start() {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	c.cmd = exec.Command("containerd", "--config", filepath.Join(c.dir, "config.toml"))
-	c.cmd.Stdout, c.cmd.Stderr = log, log
-	if err := c.cmd.Start(); err != nil {
+	cmd := exec.Command("containerd", "--config", filepath.Join(c.dir, "config.toml"))
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		_ = log.Close()
 		c.t.Fatalf("start containerd: %v", err)
 	}
-	c.exited = make(chan struct{})
+	c.cmd, c.exited = cmd, make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); _ = log.Close(); close(done) }(c.cmd, c.exited)
 	exited, err := waitDaemon("containerd", c.exited, 100*time.Millisecond, func() error {
 		_, err := nodetest.Run(2*time.Second, nil, "ctr", "--address", c.sock(), "version")

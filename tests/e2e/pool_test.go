@@ -62,9 +62,6 @@ func testWarmPool(t *testing.T, e *env) {
 	if !w2.GetWarm() || w2.GetId() != idle.GetId() || w2.GetIp() != idle.GetIp() {
 		t.Errorf("second acquire = %+v, want the idle worker %s, warm", w2, idle.GetId())
 	}
-	if warm > time.Second || warm > cold {
-		t.Errorf("warm acquire took %v (cold %v), want well under a second", warm, cold)
-	}
 	// containerd relabels the worker; Docker cannot (its label keeps the
 	// pool's empty owner), so only the agent's state file knows.
 	wantLabel := "owner-b"

@@ -40,8 +40,11 @@ func TestRunLoad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if len(rs) != 1 {
+				t.Fatalf("RunLoad = %+v, want one result", rs)
+			}
 			res := rs[0]
-			if len(rs) != 1 || res.Conns != tc.conns || res.Errors != tc.err {
+			if res.Conns != tc.conns || res.Errors != tc.err {
 				t.Fatalf("RunLoad = %+v, want %d conns and %d errors", rs, tc.conns, tc.err)
 			}
 			if !strings.Contains(res.FirstErr, tc.firstErr) {
@@ -64,8 +67,11 @@ func TestRunLoad(t *testing.T) {
 
 	// Two addresses (the same server twice) are taken in turn.
 	rs, err := RunLoad(context.Background(), LoadConfig{Addrs: []string{addr, addr}, Duration: 100 * time.Millisecond})
-	if err != nil || len(rs) != 2 || rs[0].Conns == 0 || rs[0].Conns-rs[1].Conns > 1 || rs[0].Conns < rs[1].Conns {
-		t.Errorf("100ms round over two addresses = %+v, %v", rs, err)
+	if err != nil || len(rs) != 2 {
+		t.Fatalf("100ms round over two addresses = %+v, %v; want two results", rs, err)
+	}
+	if rs[0].Conns == 0 || rs[0].Conns-rs[1].Conns > 1 || rs[0].Conns < rs[1].Conns {
+		t.Errorf("100ms round over two addresses = %+v", rs)
 	}
 	if rs[0].Seconds+rs[1].Seconds < 0.05 || rs[0].Seconds+rs[1].Seconds > 5 {
 		t.Errorf("connection time of a 100ms round = %v + %v s", rs[0].Seconds, rs[1].Seconds)

@@ -699,6 +699,9 @@ func (n *node) teardown() {
 		for len(pidsWithArg(n.socket())) > 0 && time.Now().Before(deadline) {
 			time.Sleep(pollInterval)
 		}
+		if left := pidsWithArg(n.socket()); len(left) > 0 {
+			t.Errorf("teardown: shims %v outlived SIGKILL by %s", left, stopTimeout)
+		}
 		// A killed shim leaves its socket in /run/containerd/s, named by
 		// the hash containerd 1.6 gives <address>/<namespace>/<id>.
 		for id := range n.seen {

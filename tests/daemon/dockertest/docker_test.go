@@ -6,6 +6,8 @@ package dockertest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
@@ -140,11 +144,38 @@ func TestEnsureImage(t *testing.T) {
 	if _, err := dc.ImageInspect(ctx, st.WorkerImage); err != nil {
 		t.Fatalf("after EnsureImage: %v", err)
 	}
+	if n := imagePulls(t, dc, start, time.Now()); rmErr == nil && n == 0 {
+		t.Errorf("dockerd reports no pull of %s after the image was removed", st.WorkerImage)
+	}
+	// Present: a second call does not pull.
 	start = time.Now()
 	if err := rt.EnsureImage(ctx, st.WorkerImage); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("EnsureImage of a present image took %s", time.Since(start))
+	if n := imagePulls(t, dc, start, time.Now()); n != 0 {
+		t.Errorf("EnsureImage of a present image pulled it (%d pull events)", n)
+	}
+}
+
+// imagePulls counts dockerd's image pull events between since and until.
+func imagePulls(t *testing.T, dc *client.Client, since, until time.Time) int {
+	t.Helper()
+	ctx := testCtx(t)
+	ts := func(tm time.Time) string { return fmt.Sprintf("%d.%09d", tm.Unix(), tm.Nanosecond()) }
+	msgs, errs := dc.Events(ctx, events.ListOptions{Since: ts(since), Until: ts(until.Add(time.Millisecond)),
+		Filters: filters.NewArgs(filters.Arg("type", string(events.ImageEventType)), filters.Arg("event", "pull"))})
+	n := 0
+	for {
+		select {
+		case <-msgs:
+			n++
+		case err := <-errs:
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("dockerd's events: %v", err)
+			}
+			return n
+		}
+	}
 
 }
 

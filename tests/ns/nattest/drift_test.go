@@ -154,9 +154,10 @@ func TestNodeConnectionAcrossFlush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = l.Close() }()
-	answer := make(chan struct{})
+	answer, ended := make(chan struct{}), make(chan struct{})
+	accepted := make(chan struct{})
 	go func() {
+		defer close(accepted)
 		c, err := l.Accept()
 		if err != nil {
 			return
@@ -165,9 +166,10 @@ func TestNodeConnectionAcrossFlush(t *testing.T) {
 		select {
 		case <-answer:
 			_, _ = io.WriteString(c, "answer\n")
-		case <-time.After(cmdTimeout):
+		case <-ended:
 		}
 	}()
+	defer func() { close(ended); _ = l.Close(); <-accepted }()
 
 	n.inNS("nft", "flush", "ruleset")
 	var c net.Conn

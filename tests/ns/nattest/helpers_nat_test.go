@@ -469,11 +469,8 @@ func (n *node) watch(r *conf.NATRules, interval time.Duration) (<-chan nat.Event
 	case <-time.After(10 * time.Second):
 		n.t.Fatal("Watch made no start pass within 10s")
 	}
-	// Watch subscribes to notifications only after its start pass and
-	// gives no sign when it listens; a change before that waits for the
-	// periodic pass. Give it a moment so the tests measure the
-	// notification path.
-	time.Sleep(100 * time.Millisecond)
+	// Watch subscribes to notifications before its start pass, so a
+	// change made from here on reaches it by the notification path.
 	return events, stop
 }
 
