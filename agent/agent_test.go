@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -219,21 +220,25 @@ func TestAcquireErrorsAreClassified(t *testing.T) {
 
 // A creation that fails oddly while the runtime is going away (dockerd
 // stops its containers before it closes its API) answers Unavailable; the
-// same failure with the runtime up stays Internal.
+// same failure with the runtime up stays Internal. In a synctest bubble,
+// so the runtime goes down 300 ms into the agent's watch on fake time,
+// whatever the machine's load.
 func TestCreateFailureWhileRuntimeGoes(t *testing.T) {
-	r := newRig(t, Config{})
-	r.rt.FailCreate(errors.New("container exited: it has no network namespace"))
-	if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Internal {
-		t.Fatalf("runtime up: got %v (%v), want Internal", CodeOf(err), err)
-	}
-	go func() {
-		time.Sleep(300 * time.Millisecond)
-		r.rt.SetDown(true)
-	}()
-	if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Unavailable {
-		t.Fatalf("runtime going away: got %v (%v), want Unavailable", CodeOf(err), err)
-	}
-	r.assertEmpty(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, Config{})
+		r.rt.FailCreate(errors.New("container exited: it has no network namespace"))
+		if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Internal {
+			t.Fatalf("runtime up: got %v (%v), want Internal", CodeOf(err), err)
+		}
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			r.rt.SetDown(true)
+		}()
+		if _, err := r.a.Acquire(context.Background(), req("o1")); CodeOf(err) != Unavailable {
+			t.Fatalf("runtime going away: got %v (%v), want Unavailable", CodeOf(err), err)
+		}
+		r.assertEmpty(t)
+	})
 }
 
 func TestRequestIDReturnsSameWorker(t *testing.T) {
