@@ -336,7 +336,7 @@ func (r *Runtime) newTask(ctx context.Context, c client.Container) (client.Task,
 	logPath := info.Labels[labelLog]
 	creator := cio.NullIO
 	if logPath != "" {
-		creator = cio.LogFile(logPath)
+		creator = logFile(logPath)
 	}
 	task, err := c.NewTask(ctx, creator)
 	if err != nil {
@@ -404,6 +404,9 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) erro
 		return wrap(err, "task of %s", id)
 	}
 	status, err := task.Status(ctx)
+	if errdefs.IsNotFound(err) {
+		return nil // deleted since it was loaded (WaitExit deletes an ended task)
+	}
 	if err != nil {
 		return wrap(err, "status of %s", id)
 	}
@@ -414,6 +417,9 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) erro
 	}
 	if status.Status != client.Stopped {
 		exit, err := task.Wait(ctx)
+		if errdefs.IsNotFound(err) {
+			return nil
+		}
 		if err != nil {
 			return wrap(err, "wait for %s", id)
 		}
