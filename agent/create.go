@@ -279,11 +279,14 @@ func (c *creation) create(ctx context.Context) error {
 func (c *creation) startTask(ctx context.Context) error {
 	rt, id := c.a.rt, c.w.ID
 	netns, err := rt.Start(ctx, id)
-	if err != nil {
+	if err != nil && !rt.OwnsNetNS() {
 		return c.a.runtimeErr(err, "start worker")
 	}
 	c.cleanup("stop worker", func(ctx context.Context) error { return rt.Stop(ctx, id, 0) })
 	c.exited = rt.WaitExit(c.watchCtx, id, c.since)
+	if err != nil { // Docker: a worker that ended at once took its namespace
+		return c.attachAfterStartErr(c.a.runtimeErr(err, "start worker"))
+	}
 	if rt.OwnsNetNS() {
 		c.att.NetNS = netns
 	}
@@ -294,11 +297,11 @@ func (c *creation) startTask(ctx context.Context) error {
 // for the report of the worker's exit, which follows the exit closely.
 const exitReportWait = 2 * time.Second
 
-// attachAfterStartErr classifies a failed attach to a namespace the
-// runtime made (Docker): a worker whose process already ended takes its
-// namespace with it, so the network fails; that is the worker's exit
-// (Exited, or Unavailable when the runtime stopped it), not an internal
-// error. An exhausted network is what it says, at once.
+// attachAfterStartErr classifies a failed start or attach where the
+// runtime makes the namespace (Docker): a worker whose process already
+// ended takes its namespace with it (reading it or attaching fails); that
+// is the worker's exit (Exited, or Unavailable when the runtime stopped
+// it), not an internal error. An exhausted network is said at once.
 func (c *creation) attachAfterStartErr(err error) error {
 	var ae *Error
 	if errors.As(err, &ae) && ae.Code == Exhausted {

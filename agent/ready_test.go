@@ -107,11 +107,17 @@ func TestAttachFailsOnAnExitedWorker(t *testing.T) {
 		{"namespace gone", errors.New(`CNI_NETNS "/proc/1/ns/net" is not a network namespace`), Exited, "exited with status 3 before its port opened"},
 		{"network exhausted", &cnitypes.Error{Code: 100, Msg: "no address left"}, Exhausted, "no address left"},
 		{"bridge full", bridgeFullErr(), Exhausted, "at most 1023 ports"},
+		// Earlier still: the worker ended before the runtime said where its
+		// namespace was, so Start itself fails.
+		{"start finds no namespace", nil, Exited, "exited with status 3 before its port opened"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rt := shimfake.New(shimfake.Options{OwnsNetNS: true, ManualEvents: true})
 			nw, nses := newFakeNetwork(), newFakeNetNSes()
 			nw.attachErr = c.attachErr
+			if c.attachErr == nil {
+				rt.FailStart(errors.New("start container: it has no network namespace (state exited, exit code 3)"))
+			}
 			rt.SetExit(&shim.Exit{Code: 3, Log: "esb-worker: exit 3 as asked"})
 			a := New(Options{Runtime: rt, Network: nw, NetNSes: nses,
 				Config: Config{LogDir: t.TempDir(), ReadyTimeout: time.Hour}})

@@ -58,6 +58,7 @@ type Runtime struct {
 	streams    map[*stream]struct{}
 	subs       int         // subscriptions so far
 	exit       *shim.Exit  // what WaitExit reports at once (SetExit)
+	failStart  error       // what Start answers after the process ended (FailStart)
 	waitEnded  chan string // IDs of the WaitExit watches that ended
 }
 
@@ -113,6 +114,15 @@ func (f *Runtime) SetDown(v bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.down = v
+}
+
+// FailStart makes Start answer err with the process already ended, as
+// dockerd's inspect finds no namespace for a worker that exited at once
+// (nil: succeed again).
+func (f *Runtime) FailStart(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failStart = err
 }
 
 // FailCreate makes Create answer err (nil: succeed again).
@@ -379,6 +389,10 @@ func (f *Runtime) Start(_ context.Context, id string) (string, error) {
 	}
 	if c.State == shim.StateRunning || c.State == shim.StatePaused {
 		return "", fmt.Errorf("start %s: it is %s", id, c.State)
+	}
+	if f.failStart != nil {
+		c.State = shim.StateStopped
+		return "", f.failStart
 	}
 	c.State = shim.StateRunning
 	if f.opts.OwnsNetNS {
