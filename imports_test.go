@@ -14,10 +14,9 @@ const module = "github.com/edge-serverless-box/esbnet"
 
 // mayImport is the layout of docs/architecture.md as import rules: for
 // each part of the tree, the esbnet packages its (non-test) files may
-// import. A package
-// takes the rule of its longest matching entry; tests/ may import anything
-// and has no entry. Dependencies point one way: conf <- ipam / nat <-
-// plugins; conf <- shim <- agent <- commands.
+// import. A package takes the rule of its longest matching entry; tests/
+// may import anything and has no entry. Dependencies point one way:
+// conf <- ipam / nat <- plugins; conf <- shim <- agent <- commands.
 var mayImport = map[string][]string{
 	"conf":               {},
 	"conf/agentconf":     {"conf"},

@@ -56,11 +56,11 @@ func targetKey(proto string, to netip.AddrPort) []byte {
 	return append(k, append(port2(to.Port()), 0, 0)...)
 }
 
-// build renders a rule set as the table it should produce.
 // tcpNoSYNComment names the input rule that lets TCP segments without SYN
 // reach the node (see build).
 const tcpNoSYNComment = "tcp without syn: the node's connections conntrack lost"
 
+// build renders a rule set as the table it should produce.
 func (t *tables) build(r *conf.NATRules) *desired {
 	d := &desired{chains: []*nftables.Chain{t.prerouting, t.input, t.forward}}
 	seenTarget := map[string]bool{}
