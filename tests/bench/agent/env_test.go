@@ -218,28 +218,14 @@ func (e *env) stopAgent(sig syscall.Signal) error {
 
 // --- ctr, containerd's own CLI --------------------------------------------------
 
-// ctrRun runs `ctr run -d IMAGE ID` (ctr's default: no network, a new
-// empty network namespace with lo up) and times the command to its return,
-// which comes when the task has started. ready is the time from the same
-// start to the worker's port accepting TCP on the container's loopback,
-// polled as the agent polls its workers.
+// ctrRun runs `ctr run -d IMAGE ID` in the run's namespace and times it
+// (agenttest.Containerd.RunDetached): run to the command's return, which
+// comes when the task has started; ready from the same start to the
+// worker's port accepting TCP, polled as the agent polls its workers.
 func (e *env) ctrRun(id string) (run, ready time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
-	start := time.Now()
-	out, err := e.stack.Ctr(ctx, e.ctrNS, "run", "-d", e.image, id).CombinedOutput()
-	run = time.Since(start)
-	if err != nil {
-		return run, 0, fmt.Errorf("ctr run -d %s: %w: %s", id, err, strings.TrimSpace(string(out)))
-	}
-	pid, err := e.taskPid(ctx, id)
-	if err != nil {
-		return run, 0, err
-	}
-	if err := waitTCP(ctx, fmt.Sprintf("/proc/%d/ns/net", pid), net.JoinHostPort("127.0.0.1", strconv.Itoa(workerPort))); err != nil {
-		return run, 0, fmt.Errorf("ctr-run container %s: %w", id, err)
-	}
-	return run, time.Since(start), nil
+	return e.ctrd.RunDetached(ctx, e.image, id, workerPort, readyTimeout)
 }
 
 // baselineRun runs the runtime's own CLI on the same image: ctr run -d,
@@ -285,7 +271,8 @@ func (e *env) dockerRun(id string) (run, ready time.Duration, err error) {
 	if info.State == nil || info.State.Pid == 0 {
 		return run, 0, fmt.Errorf("docker-run container %s has no process", id)
 	}
-	if err := waitTCP(ctx, fmt.Sprintf("/proc/%d/ns/net", info.State.Pid), net.JoinHostPort("127.0.0.1", strconv.Itoa(workerPort))); err != nil {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(workerPort))
+	if err := agenttest.WaitTCP(ctx, fmt.Sprintf("/proc/%d/ns/net", info.State.Pid), addr, readyTimeout); err != nil {
 		return run, 0, fmt.Errorf("docker-run container %s: %w", id, err)
 	}
 	return run, time.Since(start), nil
@@ -293,67 +280,6 @@ func (e *env) dockerRun(id string) (run, ready time.Duration, err error) {
 
 // dockerNamespaceLabel is shim/docker's LabelNamespace.
 const dockerNamespaceLabel = "esb.namespace"
-
-// taskPid returns the pid of the container's process: from its cgroup
-// (ctr puts a container of namespace ns in /<ns>/<id>, read in
-// microseconds), else from containerd.
-func (e *env) taskPid(ctx context.Context, id string) (int, error) {
-	for _, ctrl := range []string{"pids", "memory"} {
-		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", ctrl, e.ctrNS, id, "cgroup.procs"))
-		if err != nil {
-			continue
-		}
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			if pid, err := strconv.Atoi(f[0]); err == nil {
-				return pid, nil
-			}
-		}
-	}
-	c, err := e.ctrd.Client.LoadContainer(ctx, id)
-	if err != nil {
-		return 0, fmt.Errorf("load container %s: %w", id, err)
-	}
-	t, err := c.Task(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("task of %s: %w", id, err)
-	}
-	return int(t.Pid()), nil
-}
-
-// dialSchedule is the agent's readiness poll (agent.waitReady): a probe,
-// then 2 ms, doubling to at most 50 ms, between probes.
-func dialSchedule(ctx context.Context, dial func(context.Context) error) error {
-	delay := 2 * time.Millisecond
-	for {
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := dial(pctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("port not accepting TCP: %w", err)
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 50*time.Millisecond)
-	}
-}
-
-// waitTCP waits until addr accepts TCP inside the network namespace at
-// netnsPath.
-func waitTCP(ctx context.Context, netnsPath, addr string) error {
-	target, err := ns.GetNS(netnsPath)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = target.Close() }()
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	return target.Do(func(ns.NetNS) error {
-		return dialSchedule(ctx, func(ctx context.Context) error { return agenttest.DialTCP(ctx, addr) })
-	})
-}
 
 // removeContainer removes a container as agenttest.Containerd.Remove (or,
 // with Docker, docker rm -f) would. A missing container is not an error.
