@@ -35,8 +35,10 @@ const (
 	function      = "density"
 	invokePath    = "/2015-03-31/functions/function/invocations"
 	invokeTimeout = 10 * time.Second
-	natRounds     = 5   // loadgen rounds, the path to go first alternating
-	natConns      = 200 // HTTP connections per path and round
+	ctrTimeout    = time.Minute // one baseline run: ctr run -d, the port, the removal
+	workerPort    = 8080        // tests/images/worker's port without PORT
+	natRounds     = 5           // loadgen rounds, the path to go first alternating
+	natConns      = 200         // HTTP connections per path and round
 	// procStartSamples is how many process starts of each kind a step
 	// (and each phase of BenchmarkIdleProcesses) takes.
 	procStartSamples = 40
@@ -304,10 +306,11 @@ func (e *env) workerMemory(id string) (workerFigures, error) {
 	return f, err
 }
 
-// measurePairs takes pairs cold acquire+release pairs of esb-agent and as
-// many of the profiler, interleaved (which goes first alternates), after
-// one untimed pair of each; the live count is the same before and after
-// each pair.
+// measurePairs takes pairs cold acquire+release pairs of esb-agent, as
+// many of the profiler and as many runs of the baseline (`ctr run -d` of
+// the same image until its port accepts TCP, then its removal), in turn
+// (which goes first rotates), after one untimed round; the live count is
+// the same before and after each.
 func (e *env) measurePairs(b *testing.B, p *agenttest.Proc, cold *agenttest.ColdProfile, pairs int, st *Step) {
 	b.Helper()
 	agentPair := func(record bool) {
@@ -323,21 +326,36 @@ func (e *env) measurePairs(b *testing.B, p *agenttest.Proc, cold *agenttest.Cold
 			st.Acquire, st.Release = append(st.Acquire, acq), append(st.Release, rel)
 		}
 	}
-	profPair := func() {
+	profPair := func(bool) {
 		if err := cold.Pair(); err != nil {
 			b.Fatalf("at %d live: %v", st.Live, err)
 		}
 	}
-	agentPair(false)
-	profPair()
+	n := 0
+	ctrRun := func(record bool) {
+		n++
+		id := fmt.Sprintf("ctr-%d-%d", st.Live, n)
+		ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
+		defer cancel()
+		_, ready, err := e.baseCtrd.RunDetached(ctx, e.image, id, workerPort, ctrTimeout)
+		if rerr := e.baseCtrd.Remove(ctx, id); err == nil {
+			err = rerr
+		}
+		if err != nil {
+			b.Fatalf("at %d live: %v", st.Live, err)
+		}
+		if record {
+			st.CtrReady = append(st.CtrReady, ready)
+		}
+	}
+	legs := []func(record bool){agentPair, profPair, ctrRun}
+	for _, leg := range legs {
+		leg(false)
+	}
 	cold.Reset()
 	for i := range pairs {
-		if i%2 == 0 {
-			agentPair(true)
-			profPair()
-		} else {
-			profPair()
-			agentPair(true)
+		for j := range legs {
+			legs[(i+j)%len(legs)](true)
 		}
 	}
 	st.Add, st.Del, st.Phases = cold.Samples(agenttest.PhaseAdd), cold.Samples(agenttest.PhaseDel), cold.Rows()

@@ -54,7 +54,9 @@ type env struct {
 	maxWorkers     int
 	shimGroup      int // esb-agent's -shim-group-size (ESB_DENSITY_SHIM_GROUP)
 	ctrd, profCtrd *agenttest.Containerd
-	agent          *agenttest.Proc
+	// baseCtrd is the namespace of the baseline's `ctr run -d` containers.
+	baseCtrd *agenttest.Containerd
+	agent    *agenttest.Proc
 }
 
 // newEnv builds the world for up to maxLive held workers.
@@ -85,9 +87,11 @@ func newEnv(b *testing.B, maxLive int) *env {
 	ns := filepath.Base(e.Base)
 	e.ctrd = agenttest.NewContainerd(b, s, ns)
 	e.profCtrd = agenttest.NewContainerd(b, s, ns+"-prof")
+	e.baseCtrd = agenttest.NewContainerd(b, s, ns+"-ctr")
 	b.Cleanup(e.teardown)
-	e.ctrd.Pull(b, e.image)
-	e.profCtrd.Pull(b, e.image)
+	for _, c := range []*agenttest.Containerd{e.ctrd, e.profCtrd, e.baseCtrd} {
+		c.Pull(b, e.image)
+	}
 	return e
 }
 
@@ -265,7 +269,7 @@ func (e *env) leaks() ([]string, error) {
 	return traces, errors.Join(errs...)
 }
 
-// teardown stops the agent, then removes whatever is left in both
+// teardown stops the agent, then removes whatever is left in the three
 // containerd namespaces (so a failed run leaves the machine clean too).
 func (e *env) teardown() {
 	b := e.b
@@ -283,7 +287,7 @@ func (e *env) teardown() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cleanTimeout)
 	defer cancel()
-	if err := errors.Join(e.ctrd.Clean(ctx, e.NetnsDir()), e.profCtrd.Clean(ctx, e.prof.NetnsDir())); err != nil {
+	if err := errors.Join(e.ctrd.Clean(ctx, e.NetnsDir()), e.profCtrd.Clean(ctx, e.prof.NetnsDir()), e.baseCtrd.Clean(ctx, "")); err != nil {
 		b.Errorf("clean up: %v", err)
 	}
 }

@@ -89,6 +89,10 @@ type Step struct {
 	Fill  time.Duration // wall time of the acquires from the step before
 	// The esb-agent's cold acquire+release pairs (gRPC round trips).
 	Acquire, Release benchstat.Samples
+	// The baseline beside them: `ctr run -d` of the same image on the
+	// same containerd, from the command's start until the worker's port
+	// accepts TCP.
+	CtrReady benchstat.Samples
 	// CNI ADD and DEL inside the profiler's cold pairs, and every phase
 	// of those pairs.
 	Add, Del benchstat.Samples
@@ -128,7 +132,7 @@ func ms(d benchstat.Samples, q float64) string {
 }
 
 // Columns of the table, one row per step.
-var Columns = []string{"live", "fill s", "acquire p50 ms", "acquire p95 ms", "CNI ADD p50 ms", "CNI DEL p50 ms", "release p50 ms",
+var Columns = []string{"live", "fill s", "acquire p50 ms", "acquire p95 ms", "ctr run -d + TCP p50 ms", "CNI ADD p50 ms", "CNI DEL p50 ms", "release p50 ms",
 	"agent RSS MiB", "agent fds", "shims", "ΔMemAvailable/N MiB", "shim PSS/N MiB", "cgroup/N MiB", "ΔSlab/N MiB", "threads/N",
 	"DNAT p50 µs", "direct p50 µs", "idle CPU % (shims / workers / kdamond)", "process start p50 ms (true / esb-bridge VERSION)"}
 
@@ -143,7 +147,7 @@ func (s Step) Row() []string {
 	}
 	return []string{
 		strconv.Itoa(s.Live), fmt.Sprintf("%.1f", s.Fill.Seconds()),
-		ms(s.Acquire, 0.5), ms(s.Acquire, 0.95), ms(s.Add, 0.5), ms(s.Del, 0.5), ms(s.Release, 0.5),
+		ms(s.Acquire, 0.5), ms(s.Acquire, 0.95), ms(s.CtrReady, 0.5), ms(s.Add, 0.5), ms(s.Del, 0.5), ms(s.Release, 0.5),
 		fmt.Sprintf("%.1f", float64(s.RSS)/mib), strconv.Itoa(s.FDs), strconv.Itoa(s.Shims),
 		s.perWorker(float64(s.MemAvailDrop)), s.perWorker(float64(s.ShimPSS)), s.perWorker(float64(s.Cgroup)),
 		s.perWorker(float64(s.SlabGrowth)), threads, dnat, direct, s.Load.Cell(), s.Start.Cell(),
@@ -159,7 +163,7 @@ func ImageTable(steps []Step, fn *Step) benchstat.Table {
 	t := benchstat.Table{Head: ImageColumns}
 	row := func(name string, s Step) []string {
 		r := s.Row()
-		return []string{name, r[0], r[9], r[10], r[11], r[12], r[13], r[14]}
+		return []string{name, r[0], r[10], r[11], r[12], r[13], r[14], r[15]}
 	}
 	for _, s := range steps {
 		if s.Live == fn.Live {
@@ -218,7 +222,8 @@ func Targets(steps []Step, leaks Leaks) []benchstat.Target {
 			Measured: float64(last.Live), Limit: HeldTarget, Unit: "workers", AtLeast: true, Known: true,
 			Detail: "the last step; a failed acquire or invoke fails the run"},
 		benchstat.RatioTarget(fmt.Sprintf("acquire p50 at %d live ≤ %.2f × at %d", last.Live, AcquireRatio, first.Live),
-			last.Acquire.P50(), first.Acquire.P50(), AcquireRatio, fmt.Sprintf("%s vs %s", ms(last.Acquire.P50()), ms(first.Acquire.P50()))),
+			last.Acquire.P50(), first.Acquire.P50(), AcquireRatio,
+			fmt.Sprintf("%s vs %s%s", ms(last.Acquire.P50()), ms(first.Acquire.P50()), ctrGrowth(first, last))),
 		benchstat.RatioTarget(fmt.Sprintf("CNI ADD p50 at %d live ≤ %.1f × at %d", last.Live, AddRatio, first.Live),
 			last.Add.P50(), first.Add.P50(), AddRatio, fmt.Sprintf("%s vs %s%s", ms(last.Add.P50()), ms(first.Add.P50()), startGrowth(first, last))),
 		{Name: fmt.Sprintf("agent RSS at %d live at most %d MiB", last.Live, RSSLimit/mib),
@@ -228,6 +233,20 @@ func Targets(steps []Step, leaks Leaks) []benchstat.Target {
 			Measured: float64(len(leaks.Traces)), Limit: 0, Unit: "traces", Known: leaks.Checked,
 			Detail: "containers, snapshots, cgroups, pins, veths, anti-spoof elements, addresses, libcni cache entries"},
 	}
+}
+
+// ctrGrowth tells, for the acquire target's detail, how much containerd's
+// own CLI (ctr run -d + port accepts TCP) slowed between the two steps on
+// the same node: what any client of that containerd pays for the live
+// workers.
+func ctrGrowth(first, last Step) string {
+	now, then := last.CtrReady.P50(), first.CtrReady.P50()
+	r, ok := benchstat.Ratio(now, then)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("; ctr run -d + TCP on the same containerd grew %.2f× (%s vs %s)",
+		r, benchstat.Ms(now)+" ms", benchstat.Ms(then)+" ms")
 }
 
 // startGrowth tells, for the ADD target's detail, how much a bare start

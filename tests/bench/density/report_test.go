@@ -39,8 +39,8 @@ func TestParseSteps(t *testing.T) {
 func TestTargets(t *testing.T) {
 	ms := time.Millisecond
 	steps := []Step{
-		{Live: 0, Acquire: benchstat.Samples{400 * ms}, Add: benchstat.Samples{20 * ms}, RSS: 30 << 20},
-		{Live: 1000, Acquire: benchstat.Samples{480 * ms}, Add: benchstat.Samples{23 * ms}, RSS: 90 << 20,
+		{Live: 0, Acquire: benchstat.Samples{400 * ms}, CtrReady: benchstat.Samples{420 * ms}, Add: benchstat.Samples{20 * ms}, RSS: 30 << 20},
+		{Live: 1000, Acquire: benchstat.Samples{480 * ms}, CtrReady: benchstat.Samples{630 * ms}, Add: benchstat.Samples{23 * ms}, RSS: 90 << 20,
 			MemAvailDrop: 10000 << 20, ShimPSS: 5000 << 20, Threads: 15000, NAT: &NAT{DNAT: 300 * time.Microsecond, Direct: 280 * time.Microsecond}},
 	}
 	var got []string
@@ -49,6 +49,9 @@ func TestTargets(t *testing.T) {
 	}
 	if want := []string{"met", "met", "NOT MET", "met", "met"}; !slices.Equal(got, want) {
 		t.Errorf("targets %v, want %v", got, want)
+	}
+	if d := Targets(steps, Leaks{})[1].Detail; !strings.Contains(d, "ctr run -d + TCP on the same containerd grew 1.50× (630.0 ms vs 420.0 ms)") {
+		t.Errorf("the acquire target's detail %q lacks the baseline's growth", d)
 	}
 	if got := Targets(steps[:1], Leaks{})[4].Result(); got != "not measured" {
 		t.Errorf("an unchecked leak check is %q", got)
@@ -60,7 +63,7 @@ func TestTargets(t *testing.T) {
 	if line := strings.Join(row, "|"); !strings.Contains(line, "|10.00|5.00|") || !strings.Contains(line, "|15.0|300|280") {
 		t.Errorf("row %s", line)
 	}
-	if line := strings.Join(steps[0].Row(), "|"); !strings.Contains(line, "0|0.0|400.0|") || !strings.HasSuffix(line, "–|–|–") {
+	if line := strings.Join(steps[0].Row(), "|"); !strings.Contains(line, "0|0.0|400.0|400.0|420.0|") || !strings.HasSuffix(line, "–|–|–") {
 		t.Errorf("row %s", line)
 	}
 }

@@ -20,7 +20,9 @@ func summary(e *env, pairs int, steps []Step, fn *Step, leaks Leaks, notes []str
 			fmt.Sprintf("fill: %d acquires in flight, each client its own owner; every held worker answers an invoke from the node at each step", clients),
 			fmt.Sprintf("each step: %d cold acquire+release pairs through esb-agent's API (acquire, release columns) interleaved with %d of the "+
 				"in-process profiler (agent.Agent from esb-agent's parts, its own containerd namespace, libcni cache and pins, the same node, "+
-				"bridge, anti-spoof sets and IPAM store), whose CNI ADD and DEL are timed (CNI columns); one untimed pair of each first", pairs, pairs),
+				"bridge, anti-spoof sets and IPAM store), whose CNI ADD and DEL are timed (CNI columns), and with %d runs of the baseline, "+
+				"ctr run -d of the same image in a third namespace of the same containerd, timed until its port accepts TCP on the container's lo "+
+				"(polled as the agent polls its workers) and then removed; the three in turn, one untimed round first", pairs, pairs, pairs),
 			"memory: ΔMemAvailable and ΔSlab against the start (no worker), over the live count (the machine is shared: other processes move them too); "+
 				"shim PSS from /proc/<shim>/smaps_rollup, the shim being the parent of the worker's process (a shared shim counted once); cgroup: memory.usage_in_bytes of "+
 				"/sys/fs/cgroup/memory/<namespace>/<id>; threads: the shim's and the worker cgroup's",
