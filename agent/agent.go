@@ -29,6 +29,7 @@ import (
 // NetNSes pins and removes worker namespaces (shim.NetNSes in production).
 type NetNSes interface {
 	Create(id string) (string, error)
+	Pin(id, from string) (string, error)
 	Remove(id string) error
 	Path(id string) string
 	List() ([]string, error)

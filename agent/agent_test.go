@@ -330,21 +330,3 @@ func TestPauseResumeMetrics(t *testing.T) {
 		t.Errorf("metrics without owner: %v", err)
 	}
 }
-
-func TestDockerStyleAttachesAfterStart(t *testing.T) {
-	r := newRig(t, Config{}, func(r *rig) { r.rt.SetOwnsNetNS(true) })
-	w, err := r.a.Acquire(context.Background(), req("o1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.nses.count() != 0 {
-		t.Error("a runtime that owns its namespaces got a pinned one")
-	}
-	if !strings.HasPrefix(w.NetNS, "/proc/") || r.net.attached[w.ID] == nil {
-		t.Errorf("not attached to the runtime's namespace: %q", w.NetNS)
-	}
-	if err := r.a.Release(context.Background(), w.ID, "o1"); err != nil {
-		t.Fatal(err)
-	}
-	r.assertEmpty(t)
-}

@@ -288,33 +288,16 @@ func (c *creation) startTask(ctx context.Context) error {
 		return c.attachAfterStartErr(c.a.runtimeErr(err, "start worker"))
 	}
 	if rt.OwnsNetNS() {
-		c.att.NetNS = netns
+		// runc made the namespace with the process; the agent pins it, as it
+		// pins its own, so it lasts until the teardown's DEL and reconcile
+		// and doctor find it under the same path.
+		if _, err := c.a.nses.Pin(id, netns); err != nil {
+			return c.attachAfterStartErr(errf(Internal, err, "pin the worker's network namespace"))
+		}
+		c.cleanup("remove netns", func(context.Context) error { return c.a.nses.Remove(id) })
+		c.att.NetNS = c.a.nses.Path(id)
 	}
 	return nil
-}
-
-// exitReportWait bounds how long a failed attach after the start waits
-// for the report of the worker's exit, which follows the exit closely.
-const exitReportWait = 2 * time.Second
-
-// attachAfterStartErr classifies a failed start or attach where the
-// runtime makes the namespace (Docker): a worker whose process already
-// ended takes its namespace with it (reading it or attaching fails); that
-// is the worker's exit (Exited, or Unavailable when the runtime stopped
-// it), not an internal error. An exhausted network is said at once.
-func (c *creation) attachAfterStartErr(err error) error {
-	var ae *Error
-	if errors.As(err, &ae) && ae.Code == Exhausted {
-		return err
-	}
-	t := time.NewTimer(exitReportWait)
-	defer t.Stop()
-	select {
-	case ex := <-c.exited:
-		return notReady(c.w, "its port", ex)
-	case <-t.C:
-		return err
-	}
 }
 
 // spec is the container of the worker: its labels, its environment (the

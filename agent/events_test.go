@@ -125,13 +125,13 @@ func TestWatchCatchesUpAfterBrokenStream(t *testing.T) {
 	r.assertEmpty(t)
 }
 
-// TestTeardownOrder: where the runtime owns the namespace, CNI DEL runs
-// before the stop removes it; where the agent pins it, after the stop.
+// TestTeardownOrder: CNI DEL runs after the stop, whichever made the
+// namespace, since the agent's pin keeps it; the pin goes last.
 func TestTeardownOrder(t *testing.T) {
 	for _, c := range []struct {
 		owns bool
 		want string
-	}{{false, "stop,detach,delete"}, {true, "detach,stop,delete"}} {
+	}{{false, "stop,detach,delete"}, {true, "stop,detach,delete"}} {
 		r := newRig(t, Config{}, func(r *rig) { r.rt.SetOwnsNetNS(c.owns) })
 		w, err := r.a.Acquire(context.Background(), req("o1"))
 		if err != nil {
@@ -147,6 +147,9 @@ func TestTeardownOrder(t *testing.T) {
 		}
 		if strings.Join(got, ",") != c.want {
 			t.Errorf("owns netns %v: teardown %v, want %s", c.owns, got, c.want)
+		}
+		if r.nses.Exists(w.ID) {
+			t.Errorf("owns netns %v: the pin outlived the teardown", c.owns)
 		}
 	}
 }

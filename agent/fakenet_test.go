@@ -127,9 +127,13 @@ func bridgeFullErr() error {
 type fakeNetNSes struct {
 	mu  sync.Mutex
 	ids map[string]bool
+	// pinnedFrom is the runtime's namespace each Pin was given.
+	pinnedFrom map[string]string
 }
 
-func newFakeNetNSes() *fakeNetNSes { return &fakeNetNSes{ids: map[string]bool{}} }
+func newFakeNetNSes() *fakeNetNSes {
+	return &fakeNetNSes{ids: map[string]bool{}, pinnedFrom: map[string]string{}}
+}
 
 func (f *fakeNetNSes) Create(id string) (string, error) {
 	f.mu.Lock()
@@ -141,11 +145,35 @@ func (f *fakeNetNSes) Create(id string) (string, error) {
 	return f.Path(id), nil
 }
 
+// Pin pins the runtime's namespace: in the fake, any path the runtime
+// gave (shimfake's Start reports /proc/4242/ns/net-<id>).
+func (f *fakeNetNSes) Pin(id, from string) (string, error) {
+	if from == "" {
+		return "", fmt.Errorf("pin %s: no namespace", id)
+	}
+	path, err := f.Create(id)
+	if err == nil {
+		f.mu.Lock()
+		f.pinnedFrom[id] = from
+		f.mu.Unlock()
+	}
+	return path, err
+}
+
 func (f *fakeNetNSes) Remove(id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.ids, id)
+	delete(f.pinnedFrom, id)
 	return nil
+}
+
+// from is the runtime's namespace the pin of id was made from, "" when
+// it was not made by Pin.
+func (f *fakeNetNSes) from(id string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pinnedFrom[id]
 }
 
 func (f *fakeNetNSes) Path(id string) string { return "/run/netns/esb-" + id }

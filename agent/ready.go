@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"strconv"
@@ -97,4 +98,28 @@ func ipv4Of(res *current.Result) (netip.Addr, error) {
 		}
 	}
 	return netip.Addr{}, errf(Internal, nil, "the network gave the worker no IPv4 address")
+}
+
+// exitReportWait bounds how long a failed attach after the start waits
+// for the report of the worker's exit, which follows the exit closely.
+const exitReportWait = 2 * time.Second
+
+// attachAfterStartErr classifies a failed start or attach where the
+// runtime makes the namespace (Docker): a worker whose process already
+// ended takes its namespace with it (reading it or attaching fails); that
+// is the worker's exit (Exited, or Unavailable when the runtime stopped
+// it), not an internal error. An exhausted network is said at once.
+func (c *creation) attachAfterStartErr(err error) error {
+	var ae *Error
+	if errors.As(err, &ae) && ae.Code == Exhausted {
+		return err
+	}
+	t := time.NewTimer(exitReportWait)
+	defer t.Stop()
+	select {
+	case ex := <-c.exited:
+		return notReady(c.w, "its port", ex)
+	case <-t.C:
+		return err
+	}
 }

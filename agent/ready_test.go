@@ -132,3 +132,27 @@ func TestAttachFailsOnAnExitedWorker(t *testing.T) {
 		})
 	}
 }
+
+// TestDockerStyleAttachesAfterStart: where the runtime makes the namespace
+// with the process (Docker), the agent pins it after Start and attaches
+// the network to the pin; the release removes both.
+func TestDockerStyleAttachesAfterStart(t *testing.T) {
+	r := newRig(t, Config{}, func(r *rig) { r.rt.SetOwnsNetNS(true) })
+	w, err := r.a.Acquire(context.Background(), req("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The namespace the runtime made with the process is pinned, and the
+	// network attached to the pin.
+	from := r.nses.from(w.ID)
+	if !strings.HasPrefix(from, "/proc/") || !r.nses.Exists(w.ID) {
+		t.Errorf("the runtime's namespace was not pinned: pinned from %q", from)
+	}
+	if w.NetNS != r.nses.Path(w.ID) || r.net.attached[w.ID] == nil {
+		t.Errorf("not attached to the pinned namespace: %q", w.NetNS)
+	}
+	if err := r.a.Release(context.Background(), w.ID, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	r.assertEmpty(t)
+}

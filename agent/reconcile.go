@@ -58,9 +58,7 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	// They are undone in the background, so the agent serves at once.
 	rep.Interrupted = len(journalled)
 	a.undoInBackground(ctx, journalled)
-	if !a.rt.OwnsNetNS() {
-		errs = append(errs, a.removeOrphanPins(ctx, live, interrupted, &rep))
-	}
+	errs = append(errs, a.removeOrphanPins(ctx, live, interrupted, &rep))
 	for id := range recs {
 		if !live[id] {
 			if err := a.recs.Delete(id); err != nil {
@@ -158,6 +156,20 @@ func (a *Agent) removeOrphanPins(ctx context.Context, live, interrupted map[stri
 	return errors.Join(errs...)
 }
 
+// pinListed pins the namespace of a listed worker whose runtime made it
+// (Docker) and no pin holds: a worker of an agent that did not pin them, or
+// whose pin was removed. It reports whether the worker now has its pin.
+func (a *Agent) pinListed(info shim.WorkerInfo) bool {
+	if !a.rt.OwnsNetNS() || info.NetNS == "" {
+		return false
+	}
+	if _, err := a.nses.Pin(info.ID, info.NetNS); err != nil {
+		a.log.Warn("reconcile: cannot pin a running worker's namespace; not adopted", "worker", info.ID, "err", err)
+		return false
+	}
+	return true
+}
+
 // adoptable turns a listed container into a worker when it runs (or is
 // paused) and its network is there. Its owner, request and pool come from
 // the agent's record of it, or from its labels when there is none.
@@ -165,13 +177,10 @@ func (a *Agent) adoptable(ctx context.Context, info shim.WorkerInfo, recs map[st
 	if info.State != shim.StateRunning && info.State != shim.StatePaused {
 		return nil, false
 	}
-	netns := info.NetNS
-	if !a.rt.OwnsNetNS() {
-		if !a.nses.Exists(info.ID) {
-			return nil, false
-		}
-		netns = a.nses.Path(info.ID)
+	if !a.nses.Exists(info.ID) && !a.pinListed(info) {
+		return nil, false
 	}
+	netns := a.nses.Path(info.ID)
 	res, err := a.net.Cached(ctx, shim.Attachment{ContainerID: info.ID, NetNS: netns})
 	if err != nil || res == nil {
 		return nil, false

@@ -106,3 +106,39 @@ func TestReconcile(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestReconcilePinsTheRuntimesNamespace: a Docker-style worker whose pin
+// is gone (made by an agent that did not pin, or unpinned behind the
+// agent's back) is adopted by pinning the namespace the runtime lists for
+// it; its release then removes that pin.
+func TestReconcilePinsTheRuntimesNamespace(t *testing.T) {
+	r := newRig(t, Config{}, func(r *rig) { r.rt.SetOwnsNetNS(true) })
+	ctx := context.Background()
+	w, err := r.a.Acquire(ctx, req("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.nses.Remove(w.ID); err != nil {
+		t.Fatal(err)
+	}
+	b := New(Options{Runtime: r.rt, Network: r.net, NetNSes: r.nses, Config: Config{LogDir: t.TempDir()},
+		Probe: func(context.Context, string) error { return nil }})
+	rep, err := b.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Adopted != 1 || rep.Removed != 0 {
+		t.Fatalf("report %+v, want the worker adopted", rep)
+	}
+	if from := r.nses.from(w.ID); from == "" || from == r.nses.Path(w.ID) {
+		t.Errorf("adoption pinned %q, want the runtime's namespace", from)
+	}
+	got := b.List("o1")
+	if len(got) != 1 || got[0].NetNS != r.nses.Path(w.ID) {
+		t.Fatalf("adopted %+v, want the worker on its new pin", got)
+	}
+	if err := b.Release(ctx, w.ID, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	r.assertEmpty(t)
+}

@@ -77,11 +77,7 @@ func (a *Agent) sweepUnknown(ctx context.Context, infos []shim.WorkerInfo, known
 		}
 		a.log.Warn("sweep: tearing down a worker container the agent does not know", "worker", info.ID)
 		done[info.ID] = true
-		netns := info.NetNS
-		if !a.rt.OwnsNetNS() {
-			netns = a.nses.Path(info.ID)
-		}
-		if err := a.teardown(ctx, info.ID, netns, 0); err != nil {
+		if err := a.teardown(ctx, info.ID, a.nses.Path(info.ID), 0); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -93,11 +89,7 @@ func (a *Agent) sweepUnknown(ctx context.Context, infos []shim.WorkerInfo, known
 // undoCreation removes whatever an interrupted creation of id made (its
 // process is killed: no client ever had it) and then its journal entry.
 func (a *Agent) undoCreation(ctx context.Context, id string) error {
-	netns := ""
-	if !a.rt.OwnsNetNS() {
-		netns = a.nses.Path(id)
-	}
-	if err := a.teardown(ctx, id, netns, 0); err != nil {
+	if err := a.teardown(ctx, id, a.nses.Path(id), 0); err != nil {
 		return err
 	}
 	return a.journal.end(id)

@@ -33,33 +33,22 @@ func (a *Agent) remove(ctx context.Context, id string) error {
 
 // teardown removes every trace of a worker, giving its process grace to
 // stop; each step runs even when an earlier one failed, and "already
-// gone" is success. The order is stop, detach, delete, unpin where the
-// agent pins the namespace (containerd); where the runtime owns it
-// (Docker), detach comes first, while the namespace still exists, since
-// stopping the container removes it.
+// gone" is success. The order is stop, detach, delete, unpin: the pin
+// keeps the namespace for the DEL after the process ended, whichever
+// made it (the agent with containerd, runc under dockerd).
 func (a *Agent) teardown(ctx context.Context, id, netns string, grace time.Duration) error {
 	var errs []error
-	detach := func() {
-		if err := a.detach(ctx, shim.Attachment{ContainerID: id, NetNS: netns}); err != nil {
-			errs = append(errs, fmt.Errorf("detach: %w", err))
-		}
-	}
-	if a.rt.OwnsNetNS() {
-		detach()
-	}
 	if err := a.rt.Stop(ctx, id, grace); err != nil {
 		errs = append(errs, fmt.Errorf("stop: %w", err))
 	}
-	if !a.rt.OwnsNetNS() {
-		detach()
+	if err := a.detach(ctx, shim.Attachment{ContainerID: id, NetNS: netns}); err != nil {
+		errs = append(errs, fmt.Errorf("detach: %w", err))
 	}
 	if err := a.rt.Delete(ctx, id); err != nil {
 		errs = append(errs, fmt.Errorf("delete: %w", err))
 	}
-	if !a.rt.OwnsNetNS() {
-		if err := a.nses.Remove(id); err != nil {
-			errs = append(errs, fmt.Errorf("remove netns: %w", err))
-		}
+	if err := a.nses.Remove(id); err != nil {
+		errs = append(errs, fmt.Errorf("remove netns: %w", err))
 	}
 	// The log goes with the worker (a failed acquire's stays, for the
 	// operator to read why).

@@ -59,18 +59,8 @@ func (n NetNSes) Create(id string) (string, error) {
 	if id == "" || strings.ContainsAny(id, "/\x00") {
 		return "", fmt.Errorf("create netns: bad id %q", id)
 	}
-	if err := n.makeDirShared(); err != nil {
-		return "", err
-	}
-	path := n.Path(id)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	path, err := n.mountPoint(id)
 	if err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return "", fmt.Errorf("%w: %s", ErrNetNSExists, path)
-		}
-		return "", fmt.Errorf("create netns mount point: %w", err)
-	}
-	if err := f.Close(); err != nil {
 		return "", err
 	}
 	// The namespace is made on a locked thread that then switches back to
@@ -107,6 +97,45 @@ func (n NetNSes) Create(id string) (string, error) {
 		return "", errors.Join(err, os.Remove(path))
 	}
 	return path, nil
+}
+
+// Pin pins the existing network namespace at from (a process's
+// /proc/<pid>/ns/net, where the runtime made it: Docker) at Path(id), so
+// that it outlives the process until Remove, under the same path as the
+// namespaces Create makes. It fails with ErrNetNSExists when one is pinned
+// there already.
+func (n NetNSes) Pin(id, from string) (string, error) {
+	if id == "" || strings.ContainsAny(id, "/\x00") {
+		return "", fmt.Errorf("pin netns: bad id %q", id)
+	}
+	if err := ns.IsNSorErr(from); err != nil {
+		return "", fmt.Errorf("pin netns of %s: %w", id, err)
+	}
+	path, err := n.mountPoint(id)
+	if err != nil {
+		return "", err
+	}
+	if err := unix.Mount(from, path, "none", unix.MS_BIND, ""); err != nil {
+		return "", errors.Join(fmt.Errorf("pin network namespace %s at %s: %w", from, path, err), os.Remove(path))
+	}
+	return path, nil
+}
+
+// mountPoint makes the empty file a pin of id is mounted on, in the
+// shared pin directory.
+func (n NetNSes) mountPoint(id string) (string, error) {
+	if err := n.makeDirShared(); err != nil {
+		return "", err
+	}
+	path := n.Path(id)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("%w: %s", ErrNetNSExists, path)
+		}
+		return "", fmt.Errorf("create netns mount point: %w", err)
+	}
+	return path, f.Close()
 }
 
 // loopbackUp sets lo up in the calling thread's network namespace.

@@ -107,7 +107,8 @@ type Runtime interface {
 	Name() string
 	// OwnsNetNS is false when the runtime joins a namespace the shim pinned
 	// and attached before the worker starts (containerd), true when it makes
-	// the namespace itself and the network is attached after Start (Docker).
+	// the namespace itself, returns it from Start, and the network is
+	// attached after Start (Docker); the agent pins it then (NetNSes.Pin).
 	OwnsNetNS() bool
 	// EnsureImage pulls the image when it is not present.
 	EnsureImage(ctx context.Context, ref string) error

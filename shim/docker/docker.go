@@ -1,8 +1,16 @@
 // Package docker is the shim's Docker Engine adapter: workers are Docker
-// containers with network mode "none", so dockerd makes each worker's
-// network namespace (its sandbox, holding only lo) and the agent attaches
-// the esb network to it after Start; Docker's own networks, bridge and
-// iptables rules are never used or touched.
+// containers with networking disabled (network mode "none" and the API's
+// NetworkDisabled), so runc gives each worker a network namespace of its
+// own with only lo up, dockerd makes no network sandbox for it, and the
+// agent pins that namespace and attaches the esb network to it after
+// Start; Docker's own networks, bridge and iptables rules are never used
+// or touched.
+//
+// NetworkDisabled is what makes a Docker start fast here: for network mode
+// "none" alone dockerd still builds a libnetwork sandbox, with a prestart
+// hook that execs dockerd's own binary (libnetwork-setkey) inside runc's
+// create. Without it a container's start took 190 ms p50 instead of 458
+// (docs/performance.md).
 //
 // The client negotiates the API version, so Docker 20.10 (API 1.41) and
 // later work. Docker has no namespaces: the adapter scopes its workers with
@@ -196,13 +204,13 @@ func envList(env map[string]string) []string {
 	return out
 }
 
-// Create implements shim.Runtime: a container named esb-<ID> with network
-// mode "none", the memory and CPU limits, no-new-privileges,
+// Create implements shim.Runtime: a container named esb-<ID> with
+// networking disabled (network mode "none", NetworkDisabled), the memory and CPU limits, no-new-privileges,
 // shim.WorkerCapabilities and Docker's default seccomp profile (Docker
 // applies it to every container not given another), a read-only root file
 // system when spec.ReadOnlyRootfs is set, logging to json-file.
-// spec.NetNS and spec.LogPath are not used (Docker makes the namespace and
-// keeps the log).
+// spec.NetNS and spec.LogPath are not used (runc makes the namespace and
+// Docker keeps the log).
 func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	labels := make(map[string]string, len(s.Labels)+1)
 	for k, v := range s.Labels {
@@ -210,10 +218,11 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	}
 	labels[conf.LabelNamespace] = r.opts.Namespace
 	cfg := &container.Config{
-		Image:    s.Image,
-		Env:      envList(s.Env),
-		Labels:   labels,
-		Hostname: "esb-" + s.ID[:min(len(s.ID), 12)],
+		Image:           s.Image,
+		Env:             envList(s.Env),
+		Labels:          labels,
+		Hostname:        "esb-" + s.ID[:min(len(s.ID), 12)],
+		NetworkDisabled: true,
 	}
 	host := &container.HostConfig{
 		NetworkMode: container.NetworkMode("none"),
@@ -244,9 +253,9 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	return nil
 }
 
-// Start implements shim.Runtime. The namespace it returns is dockerd's
-// sandbox key: a bind mount under dockerd's exec root that lives as long
-// as the container runs (a stopped container's is gone).
+// Start implements shim.Runtime. The namespace it returns is the worker's
+// process's, /proc/<pid>/ns/net, valid as long as the process runs: the
+// agent pins it before it attaches the network.
 func (r *Runtime) Start(ctx context.Context, id string) (string, error) {
 	name := ContainerName(id)
 	if err := r.c.ContainerStart(ctx, name, container.StartOptions{}); err != nil {
@@ -256,7 +265,7 @@ func (r *Runtime) Start(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", wrap(err, "inspect container %s", id)
 	}
-	key := sandboxKey(info)
+	key := netnsOf(info)
 	if key == "" {
 		st := "unknown"
 		if info.ContainerJSONBase != nil && info.State != nil {
@@ -267,16 +276,16 @@ func (r *Runtime) Start(ctx context.Context, id string) (string, error) {
 	return key, nil
 }
 
-// sandboxKey returns the container's namespace path while it runs or is
-// paused, else "".
-func sandboxKey(info container.InspectResponse) string {
-	if info.ContainerJSONBase == nil || info.State == nil || info.NetworkSettings == nil {
+// netnsOf returns the namespace of the container's process while it runs
+// or is paused, else "".
+func netnsOf(info container.InspectResponse) string {
+	if info.ContainerJSONBase == nil || info.State == nil || info.State.Pid <= 0 {
 		return ""
 	}
 	if !info.State.Running && !info.State.Paused {
 		return ""
 	}
-	return info.NetworkSettings.SandboxKey
+	return fmt.Sprintf("/proc/%d/ns/net", info.State.Pid)
 }
 
 // graceSeconds turns a grace period into Docker's whole seconds, rounding
@@ -400,7 +409,7 @@ func (r *Runtime) List(ctx context.Context) ([]shim.WorkerInfo, error) {
 			return nil, wrap(err, "inspect container %s", id)
 		}
 		w := shim.WorkerInfo{ID: id, Labels: c.Labels, Image: c.Image, State: shim.StateUnknown,
-			Created: time.Unix(c.Created, 0), NetNS: sandboxKey(info)}
+			Created: time.Unix(c.Created, 0), NetNS: netnsOf(info)}
 		if info.Config != nil {
 			w.Labels, w.Image = info.Config.Labels, info.Config.Image
 		}

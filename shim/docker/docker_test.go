@@ -81,6 +81,28 @@ func TestStateOf(t *testing.T) {
 	}
 }
 
+func TestNetNSOf(t *testing.T) {
+	info := func(st *container.State) container.InspectResponse {
+		return container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{State: st}}
+	}
+	for _, tc := range []struct {
+		name string
+		in   container.InspectResponse
+		want string
+	}{
+		{"running", info(&container.State{Running: true, Pid: 4242}), "/proc/4242/ns/net"},
+		{"paused", info(&container.State{Running: true, Paused: true, Pid: 7}), "/proc/7/ns/net"},
+		{"exited", info(&container.State{Pid: 0, ExitCode: 3}), ""},
+		{"running without a pid", info(&container.State{Running: true}), ""},
+		{"no state", info(nil), ""},
+		{"nothing", container.InspectResponse{}, ""},
+	} {
+		if got := netnsOf(tc.in); got != tc.want {
+			t.Errorf("%s: netnsOf = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestWorkerID(t *testing.T) {
 	for _, tc := range []struct {
 		names []string

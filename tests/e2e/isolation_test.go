@@ -246,11 +246,7 @@ func (e *env) workerPID(id string) int {
 // inWorkerNS runs a command in worker w's network namespace (as root,
 // with every capability the worker itself lacks).
 func (e *env) inWorkerNS(w *agentv1.Worker, args ...string) (string, error) {
-	netns := e.pinPath(w.GetId())
-	if e.rt == stacktest.Docker {
-		netns = e.dockerInspect(w.GetId()).NetworkSettings.SandboxKey
-	}
-	return netnsCmd(netns, nil, args...)
+	return netnsCmd(e.pinPath(w.GetId()), nil, args...)
 }
 
 func (e *env) mustInWorkerNS(w *agentv1.Worker, args ...string) string {

@@ -17,7 +17,6 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
-	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
 // serviceURL is what a worker GETs to reach the proxy by name: s3-storage
@@ -104,9 +103,6 @@ func TestBadServicesStopTheAgent(t *testing.T) {
 func (e *env) logLookupTimes(w *agentv1.Worker, n int) {
 	e.t.Helper()
 	path := e.pinPath(w.GetId())
-	if e.rt == stacktest.Docker {
-		path = e.dockerInspect(w.GetId()).NetworkSettings.SandboxKey
-	}
 	times := make([]time.Duration, 0, n)
 	err := ns.WithNetNSPath(path, func(ns.NetNS) error {
 		c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}

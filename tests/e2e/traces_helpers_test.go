@@ -125,14 +125,13 @@ func (e *env) vethOf(id string) (string, bool) {
 }
 
 // expectTraces checks that a live worker has everything it needs: its
-// container, pin (containerd), veth, address (the one the API gave) and cache entry.
+// container, pin (both runtimes: the agent pins Docker's too), veth,
+// address (the one the API gave) and cache entry.
 func (e *env) expectTraces(w *agentv1.Worker) {
 	e.t.Helper()
 	left := e.traces(w.GetId())
-	want := []string{"container " + w.GetId(), fmt.Sprintf("address %s of %s/eth0", w.GetIp(), w.GetId())}
-	if !e.ownsNetNS() {
-		want = append(want, "netns pin "+e.pinPath(w.GetId()))
-	}
+	want := []string{"container " + w.GetId(), fmt.Sprintf("address %s of %s/eth0", w.GetIp(), w.GetId()),
+		"netns pin " + e.pinPath(w.GetId())}
 	for _, want := range want {
 		if !slices.Contains(left, want) {
 			e.t.Errorf("worker %s: no %s; it has:\n  %s", w.GetId(), want, strings.Join(left, "\n  "))
@@ -261,11 +260,11 @@ func killStrayShims(ns string) {
 // leakNode is the test's node as leakcheck sees it.
 func (e *env) leakNode() leakcheck.Node {
 	n := leakcheck.Node{
-		NetNS: e.node.Path(), IPAMDir: e.IPAMDir(), Network: netName, CNICacheDir: e.CacheDir(),
+		NetNS: e.node.Path(), IPAMDir: e.IPAMDir(), Network: netName, CNICacheDir: e.CacheDir(), PinDir: e.NetnsDir(),
 		Containers: func(context.Context) ([]string, error) { return e.containers() },
 	}
-	if !e.ownsNetNS() { // containerd: the agent's pins, containerd's snapshots, runc's cgroups
-		n.PinDir, n.Snapshots, n.Cgroups = e.NetnsDir(), e.workerSnapshots, e.workerCgroups
+	if !e.ownsNetNS() { // containerd: its snapshots, runc's cgroups
+		n.Snapshots, n.Cgroups = e.workerSnapshots, e.workerCgroups
 	}
 	return n
 }

@@ -48,7 +48,7 @@ func (r *results) dockerSummary(e *env, notes []string) *Summary {
 		Notes: append(notes,
 			fmt.Sprintf("image %s, present in dockerd's store", e.image),
 			"esb-agent runs as a process in a node network namespace made for the run (nsenter --net), Docker adapter "+
-				"(network mode none, CNI ADD into dockerd's sandbox after start), esb-bridge + esb-ipam through libcni; "+
+				"(networking disabled: runc's namespace, pinned by the agent, CNI ADD into it after start), esb-bridge + esb-ipam through libcni; "+
 				"API calls are timed by a gRPC client on the agent's unix socket; an acquire returns when the worker's port accepts TCP",
 			base+" runs the docker CLI in the host's namespace, no memory limit; it returns when the container has started; "+
 				"the ready column then polls the container's lo as the agent polls its workers",
@@ -61,7 +61,7 @@ func (r *results) dockerSummary(e *env, notes []string) *Summary {
 		{Name: "esb-agent, its log's \"worker ready\" took", Samples: r.coldLogged, Note: "inside the agent, same acquires"},
 		{Name: base, Samples: r.ctrRun, Note: "to the command's exit: container started"},
 		{Name: base + " + port accepts TCP", Samples: r.ctrReady, Note: "from the same start"},
-		{Name: "esb-agent ReleaseWorker", Samples: r.release, Note: "CNI DEL, stop (2 s grace), remove"},
+		{Name: "esb-agent ReleaseWorker", Samples: r.release, Note: "stop (2 s grace), CNI DEL, remove, unpin"},
 	}
 	if f, ok := readyRatio(r.cold, r.ctrReady, base); ok {
 		s.Figures = append(s.Figures, f)
@@ -72,7 +72,7 @@ func (r *results) dockerSummary(e *env, notes []string) *Summary {
 			left = fmt.Sprintf("%d traces", len(r.leftovers))
 		}
 		s.Figures = append(s.Figures, Figure{Name: "left after every release", Value: left,
-			Note: "containers, node veths, IPAM addresses, libcni cache entries"})
+			Note: "containers, netns pins, node veths, IPAM addresses, libcni cache entries"})
 	}
 	ms := func(d time.Duration) string { return benchstat.Ms(d) + " ms" }
 	s.Targets = []Target{

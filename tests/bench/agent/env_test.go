@@ -412,7 +412,8 @@ func tail(s string, n int) string {
 
 // forceClean removes every container (8 at a time), pin and image of the
 // run, its containerd namespace, and runc's cgroups of that namespace
-// (agenttest.Containerd.Clean); with Docker, the run's containers.
+// (agenttest.Containerd.Clean); with Docker, the run's containers and
+// the agent's pins.
 func (e *env) forceClean() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -420,5 +421,5 @@ func (e *env) forceClean() error {
 		return errors.Join(e.ctrd.Clean(ctx, e.NetnsDir()), e.profCtrd.Clean(ctx, e.prof.NetnsDir()))
 	}
 	ids, err := e.containers(ctx)
-	return errors.Join(err, agenttest.ForEach(ctx, ids, e.removeContainer)) // the image is dockerd's, shared
+	return errors.Join(err, agenttest.ForEach(ctx, ids, e.removeContainer), agenttest.Unpin(e.NetnsDir())) // the image is dockerd's, shared
 }

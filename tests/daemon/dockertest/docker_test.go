@@ -206,15 +206,17 @@ func TestWorkerSettings(t *testing.T) {
 	waitLog(t, dc, id, "listening on :8080")
 
 	info := inspect(t, dc, id)
-	if h := info.HostConfig; h.Memory != 64<<20 || h.NanoCPUs != 500_000_000 || string(h.NetworkMode) != "none" ||
+	if h := info.HostConfig; h.Memory != 64<<20 || h.NanoCPUs != 500_000_000 || string(h.NetworkMode) != "none" || !info.Config.NetworkDisabled ||
 		!slices.Contains(h.SecurityOpt, "no-new-privileges") || h.LogConfig.Type != "json-file" {
-		t.Errorf("host config: memory %d, nano CPUs %d, network %q, security %v, log %q", h.Memory, h.NanoCPUs, h.NetworkMode, h.SecurityOpt, h.LogConfig.Type)
+		t.Errorf("host config: memory %d, nano CPUs %d, network %q (disabled %v), security %v, log %q",
+			h.Memory, h.NanoCPUs, h.NetworkMode, info.Config.NetworkDisabled, h.SecurityOpt, h.LogConfig.Type)
 	}
 	if !slices.Contains(info.Config.Env, "ESB_FUNCTION=hello") || info.Config.Labels[conf.LabelNamespace] == "" {
 		t.Errorf("config: env %v, labels %v", info.Config.Env, info.Config.Labels)
 	}
-	if info.NetworkSettings.SandboxKey != netns {
-		t.Errorf("sandbox key %q, Start returned %q", info.NetworkSettings.SandboxKey, netns)
+	// No libnetwork sandbox: the namespace is runc's, the process's own.
+	if want := fmt.Sprintf("/proc/%d/ns/net", info.State.Pid); netns != want || info.NetworkSettings.SandboxKey != "" {
+		t.Errorf("Start returned namespace %q, want %s; dockerd's sandbox key %q, want none", netns, want, info.NetworkSettings.SandboxKey)
 	}
 
 	if err := rt.Stop(ctx, id, 10*time.Second); err != nil {
@@ -223,7 +225,7 @@ func TestWorkerSettings(t *testing.T) {
 	if st := inspect(t, dc, id).State; st.Running || st.ExitCode != 0 {
 		t.Errorf("after stop: running %v, exit code %d (want a clean exit on SIGTERM)", st.Running, st.ExitCode)
 	}
-	// dockerd drops the namespace's bind mount with the stopped sandbox.
+	// The namespace goes with the process.
 	deadline := time.Now().Add(5 * time.Second)
 	for ns.IsNSorErr(netns) == nil && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)

@@ -4,11 +4,13 @@
 package shimtest
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -87,6 +89,71 @@ func TestNetNSLifecycle(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("mount point left behind: %v", err)
+	}
+}
+
+// TestNetNSPin pins the namespace of a process (as the agent pins the one
+// runc made for a Docker worker): the pin is that namespace, outlives the
+// process until Remove, and a second pin or a path that is no namespace
+// fails without leaving a mount point.
+func TestNetNSPin(t *testing.T) {
+	nstest.RequirePrivileged(t)
+	nstest.RequirePrograms(t, "unshare")
+	var nses shim.NetNSes
+	id := nstest.RandomHex(8)
+	t.Cleanup(func() { _ = nses.Remove(id) })
+	cmd := exec.Command("unshare", "-n", "--", "sh", "-c", "echo in; exec sleep 60")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	// The line comes once the shell runs in its new namespace.
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "in\n" {
+		t.Fatalf("the process in a new namespace said %q, %v", line, err)
+	}
+	from := fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)
+	path, err := nses.Pin(id, from)
+	if err != nil {
+		t.Fatalf("pin %s: %v", from, err)
+	}
+	if path != nses.Path(id) || !nses.Exists(id) {
+		t.Fatalf("pinned at %s, Exists=%v", path, nses.Exists(id))
+	}
+	theirs, err := os.Stat(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(theirs, pinned) {
+		t.Fatalf("the pin is not the process's namespace")
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if err := ns.IsNSorErr(path); err != nil {
+		t.Errorf("the pin did not outlive the process: %v", err)
+	}
+	if _, err := nses.Pin(id, "/proc/self/ns/net"); !errors.Is(err, shim.ErrNetNSExists) {
+		t.Errorf("second Pin: %v, want ErrNetNSExists", err)
+	}
+	other := nstest.RandomHex(8)
+	if _, err := nses.Pin(other, "/etc/hostname"); err == nil {
+		_ = nses.Remove(other)
+		t.Error("pinned a file that is no namespace")
+	}
+	if _, err := os.Stat(nses.Path(other)); !os.IsNotExist(err) {
+		t.Errorf("a failed Pin left %s: %v", nses.Path(other), err)
+	}
+	if err := nses.Remove(id); err != nil || nses.Exists(id) {
+		t.Errorf("Remove: %v, still pinned %v", err, nses.Exists(id))
 	}
 }
 
