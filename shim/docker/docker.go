@@ -205,10 +205,11 @@ func envList(env map[string]string) []string {
 }
 
 // Create implements shim.Runtime: a container named esb-<ID> with
-// networking disabled (network mode "none", NetworkDisabled), the memory and CPU limits, no-new-privileges,
-// shim.WorkerCapabilities and Docker's default seccomp profile (Docker
-// applies it to every container not given another), a read-only root file
-// system when spec.ReadOnlyRootfs is set, logging to json-file.
+// networking disabled (network mode "none", NetworkDisabled), the memory
+// and CPU limits, no-new-privileges, shim.WorkerCapabilities and Docker's
+// default seccomp profile (Docker applies it to every container not given
+// another), a read-only root file system when spec.ReadOnlyRootfs is set,
+// logging to json-file.
 // spec.NetNS and spec.LogPath are not used (runc makes the namespace and
 // Docker keeps the log).
 func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
@@ -255,7 +256,9 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 
 // Start implements shim.Runtime. The namespace it returns is the worker's
 // process's, /proc/<pid>/ns/net, valid as long as the process runs: the
-// agent pins it before it attaches the network.
+// agent pins it at once, before it attaches the network (a pid recycled
+// in the milliseconds between the inspect and the pin would need the
+// worker to exit and the kernel to wrap its pids in between).
 func (r *Runtime) Start(ctx context.Context, id string) (string, error) {
 	name := ContainerName(id)
 	if err := r.c.ContainerStart(ctx, name, container.StartOptions{}); err != nil {
