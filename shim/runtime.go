@@ -27,6 +27,9 @@ const (
 	WorkerTmpfsOptions = "nosuid,nodev,mode=1777,size=64m"
 )
 
+// WorkerHostname is the host name of worker id, in both runtimes.
+func WorkerHostname(id string) string { return "esb-" + id[:min(len(id), 12)] }
+
 // WorkerSpec is what a runtime needs to create a worker.
 type WorkerSpec struct {
 	// ID names the container (and its network namespace, esb-<ID>).
@@ -49,11 +52,30 @@ type WorkerSpec struct {
 	// ResolvConf, when set, is a host file bind-mounted read-only on
 	// /etc/resolv.conf (the agent's: nameserver <gateway>).
 	ResolvConf string
+	// Hosts, when set, is a host file bind-mounted read-only on
+	// /etc/hosts (the agent's: the loopback names, conf.WorkerHosts).
+	Hosts string
 	// ShimGroup, when set, names the shim process the worker shares with
 	// the other workers of the group (containerd's runc v2 shim groups
 	// containers by the OCI annotation io.containerd.runc.v2.group);
 	// runtimes without shims ignore it.
 	ShimGroup string
+}
+
+// EtcFile is a file of the worker's /etc the agent provides: Source, a
+// host file, is bind-mounted read-only on Path.
+type EtcFile struct{ Path, Source string }
+
+// EtcFiles are the files of the worker's /etc the agent provides; the
+// others are the image's own.
+func (s WorkerSpec) EtcFiles() []EtcFile {
+	var fs []EtcFile
+	for _, f := range []EtcFile{{"/etc/resolv.conf", s.ResolvConf}, {"/etc/hosts", s.Hosts}} {
+		if f.Source != "" {
+			fs = append(fs, f)
+		}
+	}
+	return fs
 }
 
 // WorkerInfo is what a runtime reports of a worker container.

@@ -213,7 +213,7 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	specOpts := []oci.SpecOpts{
 		cached.withConfig(), // first: it starts from the default spec's process
 		oci.WithEnv(envList(s.Env)),
-		oci.WithHostname("esb-" + s.ID[:min(len(s.ID), 12)]),
+		oci.WithHostname(shim.WorkerHostname(s.ID)),
 		oci.WithNoNewPrivileges,
 		oci.WithCgroup(r.cgroupPath(s.ID)),
 		oci.WithCapabilities(shim.WorkerCapabilities),
@@ -225,9 +225,9 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 			Options: strings.Split(shim.WorkerTmpfsOptions, ","),
 		}}))
 	}
-	if s.ResolvConf != "" {
+	for _, f := range s.EtcFiles() {
 		specOpts = append(specOpts, oci.WithMounts([]specs.Mount{{
-			Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf,
+			Destination: f.Path, Type: "bind", Source: f.Source,
 			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
 		}}))
 	}

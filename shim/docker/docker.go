@@ -222,7 +222,7 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 		Image:           s.Image,
 		Env:             envList(s.Env),
 		Labels:          labels,
-		Hostname:        "esb-" + s.ID[:min(len(s.ID), 12)],
+		Hostname:        shim.WorkerHostname(s.ID),
 		NetworkDisabled: true,
 	}
 	host := &container.HostConfig{
@@ -240,10 +240,10 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 		host.ReadonlyRootfs = true
 		host.Tmpfs = map[string]string{shim.WorkerTmpfsPath: shim.WorkerTmpfsOptions}
 	}
-	if s.ResolvConf != "" {
-		// A mount on /etc/resolv.conf replaces the one dockerd makes.
-		host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeBind, Source: s.ResolvConf,
-			Target: "/etc/resolv.conf", ReadOnly: true})
+	// With networking disabled dockerd makes no /etc/resolv.conf or
+	// /etc/hosts of its own (the files of its init layer stay empty).
+	for _, f := range s.EtcFiles() {
+		host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeBind, Source: f.Source, Target: f.Path, ReadOnly: true})
 	}
 	if _, err := r.c.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(s.ID)); err != nil {
 		if cerrdefs.IsNotFound(err) { // "No such image"
