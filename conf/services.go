@@ -28,6 +28,11 @@ func ResolvConf(gw netip.Addr) string {
 	return "nameserver " + gw.String() + "\noptions " + ResolvConfOptions + "\n"
 }
 
+// WorkerHosts is the /etc/hosts of every worker: the loopback names, as
+// Docker and the kubelet write them (an image's own file is replaced; the
+// runtimes make none for a worker whose network is the agent's).
+const WorkerHosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
 // Service is a data service's name and the gateway port its forward
 // listens on: the name resolves to the gateway, so name:port goes through
 // the DNAT forward to the local proxy.
@@ -108,7 +113,18 @@ func validateDNSName(field, name string) error {
 	if _, err := netip.ParseAddr(name); err == nil || strings.Trim(name, "0123456789.") == "" {
 		return fieldErr(field, name, "invalid service name: a service name is not an address")
 	}
+	if IsLocalhostName(name) {
+		return fieldErr(field, name, "invalid service name: localhost names are each worker's loopback")
+	}
 	return nil
+}
+
+// IsLocalhostName reports whether name (with or without the trailing dot,
+// any case) is localhost or under it: RFC 6761 reserves these for the
+// loopback, which the workers' hosts file and resolver answer.
+func IsLocalhostName(name string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	return name == "localhost" || strings.HasSuffix(name, ".localhost")
 }
 
 // CheckServices checks that every service has a TCP forward on the rule

@@ -19,6 +19,8 @@ func TestParseServices(t *testing.T) {
 		{"-s3=9000", "", `invalid services "-s3": invalid service name`},
 		{"a..b=1", "", `invalid services "a..b": invalid service name`},
 		{"10.88.0.1=9000", "", `invalid services "10.88.0.1": invalid service name: a service name is not an address`},
+		{"localhost=9000", "", `invalid services "localhost": invalid service name: localhost names are each worker's loopback`},
+		{"s3.LocalHost=9000", "", `invalid services "s3.localhost": invalid service name: localhost names`},
 		{"=9000", "", `invalid services: a service name must be 1 to 253 characters`},
 		{"s3=0", "", `invalid services.s3 "0": port must be from 1 to 65535`},
 		{"s3=70000", "", `invalid services.s3 "70000": port must be from 1 to 65535`},

@@ -1,7 +1,9 @@
 // Package resolver is the workers' DNS server: it answers the data
 // services' names (conf.Services) with the bridge gateway, so a worker's
 // connection to s3-storage:9000 goes through the gateway's DNAT forward to
-// the local proxy. Every other name gets NXDOMAIN under egress proxy-only
+// the local proxy. localhost (and names under it) is the loopback, as RFC
+// 6761 asks of a resolver, and a worker's own host name is its address
+// (Config.Hostname). Every other name gets NXDOMAIN under egress proxy-only
 // (no way around the proxy) and is forwarded to an upstream under egress
 // open. It answers only clients inside the worker subnet, over UDP and TCP.
 //
@@ -48,6 +50,10 @@ type Config struct {
 	// Upstream, when valid, receives every other name (egress open);
 	// when not, every other name is NXDOMAIN (egress proxy-only).
 	Upstream netip.AddrPort
+	// Hostname, when set, names the worker at an address ("": none); a
+	// worker's query for its own host name is answered with its address,
+	// another worker's host name is not answered.
+	Hostname func(netip.Addr) string
 	// Log receives one line per failed forward (nil: discarded).
 	Log *slog.Logger
 }
@@ -187,15 +193,12 @@ func (s *Server) answer(w dns.ResponseWriter, q *dns.Msg) *dns.Msg {
 	qq := q.Question[0]
 	name := strings.ToLower(dns.Fqdn(qq.Name))
 	switch {
+	case conf.IsLocalhostName(name):
+		return authoritative(q, netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback())
 	case s.names[name]:
-		m.SetReply(q)
-		m.Authoritative = true
-		if qq.Qtype == dns.TypeA && qq.Qclass == dns.ClassINET {
-			m.Answer = append(m.Answer, &dns.A{
-				Hdr: dns.RR_Header{Name: qq.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: TTL},
-				A:   s.cfg.Gateway.AsSlice()})
-		}
-		return m // AAAA and the rest: NOERROR, no records
+		return authoritative(q, s.cfg.Gateway, netip.Addr{})
+	case s.isOwnName(w.RemoteAddr(), name):
+		return authoritative(q, addrOf(w.RemoteAddr()), netip.Addr{})
 	case s.underService(name):
 		m.SetRcode(q, dns.RcodeNameError)
 		m.Authoritative = true
@@ -204,6 +207,33 @@ func (s *Server) answer(w dns.ResponseWriter, q *dns.Msg) *dns.Msg {
 		return m.SetRcode(q, dns.RcodeNameError)
 	}
 	return s.forward(w, q)
+}
+
+// authoritative answers q with v4 for A and v6 for AAAA, when valid;
+// other types, and a type whose address is not valid, get NOERROR with no
+// records (the name exists).
+func authoritative(q *dns.Msg, v4, v6 netip.Addr) *dns.Msg {
+	m := new(dns.Msg).SetReply(q)
+	m.Authoritative = true
+	qq := q.Question[0]
+	hdr := dns.RR_Header{Name: qq.Name, Rrtype: qq.Qtype, Class: dns.ClassINET, Ttl: TTL}
+	switch {
+	case qq.Qclass != dns.ClassINET:
+	case qq.Qtype == dns.TypeA && v4.IsValid():
+		m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: v4.AsSlice()})
+	case qq.Qtype == dns.TypeAAAA && v6.IsValid():
+		m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: v6.AsSlice()})
+	}
+	return m
+}
+
+// isOwnName reports whether name is the host name of the worker asking.
+func (s *Server) isOwnName(from net.Addr, name string) bool {
+	if s.cfg.Hostname == nil {
+		return false
+	}
+	own := s.cfg.Hostname(addrOf(from))
+	return own != "" && name == strings.ToLower(dns.Fqdn(own))
 }
 
 // forward asks the upstream over the client's transport.
@@ -231,17 +261,22 @@ func (s *Server) forward(w dns.ResponseWriter, q *dns.Msg) *dns.Msg {
 }
 
 func (s *Server) fromSubnet(a net.Addr) bool {
+	addr := addrOf(a)
+	return addr.IsValid() && s.cfg.Subnet.Contains(addr)
+}
+
+// addrOf is a client's address, not valid for an address of neither UDP
+// nor TCP.
+func addrOf(a net.Addr) netip.Addr {
 	var ip net.IP
 	switch a := a.(type) {
 	case *net.UDPAddr:
 		ip = a.IP
 	case *net.TCPAddr:
 		ip = a.IP
-	default:
-		return false
 	}
-	addr, ok := netip.AddrFromSlice(ip)
-	return ok && s.cfg.Subnet.Contains(addr.Unmap())
+	addr, _ := netip.AddrFromSlice(ip)
+	return addr.Unmap()
 }
 
 // underService reports whether name is a subdomain of a service name.

@@ -71,13 +71,61 @@ func TestProxyOnly(t *testing.T) {
 			{"x.s3-storage", dns.TypeA, dns.RcodeNameError, "", 0},
 			{"a.b.database", dns.TypeAAAA, dns.RcodeNameError, "", 0},
 			{"example.com", dns.TypeA, dns.RcodeNameError, "", 0},
-			{"localhost", dns.TypeA, dns.RcodeNameError, "", 0},
+			{"localhost", dns.TypeA, dns.RcodeSuccess, "127.0.0.1", 1},
 			{"1.0.88.10.in-addr.arpa", dns.TypePTR, dns.RcodeNameError, "", 0},
 		} {
 			r := query(t, s.Addr(), proto, tc.name, tc.qtype)
 			if r.Rcode != tc.rcode || len(r.Answer) != tc.n || answerA(r) != tc.a {
 				t.Errorf("%s %s %s: rcode %s, %d answers (%v), want %s, %d (%q)", proto, tc.name, dns.TypeToString[tc.qtype],
 					dns.RcodeToString[r.Rcode], len(r.Answer), r.Answer, dns.RcodeToString[tc.rcode], tc.n, tc.a)
+			}
+		}
+	}
+}
+
+// TestLoopbackAndOwnName: localhost and the names under it are the
+// loopback (RFC 6761); a worker's own host name is its address, and only
+// the worker it names gets that answer.
+func TestLoopbackAndOwnName(t *testing.T) {
+	up := startUpstream(t)
+	names := map[netip.Addr]string{netip.MustParseAddr("127.0.0.1"): "esb-0123456789ab", netip.MustParseAddr("127.0.0.2"): "esb-ba9876543210"}
+	s, err := Start(Config{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Gateway: gateway,
+		Subnet: netip.MustParsePrefix("127.0.0.0/8"), Upstream: up, Hostname: func(a netip.Addr) string { return names[a] }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, tc := range []struct {
+			name   string
+			qtype  uint16
+			rcode  int
+			answer string
+		}{
+			{"localhost", dns.TypeA, dns.RcodeSuccess, "127.0.0.1"},
+			{"LocalHost.", dns.TypeAAAA, dns.RcodeSuccess, "::1"},
+			{"db.localhost", dns.TypeA, dns.RcodeSuccess, "127.0.0.1"},
+			{"localhost", dns.TypeMX, dns.RcodeSuccess, ""},
+			{"esb-0123456789AB", dns.TypeA, dns.RcodeSuccess, "127.0.0.1"},
+			{"esb-0123456789ab", dns.TypeAAAA, dns.RcodeSuccess, ""},
+			// Another worker's name goes where any other name goes: here
+			// the upstream, which does not know it.
+			{"esb-ba9876543210", dns.TypeA, dns.RcodeNameError, ""},
+			{"notlocalhost", dns.TypeA, dns.RcodeNameError, ""},
+		} {
+			r := query(t, s.Addr(), proto, tc.name, tc.qtype)
+			var got string
+			if len(r.Answer) == 1 {
+				switch rr := r.Answer[0].(type) {
+				case *dns.A:
+					got = rr.A.String()
+				case *dns.AAAA:
+					got = rr.AAAA.String()
+				}
+			}
+			if r.Rcode != tc.rcode || got != tc.answer || len(r.Answer) > 1 || (tc.answer == "" && len(r.Answer) != 0) {
+				t.Errorf("%s %s %s: rcode %s, answers %v; want %s, %q", proto, tc.name, dns.TypeToString[tc.qtype],
+					dns.RcodeToString[r.Rcode], r.Answer, dns.RcodeToString[tc.rcode], tc.answer)
 			}
 		}
 	}
