@@ -135,6 +135,9 @@ func TestAcquireAndRelease(t *testing.T) {
 	if got := r.a.List("o2"); len(got) != 0 {
 		t.Errorf("List(o2) = %v", got)
 	}
+	if got := r.a.table.hostnameAt(w.IP); got != shim.WorkerHostname(w.ID) {
+		t.Errorf("host name at %s = %q, want %q (the resolver's answer)", w.IP, got, shim.WorkerHostname(w.ID))
+	}
 	if err := r.a.Release(ctx, w.ID, "o2"); CodeOf(err) != Permission {
 		t.Errorf("release by another owner: %v", err)
 	}
@@ -153,6 +156,9 @@ func TestAcquireAndRelease(t *testing.T) {
 	}
 	if err := r.a.Release(ctx, w.ID, "o1"); CodeOf(err) != NotFound {
 		t.Errorf("second release: %v", err)
+	}
+	if got := r.a.table.hostnameAt(w.IP); got != "" {
+		t.Errorf("host name at %s after release = %q, want none", w.IP, got)
 	}
 	r.assertEmpty(t)
 }

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	current "github.com/containernetworking/cni/pkg/types/100"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edge-serverless-box/esbnet/conf"
@@ -122,11 +121,6 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 	} else if err := c.prepare(ctx); err != nil {
 		return err
 	}
-	ip, err := ipv4Of(c.res)
-	if err != nil {
-		return err
-	}
-	a.table.setAddress(w, ip, c.att.NetNS)
 	return a.waitReady(ctx, w, c.exited)
 }
 
@@ -185,7 +179,6 @@ type creation struct {
 	w   *Worker
 	r   AcquireRequest
 	att shim.Attachment
-	res *current.Result
 	// mu guards undo: the network and the container are made side by side.
 	mu   sync.Mutex
 	undo []func() error
@@ -250,7 +243,13 @@ func (c *creation) attach(ctx context.Context) error {
 	if err != nil {
 		return c.a.cniErr(err)
 	}
-	c.res = res
+	ip, err := ipv4Of(res)
+	if err != nil {
+		return err
+	}
+	// Recorded at once: the resolver answers the worker's own host name
+	// from it, perhaps before the creation ends.
+	c.a.table.setAddress(c.w, ip, att.NetNS)
 	return nil
 }
 
@@ -328,5 +327,5 @@ func (c *creation) spec() (shim.WorkerSpec, error) {
 	}
 	return shim.WorkerSpec{ID: w.ID, Image: r.Image, Env: env, Labels: labels, MemoryBytes: memory,
 		CPUMillis: r.CPUMillis, NetNS: c.att.NetNS, LogPath: filepath.Join(cfg.LogDir, w.ID+".log"),
-		ReadOnlyRootfs: cfg.ReadOnlyRootfs, ResolvConf: cfg.ResolvConf, ShimGroup: w.shimGroup}, nil
+		ReadOnlyRootfs: cfg.ReadOnlyRootfs, ResolvConf: cfg.ResolvConf, Hosts: cfg.Hosts, ShimGroup: w.shimGroup}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,7 @@ type Daemon struct {
 	cfg     DaemonConfig
 	log     *slog.Logger
 	agent   *Agent
+	live    atomic.Pointer[Agent] // agent, for the resolver, which starts before it
 	rt      shim.Runtime
 	reg     *prometheus.Registry
 	dns     *workerDNS // the workers' resolver; nil without one
@@ -94,8 +96,12 @@ func NewDaemon(ctx context.Context, c DaemonConfig, log *slog.Logger) (_ *Daemon
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := agentConfig(c)
 	cfg.ResolvConf = d.dns.resolvConfPath()
+	if cfg.Hosts, err = writeWorkerHosts(c); err != nil {
+		return nil, err
+	}
 	d.agent = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir, Prefix: stack.NetNSPrefix}, Log: log, Records: recs,
 		Metrics: NewMetrics(d.reg), Config: cfg})
+	d.live.Store(d.agent)
 	d.reg.MustRegister(newNodeCollector(d.agent, natMgr, networkCapacity(c)))
 	if err := rt.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("runtime %s does not answer: %w", rt.Name(), err)
@@ -104,6 +110,15 @@ func NewDaemon(ctx context.Context, c DaemonConfig, log *slog.Logger) (_ *Daemon
 		log.Error("reconcile left errors", "err", err)
 	}
 	return d, nil
+}
+
+// workerHostname is the host name of the worker at ip, for the resolver:
+// "" for an address no worker has, or before the agent exists.
+func (d *Daemon) workerHostname(ip netip.Addr) string {
+	if a := d.live.Load(); a != nil {
+		return a.table.hostnameAt(ip)
+	}
+	return ""
 }
 
 // agentConfig is the Agent's part of the daemon's configuration.
@@ -128,7 +143,7 @@ func (d *Daemon) startNAT(ctx context.Context, stack conf.Stack, others []netip.
 		return nil, fmt.Errorf("invalid nat-rules %s: bridge %s is not network %s's bridge %s", d.cfg.NATRules, rules.Bridge, stack.Network, stack.Bridge)
 	}
 	rules.Others = others
-	if d.dns, rules, err = startWorkerDNS(d.cfg, rules, d.log); err != nil {
+	if d.dns, rules, err = startWorkerDNS(d.cfg, rules, d.workerHostname, d.log); err != nil {
 		return nil, err
 	}
 	if d.dns != nil {

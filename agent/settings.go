@@ -49,6 +49,9 @@ type Config struct {
 	// ResolvConf, when set, is the file every worker gets as its
 	// /etc/resolv.conf (read-only): the resolver on the gateway.
 	ResolvConf string
+	// Hosts, when set, is the file every worker gets as its /etc/hosts
+	// (read-only): conf.WorkerHosts.
+	Hosts string
 }
 
 // DefaultConfig returns the defaults.

@@ -1,9 +1,27 @@
 package agent
 
-import "time"
+import (
+	"net/netip"
+	"time"
+
+	"github.com/edge-serverless-box/esbnet/shim"
+)
 
 // The table's reads and writes for the Gateway's contract and the pull
 // policy: the same lock and invariants as table.go.
+
+// hostnameAt returns the host name of the worker at ip, settled or being
+// made, or "" when no worker has it.
+func (t *workerTable) hostnameAt(ip netip.Addr) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, w := range t.workers {
+		if w.IP == ip {
+			return shim.WorkerHostname(w.ID)
+		}
+	}
+	return ""
+}
 
 // snapshot returns a copy of w taken under the lock.
 func (t *workerTable) snapshot(w *Worker) Worker {

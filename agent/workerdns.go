@@ -19,9 +19,10 @@ type workerDNS struct {
 
 // startWorkerDNS starts the workers' resolver on the gateway, writes the
 // workers' resolv.conf beside the state file and returns the NAT rules
-// with the udp+tcp 53 forwards to the resolver added. With dns-port 0 it
-// returns rules unchanged and no resolver.
-func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, log *slog.Logger) (*workerDNS, *conf.NATRules, error) {
+// with the udp+tcp 53 forwards to the resolver added. hostname names the
+// worker at an address, for its queries of its own name. With dns-port 0
+// it returns rules unchanged and no resolver.
+func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, hostname func(netip.Addr) string, log *slog.Logger) (*workerDNS, *conf.NATRules, error) {
 	if c.DNSPort == 0 {
 		return nil, rules, nil
 	}
@@ -47,7 +48,7 @@ func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, log *slog.Logger) (*wo
 		return nil, nil, fmt.Errorf("write workers' resolv.conf: %w", err)
 	}
 	srv, err := resolver.Start(resolver.Config{Listen: listen, Gateway: rules.Gateway, Subnet: rules.Subnet,
-		Services: svcs, Upstream: upstream, Log: log})
+		Services: svcs, Upstream: upstream, Hostname: hostname, Log: log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("dns-port %d: start the workers' resolver on %s: %w", c.DNSPort, listen, err)
 	}
@@ -56,10 +57,28 @@ func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, log *slog.Logger) (*wo
 	return &workerDNS{srv: srv, resolvConf: path}, withDNS, nil
 }
 
+// writeWorkerHosts writes the workers' /etc/hosts (conf.WorkerHosts)
+// beside the state file and returns its path; without a state file
+// workers keep their images' own.
+func writeWorkerHosts(c DaemonConfig) (string, error) {
+	dir := journalDir(c.StateFile)
+	if dir == "" {
+		return "", nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("make state directory: %w", err)
+	}
+	path := filepath.Join(dir, "hosts")
+	if err := writeFileAtomic(path, []byte(conf.WorkerHosts), 0o644); err != nil {
+		return "", fmt.Errorf("write workers' hosts file: %w", err)
+	}
+	return path, nil
+}
+
 // writeFileAtomic replaces path with data in one rename, so a worker
 // being created never bind-mounts half a file.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".resolv-*")
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,13 @@ func TestStartWorkerDNS(t *testing.T) {
 		Forwards: []conf.Forward{{Proto: "tcp", Port: 9000, To: netip.MustParseAddrPort("127.0.0.1:9000")}}}
 	dir := t.TempDir()
 	c := DaemonConfig{NATRules: "nat.yaml", DNSPort: port, Services: "s3-storage=9000", StateFile: filepath.Join(dir, "state.db")}
-	w, got, err := startWorkerDNS(c, rules, slog.New(slog.DiscardHandler))
+	own := func(a netip.Addr) string {
+		if a == rules.Gateway { // the test's queries come from the "gateway"
+			return "esb-0123456789ab"
+		}
+		return ""
+	}
+	w, got, err := startWorkerDNS(c, rules, own, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,8 +52,32 @@ func TestStartWorkerDNS(t *testing.T) {
 	if err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.0.0.1" {
 		t.Errorf("s3-storage: %v, %v", r, err)
 	}
+	r, err = dns.Exchange(new(dns.Msg).SetQuestion("esb-0123456789ab.", dns.TypeA), w.srv.Addr().String())
+	if err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.0.0.1" {
+		t.Errorf("the asking worker's own host name: %v, %v", r, err)
+	}
 	c.DNSPort = 0
-	if w, same, err := startWorkerDNS(c, rules, slog.New(slog.DiscardHandler)); w != nil || same != rules || err != nil {
+	if w, same, err := startWorkerDNS(c, rules, own, slog.New(slog.DiscardHandler)); w != nil || same != rules || err != nil {
 		t.Errorf("dns-port 0: %v, %v, %v; want no resolver, the rules unchanged", w, same, err)
+	}
+}
+
+// TestWriteWorkerHosts: the workers' hosts file goes beside the state
+// file, with the loopback names; without a state file there is none.
+func TestWriteWorkerHosts(t *testing.T) {
+	dir := t.TempDir()
+	path, err := writeWorkerHosts(DaemonConfig{StateFile: filepath.Join(dir, "state", "state.db")})
+	if err != nil || path != filepath.Join(dir, "state", "hosts") {
+		t.Fatalf("writeWorkerHosts = %q, %v", path, err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || string(b) != "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" {
+		t.Errorf("hosts: %q, %v", b, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("hosts mode: %v, %v; want 0644 (read by every worker's user)", fi, err)
+	}
+	if path, err := writeWorkerHosts(DaemonConfig{}); path != "" || err != nil {
+		t.Errorf("no state file: %q, %v; want none", path, err)
 	}
 }

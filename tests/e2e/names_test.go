@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
 
@@ -28,7 +29,8 @@ var serviceURL = fmt.Sprintf("http://s3-storage:%d/", gatewayPort)
 // resolv.conf "nameserver 10.88.0.1", reaches the data service by name
 // through the DNS forward, the resolver and the proxy forward; other
 // names and subdomains do not resolve under egress proxy-only; the DNS
-// forward comes back after "nft flush ruleset" in the node.
+// forward comes back after "nft flush ruleset" in the node. The worker's
+// own names work too: localhost and its host name reach its own port.
 func TestWorkerResolvesServices(t *testing.T) { forRuntimes(t, testWorkerResolvesServices) }
 
 func testWorkerResolvesServices(t *testing.T, e *env) {
@@ -40,6 +42,7 @@ func testWorkerResolvesServices(t *testing.T, e *env) {
 	if a.Fetch == nil || a.Fetch.Status != 200 || a.Fetch.Body != backendBody(frontendName) {
 		t.Errorf("worker's GET %s = %+v, want 200 %q", serviceURL, a.Fetch, backendBody(frontendName))
 	}
+	e.expectOwnNames(w, a.Hostname, "localhost", a.Hostname)
 	e.logLookupTimes(w, 1000)
 	for _, u := range []string{"http://example.com:9000/", "http://www.s3-storage:9000/", "http://" + nodeAddr + ".nip.io:9000/"} {
 		a := e.mustInvoke(w, `{"fetch":"`+u+`"}`)
@@ -69,6 +72,37 @@ func testWorkerResolvesServices(t *testing.T, e *env) {
 	}
 	e.mustRelease(w)
 	e.expectNoTraces("after release")
+}
+
+// TestWorkerHostsFile: without NAT rules there is no resolver, yet a
+// worker of either runtime resolves localhost (the hosts file the agent
+// mounts; the images have none, and a runtime makes none for a network it
+// does not own), and its host name is the one the runtimes are given.
+func TestWorkerHostsFile(t *testing.T) { forRuntimes(t, testWorkerHostsFile) }
+
+func testWorkerHostsFile(_ *testing.T, e *env) {
+	e.startAgent()
+	w := e.mustAcquire(e.acquireReq("gateway-1", "hosts"))
+	a := e.mustInvoke(w, `{}`)
+	e.expectOwnNames(w, a.Hostname, "localhost", "LOCALHOST")
+	e.mustRelease(w)
+	e.expectNoTraces("after release")
+}
+
+// expectOwnNames checks that worker w, which answered from host name
+// hostname, is the one the runtimes were told to name, and that a GET of
+// its own health path through each of names reaches it.
+func (e *env) expectOwnNames(w *agentv1.Worker, hostname string, names ...string) {
+	e.t.Helper()
+	if want := shim.WorkerHostname(w.GetId()); hostname != want {
+		e.t.Errorf("worker %s answered from host %q, want %q", w.GetId(), hostname, want)
+	}
+	for _, name := range names {
+		u := fmt.Sprintf("http://%s:%d/healthz", name, w.GetPort())
+		if a := e.mustInvoke(w, `{"fetch":"`+u+`"}`); a.Fetch == nil || a.Fetch.Status != 200 || a.Fetch.Body != "ok\n" {
+			e.t.Errorf("worker's GET %s = %+v, want 200 ok", u, a.Fetch)
+		}
+	}
 }
 
 // TestBadServicesStopTheAgent: each bad services setting stops the agent
