@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync/atomic"
 
+	"github.com/docker/docker/libnetwork/resolvconf"
+
 	"github.com/containernetworking/cni/libcni"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -95,8 +97,7 @@ func NewDaemon(ctx context.Context, c DaemonConfig, log *slog.Logger) (_ *Daemon
 	d.reg = prometheus.NewRegistry()
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := agentConfig(c)
-	cfg.ResolvConf = d.dns.resolvConfPath()
-	if cfg.Hosts, err = writeWorkerHosts(c); err != nil {
+	if err := workerEtcFiles(c, d.dns, resolvconf.Path(), &cfg); err != nil {
 		return nil, err
 	}
 	d.agent = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir, Prefix: stack.NetNSPrefix}, Log: log, Records: recs,

@@ -1,11 +1,17 @@
 package agent
 
 import (
+	"errors"
+	"io/fs"
+	"strings"
+
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+
+	"github.com/docker/docker/libnetwork/resolvconf"
 
 	"github.com/edge-serverless-box/esbnet/agent/resolver"
 	"github.com/edge-serverless-box/esbnet/conf"
@@ -57,22 +63,64 @@ func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, hostname func(netip.Ad
 	return &workerDNS{srv: srv, resolvConf: path}, withDNS, nil
 }
 
-// writeWorkerHosts writes the workers' /etc/hosts (conf.WorkerHosts)
-// beside the state file and returns its path; without a state file
-// workers keep their images' own.
-func writeWorkerHosts(c DaemonConfig) (string, error) {
+// workerEtcFiles writes the files every worker gets beside the state file
+// and sets them in cfg: /etc/hosts (conf.WorkerHosts) and, where no
+// resolver serves the workers, /etc/resolv.conf from the node's (nodeResolv,
+// see nodeResolvConf). Without a state file workers keep their images'
+// own files.
+func workerEtcFiles(c DaemonConfig, dns *workerDNS, nodeResolv string, cfg *Config) error {
 	dir := journalDir(c.StateFile)
 	if dir == "" {
-		return "", nil
+		return nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("make state directory: %w", err)
+		return fmt.Errorf("make state directory: %w", err)
 	}
-	path := filepath.Join(dir, "hosts")
-	if err := writeFileAtomic(path, []byte(conf.WorkerHosts), 0o644); err != nil {
-		return "", fmt.Errorf("write workers' hosts file: %w", err)
+	cfg.Hosts = filepath.Join(dir, "hosts")
+	if err := writeFileAtomic(cfg.Hosts, []byte(conf.WorkerHosts), 0o644); err != nil {
+		return fmt.Errorf("write workers' hosts file: %w", err)
 	}
-	return path, nil
+	if cfg.ResolvConf = dns.resolvConfPath(); cfg.ResolvConf != "" {
+		return nil
+	}
+	b, err := os.ReadFile(nodeResolv)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the node's resolv.conf for the workers: %w", err)
+	}
+	cfg.ResolvConf = filepath.Join(dir, "resolv.conf")
+	if err := writeFileAtomic(cfg.ResolvConf, nodeResolvConf(b), 0o644); err != nil {
+		return fmt.Errorf("write workers' resolv.conf: %w", err)
+	}
+	return nil
+}
+
+// nodeResolvConf is the node's resolv.conf as a worker with no resolver
+// of the agent's gets it, the way Docker and the kubelet give a container
+// the host's: its search list and options, and its nameservers but those on
+// loopback, which the worker's namespace cannot reach. No default servers
+// are added in their place (Docker adds public ones; an edge box may not
+// reach them). Parsing is Docker's (libnetwork/resolvconf).
+func nodeResolvConf(node []byte) []byte {
+	var ns []string
+	for _, s := range resolvconf.GetNameservers(node, resolvconf.IP) {
+		if a, err := netip.ParseAddr(s); err == nil && !a.IsLoopback() {
+			ns = append(ns, s)
+		}
+	}
+	var b strings.Builder
+	for _, s := range ns {
+		b.WriteString("nameserver " + s + "\n")
+	}
+	if search := resolvconf.GetSearchDomains(node); len(search) > 0 {
+		b.WriteString("search " + strings.Join(search, " ") + "\n")
+	}
+	if opts := resolvconf.GetOptions(node); len(opts) > 0 {
+		b.WriteString("options " + strings.Join(opts, " ") + "\n")
+	}
+	return []byte(b.String())
 }
 
 // writeFileAtomic replaces path with data in one rename, so a worker

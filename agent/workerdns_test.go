@@ -62,22 +62,46 @@ func TestStartWorkerDNS(t *testing.T) {
 	}
 }
 
-// TestWriteWorkerHosts: the workers' hosts file goes beside the state
-// file, with the loopback names; without a state file there is none.
-func TestWriteWorkerHosts(t *testing.T) {
+// TestWorkerEtcFiles: the workers' hosts file and, with no resolver, the
+// node's resolv.conf go beside the state file; the resolver's resolv.conf
+// wins; without a state file there are none.
+func TestWorkerEtcFiles(t *testing.T) {
 	dir := t.TempDir()
-	path, err := writeWorkerHosts(DaemonConfig{StateFile: filepath.Join(dir, "state", "state.db")})
-	if err != nil || path != filepath.Join(dir, "state", "hosts") {
-		t.Fatalf("writeWorkerHosts = %q, %v", path, err)
+	node := filepath.Join(dir, "node-resolv.conf")
+	if err := os.WriteFile(node, []byte("# from DHCP\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nnameserver ::1\nnameserver 2001:db8::53\nsearch corp.example\noptions edns0 trust-ad\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	b, err := os.ReadFile(path)
-	if err != nil || string(b) != "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" {
-		t.Errorf("hosts: %q, %v", b, err)
+	c := DaemonConfig{StateFile: filepath.Join(dir, "state", "state.db")}
+	var cfg Config
+	if err := workerEtcFiles(c, nil, node, &cfg); err != nil {
+		t.Fatal(err)
 	}
-	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
-		t.Errorf("hosts mode: %v, %v; want 0644 (read by every worker's user)", fi, err)
+	for path, want := range map[string]string{
+		filepath.Join(dir, "state", "hosts"):       "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+		filepath.Join(dir, "state", "resolv.conf"): "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch corp.example\noptions edns0 trust-ad\n",
+	} {
+		b, err := os.ReadFile(path)
+		if err != nil || string(b) != want {
+			t.Errorf("%s: %q, %v; want %q", path, b, err, want)
+		}
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Errorf("%s mode: %v, %v; want 0644 (read by every worker's user)", path, fi, err)
+		}
 	}
-	if path, err := writeWorkerHosts(DaemonConfig{}); path != "" || err != nil {
-		t.Errorf("no state file: %q, %v; want none", path, err)
+	if cfg.Hosts != filepath.Join(dir, "state", "hosts") || cfg.ResolvConf != filepath.Join(dir, "state", "resolv.conf") {
+		t.Errorf("config: hosts %q, resolv.conf %q", cfg.Hosts, cfg.ResolvConf)
+	}
+
+	cfg = Config{}
+	if err := workerEtcFiles(c, &workerDNS{resolvConf: "/resolver/resolv.conf"}, node, &cfg); err != nil || cfg.ResolvConf != "/resolver/resolv.conf" {
+		t.Errorf("with a resolver: resolv.conf %q, %v; want the resolver's", cfg.ResolvConf, err)
+	}
+	cfg = Config{}
+	if err := workerEtcFiles(c, nil, filepath.Join(dir, "none"), &cfg); err != nil || cfg.ResolvConf != "" || cfg.Hosts == "" {
+		t.Errorf("no node resolv.conf: %+v, %v; want the hosts file only", cfg, err)
+	}
+	cfg = Config{}
+	if err := workerEtcFiles(DaemonConfig{}, nil, node, &cfg); err != nil || cfg != (Config{}) {
+		t.Errorf("no state file: %+v, %v; want none", cfg, err)
 	}
 }

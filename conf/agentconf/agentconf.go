@@ -227,7 +227,7 @@ func flags(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.ReadOnlyRootfs, "read-only-rootfs", false, "give workers a read-only root file system with a writable tmpfs on /tmp")
 	fs.StringVar(&c.Services, "services", "", "data services named for workers, name=port,... (in the file also a map {s3-storage: 9000}): each name resolves to the gateway, whose port must have a tcp forward in nat-rules")
-	fs.IntVar(&c.DNSPort, "dns-port", conf.DefaultResolverPort, "with nat-rules: port of the workers' resolver on the gateway; workers get resolv.conf \"nameserver <gateway>\" and udp+tcp 53 is forwarded to it (0: no resolver, workers keep the runtime's resolv.conf)")
+	fs.IntVar(&c.DNSPort, "dns-port", conf.DefaultResolverPort, "with nat-rules: port of the workers' resolver on the gateway; workers get resolv.conf \"nameserver <gateway>\" and udp+tcp 53 is forwarded to it (0, or no nat-rules: no resolver, workers get the node's resolv.conf without its loopback nameservers)")
 	fs.StringVar(&c.DNSUpstream, "dns-upstream", "", "with egress open: ip:port of the DNS server that gets every name that is not a service (empty: NXDOMAIN, as under proxy-only)")
 	fs.StringVar(&c.ImagePullPolicy, "image-pull-policy", PullIfNotPresent, "if-not-present, or always: each cold start and pool refill asks the registry what the tag names now (a new digest drains that image's idle workers; a failed pull uses the local image with a warning)")
 	return fs

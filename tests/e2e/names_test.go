@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
+	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 )
@@ -74,19 +75,47 @@ func testWorkerResolvesServices(t *testing.T, e *env) {
 	e.expectNoTraces("after release")
 }
 
-// TestWorkerHostsFile: without NAT rules there is no resolver, yet a
+// TestWorkerEtcFiles: without NAT rules there is no resolver, yet a
 // worker of either runtime resolves localhost (the hosts file the agent
 // mounts; the images have none, and a runtime makes none for a network it
-// does not own), and its host name is the one the runtimes are given.
-func TestWorkerHostsFile(t *testing.T) { forRuntimes(t, testWorkerHostsFile) }
+// does not own), its host name is the one the runtimes are given, and its
+// resolv.conf names the node's nameservers but those on loopback. (No
+// name is looked up through them: the test sends nothing off the node.)
+func TestWorkerEtcFiles(t *testing.T) { forRuntimes(t, testWorkerEtcFiles) }
 
-func testWorkerHostsFile(_ *testing.T, e *env) {
+func testWorkerEtcFiles(t *testing.T, e *env) {
 	e.startAgent()
 	w := e.mustAcquire(e.acquireReq("gateway-1", "hosts"))
 	a := e.mustInvoke(w, `{}`)
 	e.expectOwnNames(w, a.Hostname, "localhost", "LOCALHOST")
+
+	root := fmt.Sprintf("/proc/%d/root", e.workerPID(w.GetId()))
+	if b, err := os.ReadFile(filepath.Join(root, "etc/hosts")); err != nil || string(b) != conf.WorkerHosts {
+		t.Errorf("worker's /etc/hosts: %q, %v; want %q", b, err, conf.WorkerHosts)
+	}
+	node, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		t.Fatalf("the node's resolv.conf: %v", err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "etc/resolv.conf"))
+	if got, want := nameservers(b), nameservers(node); err != nil || !slices.Equal(got, want) {
+		t.Errorf("worker's /etc/resolv.conf %q (%v): nameservers %v, want the node's off loopback %v", b, err, got, want)
+	}
 	e.mustRelease(w)
 	e.expectNoTraces("after release")
+}
+
+// nameservers are the addresses of resolv.conf's nameserver lines, but
+// those on loopback.
+func nameservers(resolvConf []byte) []string {
+	var ns []string
+	for _, l := range strings.Split(string(resolvConf), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "nameserver" && !strings.HasPrefix(f[1], "127.") && f[1] != "::1" {
+			ns = append(ns, f[1])
+		}
+	}
+	return ns
 }
 
 // expectOwnNames checks that worker w, which answered from host name
