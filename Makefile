@@ -34,7 +34,7 @@ uninstall: ## remove what install added, keeping config files changed since (sam
 deps: ## install the Debian packages and test tools the tests need (root)
 	scripts/deps.sh
 
-stack-up: deps ## start containerd (own socket under /run/esbnet), the registry on 127.0.0.1:5000 and push the worker image (root)
+stack-up: deps ## start containerd and dockerd (own sockets under /run/esbnet), the registry on 127.0.0.1:5000 and push the worker image (root)
 	scripts/stack.sh up
 
 stack-down: ## stop what stack-up started (data in /var/lib/esbnet stays)
@@ -70,7 +70,7 @@ test-e2e: deps stack-up ## the end-to-end tier: tests/e2e (esb-agent, both runti
 test-privileged: deps stack-up ## every tier under tests/ but the cluster's, verbose: what make test runs after the unit tests (root)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m -v ./tests/...
 
-bench: deps stack-up ## benchmarks side by side with the reference plugins, with a printed table (root)
+bench: deps stack-up ## benchmarks side by side: the plugins with the reference plugins, esb-agent with ctr run -d and docker run -d --network none; printed tables (root)
 	ESB_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count 1 -timeout 95m ./ipam/... ./tests/bench/ipam/... ./tests/bench/bridge/... ./tests/bench/nat/... ./tests/bench/agent/... $(BENCH_MORE)
 
 bench-density: deps stack-up ## fill the node with live idle workers in steps (ESB_DENSITY_STEPS, default 0,100,250,500,1000) and measure each with cold acquire+release pairs (ESB_DENSITY_PAIRS, default 50) beside as many ctr run -d of the same image: latency, CNI ADD/DEL, agent RSS, memory per worker, NAT path; then 100 workers of the Lambda function image (ESB_DENSITY_FUNCTION); a printed table with the targets; then the control, a process start beside 2,000 idle processes; not part of make bench (root)

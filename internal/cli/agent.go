@@ -68,7 +68,7 @@ func explain(err error) error {
 		codes.PermissionDenied:  " (pass the worker's owner with -owner)",
 		codes.NotFound:          " (list workers with: esbctl ls)",
 		codes.ResourceExhausted: " (release workers, or raise the agent's -max-workers)",
-		codes.DeadlineExceeded:  " (the worker did not start listening; see its log under the agent's -log-dir)",
+		codes.DeadlineExceeded:  " (the worker did not start listening; see its log: containerd, under the agent's -log-dir; Docker, docker logs esb-<id>)",
 	}[st.Code()]
 	return fmt.Errorf("%s: %s%s", st.Code(), st.Message(), hint)
 }

@@ -129,7 +129,7 @@ func natCmd(args []string, stdout, stderr io.Writer) error {
 				log.Error("repair failed", "trigger", e.Trigger, "err", e.Err)
 				return
 			}
-			log.Info("table ip esb repaired", "trigger", e.Trigger, "change", e.Change.String(), "took", e.Took)
+			log.Info("table ip "+stack.Table+" repaired", "trigger", e.Trigger, "change", e.Change.String(), "took", e.Took)
 		})
 		if errors.Is(err, context.Canceled) {
 			return nil

@@ -110,7 +110,8 @@ func wrap(err error, format string, args ...any) error {
 // Name implements shim.Runtime.
 func (r *Runtime) Name() string { return "docker" }
 
-// OwnsNetNS implements shim.Runtime: dockerd makes the worker's namespace.
+// OwnsNetNS implements shim.Runtime: runc makes the worker's namespace as
+// the container starts (Start returns it; the agent pins it).
 func (r *Runtime) OwnsNetNS() bool { return true }
 
 // Ping implements shim.Runtime.

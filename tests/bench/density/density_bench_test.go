@@ -47,8 +47,9 @@ const (
 // BenchmarkDensity fills the node with live, idle workers in steps
 // (ESB_DENSITY_STEPS, default 0,100,250,500,1000) and measures each step
 // with ESB_DENSITY_PAIRS (default 50) cold acquire+release pairs of
-// esb-agent and as many of the in-process profiler (for CNI ADD and DEL),
-// interleaved; then it releases every worker and runs the leak check. It
+// esb-agent, as many of the in-process profiler (for CNI ADD and DEL) and
+// as many `ctr run -d` of the same image (the baseline), interleaved; then
+// it releases every worker and runs the leak check. It
 // takes its own samples whatever b.N is (run it with -benchtime 1x) and
 // prints one row per step with the issue's targets. A failed acquire,
 // invoke or release, or a leak, fails it; a missed target does not.

@@ -36,8 +36,8 @@ type Node struct {
 	NetNS string
 	// IPAMDir and Network name the IPAM store (<IPAMDir>/<Network>.db).
 	IPAMDir, Network string
-	// PinDir holds the agent's netns pins (esb-<worker ID>); "" skips them
-	// (a runtime that owns the namespaces, as Docker does).
+	// PinDir holds the agent's netns pins (esb-<worker ID>, both
+	// runtimes); "" skips them.
 	PinDir string
 	// CNICacheDir is libcni's cache directory.
 	CNICacheDir string

@@ -31,7 +31,7 @@ const (
 
 // TestKillDuringAdd starts esb-bridge ADD directly (as a runtime's exec
 // would, in the node namespace) 30 times and SIGKILLs it after a random
-// 0-60ms. After every round a GC through libcni with an empty valid list
+// delay scaled to the machine's ADD (below). After every round a GC through libcni with an empty valid list
 // and "gcGrace": "0s" must leave no veth, no allocation, no anti-spoof
 // element and no eth0 in the worker; at the end an ADD still works.
 func TestKillDuringAdd(t *testing.T) {
