@@ -228,8 +228,10 @@ func authoritative(q *dns.Msg, v4, v6 netip.Addr) *dns.Msg {
 }
 
 // isOwnName reports whether name is the host name of the worker asking.
+// Host names are one label: other names do not take the lookup (the
+// agent's table, under its lock).
 func (s *Server) isOwnName(from net.Addr, name string) bool {
-	if s.cfg.Hostname == nil {
+	if s.cfg.Hostname == nil || dns.CountLabel(name) != 1 {
 		return false
 	}
 	own := s.cfg.Hostname(addrOf(from))

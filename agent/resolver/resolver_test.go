@@ -112,6 +112,7 @@ func TestLoopbackAndOwnName(t *testing.T) {
 			// the upstream, which does not know it.
 			{"esb-ba9876543210", dns.TypeA, dns.RcodeNameError, ""},
 			{"notlocalhost", dns.TypeA, dns.RcodeNameError, ""},
+			{"esb-0123456789ab.example", dns.TypeA, dns.RcodeNameError, ""},
 		} {
 			r := query(t, s.Addr(), proto, tc.name, tc.qtype)
 			var got string
