@@ -97,8 +97,12 @@ func NewDaemon(ctx context.Context, c DaemonConfig, log *slog.Logger) (_ *Daemon
 	d.reg = prometheus.NewRegistry()
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := agentConfig(c)
-	if err := workerEtcFiles(c, d.dns, resolvconf.Path(), &cfg); err != nil {
+	nodeResolv, err := workerEtcFiles(c, d.dns, resolvconf.Path(), &cfg)
+	if err != nil {
 		return nil, err
+	}
+	if nodeResolv != nil {
+		d.goUntilClose(ctx, func(ctx context.Context) { nodeResolv.keep(ctx, nodeResolvInterval, log) })
 	}
 	d.agent = New(Options{Runtime: rt, Network: network, NetNSes: shim.NetNSes{Dir: c.NetNSDir, Prefix: stack.NetNSPrefix}, Log: log, Records: recs,
 		Metrics: NewMetrics(d.reg), Config: cfg})
@@ -155,23 +159,31 @@ func (d *Daemon) startNAT(ctx context.Context, stack conf.Stack, others []netip.
 	if _, err := m.Apply(ctx, rules); err != nil {
 		return nil, fmt.Errorf("apply NAT rules: %w", err)
 	}
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = m.Watch(wctx, rules, d.cfg.NATInterval, func(e nat.Event) {
+	d.goUntilClose(ctx, func(ctx context.Context) {
+		_ = m.Watch(ctx, rules, d.cfg.NATInterval, func(e nat.Event) {
 			if e.Err != nil {
 				d.log.Error("NAT repair failed", "trigger", e.Trigger, "err", e.Err)
 				return
 			}
 			d.log.Info("NAT table repaired", "trigger", e.Trigger, "change", e.Change.String(), "took", e.Took)
 		})
-	}()
-	d.closers = append(d.closers, func() { stop(); <-done })
+	})
 	return m, nil
 }
 
-// Close stops the NAT watch and waits for it, closes the records and the
+// goUntilClose runs f in a goroutine until ctx ends or Close, which
+// cancels its context and waits for it.
+func (d *Daemon) goUntilClose(ctx context.Context, f func(context.Context)) {
+	ctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(ctx)
+	}()
+	d.closers = append(d.closers, func() { stop(); <-done })
+}
+
+// Close stops the NAT watch and the node resolv.conf's, waits for them, closes the records and the
 // runtime's client. Workers keep running.
 func (d *Daemon) Close() {
 	for i := len(d.closers) - 1; i >= 0; i-- {

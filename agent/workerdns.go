@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"strings"
+	"time"
 
 	"fmt"
 	"log/slog"
@@ -66,35 +68,84 @@ func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, hostname func(netip.Ad
 // workerEtcFiles writes the files every worker gets beside the state file
 // and sets them in cfg: /etc/hosts (conf.WorkerHosts) and, where no
 // resolver serves the workers, /etc/resolv.conf from the node's (nodeResolv,
-// see nodeResolvConf). Without a state file workers keep their images'
-// own files.
-func workerEtcFiles(c DaemonConfig, dns *workerDNS, nodeResolv string, cfg *Config) error {
+// see nodeResolvConf), returned to be kept current. Without a state file
+// workers keep their images' own files.
+func workerEtcFiles(c DaemonConfig, dns *workerDNS, nodeResolvPath string, cfg *Config) (*nodeResolv, error) {
 	dir := journalDir(c.StateFile)
 	if dir == "" {
-		return nil
+		return nil, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("make state directory: %w", err)
+		return nil, fmt.Errorf("make state directory: %w", err)
 	}
 	cfg.Hosts = filepath.Join(dir, "hosts")
 	if err := writeFileAtomic(cfg.Hosts, []byte(conf.WorkerHosts), 0o644); err != nil {
-		return fmt.Errorf("write workers' hosts file: %w", err)
+		return nil, fmt.Errorf("write workers' hosts file: %w", err)
 	}
 	if cfg.ResolvConf = dns.resolvConfPath(); cfg.ResolvConf != "" {
-		return nil
+		return nil, nil
 	}
-	b, err := os.ReadFile(nodeResolv)
+	r := &nodeResolv{node: nodeResolvPath, copy: filepath.Join(dir, "resolv.conf")}
+	if wrote, err := r.refresh(); err != nil || !wrote {
+		return nil, err // no node file: the images' own
+	}
+	cfg.ResolvConf = r.copy
+	return r, nil
+}
+
+// nodeResolv is the workers' copy of the node's resolv.conf. A node whose
+// file changes (DHCP, a VPN) gets its new servers to the workers made
+// after the change; workers made before keep theirs, as with Docker.
+type nodeResolv struct {
+	node, copy string
+	size       int64     // of the node's file last copied
+	mod        time.Time // its modification time
+}
+
+// nodeResolvInterval is how often the agent looks at the node's file.
+const nodeResolvInterval = 5 * time.Second
+
+// refresh writes the copy again (one rename) when the node's file changed
+// since the last copy, and says whether it did. A node file gone keeps the
+// last copy.
+func (r *nodeResolv) refresh() (bool, error) {
+	fi, err := os.Stat(r.node)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("read the node's resolv.conf for the workers: %w", err)
+		return false, fmt.Errorf("the node's resolv.conf for the workers: %w", err)
 	}
-	cfg.ResolvConf = filepath.Join(dir, "resolv.conf")
-	if err := writeFileAtomic(cfg.ResolvConf, nodeResolvConf(b), 0o644); err != nil {
-		return fmt.Errorf("write workers' resolv.conf: %w", err)
+	if fi.Size() == r.size && fi.ModTime().Equal(r.mod) {
+		return false, nil
 	}
-	return nil
+	b, err := os.ReadFile(r.node)
+	if err != nil {
+		return false, fmt.Errorf("read the node's resolv.conf for the workers: %w", err)
+	}
+	if err := writeFileAtomic(r.copy, nodeResolvConf(b), 0o644); err != nil {
+		return false, fmt.Errorf("write workers' resolv.conf: %w", err)
+	}
+	r.size, r.mod = fi.Size(), fi.ModTime()
+	return true, nil
+}
+
+// keep refreshes the copy every interval until ctx ends.
+func (r *nodeResolv) keep(ctx context.Context, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if wrote, err := r.refresh(); err != nil {
+			log.Warn("workers' resolv.conf not refreshed", "err", err)
+		} else if wrote {
+			log.Info("the node's resolv.conf changed; workers made from now on get it", "node", r.node)
+		}
+	}
 }
 
 // nodeResolvConf is the node's resolv.conf as a worker with no resolver

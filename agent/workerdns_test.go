@@ -73,8 +73,8 @@ func TestWorkerEtcFiles(t *testing.T) {
 	}
 	c := DaemonConfig{StateFile: filepath.Join(dir, "state", "state.db")}
 	var cfg Config
-	if err := workerEtcFiles(c, nil, node, &cfg); err != nil {
-		t.Fatal(err)
+	if r, err := workerEtcFiles(c, nil, node, &cfg); err != nil || r == nil {
+		t.Fatalf("workerEtcFiles: %v, %v", r, err)
 	}
 	for path, want := range map[string]string{
 		filepath.Join(dir, "state", "hosts"):       "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
@@ -93,15 +93,55 @@ func TestWorkerEtcFiles(t *testing.T) {
 	}
 
 	cfg = Config{}
-	if err := workerEtcFiles(c, &workerDNS{resolvConf: "/resolver/resolv.conf"}, node, &cfg); err != nil || cfg.ResolvConf != "/resolver/resolv.conf" {
-		t.Errorf("with a resolver: resolv.conf %q, %v; want the resolver's", cfg.ResolvConf, err)
+	if r, err := workerEtcFiles(c, &workerDNS{resolvConf: "/resolver/resolv.conf"}, node, &cfg); r != nil || err != nil || cfg.ResolvConf != "/resolver/resolv.conf" {
+		t.Errorf("with a resolver: resolv.conf %q, %v, %v; want the resolver's, nothing to keep", cfg.ResolvConf, r, err)
 	}
 	cfg = Config{}
-	if err := workerEtcFiles(c, nil, filepath.Join(dir, "none"), &cfg); err != nil || cfg.ResolvConf != "" || cfg.Hosts == "" {
-		t.Errorf("no node resolv.conf: %+v, %v; want the hosts file only", cfg, err)
+	if r, err := workerEtcFiles(c, nil, filepath.Join(dir, "none"), &cfg); r != nil || err != nil || cfg.ResolvConf != "" || cfg.Hosts == "" {
+		t.Errorf("no node resolv.conf: %+v, %v, %v; want the hosts file only", cfg, r, err)
 	}
 	cfg = Config{}
-	if err := workerEtcFiles(DaemonConfig{}, nil, node, &cfg); err != nil || cfg != (Config{}) {
-		t.Errorf("no state file: %+v, %v; want none", cfg, err)
+	if r, err := workerEtcFiles(DaemonConfig{}, nil, node, &cfg); r != nil || err != nil || cfg != (Config{}) {
+		t.Errorf("no state file: %+v, %v, %v; want none", cfg, r, err)
+	}
+}
+
+// TestNodeResolvRefresh: when the node's resolv.conf changes, the
+// workers' copy follows on the next refresh.
+func TestNodeResolvRefresh(t *testing.T) {
+	dir := t.TempDir()
+	node := filepath.Join(dir, "node-resolv.conf")
+	if err := os.WriteFile(node, []byte("nameserver 192.0.2.53\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var cfg Config
+	r, err := workerEtcFiles(DaemonConfig{StateFile: filepath.Join(dir, "state.db")}, nil, node, &cfg)
+	if err != nil || r == nil {
+		t.Fatalf("workerEtcFiles: %v, %v", r, err)
+	}
+	// The node's file changes: the copy follows on the next refresh (a
+	// new file: a worker made before keeps the one it has mounted).
+	before, err := os.Stat(cfg.ResolvConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wrote, err := r.refresh(); wrote || err != nil {
+		t.Errorf("refresh of an unchanged node file: %v, %v; want nothing written", wrote, err)
+	}
+	if err := os.WriteFile(node, []byte("nameserver 198.51.100.53\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if wrote, err := r.refresh(); !wrote || err != nil {
+		t.Errorf("refresh of a changed node file: %v, %v; want it written", wrote, err)
+	}
+	after, err := os.Stat(cfg.ResolvConf)
+	if b, _ := os.ReadFile(cfg.ResolvConf); err != nil || string(b) != "nameserver 198.51.100.53\n" || os.SameFile(before, after) {
+		t.Errorf("the copy after the change: %q (a new file: %v), %v", b, !os.SameFile(before, after), err)
+	}
+	if err := os.Remove(node); err != nil {
+		t.Fatal(err)
+	}
+	if wrote, err := r.refresh(); wrote || err != nil {
+		t.Errorf("refresh with the node file gone: %v, %v; want the last copy kept", wrote, err)
 	}
 }
