@@ -120,6 +120,17 @@ func (a *Agent) Maintain(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		return
 	}
+	everyUntil(ctx, interval, func() {
+		sctx, cancel := context.WithTimeout(ctx, interval+pullFactor*a.cfg.RuntimeTimeout)
+		defer cancel()
+		if _, err := a.Sweep(sctx); err != nil {
+			a.log.Warn("sweep", "err", err)
+		}
+	})
+}
+
+// everyUntil calls f every interval until ctx ends.
+func everyUntil(ctx context.Context, interval time.Duration, f func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -127,12 +138,8 @@ func (a *Agent) Maintain(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			f()
 		}
-		sctx, cancel := context.WithTimeout(ctx, interval+pullFactor*a.cfg.RuntimeTimeout)
-		if _, err := a.Sweep(sctx); err != nil {
-			a.log.Warn("sweep", "err", err)
-		}
-		cancel()
 	}
 }
 

@@ -132,20 +132,13 @@ func (r *nodeResolv) refresh() (bool, error) {
 
 // keep refreshes the copy every interval until ctx ends.
 func (r *nodeResolv) keep(ctx context.Context, every time.Duration, log *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	everyUntil(ctx, every, func() {
 		if wrote, err := r.refresh(); err != nil {
 			log.Warn("workers' resolv.conf not refreshed", "err", err)
 		} else if wrote {
 			log.Info("the node's resolv.conf changed; workers made from now on get it", "node", r.node)
 		}
-	}
+	})
 }
 
 // nodeResolvConf is the node's resolv.conf as a worker with no resolver
