@@ -9,9 +9,8 @@ import (
 	"path/filepath"
 	"sync/atomic"
 
-	"github.com/docker/docker/libnetwork/resolvconf"
-
 	"github.com/containernetworking/cni/libcni"
+	"github.com/docker/docker/libnetwork/resolvconf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -183,8 +182,8 @@ func (d *Daemon) goUntilClose(ctx context.Context, f func(context.Context)) {
 	d.closers = append(d.closers, func() { stop(); <-done })
 }
 
-// Close stops the NAT watch and the node resolv.conf's, waits for them, closes the records and the
-// runtime's client. Workers keep running.
+// Close stops the NAT watch and the node resolv.conf's and waits for them,
+// closes the records and the runtime's client. Workers keep running.
 func (d *Daemon) Close() {
 	for i := len(d.closers) - 1; i >= 0; i-- {
 		d.closers[i]()

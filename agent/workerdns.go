@@ -3,15 +3,14 @@ package agent
 import (
 	"context"
 	"errors"
-	"io/fs"
-	"strings"
-	"time"
-
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/docker/docker/libnetwork/resolvconf"
 
@@ -148,15 +147,11 @@ func (r *nodeResolv) keep(ctx context.Context, every time.Duration, log *slog.Lo
 // are added in their place (Docker adds public ones; an edge box may not
 // reach them). Parsing is Docker's (libnetwork/resolvconf).
 func nodeResolvConf(node []byte) []byte {
-	var ns []string
+	var b strings.Builder
 	for _, s := range resolvconf.GetNameservers(node, resolvconf.IP) {
 		if a, err := netip.ParseAddr(s); err == nil && !a.IsLoopback() {
-			ns = append(ns, s)
+			b.WriteString("nameserver " + s + "\n")
 		}
-	}
-	var b strings.Builder
-	for _, s := range ns {
-		b.WriteString("nameserver " + s + "\n")
 	}
 	if search := resolvconf.GetSearchDomains(node); len(search) > 0 {
 		b.WriteString("search " + strings.Join(search, " ") + "\n")
