@@ -8,6 +8,7 @@
 // worker's creation, start and readiness (create.go, ready.go), the warm
 // pools (pool.go), teardown and release (teardown.go), the other calls on
 // a worker (control.go), the journal of creations in flight (journal.go),
+// each worker's /etc files (etcfiles.go),
 // the deadlines on every runtime call (bounded.go), the sweep (sweep.go),
 // reconcile (reconcile.go), the event watch (events.go), and the daemon
 // that wires them, built by NewDaemon and run by Serve (daemon.go,
@@ -68,6 +69,7 @@ type Agent struct {
 	img      images
 	sem      chan struct{}
 	journal  journal
+	etc      workerEtc
 	recs     Records
 	// immutable is set once the runtime said it cannot change labels.
 	immutable atomic.Bool
@@ -83,7 +85,7 @@ func New(o Options) *Agent {
 	a := &Agent{
 		rt: boundedRuntime{Runtime: o.Runtime, call: cfg.RuntimeTimeout}, net: o.Network, nses: o.NetNSes, cfg: cfg,
 		log: o.Log, metrics: o.Metrics, probe: o.Probe, sem: make(chan struct{}, cfg.MaxParallel), journal: journal{dir: cfg.StateDir},
-		recs: o.Records, table: newWorkerTable(),
+		etc: workerEtc{dir: cfg.StateDir}, recs: o.Records, table: newWorkerTable(),
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)

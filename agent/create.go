@@ -102,6 +102,10 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 	}
 	c := &creation{a: a, w: w, r: r, att: shim.Attachment{ContainerID: w.ID}}
 	defer func() { c.finish(err) }()
+	c.cleanup("remove /etc files", func(context.Context) error { return a.etc.remove(w.ID) })
+	if err := a.etc.write(w.ID); err != nil {
+		return errf(Internal, err, "create worker")
+	}
 	// The watch of the worker's exit lives as long as its creation.
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -250,6 +254,9 @@ func (c *creation) attach(ctx context.Context) error {
 	// Recorded at once: the resolver answers the worker's own host name
 	// from it, perhaps before the creation ends.
 	c.a.table.setAddress(c.w, ip, att.NetNS)
+	if err := c.a.etc.name(c.w.ID, ip); err != nil {
+		return errf(Internal, err, "create worker")
+	}
 	return nil
 }
 
@@ -325,7 +332,11 @@ func (c *creation) spec() (shim.WorkerSpec, error) {
 	if err := os.MkdirAll(cfg.LogDir, 0o750); err != nil {
 		return shim.WorkerSpec{}, errf(Internal, err, "create worker log dir")
 	}
-	return shim.WorkerSpec{ID: w.ID, Image: r.Image, Env: env, Labels: labels, MemoryBytes: memory,
+	spec := shim.WorkerSpec{ID: w.ID, Image: r.Image, Env: env, Labels: labels, MemoryBytes: memory,
 		CPUMillis: r.CPUMillis, NetNS: c.att.NetNS, LogPath: filepath.Join(cfg.LogDir, w.ID+".log"),
-		ReadOnlyRootfs: cfg.ReadOnlyRootfs, ResolvConf: cfg.ResolvConf, Hosts: cfg.Hosts, ShimGroup: w.shimGroup}, nil
+		ReadOnlyRootfs: cfg.ReadOnlyRootfs, ResolvConf: cfg.ResolvConf, ShimGroup: w.shimGroup}
+	if c.a.etc.dir != "" {
+		spec.Hosts, spec.HostnameFile = c.a.etc.path(w.ID, "hosts"), c.a.etc.path(w.ID, "hostname")
+	}
+	return spec, nil
 }

@@ -24,13 +24,13 @@ type ReconcileReport struct {
 // worker containers whose network is intact are adopted (with their
 // address from the runtime's CNI result cache, no plugin is run, and their
 // owner from the agent's records, else their labels), records of workers
-// not adopted are deleted, worker
-// containers without a network are torn down, pinned namespaces without a
-// container are detached and removed, creations the journal recorded that
-// made no live worker (the last agent died during them) are undone, and a
-// CNI GC with the live set releases every address, veth and rule that
-// belongs to nothing (and lets the plugins re-register a live worker's
-// address that their store lost).
+// not adopted are deleted, worker containers without a network are torn
+// down, pinned namespaces without a container are detached and removed,
+// the /etc files of workers gone are deleted, creations the journal
+// recorded that made no live worker (the last agent died during them) are
+// undone, and a CNI GC with the live set releases every address, veth and
+// rule that belongs to nothing (and lets the plugins re-register a live
+// worker's address that their store lost).
 func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	start := time.Now()
 	var rep ReconcileReport
@@ -59,6 +59,7 @@ func (a *Agent) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	rep.Interrupted = len(journalled)
 	a.undoInBackground(ctx, journalled)
 	errs = append(errs, a.removeOrphanPins(ctx, live, interrupted, &rep))
+	errs = append(errs, a.removeOrphanEtc(live, interrupted))
 	for id := range recs {
 		if !live[id] {
 			if err := a.recs.Delete(id); err != nil {
@@ -151,6 +152,20 @@ func (a *Agent) removeOrphanPins(ctx context.Context, live, interrupted map[stri
 		}
 		if err := a.nses.Remove(id); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeOrphanEtc removes the /etc files of workers that are neither live
+// nor interrupted creations (those go with their undo): workers that ended
+// while no agent ran.
+func (a *Agent) removeOrphanEtc(live, interrupted map[string]bool) error {
+	ids, err := a.etc.list()
+	errs := []error{err}
+	for _, id := range ids {
+		if !live[id] && !interrupted[id] {
+			errs = append(errs, a.etc.remove(id))
 		}
 	}
 	return errors.Join(errs...)

@@ -37,8 +37,9 @@ type Config struct {
 	// calls fail with Unavailable instead of hanging.
 	RuntimeTimeout time.Duration
 	// StateDir holds the journal of worker creations in flight, which
-	// tells a restarted agent which half-made workers were its own; ""
-	// keeps no journal.
+	// tells a restarted agent which half-made workers were its own, and
+	// each worker's /etc/hosts and /etc/hostname; "" keeps no journal and
+	// leaves the workers their images' files.
 	StateDir string
 	// ReadOnlyRootfs gives every worker a read-only root file system with
 	// a writable tmpfs on /tmp. It is the node operator's policy, not a
@@ -49,9 +50,6 @@ type Config struct {
 	// ResolvConf, when set, is the file every worker gets as its
 	// /etc/resolv.conf (read-only): the resolver on the gateway.
 	ResolvConf string
-	// Hosts, when set, is the file every worker gets as its /etc/hosts
-	// (read-only): conf.WorkerHosts.
-	Hosts string
 }
 
 // DefaultConfig returns the defaults.

@@ -55,6 +55,9 @@ func (a *Agent) teardown(ctx context.Context, id, netns string, grace time.Durat
 	if err := os.Remove(filepath.Join(a.cfg.LogDir, id+".log")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("remove log: %w", err))
 	}
+	if err := a.etc.remove(id); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		if errors.Is(err, shim.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 			return errf(Unavailable, err, "tear down worker %s (the sweep finishes it when the runtime is back)", id)

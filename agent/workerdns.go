@@ -64,25 +64,21 @@ func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, hostname func(netip.Ad
 	return &workerDNS{srv: srv, resolvConf: path}, withDNS, nil
 }
 
-// workerEtcFiles writes the files every worker gets beside the state file
-// and sets them in cfg: /etc/hosts (conf.WorkerHosts) and, where no
-// resolver serves the workers, /etc/resolv.conf from the node's (nodeResolv,
-// see nodeResolvConf), returned to be kept current. Without a state file
-// workers keep their images' own files.
+// workerEtcFiles gives the workers, where no resolver serves them, the
+// node's resolv.conf (nodeResolv, see nodeResolvConf), copied beside the
+// state file and returned to be kept current, and sets it in cfg. Their
+// /etc/hosts and /etc/hostname are each worker's own (workerEtc). Without
+// a state file workers keep their images' own files.
 func workerEtcFiles(c DaemonConfig, dns *workerDNS, nodeResolvPath string, cfg *Config) (*nodeResolv, error) {
 	dir := journalDir(c.StateFile)
 	if dir == "" {
 		return nil, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("make state directory: %w", err)
-	}
-	cfg.Hosts = filepath.Join(dir, "hosts")
-	if err := writeFileAtomic(cfg.Hosts, []byte(conf.WorkerHosts), 0o644); err != nil {
-		return nil, fmt.Errorf("write workers' hosts file: %w", err)
-	}
 	if cfg.ResolvConf = dns.resolvConfPath(); cfg.ResolvConf != "" {
 		return nil, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("make state directory: %w", err)
 	}
 	r := &nodeResolv{node: nodeResolvPath, copy: filepath.Join(dir, "resolv.conf")}
 	if wrote, err := r.refresh(); err != nil || !wrote {

@@ -62,9 +62,9 @@ func TestStartWorkerDNS(t *testing.T) {
 	}
 }
 
-// TestWorkerEtcFiles: the workers' hosts file and, with no resolver, the
-// node's resolv.conf go beside the state file; the resolver's resolv.conf
-// wins; without a state file there are none.
+// TestWorkerEtcFiles: with no resolver the node's resolv.conf goes
+// beside the state file; the resolver's resolv.conf wins; without a state
+// file or a node's file there is none.
 func TestWorkerEtcFiles(t *testing.T) {
 	dir := t.TempDir()
 	node := filepath.Join(dir, "node-resolv.conf")
@@ -76,20 +76,16 @@ func TestWorkerEtcFiles(t *testing.T) {
 	if r, err := workerEtcFiles(c, nil, node, &cfg); err != nil || r == nil {
 		t.Fatalf("workerEtcFiles: %v, %v", r, err)
 	}
-	for path, want := range map[string]string{
-		filepath.Join(dir, "state", "hosts"):       "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-		filepath.Join(dir, "state", "resolv.conf"): "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch corp.example\noptions edns0 trust-ad\n",
-	} {
-		b, err := os.ReadFile(path)
-		if err != nil || string(b) != want {
-			t.Errorf("%s: %q, %v; want %q", path, b, err, want)
-		}
-		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
-			t.Errorf("%s mode: %v, %v; want 0644 (read by every worker's user)", path, fi, err)
-		}
+	path := filepath.Join(dir, "state", "resolv.conf")
+	want := "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch corp.example\noptions edns0 trust-ad\n"
+	if b, err := os.ReadFile(path); err != nil || string(b) != want {
+		t.Errorf("%s: %q, %v; want %q", path, b, err, want)
 	}
-	if cfg.Hosts != filepath.Join(dir, "state", "hosts") || cfg.ResolvConf != filepath.Join(dir, "state", "resolv.conf") {
-		t.Errorf("config: hosts %q, resolv.conf %q", cfg.Hosts, cfg.ResolvConf)
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("%s mode: %v, %v; want 0644 (read by every worker's user)", path, fi, err)
+	}
+	if cfg.ResolvConf != path {
+		t.Errorf("config: resolv.conf %q, want %q", cfg.ResolvConf, path)
 	}
 
 	cfg = Config{}
@@ -97,8 +93,8 @@ func TestWorkerEtcFiles(t *testing.T) {
 		t.Errorf("with a resolver: resolv.conf %q, %v, %v; want the resolver's, nothing to keep", cfg.ResolvConf, r, err)
 	}
 	cfg = Config{}
-	if r, err := workerEtcFiles(c, nil, filepath.Join(dir, "none"), &cfg); r != nil || err != nil || cfg.ResolvConf != "" || cfg.Hosts == "" {
-		t.Errorf("no node resolv.conf: %+v, %v, %v; want the hosts file only", cfg, r, err)
+	if r, err := workerEtcFiles(c, nil, filepath.Join(dir, "none"), &cfg); r != nil || err != nil || cfg.ResolvConf != "" {
+		t.Errorf("no node resolv.conf: %+v, %v, %v; want none", cfg, r, err)
 	}
 	cfg = Config{}
 	if r, err := workerEtcFiles(DaemonConfig{}, nil, node, &cfg); r != nil || err != nil || cfg != (Config{}) {

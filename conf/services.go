@@ -28,10 +28,17 @@ func ResolvConf(gw netip.Addr) string {
 	return "nameserver " + gw.String() + "\noptions " + ResolvConfOptions + "\n"
 }
 
-// WorkerHosts is the /etc/hosts of every worker: the loopback names, as
-// Docker and the kubelet write them (an image's own file is replaced; the
-// runtimes make none for a worker whose network is the agent's).
+// WorkerHosts is how every worker's /etc/hosts begins: the loopback
+// names, as Docker and the kubelet write them (an image's own file is
+// replaced; the runtimes make none for a worker whose network is the
+// agent's). WorkerHostsLine follows once its address is known.
 const WorkerHosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+// WorkerHostsLine is the line of a worker's /etc/hosts that maps its host
+// name to its address, as Docker and the kubelet add it.
+func WorkerHostsLine(ip netip.Addr, hostname string) string {
+	return ip.String() + "\t" + hostname + "\n"
+}
 
 // Service is a data service's name and the gateway port its forward
 // listens on: the name resolves to the gateway, so name:port goes through

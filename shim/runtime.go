@@ -53,8 +53,12 @@ type WorkerSpec struct {
 	// /etc/resolv.conf (the agent's: nameserver <gateway>).
 	ResolvConf string
 	// Hosts, when set, is a host file bind-mounted read-only on
-	// /etc/hosts (the agent's: the loopback names, conf.WorkerHosts).
+	// /etc/hosts (the agent's: the loopback names, conf.WorkerHosts, and
+	// the worker's own, conf.WorkerHostsLine).
 	Hosts string
+	// HostnameFile, when set, is a host file bind-mounted read-only on
+	// /etc/hostname (the agent's: WorkerHostname).
+	HostnameFile string
 	// ShimGroup, when set, names the shim process the worker shares with
 	// the other workers of the group (containerd's runc v2 shim groups
 	// containers by the OCI annotation io.containerd.runc.v2.group);
@@ -70,7 +74,7 @@ type EtcFile struct{ Path, Source string }
 // others are the image's own.
 func (s WorkerSpec) EtcFiles() []EtcFile {
 	var fs []EtcFile
-	for _, f := range []EtcFile{{"/etc/resolv.conf", s.ResolvConf}, {"/etc/hosts", s.Hosts}} {
+	for _, f := range []EtcFile{{"/etc/resolv.conf", s.ResolvConf}, {"/etc/hosts", s.Hosts}, {"/etc/hostname", s.HostnameFile}} {
 		if f.Source != "" {
 			fs = append(fs, f)
 		}

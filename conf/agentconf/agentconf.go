@@ -221,7 +221,7 @@ func flags(c *Config) *flag.FlagSet {
 	fs.IntVar(&c.PoolMinIdle, "pool-min-idle", 0, "idle workers kept warm per function (image, env and limits)")
 	fs.Int64Var(&c.DefaultMemory, "default-memory", DefaultMemoryBytes, "memory limit in bytes of a worker whose request sets none")
 	fs.StringVar(&c.LogDir, "log-dir", DefaultLogDir, "containerd: directory of the per-worker log files (Docker workers log to Docker's json-file log); default for a network N other than esb: /run/esb/N/workers")
-	fs.StringVar(&c.StateFile, "state-file", DefaultStateFile, "the agent's own records of its workers (owner, request, pool; bbolt), kept across restarts: put it on tmpfs; its directory also holds the journal of creations in flight (creating/); default for a network N other than esb: /run/esb/N/state.db")
+	fs.StringVar(&c.StateFile, "state-file", DefaultStateFile, "the agent's own records of its workers (owner, request, pool; bbolt), kept across restarts: put it on tmpfs; its directory also holds the journal of creations in flight (creating/) and each worker's /etc/hosts and /etc/hostname (etc/<ID>/); default for a network N other than esb: /run/esb/N/state.db")
 	fs.DurationVar(&c.RuntimeTimeout, "runtime-timeout", DefaultRuntimeWait, "deadline of each call into the runtime (pulls get 10x): a hung daemon gives Unavailable, not a hang")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often leftovers of failed cleanups are removed (unknown worker containers, interrupted creations, CNI GC); 0: never")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")

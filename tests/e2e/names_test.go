@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,9 +77,10 @@ func testWorkerResolvesServices(t *testing.T, e *env) {
 }
 
 // TestWorkerEtcFiles: without NAT rules there is no resolver, yet a
-// worker of either runtime resolves localhost (the hosts file the agent
-// mounts; the images have none, and a runtime makes none for a network it
-// does not own), its host name is the one the runtimes are given, and its
+// worker of either runtime resolves localhost and its own host name (the
+// hosts file the agent mounts, the worker's own; the images have none,
+// and a runtime makes none for a network it does not own), its host name
+// and /etc/hostname are the one the runtimes are given, and its
 // resolv.conf names the node's nameservers but those on loopback. (No
 // name is looked up through them: the test sends nothing off the node.)
 func TestWorkerEtcFiles(t *testing.T) { forRuntimes(t, testWorkerEtcFiles) }
@@ -87,11 +89,17 @@ func testWorkerEtcFiles(t *testing.T, e *env) {
 	e.startAgent()
 	w := e.mustAcquire(e.acquireReq("gateway-1", "hosts"))
 	a := e.mustInvoke(w, `{}`)
-	e.expectOwnNames(w, a.Hostname, "localhost", "LOCALHOST")
+	e.expectOwnNames(w, a.Hostname, "localhost", "LOCALHOST", a.Hostname)
 
 	root := fmt.Sprintf("/proc/%d/root", e.workerPID(w.GetId()))
-	if b, err := os.ReadFile(filepath.Join(root, "etc/hosts")); err != nil || string(b) != conf.WorkerHosts {
-		t.Errorf("worker's /etc/hosts: %q, %v; want %q", b, err, conf.WorkerHosts)
+	name := shim.WorkerHostname(w.GetId())
+	for path, want := range map[string]string{
+		"etc/hosts":    conf.WorkerHosts + conf.WorkerHostsLine(netip.MustParseAddr(w.GetIp()), name),
+		"etc/hostname": name + "\n",
+	} {
+		if b, err := os.ReadFile(filepath.Join(root, path)); err != nil || string(b) != want {
+			t.Errorf("worker's /%s: %q, %v; want %q", path, b, err, want)
+		}
 	}
 	node, err := os.ReadFile("/etc/resolv.conf")
 	if err != nil {

@@ -74,6 +74,12 @@ func (e *env) traces(only ...string) []string {
 			out = append(out, fmt.Sprintf("address %s of %s", ip, id))
 		}
 	}
+	etcs, _ := filepath.Glob(filepath.Join(e.Base, "etc", "*")) // beside the agent's state file
+	for _, p := range etcs {
+		if keep(filepath.Base(p)) {
+			out = append(out, "/etc files "+p)
+		}
+	}
 	results, _ := filepath.Glob(filepath.Join(e.CacheDir(), "results", "*"))
 	for _, r := range results {
 		if len(only) == 0 || slices.ContainsFunc(only, func(id string) bool { return strings.Contains(filepath.Base(r), id) }) {
