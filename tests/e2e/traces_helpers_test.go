@@ -74,7 +74,7 @@ func (e *env) traces(only ...string) []string {
 			out = append(out, fmt.Sprintf("address %s of %s", ip, id))
 		}
 	}
-	etcs, _ := filepath.Glob(filepath.Join(e.Base, "etc", "*")) // beside the agent's state file
+	etcs, _ := filepath.Glob(filepath.Join(e.EtcDir(), "*"))
 	for _, p := range etcs {
 		if keep(filepath.Base(p)) {
 			out = append(out, "/etc files "+p)
@@ -267,7 +267,7 @@ func killStrayShims(ns string) {
 func (e *env) leakNode() leakcheck.Node {
 	n := leakcheck.Node{
 		NetNS: e.node.Path(), IPAMDir: e.IPAMDir(), Network: netName, CNICacheDir: e.CacheDir(), PinDir: e.NetnsDir(),
-		Containers: func(context.Context) ([]string, error) { return e.containers() },
+		EtcDir: e.EtcDir(), Containers: func(context.Context) ([]string, error) { return e.containers() },
 	}
 	if !e.ownsNetNS() { // containerd: its snapshots, runc's cgroups
 		n.Snapshots, n.Cgroups = e.workerSnapshots, e.workerCgroups

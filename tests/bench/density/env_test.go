@@ -247,8 +247,12 @@ func (e *env) leakNodes() []leakcheck.Node {
 		d agenttest.Dirs
 		c *agenttest.Containerd
 	}{{e.Dirs, e.ctrd}, {e.prof, e.profCtrd}} {
-		out = append(out, leakcheck.Node{NetNS: e.node.NS.Path(), IPAMDir: e.IPAMDir(), Network: conf.NetworkName,
-			PinDir: w.d.NetnsDir(), CNICacheDir: w.d.CacheDir(), Containers: w.c.Containers, Snapshots: w.c.Snapshots, Cgroups: w.c.Cgroups})
+		n := leakcheck.Node{NetNS: e.node.NS.Path(), IPAMDir: e.IPAMDir(), Network: conf.NetworkName,
+			PinDir: w.d.NetnsDir(), CNICacheDir: w.d.CacheDir(), Containers: w.c.Containers, Snapshots: w.c.Snapshots, Cgroups: w.c.Cgroups}
+		if w.d == e.Dirs { // the agent's world; the profiler writes no /etc files
+			n.EtcDir = w.d.EtcDir()
+		}
+		out = append(out, n)
 	}
 	return out
 }

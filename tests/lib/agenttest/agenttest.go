@@ -117,6 +117,9 @@ func (d Dirs) NetnsDir() string { return filepath.Join(d.Base, "netns") }
 // StateFile is the agent's records of its workers.
 func (d Dirs) StateFile() string { return filepath.Join(d.Base, "state.db") }
 
+// EtcDir holds the agent's per-worker /etc files, beside its state file.
+func (d Dirs) EtcDir() string { return filepath.Join(d.Base, "etc") }
+
 // WriteConflist writes the esb network of the world into ConfDir:
 // conf.DefaultConflist with esb-ipam's store in IPAMDir.
 func (d Dirs) WriteConflist(tb testing.TB) {

@@ -1,7 +1,7 @@
 // Package leakcheck is the one check every fault, load and soak test ends
 // with: on a test's node, is every trace of a worker (container, pinned
 // network namespace, veth, IPAM address, anti-spoof element, libcni cache
-// entry) there for exactly the workers that should live, and is no address
+// entry, /etc files) there for exactly the workers that should live, and is no address
 // held twice?
 //
 // It reads the real state: the node namespace's links and nftables through
@@ -41,6 +41,9 @@ type Node struct {
 	PinDir string
 	// CNICacheDir is libcni's cache directory.
 	CNICacheDir string
+	// EtcDir holds the agent's per-worker /etc files (<state dir>/etc/<worker
+	// ID>); "" skips them.
+	EtcDir string
 	// Containers lists the worker containers the runtime holds.
 	Containers func(ctx context.Context) ([]string, error)
 	// Snapshots and Cgroups, when set, list the runtime's per-worker
@@ -93,7 +96,7 @@ func Check(ctx context.Context, n Node, live map[string]netip.Addr) (Report, err
 		n.IfName = "eth0"
 	}
 	c := &checker{n: n, live: live, seen: map[string]map[string]bool{}, rep: Report{Found: map[string]int{}}}
-	errs := []error{c.containers(ctx), c.pins(), c.cache(), c.runtimeExtras(ctx)}
+	errs := []error{c.containers(ctx), c.pins(), c.etcFiles(), c.cache(), c.runtimeExtras(ctx)}
 	h, err := c.nodeHandles()
 	if err != nil {
 		errs = append(errs, err)
@@ -131,11 +134,15 @@ type checker struct {
 	rep  Report
 }
 
-// kinds every live worker must have; pins only when the node has them.
+// kinds every live worker must have; pins and /etc files only when the
+// node has them.
 func (c *checker) kinds() []string {
 	k := []string{"container", "veth", "address", "anti-spoof guard", "libcni cache entry"}
 	if c.n.PinDir != "" {
 		k = append(k, "netns pin")
+	}
+	if c.n.EtcDir != "" {
+		k = append(k, "/etc files")
 	}
 	return k
 }
@@ -222,6 +229,24 @@ func (c *checker) pins() error {
 	}
 	for _, p := range pins {
 		c.found("netns pin", strings.TrimPrefix(filepath.Base(p), conf.NetNSPrefix), p)
+	}
+	return nil
+}
+
+// etcFiles reads the agent's per-worker /etc directories.
+func (c *checker) etcFiles() error {
+	if c.n.EtcDir == "" {
+		return nil
+	}
+	entries, err := os.ReadDir(c.n.EtcDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the workers' /etc files: %w", err)
+	}
+	for _, e := range entries {
+		c.found("/etc files", e.Name(), filepath.Join(c.n.EtcDir, e.Name()))
 	}
 	return nil
 }
