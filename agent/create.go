@@ -102,17 +102,16 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 	}
 	c := &creation{a: a, w: w, r: r, att: shim.Attachment{ContainerID: w.ID}}
 	defer func() { c.finish(err) }()
-	c.cleanup("remove /etc files", func(context.Context) error { return a.etc.remove(w.ID) })
-	if err := a.etc.write(w.ID); err != nil {
-		return errf(Internal, err, "create worker")
-	}
 	// The watch of the worker's exit lives as long as its creation.
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	c.watchCtx = wctx
 	if a.rt.OwnsNetNS() {
 		// Docker makes the namespace as it starts the container: the
-		// network follows the start.
+		// network follows the start. Its create wants the files it mounts.
+		if err := c.writeEtc(); err != nil {
+			return err
+		}
 		if err := c.createWithImage(ctx); err != nil {
 			return err
 		}
@@ -132,8 +131,9 @@ func (a *Agent) start(ctx context.Context, w *Worker, r AcquireRequest) (err err
 // namespace (containerd): the pinned namespace and its network (CNI ADD)
 // beside the image check, the container's creation (snapshot, spec) and,
 // where the runtime splits it from the start, its task's (shim, runc
-// create). The container's spec needs only the namespace's path; the
-// task's creation, where runc joins the namespace, waits for the pin.
+// create). The container's spec needs only the paths of the namespace and
+// the worker's /etc files; the task's creation, where runc joins the one
+// and mounts the others, waits for them.
 // Together they take the longer of the two instead of their sum (issue
 // 17: the agent's share of a cold acquire); then the task starts: the
 // worker's process runs with its network up.
@@ -143,6 +143,9 @@ func (c *creation) prepare(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		err := c.pin()
+		if err == nil {
+			err = c.writeEtc() // mounted by the task's creation too
+		}
 		pinned <- err
 		if err != nil {
 			return err

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,8 +23,8 @@ type workerEtc struct{ dir string }
 func (e workerEtc) dirOf(id string) string      { return filepath.Join(e.dir, "etc", id) }
 func (e workerEtc) path(id, name string) string { return filepath.Join(e.dirOf(id), name) }
 
-// write makes worker id's files before its container is created (the
-// runtime bind-mounts them): its hosts names only the loopback until
+// write makes worker id's files before its container or task is created
+// (the runtime bind-mounts them): its hosts names only the loopback until
 // name adds its address.
 func (e workerEtc) write(id string) error {
 	if e.dir == "" {
@@ -91,4 +92,13 @@ func (e workerEtc) list() ([]string, error) {
 		}
 	}
 	return ids, nil
+}
+
+// writeEtc writes the worker's own /etc files, which its container mounts.
+func (c *creation) writeEtc() error {
+	c.cleanup("remove /etc files", func(context.Context) error { return c.a.etc.remove(c.w.ID) })
+	if err := c.a.etc.write(c.w.ID); err != nil {
+		return errf(Internal, err, "create worker")
+	}
+	return nil
 }
