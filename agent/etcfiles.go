@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"net/netip"
@@ -78,18 +77,9 @@ func (e workerEtc) list() ([]string, error) {
 	if e.dir == "" {
 		return nil, nil
 	}
-	ents, err := os.ReadDir(filepath.Join(e.dir, "etc"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	ids, err := entries(filepath.Join(e.dir, "etc"), fs.DirEntry.IsDir)
 	if err != nil {
 		return nil, fmt.Errorf("list the workers' /etc files: %w", err)
-	}
-	ids := make([]string, 0, len(ents))
-	for _, ent := range ents {
-		if ent.IsDir() {
-			ids = append(ids, ent.Name())
-		}
 	}
 	return ids, nil
 }

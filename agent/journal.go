@@ -48,18 +48,28 @@ func (j journal) list() ([]string, error) {
 	if j.dir == "" {
 		return nil, nil
 	}
-	ents, err := os.ReadDir(filepath.Join(j.dir, "creating"))
+	ids, err := entries(filepath.Join(j.dir, "creating"), func(e fs.DirEntry) bool { return !strings.HasPrefix(e.Name(), ".") })
+	if err != nil {
+		return nil, fmt.Errorf("read the agent's journal: %w", err)
+	}
+	return ids, nil
+}
+
+// entries are the names of dir's entries that keep accepts; a dir that
+// does not exist has none.
+func entries(dir string, keep func(fs.DirEntry) bool) ([]string, error) {
+	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read the agent's journal: %w", err)
+		return nil, err
 	}
-	var ids []string
+	var names []string
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), ".") {
-			ids = append(ids, e.Name())
+		if keep(e) {
+			names = append(names, e.Name())
 		}
 	}
-	return ids, nil
+	return names, nil
 }
