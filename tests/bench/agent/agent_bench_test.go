@@ -557,9 +557,9 @@ func (r *results) summary(e *env, notes []string) *Summary {
 			left = fmt.Sprintf("%d traces", len(r.leftovers))
 		}
 		s.Figures = append(s.Figures, Figure{Name: "left after every release", Value: left,
-			Note: "containers, netns pins, node veths, IPAM addresses, libcni cache entries"},
+			Note: "containers, netns pins, node veths, IPAM addresses, libcni cache entries, /etc files"},
 			Figure{Name: "worker log files left in esb-agent's -log-dir after every release", Value: fmt.Sprint(r.workerLogs),
-				Note: "one <id>.log per worker ever created: Release does not remove it"})
+				Note: "Release removes a worker's log; the warm stage's idle worker, removed behind the stopped agent's back, keeps its own, as a failed acquire does"})
 	}
 
 	ms := func(d time.Duration) string { return benchstat.Ms(d) + " ms" }

@@ -72,7 +72,7 @@ func (r *results) dockerSummary(e *env, notes []string) *Summary {
 			left = fmt.Sprintf("%d traces", len(r.leftovers))
 		}
 		s.Figures = append(s.Figures, Figure{Name: "left after every release", Value: left,
-			Note: "containers, netns pins, node veths, IPAM addresses, libcni cache entries"})
+			Note: "containers, netns pins, node veths, IPAM addresses, libcni cache entries, /etc files"})
 	}
 	ms := func(d time.Duration) string { return benchstat.Ms(d) + " ms" }
 	s.Targets = []Target{

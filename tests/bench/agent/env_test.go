@@ -364,6 +364,10 @@ func (e *env) traces() []string {
 	for _, r := range results {
 		out = append(out, "libcni cache entry "+filepath.Base(r))
 	}
+	etcs, _ := filepath.Glob(filepath.Join(e.EtcDir(), "*"))
+	for _, p := range etcs {
+		out = append(out, "/etc files "+filepath.Base(p))
+	}
 	slices.Sort(out)
 	return out
 }
