@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,7 +93,7 @@ func testWorkerEtcFiles(t *testing.T, e *env) {
 	root := fmt.Sprintf("/proc/%d/root", e.workerPID(w.GetId()))
 	name := shim.WorkerHostname(w.GetId())
 	for path, want := range map[string]string{
-		"etc/hosts":    conf.WorkerHosts + conf.WorkerHostsLine(netip.MustParseAddr(w.GetIp()), name),
+		"etc/hosts":    conf.WorkerHosts + conf.WorkerHostsLine(addrOf(w), name),
 		"etc/hostname": name + "\n",
 	} {
 		if b, err := os.ReadFile(filepath.Join(root, path)); err != nil || string(b) != want {

@@ -299,10 +299,15 @@ func (e *env) workerCgroups() ([]string, error) { return agenttest.NamespaceCgro
 func liveOf(ws []*agentv1.Worker) map[string]netip.Addr {
 	m := map[string]netip.Addr{}
 	for _, w := range ws {
-		ip, _ := netip.ParseAddr(w.GetIp())
-		m[w.GetId()] = ip
+		m[w.GetId()] = addrOf(w)
 	}
 	return m
+}
+
+// addrOf is the address the API reported for w (invalid if none).
+func addrOf(w *agentv1.Worker) netip.Addr {
+	ip, _ := netip.ParseAddr(w.GetIp())
+	return ip
 }
 
 // expectConsistent waits (bounded) until the node holds exactly the
