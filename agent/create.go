@@ -338,8 +338,6 @@ func (c *creation) spec() (shim.WorkerSpec, error) {
 	spec := shim.WorkerSpec{ID: w.ID, Image: r.Image, Env: env, Labels: labels, MemoryBytes: memory,
 		CPUMillis: r.CPUMillis, NetNS: c.att.NetNS, LogPath: filepath.Join(cfg.LogDir, w.ID+".log"),
 		ReadOnlyRootfs: cfg.ReadOnlyRootfs, ResolvConf: cfg.ResolvConf, ShimGroup: w.shimGroup}
-	if c.a.etc.dir != "" {
-		spec.Hosts, spec.HostnameFile = c.a.etc.path(w.ID, "hosts"), c.a.etc.path(w.ID, "hostname")
-	}
+	spec.Hosts, spec.HostnameFile = c.a.etc.files(w.ID)
 	return spec, nil
 }

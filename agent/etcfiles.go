@@ -22,6 +22,15 @@ type workerEtc struct{ dir string }
 func (e workerEtc) dirOf(id string) string      { return filepath.Join(e.dir, "etc", id) }
 func (e workerEtc) path(id, name string) string { return filepath.Join(e.dirOf(id), name) }
 
+// files are the paths of worker id's hosts and hostname, for its spec;
+// none from a zero workerEtc.
+func (e workerEtc) files(id string) (hosts, hostname string) {
+	if e.dir == "" {
+		return "", ""
+	}
+	return e.path(id, "hosts"), e.path(id, "hostname")
+}
+
 // write makes worker id's files before its container or task is created
 // (the runtime bind-mounts them): its hosts names only the loopback until
 // name adds its address.
