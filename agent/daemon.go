@@ -96,7 +96,7 @@ func NewDaemon(ctx context.Context, c DaemonConfig, log *slog.Logger) (_ *Daemon
 	d.reg = prometheus.NewRegistry()
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := agentConfig(c)
-	nodeResolv, err := workerEtcFiles(c, d.dns, resolvconf.Path(), &cfg)
+	nodeResolv, err := workerResolvConf(c, d.dns, resolvconf.Path(), &cfg)
 	if err != nil {
 		return nil, err
 	}

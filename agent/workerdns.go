@@ -64,12 +64,12 @@ func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, hostname func(netip.Ad
 	return &workerDNS{srv: srv, resolvConf: path}, withDNS, nil
 }
 
-// workerEtcFiles gives the workers, where no resolver serves them, the
-// node's resolv.conf (nodeResolv, see nodeResolvConf), copied beside the
-// state file and returned to be kept current, and sets it in cfg. Their
+// workerResolvConf sets the workers' resolv.conf in cfg: the resolver's
+// where one serves them, else the node's (nodeResolv, see nodeResolvConf),
+// copied beside the state file and returned to be kept current. Their
 // /etc/hosts and /etc/hostname are each worker's own (workerEtc). Without
 // a state file workers keep their images' own files.
-func workerEtcFiles(c DaemonConfig, dns *workerDNS, nodeResolvPath string, cfg *Config) (*nodeResolv, error) {
+func workerResolvConf(c DaemonConfig, dns *workerDNS, nodeResolvPath string, cfg *Config) (*nodeResolv, error) {
 	dir := journalDir(c.StateFile)
 	if dir == "" {
 		return nil, nil

@@ -62,10 +62,10 @@ func TestStartWorkerDNS(t *testing.T) {
 	}
 }
 
-// TestWorkerEtcFiles: with no resolver the node's resolv.conf goes
+// TestWorkerResolvConf: with no resolver the node's resolv.conf goes
 // beside the state file; the resolver's resolv.conf wins; without a state
 // file or a node's file there is none.
-func TestWorkerEtcFiles(t *testing.T) {
+func TestWorkerResolvConf(t *testing.T) {
 	dir := t.TempDir()
 	node := filepath.Join(dir, "node-resolv.conf")
 	if err := os.WriteFile(node, []byte("# from DHCP\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nnameserver ::1\nnameserver 2001:db8::53\nsearch corp.example\noptions edns0 trust-ad\n"), 0o644); err != nil {
@@ -73,8 +73,8 @@ func TestWorkerEtcFiles(t *testing.T) {
 	}
 	c := DaemonConfig{StateFile: filepath.Join(dir, "state", "state.db")}
 	var cfg Config
-	if r, err := workerEtcFiles(c, nil, node, &cfg); err != nil || r == nil {
-		t.Fatalf("workerEtcFiles: %v, %v", r, err)
+	if r, err := workerResolvConf(c, nil, node, &cfg); err != nil || r == nil {
+		t.Fatalf("workerResolvConf: %v, %v", r, err)
 	}
 	path := filepath.Join(dir, "state", "resolv.conf")
 	want := "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch corp.example\noptions edns0 trust-ad\n"
@@ -89,15 +89,15 @@ func TestWorkerEtcFiles(t *testing.T) {
 	}
 
 	cfg = Config{}
-	if r, err := workerEtcFiles(c, &workerDNS{resolvConf: "/resolver/resolv.conf"}, node, &cfg); r != nil || err != nil || cfg.ResolvConf != "/resolver/resolv.conf" {
+	if r, err := workerResolvConf(c, &workerDNS{resolvConf: "/resolver/resolv.conf"}, node, &cfg); r != nil || err != nil || cfg.ResolvConf != "/resolver/resolv.conf" {
 		t.Errorf("with a resolver: resolv.conf %q, %v, %v; want the resolver's, nothing to keep", cfg.ResolvConf, r, err)
 	}
 	cfg = Config{}
-	if r, err := workerEtcFiles(c, nil, filepath.Join(dir, "none"), &cfg); r != nil || err != nil || cfg.ResolvConf != "" {
+	if r, err := workerResolvConf(c, nil, filepath.Join(dir, "none"), &cfg); r != nil || err != nil || cfg.ResolvConf != "" {
 		t.Errorf("no node resolv.conf: %+v, %v, %v; want none", cfg, r, err)
 	}
 	cfg = Config{}
-	if r, err := workerEtcFiles(DaemonConfig{}, nil, node, &cfg); r != nil || err != nil || cfg != (Config{}) {
+	if r, err := workerResolvConf(DaemonConfig{}, nil, node, &cfg); r != nil || err != nil || cfg != (Config{}) {
 		t.Errorf("no state file: %+v, %v, %v; want none", cfg, r, err)
 	}
 }
@@ -111,9 +111,9 @@ func TestNodeResolvRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	var cfg Config
-	r, err := workerEtcFiles(DaemonConfig{StateFile: filepath.Join(dir, "state.db")}, nil, node, &cfg)
+	r, err := workerResolvConf(DaemonConfig{StateFile: filepath.Join(dir, "state.db")}, nil, node, &cfg)
 	if err != nil || r == nil {
-		t.Fatalf("workerEtcFiles: %v, %v", r, err)
+		t.Fatalf("workerResolvConf: %v, %v", r, err)
 	}
 	// The node's file changes: the copy follows on the next refresh (a
 	// new file: a worker made before keeps the one it has mounted).
