@@ -1,8 +1,8 @@
 // Package leakcheck is the one check every fault, load and soak test ends
 // with: on a test's node, is every trace of a worker (container, pinned
 // network namespace, veth, IPAM address, anti-spoof element, libcni cache
-// entry, /etc files) there for exactly the workers that should live, and is no address
-// held twice?
+// entry, /etc files) there for exactly the workers that should live, and
+// is no address held twice?
 //
 // It reads the real state: the node namespace's links and nftables through
 // netlink, the IPAM store (bbolt, under its lock), the pin directory, the
