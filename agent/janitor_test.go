@@ -221,3 +221,47 @@ func TestSweepDuringRelease(t *testing.T) {
 	}
 	r.assertEmpty(t)
 }
+
+// TestSweepRemovesOldLogs: the sweep removes the log of a worker that is
+// gone once it was last written over OrphanLogAge ago, and keeps a younger
+// one (an operator may still read why), a live worker's (however long it
+// was quiet) and files that are not a worker's log.
+func TestSweepRemovesOldLogs(t *testing.T) {
+	r := newRig(t, Config{})
+	w, err := r.a.Acquire(context.Background(), req("o1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := r.a.cfg.LogDir
+	old := time.Now().Add(-OrphanLogAge - time.Hour)
+	files := map[string]bool{ // name: kept
+		w.ID + ".log":          true,
+		"0123456789abcdef.log": false,
+		"fedcba9876543210.log": true,
+		"notes.log":            true,
+	}
+	for name := range files {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte("x\n"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if name != "fedcba9876543210.log" {
+			if err := os.Chtimes(path, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rep, err := r.a.Sweep(context.Background())
+	if err != nil || rep.OldLogs != 1 {
+		t.Fatalf("Sweep = %+v, %v; want 1 old log removed", rep, err)
+	}
+	for name, kept := range files {
+		if _, err := os.Stat(filepath.Join(dir, name)); (err == nil) != kept {
+			t.Errorf("%s: kept %v, want %v", name, err == nil, kept)
+		}
+	}
+	if err := r.a.Release(context.Background(), w.ID, "o1"); err != nil {
+		t.Fatal(err)
+	}
+	r.assertEmpty(t)
+}

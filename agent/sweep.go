@@ -3,6 +3,11 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,14 +18,25 @@ import (
 type SweepReport struct {
 	Removed     int // worker containers the agent did not know, torn down
 	Interrupted int // journalled creations of no live worker, torn down
+	OldLogs     int // logs of workers gone for over OrphanLogAge, removed
 }
+
+// OrphanLogAge is how long log-dir keeps the log of a worker that is gone
+// without a release (a failed acquire's, or one that ended while no agent
+// ran: a release removes the log with the worker). It is there for an
+// operator to read why; the sweep removes it once it was last written
+// this long ago, so that a node losing many workers does not fill the
+// disk log-dir is on (/var/log by default), as the kubelet's garbage
+// collection bounds the logs of dead containers.
+const OrphanLogAge = 24 * time.Hour
 
 // Sweep finishes what failed cleanups left: worker containers the agent
 // does not know (a rollback or release that could not reach the runtime),
 // creations in the journal with no live worker (an agent killed mid-way),
 // and, through a CNI GC with every known worker as valid, any address,
 // veth or anti-spoof element of no worker (a plugin killed during DEL, an
-// ADD that finished after its agent died). It returns Unavailable, and
+// ADD that finished after its agent died); and the logs of workers gone
+// for over OrphanLogAge. It returns Unavailable, and
 // changes nothing, while the runtime does not answer.
 func (a *Agent) Sweep(ctx context.Context) (SweepReport, error) {
 	var rep SweepReport
@@ -54,16 +70,42 @@ func (a *Agent) Sweep(ctx context.Context) (SweepReport, error) {
 	}
 	rep.Interrupted = len(undo)
 	errs = append(errs, a.undoCreations(ctx, undo))
+	n, err := a.removeOldLogs(known, time.Now())
+	rep.OldLogs = n
+	errs = append(errs, err)
 	if err := a.net.GC(ctx, a.table.attachments()); err != nil {
 		errs = append(errs, err)
 	}
-	if rep.Removed > 0 || rep.Interrupted > 0 {
-		a.log.Info("swept", "removed", rep.Removed, "interrupted", rep.Interrupted)
+	if rep.Removed > 0 || rep.Interrupted > 0 || rep.OldLogs > 0 {
+		a.log.Info("swept", "removed", rep.Removed, "interrupted", rep.Interrupted, "old_logs", rep.OldLogs)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return rep, errf(Internal, err, "sweep")
 	}
 	return rep, nil
+}
+
+// removeOldLogs removes the logs in LogDir of workers not in known that
+// were last written over OrphanLogAge before now, and says how many.
+func (a *Agent) removeOldLogs(known map[string]bool, now time.Time) (int, error) {
+	names, err := entries(a.cfg.LogDir, func(e fs.DirEntry) bool {
+		id, ok := strings.CutSuffix(e.Name(), ".log")
+		if !ok || !shim.IsWorkerID(id) || known[id] || !e.Type().IsRegular() {
+			return false
+		}
+		fi, err := e.Info()
+		return err == nil && now.Sub(fi.ModTime()) > OrphanLogAge
+	})
+	errs := []error{err}
+	for _, name := range names {
+		if err := os.Remove(filepath.Join(a.cfg.LogDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return len(names), fmt.Errorf("remove old worker logs: %w", err)
+	}
+	return len(names), nil
 }
 
 // sweepUnknown tears down the listed worker containers the agent does not

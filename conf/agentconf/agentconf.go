@@ -220,7 +220,7 @@ func flags(c *Config) *flag.FlagSet {
 	fs.IntVar(&c.ShimGroupSize, "shim-group-size", 0, fmt.Sprintf("containerd: workers of one function that share one runc shim process, up to %d (0: a shim per worker); a killed shim takes all its workers", MaxShimGroupSize))
 	fs.IntVar(&c.PoolMinIdle, "pool-min-idle", 0, "idle workers kept warm per function (image, env and limits)")
 	fs.Int64Var(&c.DefaultMemory, "default-memory", DefaultMemoryBytes, "memory limit in bytes of a worker whose request sets none")
-	fs.StringVar(&c.LogDir, "log-dir", DefaultLogDir, "containerd: directory of the per-worker log files (Docker workers log to Docker's json-file log); default for a network N other than esb: /run/esb/N/workers")
+	fs.StringVar(&c.LogDir, "log-dir", DefaultLogDir, "containerd: directory of the per-worker log files, each removed with its worker (the log of one gone without a release, a day after its last line); Docker workers log to Docker's json-file log; default for a network N other than esb: /run/esb/N/workers")
 	fs.StringVar(&c.StateFile, "state-file", DefaultStateFile, "the agent's own records of its workers (owner, request, pool; bbolt), kept across restarts: put it on tmpfs; its directory also holds the journal of creations in flight (creating/) and each worker's /etc/hosts and /etc/hostname (etc/<ID>/); default for a network N other than esb: /run/esb/N/state.db")
 	fs.DurationVar(&c.RuntimeTimeout, "runtime-timeout", DefaultRuntimeWait, "deadline of each call into the runtime (pulls get 10x): a hung daemon gives Unavailable, not a hang")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often leftovers of failed cleanups are removed (unknown worker containers, interrupted creations, CNI GC); 0: never")
