@@ -18,15 +18,14 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 )
 
-// workerDNS is the running resolver and the resolv.conf workers get.
+// workerDNS is the running resolver, on the gateway.
 type workerDNS struct {
-	srv        *resolver.Server
-	resolvConf string
+	srv     *resolver.Server
+	gateway netip.Addr
 }
 
-// startWorkerDNS starts the workers' resolver on the gateway, writes the
-// workers' resolv.conf beside the state file and returns the NAT rules
-// with the udp+tcp 53 forwards to the resolver added. hostname names the
+// startWorkerDNS starts the workers' resolver on the gateway and returns
+// the NAT rules with the udp+tcp 53 forwards to the resolver added. hostname names the
 // worker at an address, for its queries of its own name. With dns-port 0
 // it returns rules unchanged and no resolver.
 func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, hostname func(netip.Addr) string, log *slog.Logger) (*workerDNS, *conf.NATRules, error) {
@@ -46,14 +45,6 @@ func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, hostname func(netip.Ad
 	if c.DNSUpstream != "" {
 		upstream = netip.MustParseAddrPort(c.DNSUpstream) // validated
 	}
-	dir := journalDir(c.StateFile)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, fmt.Errorf("make state directory: %w", err)
-	}
-	path := filepath.Join(dir, "resolv.conf")
-	if err := writeFileAtomic(path, []byte(conf.ResolvConf(rules.Gateway)), 0o644); err != nil {
-		return nil, nil, fmt.Errorf("write workers' resolv.conf: %w", err)
-	}
 	srv, err := resolver.Start(resolver.Config{Listen: listen, Gateway: rules.Gateway, Subnet: rules.Subnet,
 		Services: svcs, Upstream: upstream, Hostname: hostname, Log: log})
 	if err != nil {
@@ -61,12 +52,12 @@ func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, hostname func(netip.Ad
 	}
 	log.Info("workers' resolver serving", "listen", listen.String(), "services", svcs.String(),
 		"egress", rules.Egress, "upstream", c.DNSUpstream)
-	return &workerDNS{srv: srv, resolvConf: path}, withDNS, nil
+	return &workerDNS{srv: srv, gateway: rules.Gateway}, withDNS, nil
 }
 
-// workerResolvConf sets the workers' resolv.conf in cfg: the resolver's
-// where one serves them, else the node's (nodeResolv, see nodeResolvConf),
-// copied beside the state file and returned to be kept current. Their
+// workerResolvConf writes the workers' resolv.conf beside the state file
+// and sets it in cfg: the resolver's where one serves them, else the
+// node's (nodeResolv, see nodeResolvConf), returned to be kept current. Their
 // /etc/hosts and /etc/hostname are each worker's own (workerEtc). Without
 // a state file workers keep their images' own files.
 func workerResolvConf(c DaemonConfig, dns *workerDNS, nodeResolvPath string, cfg *Config) (*nodeResolv, error) {
@@ -74,13 +65,18 @@ func workerResolvConf(c DaemonConfig, dns *workerDNS, nodeResolvPath string, cfg
 	if dir == "" {
 		return nil, nil
 	}
-	if cfg.ResolvConf = dns.resolvConfPath(); cfg.ResolvConf != "" {
-		return nil, nil
-	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("make state directory: %w", err)
 	}
-	r := &nodeResolv{node: nodeResolvPath, copy: filepath.Join(dir, "resolv.conf")}
+	path := filepath.Join(dir, "resolv.conf")
+	if dns != nil {
+		if err := writeFileAtomic(path, []byte(conf.ResolvConf(dns.gateway)), 0o644); err != nil {
+			return nil, fmt.Errorf("write workers' resolv.conf: %w", err)
+		}
+		cfg.ResolvConf = path
+		return nil, nil
+	}
+	r := &nodeResolv{node: nodeResolvPath, copy: path}
 	if wrote, err := r.refresh(); err != nil || !wrote {
 		return nil, err // no node file: the images' own
 	}
@@ -180,11 +176,4 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		_ = os.Remove(tmp.Name())
 	}
 	return werr
-}
-
-func (w *workerDNS) resolvConfPath() string {
-	if w == nil {
-		return ""
-	}
-	return w.resolvConf
 }

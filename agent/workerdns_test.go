@@ -44,10 +44,6 @@ func TestStartWorkerDNS(t *testing.T) {
 	if len(got.Forwards) != 3 || got.Forwards[1].Port != 53 || got.Forwards[2].Proto != "tcp" || got.Forwards[2].To.Port() != uint16(port) {
 		t.Errorf("rules with the resolver: %+v", got.Forwards)
 	}
-	b, err := os.ReadFile(w.resolvConfPath())
-	if err != nil || string(b) != "nameserver 127.0.0.1\noptions ndots:0 attempts:2 timeout:1\n" || filepath.Dir(w.resolvConfPath()) != dir {
-		t.Errorf("resolv.conf %s: %q, %v", w.resolvConfPath(), b, err)
-	}
 	r, err := dns.Exchange(new(dns.Msg).SetQuestion("s3-storage.", dns.TypeA), w.srv.Addr().String())
 	if err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.0.0.1" {
 		t.Errorf("s3-storage: %v, %v", r, err)
@@ -63,7 +59,7 @@ func TestStartWorkerDNS(t *testing.T) {
 }
 
 // TestWorkerResolvConf: with no resolver the node's resolv.conf goes
-// beside the state file; the resolver's resolv.conf wins; without a state
+// beside the state file; with one, the resolver's goes there instead; without a state
 // file or a node's file there is none.
 func TestWorkerResolvConf(t *testing.T) {
 	dir := t.TempDir()
@@ -89,8 +85,12 @@ func TestWorkerResolvConf(t *testing.T) {
 	}
 
 	cfg = Config{}
-	if r, err := workerResolvConf(c, &workerDNS{resolvConf: "/resolver/resolv.conf"}, node, &cfg); r != nil || err != nil || cfg.ResolvConf != "/resolver/resolv.conf" {
-		t.Errorf("with a resolver: resolv.conf %q, %v, %v; want the resolver's, nothing to keep", cfg.ResolvConf, r, err)
+	if r, err := workerResolvConf(c, &workerDNS{gateway: netip.MustParseAddr("10.88.0.1")}, node, &cfg); r != nil || err != nil || cfg.ResolvConf != path {
+		t.Errorf("with a resolver: resolv.conf %q, %v, %v; want %s, nothing to keep", cfg.ResolvConf, r, err, path)
+	}
+	want = "nameserver 10.88.0.1\noptions ndots:0 attempts:2 timeout:1\n"
+	if b, err := os.ReadFile(path); err != nil || string(b) != want {
+		t.Errorf("with a resolver, %s: %q, %v; want %q", path, b, err, want)
 	}
 	cfg = Config{}
 	if r, err := workerResolvConf(c, nil, filepath.Join(dir, "none"), &cfg); r != nil || err != nil || cfg.ResolvConf != "" {
