@@ -15,10 +15,10 @@ import (
 var ceilingChecks = []string{"neigh", "pids", "inotify", "files", "conntrack"}
 
 // ceilingNote runs esbctl doctor's ceiling checks for n workers on this
-// host and says which fall short, with doctor's fix, so that a run that
-// fills past a ceiling says so in its report. It runs in the benchmark's
-// own (the host's) namespace, where the neighbour thresholds are visible.
-func ceilingNote(ctx context.Context, n int) string {
+// host and says which fall short, with doctor's fix, and whether any does.
+// It runs in the benchmark's own (the host's) namespace, where the
+// neighbour thresholds are visible.
+func ceilingNote(ctx context.Context, n int) (string, bool) {
 	r := doctor.Run(ctx, doctor.Options{Workers: n, DNSPort: 0})
 	var short []string
 	for _, f := range r.Findings {
@@ -27,7 +27,7 @@ func ceilingNote(ctx context.Context, n int) string {
 		}
 	}
 	if len(short) == 0 {
-		return fmt.Sprintf("esbctl doctor -workers %d: every kernel ceiling (%s) fits", n, strings.Join(ceilingChecks, ", "))
+		return fmt.Sprintf("esbctl doctor -workers %d: every kernel ceiling (%s) fits", n, strings.Join(ceilingChecks, ", ")), false
 	}
-	return fmt.Sprintf("esbctl doctor -workers %d finds this host short: %s", n, strings.Join(short, "; "))
+	return fmt.Sprintf("esbctl doctor -workers %d finds this host short: %s", n, strings.Join(short, "; ")), true
 }
