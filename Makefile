@@ -12,6 +12,7 @@ CNI_CONF    ?= /etc/cni/net.d/10-esb.conflist
 PREFIX      ?= /usr/local
 ESB_CONF    ?= /etc/esb/agent.yaml
 UNIT_DIR    ?= /etc/systemd/system
+SYSCTL_CONF ?= /etc/sysctl.d/10-esbnet.conf
 # "make build && sudo make install INSTALL_BUILD=" installs bin/ without building as root.
 INSTALL_BUILD ?= build
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v /tests)
@@ -25,11 +26,11 @@ build: ## build all binaries into bin/ (the CNI plugins static: they start once 
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./plugins/...
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/... ./agent/cmd/...
 
-install: $(INSTALL_BUILD) ## install plugins (/opt/cni/bin), esbctl and esb-agent (/usr/local/bin), the conflist, /etc/esb/agent.yaml and the systemd unit; a changed config file is kept (DESTDIR, PREFIX; root)
-	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BIN="$(BIN)" CNI_BIN_DIR="$(CNI_BIN_DIR)" CNI_CONF="$(CNI_CONF)" ESB_CONF="$(ESB_CONF)" UNIT_DIR="$(UNIT_DIR)" scripts/install.sh install
+install: $(INSTALL_BUILD) ## install plugins (/opt/cni/bin), esbctl and esb-agent (/usr/local/bin), the conflist, /etc/esb/agent.yaml, the systemd unit and /etc/sysctl.d/10-esbnet.conf (kernel settings for 1,000 workers, applied at boot); a changed config file is kept (DESTDIR, PREFIX; root)
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BIN="$(BIN)" CNI_BIN_DIR="$(CNI_BIN_DIR)" CNI_CONF="$(CNI_CONF)" ESB_CONF="$(ESB_CONF)" UNIT_DIR="$(UNIT_DIR)" SYSCTL_CONF="$(SYSCTL_CONF)" scripts/install.sh install
 
 uninstall: ## remove what install added, keeping config files changed since (same DESTDIR, PREFIX as install)
-	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BIN="$(BIN)" CNI_BIN_DIR="$(CNI_BIN_DIR)" CNI_CONF="$(CNI_CONF)" ESB_CONF="$(ESB_CONF)" UNIT_DIR="$(UNIT_DIR)" scripts/install.sh uninstall
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BIN="$(BIN)" CNI_BIN_DIR="$(CNI_BIN_DIR)" CNI_CONF="$(CNI_CONF)" ESB_CONF="$(ESB_CONF)" UNIT_DIR="$(UNIT_DIR)" SYSCTL_CONF="$(SYSCTL_CONF)" scripts/install.sh uninstall
 
 deps: ## install the Debian packages and test tools the tests need (root)
 	scripts/deps.sh

@@ -51,8 +51,11 @@ const (
 	// nofileRecommended is esb-agent's unit's LimitNOFILE (fs.nr_open's
 	// default, the largest a limit can be).
 	nofileRecommended = 1048576
-	// SysctlFile is where the fixes keep sysctl settings across reboots.
-	SysctlFile = "/etc/sysctl.d/90-esbnet.conf"
+	// SysctlFile is where the fixes keep sysctl settings across reboots:
+	// the file make install writes (deploy/sysctl), whose settings a line
+	// appended later overrides. It sorts early, so an operator's own files
+	// (and /etc/sysctl.conf) win over it.
+	SysctlFile = "/etc/sysctl.d/10-esbnet.conf"
 )
 
 // ceilings checks each kernel ceiling against the workers the node is

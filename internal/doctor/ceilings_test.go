@@ -184,3 +184,30 @@ func TestPortsVerdict(t *testing.T) {
 	f = one(t, Options{}, func(d *doctor) { d.portsVerdict("esb-cni0", 950) })
 	wantFinding(t, "950 ports", f, Warn, []string{"950 of the 1023 ports"}, []string{"release idle workers"})
 }
+
+// TestInstalledSysctlFits: the sysctl file make install writes
+// (deploy/sysctl) holds what neigh and inotify ask for esb-agent's default
+// max-workers, so an installed node fits its workers after a boot.
+func TestInstalledSysctlFits(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "sysctl", filepath.Base(SysctlFile)))
+	if err != nil {
+		t.Fatalf("the installed sysctl file is named after SysctlFile: %v", err)
+	}
+	values := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("not a setting: %q", line)
+		}
+		values[strings.TrimSpace(name)] = strings.TrimSpace(value)
+	}
+	if len(values) != 4 {
+		t.Errorf("settings: %v, want the three neighbour thresholds and inotify instances", values)
+	}
+	o := Options{ProcSys: procSys(t, values)}
+	wantFinding(t, "neigh", one(t, o, func(d *doctor) { d.neigh(netState{}) }), OK, []string{"1000 workers"}, nil)
+	wantFinding(t, "inotify", one(t, o, (*doctor).inotify), OK, nil, nil)
+}

@@ -29,6 +29,7 @@ const version = "installtest-0.0.1"
 var installed = []string{
 	"etc/cni/net.d/10-esb.conflist",
 	"etc/esb/agent.yaml",
+	"etc/sysctl.d/10-esbnet.conf",
 	"etc/systemd/system/esb-agent.service",
 	"opt/cni/bin/esb-bridge",
 	"opt/cni/bin/esb-ipam",
@@ -182,6 +183,11 @@ func TestInstallUninstall(t *testing.T) {
 		!strings.Contains(string(unit), "WantedBy=multi-user.target") {
 		t.Errorf("unit:\n%s", unit)
 	}
+	// The kernel settings are the repository's, applied at boot only.
+	want, _ := os.ReadFile(filepath.Join(nstest.RepoRoot(t), "deploy/sysctl/10-esbnet.conf"))
+	if b, err := os.ReadFile(tr.path("etc/sysctl.d/10-esbnet.conf")); err != nil || len(want) == 0 || string(b) != string(want) {
+		t.Errorf("installed sysctl file differs from deploy/sysctl/10-esbnet.conf (%v):\n%s", err, b)
+	}
 	yamlFile := tr.path("etc/esb/agent.yaml")
 	written, _ := os.ReadFile(yamlFile)
 	if strings.Contains(string(written), "1234") {
@@ -196,7 +202,7 @@ func TestInstallUninstall(t *testing.T) {
 
 	// Installing again changes nothing and says so.
 	out = tr.make("install")
-	for _, f := range []string{"/etc/cni/net.d/10-esb.conflist", "/etc/esb/agent.yaml", "/etc/systemd/system/esb-agent.service"} {
+	for _, f := range []string{"/etc/cni/net.d/10-esb.conflist", "/etc/esb/agent.yaml", "/etc/systemd/system/esb-agent.service", "/etc/sysctl.d/10-esbnet.conf"} {
 		if !strings.Contains(out, f+" is up to date") {
 			t.Errorf("second install should report %s up to date:\n%s", f, out)
 		}
@@ -307,7 +313,7 @@ func TestSystemdReload(t *testing.T) {
 	}
 	vars := []string{"BIN=" + bin, "VERSION=" + version, "INSTALL_BUILD=", "PREFIX=" + root + "/usr",
 		"CNI_BIN_DIR=" + root + "/cni/bin", "CNI_CONF=" + root + "/net.d/10-esb.conflist",
-		"ESB_CONF=" + root + "/esb/agent.yaml", "UNIT_DIR=" + root + "/systemd"}
+		"ESB_CONF=" + root + "/esb/agent.yaml", "UNIT_DIR=" + root + "/systemd", "SYSCTL_CONF=" + root + "/sysctl.d/10-esbnet.conf"}
 	mk := func(target string) string {
 		t.Helper()
 		cmd := exec.Command("make", append([]string{"-C", repo, "--no-print-directory", target}, vars...)...)
@@ -330,7 +336,8 @@ func TestSystemdReload(t *testing.T) {
 			t.Errorf("systemctl calls with systemd running: %q\n%s", calls, out)
 		}
 	} else {
-		if len(calls) != 0 || !strings.Contains(out, "systemd is not running here: no daemon-reload") {
+		if len(calls) != 0 || !strings.Contains(out, "systemd is not running here: no daemon-reload") ||
+			!strings.Contains(out, "apply at the next boot; now: sysctl -p "+root+"/sysctl.d/10-esbnet.conf") {
 			t.Errorf("without systemd: systemctl calls %q\n%s", calls, out)
 		}
 	}
