@@ -82,14 +82,41 @@ type setting struct {
 }
 
 // sysctlFix is the command that sets each setting now and keeps it in
-// SysctlFile across reboots.
-func sysctlFix(set ...setting) string {
+// the sysctl file across reboots; where that file (make install's)
+// already holds every setting at its value or above, the command that
+// applies it now.
+func (d *doctor) sysctlFix(set ...setting) string {
+	if d.kept(set) {
+		return fmt.Sprintf("sysctl -p %s (it holds these values, which boot applies)", d.o.SysctlFile)
+	}
 	var now, kept []string
 	for _, s := range set {
 		now = append(now, fmt.Sprintf("%s=%d", s.name, s.value))
 		kept = append(kept, fmt.Sprintf("%s = %d", s.name, s.value))
 	}
-	return fmt.Sprintf("sysctl -w %s && printf '%s\\n' >> %s", strings.Join(now, " "), strings.Join(kept, `\n`), SysctlFile)
+	return fmt.Sprintf("sysctl -w %s && printf '%s\\n' >> %s", strings.Join(now, " "), strings.Join(kept, `\n`), d.o.SysctlFile)
+}
+
+// kept reports whether the sysctl file sets every one of set to its value
+// or above (the last line of a setting counts, as for sysctl -p).
+func (d *doctor) kept(set []setting) bool {
+	b, err := os.ReadFile(d.o.SysctlFile)
+	if err != nil {
+		return false
+	}
+	file := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, value, ok := strings.Cut(line, "=")
+		if v, err := strconv.ParseInt(strings.TrimSpace(value), 10, 64); ok && err == nil {
+			file[strings.TrimSpace(name)] = v
+		}
+	}
+	for _, s := range set {
+		if v, ok := file[s.name]; !ok || v < s.value {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *doctor) sysctlInt(name string) (int64, error) {
@@ -185,7 +212,7 @@ func (d *doctor) neigh(st netState) {
 		}
 	}
 	if len(low) > 0 {
-		d.add("neigh", Warn, sysctlFix(fix...),
+		d.add("neigh", Warn, d.sysctlFix(fix...),
 			"%s: the kernel's neighbour table, shared by every namespace, holds at most gc_thresh3 entries and %s need about %d "+
 				"(one on the bridge and one in the worker each); past it new workers are unreachable (\"neighbour table overflow\" in the kernel log)",
 			strings.Join(low, "; "), d.workers(), need)
@@ -223,7 +250,7 @@ func (d *doctor) pids() {
 	assumed := fmt.Sprintf("%s need about %d tasks (%d threads each: the shim, the worker process and a margin, plus %d for the rest of the node)",
 		d.workers(), need, tasksPerWorker, tasksBase)
 	if len(low) > 0 {
-		d.add("pids", Warn, sysctlFix(fix...), "%s: %s; past it new workers fail to start (fork: resource temporarily unavailable)",
+		d.add("pids", Warn, d.sysctlFix(fix...), "%s: %s; past it new workers fail to start (fork: resource temporarily unavailable)",
 			strings.Join(low, ", "), assumed)
 		return
 	}
@@ -241,7 +268,7 @@ func (d *doctor) inotify() {
 		return
 	}
 	if v < need {
-		d.add("inotify", Warn, sysctlFix(setting{name, need}),
+		d.add("inotify", Warn, d.sysctlFix(setting{name, need}),
 			"%s is %d: root has at most %d inotify instances, and containerd, each worker's shim (its cgroup's events) and runc take them; "+
 				"for %s allow %d, or shims and runc fail with \"too many open files\"", name, v, v, d.workers(), need)
 		return
@@ -265,7 +292,7 @@ func (d *doctor) files() {
 		fixes = append(fixes, "read it on the host: sysctl "+fileMax)
 	case v < needSys:
 		problems = append(problems, fmt.Sprintf("%s is %d, below the ~%d descriptors the processes of %s hold (%d each)", fileMax, v, needSys, d.workers(), filesSystemPerWorker))
-		fixes = append(fixes, sysctlFix(setting{fileMax, nextPow2(2 * needSys)}))
+		fixes = append(fixes, d.sysctlFix(setting{fileMax, nextPow2(2 * needSys)}))
 	default:
 		fine = append(fine, fmt.Sprintf("%s is %d", fileMax, v))
 	}
@@ -378,7 +405,7 @@ func (d *doctor) conntrack() {
 		d.unreadable("conntrack", name, err, need)
 		return
 	}
-	fix := sysctlFix(setting{name, max(262144, nextPow2(2*need))}) + " (on the host: other namespaces see it read-only)"
+	fix := d.sysctlFix(setting{name, max(262144, nextPow2(2*need))}) + " (on the host: other namespaces see it read-only)"
 	count, cerr := d.sysctlInt("net.netfilter.nf_conntrack_count")
 	switch {
 	case v < need:

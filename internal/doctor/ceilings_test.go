@@ -29,6 +29,9 @@ func procSys(t *testing.T, values map[string]string) string {
 // fails when it made none or several.
 func one(t *testing.T, o Options, check func(*doctor)) Finding {
 	t.Helper()
+	if o.SysctlFile == "" { // never the machine's (make install may have written it)
+		o.SysctlFile = filepath.Join(t.TempDir(), SysctlFile)
+	}
 	d := &doctor{o: o.withDefaults()}
 	check(d)
 	if len(d.findings) != 1 {
@@ -114,7 +117,7 @@ func TestInotify(t *testing.T) {
 	const name = "fs.inotify.max_user_instances"
 	f := one(t, Options{ProcSys: procSys(t, map[string]string{name: "128"})}, (*doctor).inotify)
 	wantFinding(t, "default", f, Warn, []string{name + " is 128", "too many open files"},
-		[]string{"sysctl -w fs.inotify.max_user_instances=8192 && printf 'fs.inotify.max_user_instances = 8192\\n' >> " + SysctlFile})
+		[]string{"sysctl -w fs.inotify.max_user_instances=8192 && printf 'fs.inotify.max_user_instances = 8192\\n' >> ", SysctlFile})
 	f = one(t, Options{ProcSys: procSys(t, map[string]string{name: "8192"})}, (*doctor).inotify)
 	wantFinding(t, "raised", f, OK, []string{name + " is 8192"}, nil)
 	f = one(t, Options{Workers: 10000, ProcSys: procSys(t, map[string]string{name: "8192"})}, (*doctor).inotify)
@@ -210,4 +213,26 @@ func TestInstalledSysctlFits(t *testing.T) {
 	o := Options{ProcSys: procSys(t, values)}
 	wantFinding(t, "neigh", one(t, o, func(d *doctor) { d.neigh(netState{}) }), OK, []string{"1000 workers"}, nil)
 	wantFinding(t, "inotify", one(t, o, (*doctor).inotify), OK, nil, nil)
+}
+
+// TestSysctlFixAppliesInstalledFile: where the sysctl file already holds
+// the values a check asks for (make install wrote it, no boot since), the
+// fix applies the file; where it holds less, or lacks one, the fix sets
+// the values and appends them.
+func TestSysctlFixAppliesInstalledFile(t *testing.T) {
+	const name = "fs.inotify.max_user_instances"
+	file := filepath.Join(t.TempDir(), "10-esbnet.conf")
+	o := Options{ProcSys: procSys(t, map[string]string{name: "128"}), SysctlFile: file}
+	for _, tc := range []struct{ content, fix string }{
+		{"# esbnet\n" + name + " = 8192\n", "sysctl -p " + file},
+		{name + " = 8192\n" + name + " = 16384\n", "sysctl -p " + file},
+		{name + " = 4096\n", "sysctl -w " + name + "=8192 && printf '" + name + " = 8192\\n' >> " + file},
+		{name + " = 8192\n" + name + " = 512\n", "sysctl -w " + name + "=8192"},
+		{"net.ipv4.neigh.default.gc_thresh3 = 16384\n", "sysctl -w " + name + "=8192"},
+	} {
+		if err := os.WriteFile(file, []byte(tc.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		wantFinding(t, tc.content, one(t, o, (*doctor).inotify), Warn, nil, []string{tc.fix})
+	}
 }

@@ -68,6 +68,7 @@ type Options struct {
 	// (/proc/config.gz, /boot/config-$(uname -r)).
 	KernelConfig []string
 	ProcSys      string // /proc/sys
+	SysctlFile   string // where the kernel settings are kept (SysctlFile)
 	ProcRoot     string // /proc, for the open-files limits of the running daemons
 	// Workers is how many live workers the node is meant to hold (the
 	// agent's max-workers); the kernel's ceilings are compared with it.
@@ -87,6 +88,7 @@ func (o Options) withDefaults() Options {
 	def(&o.SysRoot, "/sys")
 	def(&o.ProcSys, "/proc/sys")
 	def(&o.ProcRoot, "/proc")
+	def(&o.SysctlFile, SysctlFile)
 	if o.Workers <= 0 {
 		o.Workers = agentconf.DefaultMaxWorkers
 	}
