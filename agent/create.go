@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -336,7 +335,7 @@ func (c *creation) spec() (shim.WorkerSpec, error) {
 		return shim.WorkerSpec{}, errf(Internal, err, "create worker log dir")
 	}
 	spec := shim.WorkerSpec{ID: w.ID, Image: r.Image, Env: env, Labels: labels, MemoryBytes: memory,
-		CPUMillis: r.CPUMillis, NetNS: c.att.NetNS, LogPath: filepath.Join(cfg.LogDir, w.ID+".log"),
+		CPUMillis: r.CPUMillis, NetNS: c.att.NetNS, LogPath: c.a.logPath(w.ID),
 		ReadOnlyRootfs: cfg.ReadOnlyRootfs, ResolvConf: cfg.ResolvConf, ShimGroup: w.shimGroup}
 	spec.Hosts, spec.HostnameFile = c.a.etc.files(w.ID)
 	return spec, nil

@@ -85,11 +85,17 @@ func (a *Agent) Sweep(ctx context.Context) (SweepReport, error) {
 	return rep, nil
 }
 
+// logExt ends the name of a worker's log file in LogDir, <ID>.log.
+const logExt = ".log"
+
+// logPath is where worker id's log goes.
+func (a *Agent) logPath(id string) string { return filepath.Join(a.cfg.LogDir, id+logExt) }
+
 // removeOldLogs removes the logs in LogDir of workers not in known that
 // were last written over OrphanLogAge before now, and says how many.
 func (a *Agent) removeOldLogs(known map[string]bool, now time.Time) (int, error) {
 	names, err := entries(a.cfg.LogDir, func(e fs.DirEntry) bool {
-		id, ok := strings.CutSuffix(e.Name(), ".log")
+		id, ok := strings.CutSuffix(e.Name(), logExt)
 		if !ok || !shim.IsWorkerID(id) || known[id] || !e.Type().IsRegular() {
 			return false
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/edge-serverless-box/esbnet/shim"
@@ -52,7 +51,7 @@ func (a *Agent) teardown(ctx context.Context, id, netns string, grace time.Durat
 	}
 	// The log goes with the worker (a failed acquire's stays, for the
 	// operator to read why).
-	if err := os.Remove(filepath.Join(a.cfg.LogDir, id+".log")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(a.logPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("remove log: %w", err))
 	}
 	if err := a.etc.remove(id); err != nil {
