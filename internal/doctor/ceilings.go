@@ -104,19 +104,36 @@ func (d *doctor) kept(set []setting) bool {
 	if err != nil {
 		return false
 	}
-	file := map[string]int64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		name, value, ok := strings.Cut(line, "=")
-		if v, err := strconv.ParseInt(strings.TrimSpace(value), 10, 64); ok && err == nil {
-			file[strings.TrimSpace(name)] = v
-		}
-	}
+	file, _ := sysctlSettings(b) // what parses counts, as for sysctl -p
 	for _, s := range set {
 		if v, ok := file[s.name]; !ok || v < s.value {
 			return false
 		}
 	}
 	return true
+}
+
+// sysctlSettings are the integer settings of a sysctl.d file, the last
+// line of each winning; the error names the first line that is neither a
+// comment (# or ;), blank nor "name = integer".
+func sysctlSettings(b []byte) (map[string]int64, error) {
+	file := map[string]int64{}
+	var bad error
+	for i, line := range strings.Split(string(b), "\n") {
+		if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";") {
+			continue
+		}
+		name, value, ok := strings.Cut(line, "=")
+		v, err := strconv.ParseInt(strings.TrimSpace(value), 10, 64)
+		if !ok || err != nil {
+			if bad == nil {
+				bad = fmt.Errorf("line %d: %q is not name = integer", i+1, line)
+			}
+			continue
+		}
+		file[strings.TrimSpace(name)] = v
+	}
+	return file, bad
 }
 
 func (d *doctor) sysctlInt(name string) (int64, error) {

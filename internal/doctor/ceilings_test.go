@@ -3,6 +3,7 @@ package doctor
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -196,16 +197,13 @@ func TestInstalledSysctlFits(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the installed sysctl file is named after SysctlFile: %v", err)
 	}
+	settings, err := sysctlSettings(b)
+	if err != nil {
+		t.Fatalf("not a setting: %v", err)
+	}
 	values := map[string]string{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		name, value, ok := strings.Cut(line, "=")
-		if !ok {
-			t.Fatalf("not a setting: %q", line)
-		}
-		values[strings.TrimSpace(name)] = strings.TrimSpace(value)
+	for name, v := range settings {
+		values[name] = strconv.FormatInt(v, 10)
 	}
 	if len(values) != 4 {
 		t.Errorf("settings: %v, want the three neighbour thresholds and inotify instances", values)
