@@ -36,8 +36,8 @@ const OrphanLogAge = 24 * time.Hour
 // and, through a CNI GC with every known worker as valid, any address,
 // veth or anti-spoof element of no worker (a plugin killed during DEL, an
 // ADD that finished after its agent died); and the logs of workers gone
-// for over OrphanLogAge. It returns Unavailable, and
-// changes nothing, while the runtime does not answer.
+// for over OrphanLogAge. It returns Unavailable, and changes nothing,
+// while the runtime does not answer.
 func (a *Agent) Sweep(ctx context.Context) (SweepReport, error) {
 	var rep SweepReport
 	if err := a.rt.Ping(ctx); err != nil {

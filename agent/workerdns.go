@@ -25,9 +25,9 @@ type workerDNS struct {
 }
 
 // startWorkerDNS starts the workers' resolver on the gateway and returns
-// the NAT rules with the udp+tcp 53 forwards to the resolver added. hostname names the
-// worker at an address, for its queries of its own name. With dns-port 0
-// it returns rules unchanged and no resolver.
+// the NAT rules with the udp+tcp 53 forwards to the resolver added.
+// hostname names the worker at an address, for its queries of its own
+// name. With dns-port 0 it returns rules unchanged and no resolver.
 func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, hostname func(netip.Addr) string, log *slog.Logger) (*workerDNS, *conf.NATRules, error) {
 	if c.DNSPort == 0 {
 		return nil, rules, nil
@@ -57,9 +57,9 @@ func startWorkerDNS(c DaemonConfig, rules *conf.NATRules, hostname func(netip.Ad
 
 // workerResolvConf writes the workers' resolv.conf beside the state file
 // and sets it in cfg: the resolver's where one serves them, else the
-// node's (nodeResolv, see nodeResolvConf), returned to be kept current. Their
-// /etc/hosts and /etc/hostname are each worker's own (workerEtc). Without
-// a state file workers keep their images' own files.
+// node's (nodeResolv, see nodeResolvConf), returned to be kept current.
+// Their /etc/hosts and /etc/hostname are each worker's own (workerEtc).
+// Without a state file workers keep their images' own files.
 func workerResolvConf(c DaemonConfig, dns *workerDNS, nodeResolvPath string, cfg *Config) (*nodeResolv, error) {
 	dir := journalDir(c.StateFile)
 	if dir == "" {

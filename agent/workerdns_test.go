@@ -59,8 +59,8 @@ func TestStartWorkerDNS(t *testing.T) {
 }
 
 // TestWorkerResolvConf: with no resolver the node's resolv.conf goes
-// beside the state file; with one, the resolver's goes there instead; without a state
-// file or a node's file there is none.
+// beside the state file; with one, the resolver's goes there instead;
+// without a state file or a node's file there is none.
 func TestWorkerResolvConf(t *testing.T) {
 	dir := t.TempDir()
 	node := filepath.Join(dir, "node-resolv.conf")
