@@ -203,8 +203,11 @@ func journalDir(stateFile string) string {
 func newRuntime(c DaemonConfig) (shim.Runtime, func(), error) {
 	switch c.Runtime {
 	case "containerd":
+		if err := checkExecutable("runc-binary", c.RuncBinary); err != nil {
+			return nil, nil, err
+		}
 		rt, err := containerd.New(containerd.Options{Address: c.ContainerdAddress, Namespace: c.ContainerdNamespace,
-			PlainHTTP: splitList(c.PlainHTTPRegistries, ","), Snapshotter: c.Snapshotter})
+			PlainHTTP: splitList(c.PlainHTTPRegistries, ","), Snapshotter: c.Snapshotter, RuncBinary: c.RuncBinary})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -292,4 +295,20 @@ func warnPrivateMountNS(log *slog.Logger) {
 		log.Warn("esb-agent runs in a private mount namespace: worker namespaces pinned here are invisible to containerd; " +
 			"run it in the host's mount namespace (to put it in another network namespace use nsenter --net, not ip netns exec)")
 	}
+}
+
+// checkExecutable fails, naming the setting, when path is set and is not
+// an executable file: containerd's shim would otherwise fail each create.
+func checkExecutable(name, path string) error {
+	if path == "" {
+		return nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("invalid %s: %w", name, err)
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("invalid %s %q: not an executable file", name, path)
+	}
+	return nil
 }

@@ -40,6 +40,7 @@ type Config struct {
 	ContainerdAddress   string        `json:"containerd-address"`
 	ContainerdNamespace string        `json:"containerd-namespace"`
 	Snapshotter         string        `json:"snapshotter"`
+	RuncBinary          string        `json:"runc-binary"`
 	PlainHTTPRegistries string        `json:"plain-http-registries"`
 	DockerHost          string        `json:"docker-host"`
 	DockerNamespace     string        `json:"docker-namespace"`
@@ -196,6 +197,7 @@ func flags(c *Config) *flag.FlagSet {
 	def := conf.DefaultStack()
 	fs.StringVar(&c.ContainerdNamespace, "containerd-namespace", def.ContainerdNamespace, "containerd namespace of the workers (default for a network N other than esb: N)")
 	fs.StringVar(&c.Snapshotter, "snapshotter", "", "containerd snapshotter (default: containerd's)")
+	fs.StringVar(&c.RuncBinary, "runc-binary", "", "containerd: absolute path of the runc that the shim runs for the workers (default: runc on containerd's PATH); Debian 12's runc 1.1.5 reads the whole mount table in every call, which slows with many live workers (docs/performance.md)")
 	fs.StringVar(&c.PlainHTTPRegistries, "plain-http-registries", "127.0.0.1:5000,localhost:5000", "comma-separated registries pulled from over plain HTTP (containerd; dockerd decides on its own)")
 	fs.StringVar(&c.DockerHost, "docker-host", "unix:///run/docker.sock", "dockerd's address (runtime docker)")
 	fs.StringVar(&c.DockerNamespace, "docker-namespace", def.DockerNamespace, "value of the esb.namespace label that scopes this agent's Docker workers (runtime docker; default for a network N other than esb: N)")
@@ -276,6 +278,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("invalid shim-group-size %d: must be from 0 (a shim per worker) to %d", c.ShimGroupSize, MaxShimGroupSize)
 	case c.ShimGroupSize > 0 && c.Runtime != "containerd":
 		return fmt.Errorf("invalid shim-group-size %d: shims are containerd's; runtime %s has none (use 0)", c.ShimGroupSize, c.Runtime)
+	case c.RuncBinary != "" && c.Runtime != "containerd":
+		return fmt.Errorf("invalid runc-binary %q: it is containerd's shim's; runtime %s has none (leave it empty)", c.RuncBinary, c.Runtime)
+	case c.RuncBinary != "" && !filepath.IsAbs(c.RuncBinary):
+		return fmt.Errorf("invalid runc-binary %q: must be an absolute path", c.RuncBinary)
 	case c.PoolMinIdle > c.MaxWorkers:
 		return fmt.Errorf("invalid pool-min-idle %d: more than max-workers %d", c.PoolMinIdle, c.MaxWorkers)
 	}

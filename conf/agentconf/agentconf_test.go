@@ -81,6 +81,8 @@ func TestLoadErrors(t *testing.T) {
 		{[]string{"--shim-group-size", "-1"}, nil, "invalid shim-group-size -1"},
 		{[]string{"--shim-group-size", "65"}, nil, "invalid shim-group-size 65"},
 		{[]string{"--runtime", "docker", "--shim-group-size", "4"}, nil, "runtime docker has none"},
+		{[]string{"--runc-binary", "runc"}, nil, `invalid runc-binary "runc": must be an absolute path`},
+		{[]string{"--runtime", "docker", "--runc-binary", "/usr/sbin/runc"}, nil, `invalid runc-binary "/usr/sbin/runc": it is containerd's shim's; runtime docker has none`},
 		{[]string{"--metrics-listen", "9464"}, nil, `invalid metrics-listen "9464"`},
 		{[]string{"--tcp-listen", "nowhere", "--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca"}, nil, `invalid tcp-listen "nowhere"`},
 		{[]string{"--network", "../etc"}, nil, "invalid network"},

@@ -20,6 +20,7 @@ import (
 
 	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	apievents "github.com/containerd/containerd/api/events"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
@@ -49,6 +50,9 @@ type Options struct {
 	PlainHTTP []string
 	// Snapshotter is the snapshotter to use ("" is containerd's default).
 	Snapshotter string
+	// RuncBinary is the runc that the runc v2 shim runs for the workers
+	// (its BinaryName option; "" is runc on containerd's PATH).
+	RuncBinary string
 }
 
 // Runtime implements shim.Runtime on containerd.
@@ -260,6 +264,9 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 	}
 	if r.opts.Snapshotter != "" {
 		opts = append(opts, client.WithSnapshotter(r.opts.Snapshotter))
+	}
+	if r.opts.RuncBinary != "" {
+		opts = append(opts, client.WithRuntime(defaults.DefaultRuntime, &runcoptions.Options{BinaryName: r.opts.RuncBinary}))
 	}
 	opts = append(opts, client.WithNewSnapshot(s.ID, img), client.WithNewSpec(specOpts...))
 	l := lease()

@@ -7,6 +7,7 @@ package containerdtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -28,12 +29,14 @@ import (
 
 func TestMain(m *testing.M) { nstest.Main(m) }
 
-// newRuntime returns an adapter on a fresh containerd namespace that is
-// removed (with its containers and images) when the test ends.
-func newRuntime(t *testing.T, st stacktest.Stack, plain []string) (*containerd.Runtime, string) {
+// newRuntime returns an adapter with options o on the stack's containerd
+// and a fresh namespace that is removed (with its containers and images)
+// when the test ends.
+func newRuntime(t *testing.T, st stacktest.Stack, o containerd.Options) (*containerd.Runtime, string) {
 	t.Helper()
 	ns := "esbctdtest-" + nstest.RandomHex(4)
-	rt, err := containerd.New(containerd.Options{Address: st.ContainerdSock, Namespace: ns, PlainHTTP: plain, Snapshotter: st.Snapshotter})
+	o.Address, o.Namespace, o.Snapshotter = st.ContainerdSock, ns, st.Snapshotter
+	rt, err := containerd.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +69,7 @@ func newRuntime(t *testing.T, st stacktest.Stack, plain []string) (*containerd.R
 func workerRuntime(t *testing.T) (stacktest.Stack, *containerd.Runtime, string) {
 	t.Helper()
 	st := stacktest.Require(t)
-	rt, ns := newRuntime(t, st, []string{st.Registry})
+	rt, ns := newRuntime(t, st, containerd.Options{PlainHTTP: []string{st.Registry}})
 	if err := rt.EnsureImage(context.Background(), st.WorkerImage); err != nil {
 		t.Fatal(err)
 	}
@@ -76,12 +79,12 @@ func workerRuntime(t *testing.T) (stacktest.Stack, *containerd.Runtime, string) 
 func TestPullNeedsPlainHTTPOptIn(t *testing.T) {
 	st := stacktest.Require(t)
 	ctx := context.Background()
-	strict, _ := newRuntime(t, st, nil)
+	strict, _ := newRuntime(t, st, containerd.Options{})
 	err := strict.EnsureImage(ctx, st.WorkerImage)
 	if err == nil {
 		t.Fatal("pulled over plain HTTP from a registry not named in PlainHTTP")
 	}
-	allowed, ns := newRuntime(t, st, []string{st.Registry})
+	allowed, ns := newRuntime(t, st, containerd.Options{PlainHTTP: []string{st.Registry}})
 	if err := allowed.EnsureImage(ctx, st.WorkerImage); err != nil {
 		t.Fatalf("pull with the registry named: %v", err)
 	}
@@ -136,6 +139,49 @@ func TestWorkerSpec(t *testing.T) {
 	for _, want := range []string{`"limit": 67108864`, `"quota": 50000`, `"noNewPrivileges": true`, `"ESB_FUNCTION=hello"`} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("container spec lacks %s", want)
+		}
+	}
+}
+
+// TestRuncBinary: with Options.RuncBinary, containerd's shim runs that
+// runc for the worker (the runc v2 shim's BinaryName). A wrapper that
+// notes its arguments and then runs the stack's runc sees the worker's
+// create, start, kill and delete, and the worker serves in between.
+func TestRuncBinary(t *testing.T) {
+	st := stacktest.Require(t)
+	runc := nstest.LookPath(t, "runc")
+	dir := t.TempDir() // before newRuntime: its cleanup may still run the wrapper
+	calls := filepath.Join(dir, "calls")
+	wrapper := filepath.Join(dir, "runc")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %s\nexec %s \"$@\"\n", calls, runc)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rt, _ := newRuntime(t, st, containerd.Options{PlainHTTP: []string{st.Registry}, RuncBinary: wrapper})
+	ctx := context.Background()
+	if err := rt.EnsureImage(ctx, st.WorkerImage); err != nil {
+		t.Fatal(err)
+	}
+	id := nstest.RandomHex(8)
+	if err := rt.Create(ctx, shim.WorkerSpec{ID: id, Image: st.WorkerImage, Labels: map[string]string{conf.LabelWorker: "1"}}); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if _, err := rt.Start(ctx, id); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if err := errors.Join(rt.Stop(ctx, id, 0), rt.Delete(ctx, id)); err != nil {
+		t.Fatalf("stop and delete: %v", err)
+	}
+	b, err := os.ReadFile(calls)
+	if err != nil {
+		t.Fatalf("the shim never ran runc-binary: %v", err)
+	}
+	for _, verb := range []string{"create", "start", "kill", "delete"} {
+		if !slices.ContainsFunc(strings.Split(string(b), "\n"), func(l string) bool {
+			f := strings.Fields(l)
+			return slices.Contains(f, verb) && slices.Contains(f, id)
+		}) {
+			t.Errorf("runc-binary never ran %q for worker %s; its calls:\n%s", verb, id, b)
 		}
 	}
 }

@@ -20,7 +20,7 @@ func TestConformance(t *testing.T) {
 	st := stacktest.Require(t)
 	h := st.Harness()
 	h.New = func(t *testing.T) runtimetest.Instance {
-		rt, ns := newRuntime(t, st, []string{st.Registry})
+		rt, ns := newRuntime(t, st, containerd.Options{PlainHTTP: []string{st.Registry}})
 		return runtimetest.Instance{Runtime: rt,
 			Kill: func(ctx context.Context, id string) error {
 				if out, err := st.Ctr(ctx, ns, "tasks", "kill", "--signal", "SIGKILL", id).CombinedOutput(); err != nil {
