@@ -1,6 +1,7 @@
 package benchdensity
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -54,7 +56,9 @@ const (
 // prints one row per step with the targets. A failed acquire,
 // invoke or release, or a leak, fails it; a missed target does not.
 // ESB_DENSITY_SHIM_GROUP sets esb-agent's -shim-group-size (default 0: a
-// shim per worker); the plot goes to ESB_DENSITY_SVG (default
+// shim per worker); ESB_DENSITY_RUNC, an absolute path, the runc of the
+// agent (-runc-binary), the profiler and the baseline (ctr's
+// --runc-binary), default runc on containerd's PATH; the plot goes to ESB_DENSITY_SVG (default
 // esbnet-density.svg in the temporary directory). Then it holds
 // ESB_DENSITY_FUNCTION (default 100, 0: none) workers of the Lambda
 // function image (tests/images/function) and measures their memory the same way.
@@ -86,6 +90,10 @@ func BenchmarkDensity(b *testing.B) {
 	}
 	e := newEnv(b, max(steps[len(steps)-1], fnLive))
 	e.shimGroup = group
+	if e.runc = os.Getenv("ESB_DENSITY_RUNC"); e.runc != "" && !filepath.IsAbs(e.runc) {
+		b.Fatalf("ESB_DENSITY_RUNC=%q: want the absolute path of a runc", e.runc)
+	}
+	e.profCtrd.RuncBinary, e.baseCtrd.RuncBinary = e.runc, e.runc
 	begin := time.Now()
 	var done []Step
 	var fnStep *Step // the Lambda function image's row (ESB_DENSITY_FUNCTION)
@@ -446,7 +454,15 @@ func (e *env) releaseAll(b *testing.B, p *agenttest.Proc, held []*agentv1.Worker
 func machineNote(e *env, when string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return benchstat.MachineNote(when, "containerd "+e.ctrd.Version(ctx))
+	runc := cmp.Or(e.runc, "runc")
+	out, err := exec.CommandContext(ctx, runc, "--version").Output()
+	version, _, _ := strings.Cut(string(out), "\n")
+	if err != nil {
+		version = fmt.Sprintf("%s: %v", runc, err)
+	} else if e.runc != "" {
+		version += " (" + e.runc + ")"
+	}
+	return benchstat.MachineNote(when, "containerd "+e.ctrd.Version(ctx)+", "+version)
 }
 
 // writePlot writes the steps' plot to ESB_DENSITY_SVG, or to

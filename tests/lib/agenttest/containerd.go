@@ -35,6 +35,9 @@ type Containerd struct {
 	Stack  stacktest.Stack
 	NS     string
 	Client *client.Client
+	// RuncBinary is the runc of RunDetached's containers and of a
+	// profiler in this namespace ("": runc on containerd's PATH).
+	RuncBinary string
 }
 
 // NewContainerd connects to the stack's containerd in namespace ns; the

@@ -93,7 +93,11 @@ func (c *Containerd) TaskPID(ctx context.Context, id string) (int, error) {
 // takes the container away.
 func (c *Containerd) RunDetached(ctx context.Context, image, id string, port int, readyTimeout time.Duration) (run, ready time.Duration, err error) {
 	start := time.Now()
-	out, err := c.Stack.Ctr(ctx, c.NS, "run", "-d", image, id).CombinedOutput()
+	args := []string{"run", "-d"}
+	if c.RuncBinary != "" {
+		args = append(args, "--runc-binary", c.RuncBinary)
+	}
+	out, err := c.Stack.Ctr(ctx, c.NS, append(args, image, id)...).CombinedOutput()
 	run = time.Since(start)
 	if err != nil {
 		return run, 0, fmt.Errorf("ctr run -d %s: %w: %s", id, err, strings.TrimSpace(string(out)))

@@ -216,6 +216,7 @@ type ProfilerOptions struct {
 	LogDir      string // worker logs
 	Node        ns.NetNS
 	Image       string // of every acquire
+	RuncBinary  string // the shim's runc ("": containerd's PATH)
 }
 
 // Profiler takes the agent's work apart: agent.Agent values built in this
@@ -237,7 +238,7 @@ type Profiler struct {
 func (d Dirs) ProfilerOptions(c *Containerd, pluginDir string, node ns.NetNS, image string) ProfilerOptions {
 	return ProfilerOptions{Containerd: c.Stack.ContainerdSock, Namespace: c.NS, Registry: c.Stack.Registry,
 		Snapshotter: c.Stack.Snapshotter, ConfDir: d.ConfDir(), PluginDir: pluginDir, CacheDir: d.CacheDir(),
-		NetNSDir: d.NetnsDir(), LogDir: d.LogDir(), Node: node, Image: image}
+		NetNSDir: d.NetnsDir(), LogDir: d.LogDir(), Node: node, Image: image, RuncBinary: c.RuncBinary}
 }
 
 // NewProfiler connects to containerd and loads the conflist; the
@@ -245,7 +246,7 @@ func (d Dirs) ProfilerOptions(c *Containerd, pluginDir string, node ns.NetNS, im
 func NewProfiler(tb testing.TB, o ProfilerOptions) *Profiler {
 	tb.Helper()
 	rt, err := containerd.New(containerd.Options{Address: o.Containerd, Namespace: o.Namespace,
-		PlainHTTP: []string{o.Registry}, Snapshotter: o.Snapshotter})
+		PlainHTTP: []string{o.Registry}, Snapshotter: o.Snapshotter, RuncBinary: o.RuncBinary})
 	if err != nil {
 		tb.Fatalf("profiler: %v", err)
 	}
