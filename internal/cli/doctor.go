@@ -92,6 +92,7 @@ workers, 0 otherwise (warnings included). Settings default to esb-agent's
 		Version:    buildinfo.Version,
 		NATRules:   pick(*natRules, ac.NATRules),
 		Runtime:    pick(*runtime, ac.Runtime),
+		RuncBinary: ac.RuncBinary,
 		Registry:   *registry,
 		DNSPort:    ac.DNSPort,
 		Services:   ac.Services,

@@ -35,7 +35,7 @@ const (
 
 // Finding is one check's result.
 type Finding struct {
-	Check   string `json:"check"` // kernel, sysctl, conflist, stacks, plugins, bridge, subnet, nftables, antispoof, ipam, ports, neigh, pids, inotify, files, conntrack, runtime, registry, proxy, dns
+	Check   string `json:"check"` // kernel, sysctl, conflist, stacks, plugins, bridge, subnet, nftables, antispoof, ipam, ports, neigh, pids, inotify, files, conntrack, runtime, runc, registry, proxy, dns
 	Status  Status `json:"status"`
 	Message string `json:"message"`
 	Fix     string `json:"fix,omitempty"` // a command (or the steps) that fixes it
@@ -57,6 +57,7 @@ type Options struct {
 	NATRules   string   // NAT rule file the agent applies; "" when it manages none
 	Runtime    string   // containerd or docker; "" skips the runtime check
 	RuntimeURL string   // containerd's socket path, or dockerd's unix:// address
+	RuncBinary string   // the runc of containerd's shim (esb-agent's runc-binary); "" is runc on PATH
 	Registry   string   // host:port of the local registry; "" skips the check
 	// DNSPort is the port of the agent's resolver on the gateway (its
 	// dns-port); 0 skips the DNS check. Services are its names (services).
@@ -114,6 +115,7 @@ func Run(ctx context.Context, o Options) Report {
 	d.ipam(net)
 	d.ceilings(net)
 	d.runtime(ctx)
+	d.runc(ctx)
 	d.registry(ctx)
 	d.proxy(ctx)
 	d.dns(ctx)
