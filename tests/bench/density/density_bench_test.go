@@ -1,7 +1,6 @@
 package benchdensity
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -454,15 +452,7 @@ func (e *env) releaseAll(b *testing.B, p *agenttest.Proc, held []*agentv1.Worker
 func machineNote(e *env, when string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	runc := cmp.Or(e.runc, "runc")
-	out, err := exec.CommandContext(ctx, runc, "--version").Output()
-	version, _, _ := strings.Cut(string(out), "\n")
-	if err != nil {
-		version = fmt.Sprintf("%s: %v", runc, err)
-	} else if e.runc != "" {
-		version += " (" + e.runc + ")"
-	}
-	return benchstat.MachineNote(when, "containerd "+e.ctrd.Version(ctx)+", "+version)
+	return benchstat.MachineNote(when, "containerd "+e.ctrd.Version(ctx)+", "+e.baseCtrd.RuncVersion(ctx))
 }
 
 // writePlot writes the steps' plot to ESB_DENSITY_SVG, or to
