@@ -7,7 +7,6 @@ package containerdtest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -149,15 +148,8 @@ func TestWorkerSpec(t *testing.T) {
 // create, start, kill and delete, and the worker serves in between.
 func TestRuncBinary(t *testing.T) {
 	st := stacktest.Require(t)
-	runc := nstest.LookPath(t, "runc")
-	dir := t.TempDir() // before newRuntime: its cleanup may still run the wrapper
-	calls := filepath.Join(dir, "calls")
-	wrapper := filepath.Join(dir, "runc")
-	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %s\nexec %s \"$@\"\n", calls, runc)
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	rt, _ := newRuntime(t, st, containerd.Options{PlainHTTP: []string{st.Registry}, RuncBinary: wrapper})
+	runc := stacktest.NewRecordingRunc(t) // before newRuntime: its cleanup may still run it
+	rt, _ := newRuntime(t, st, containerd.Options{PlainHTTP: []string{st.Registry}, RuncBinary: runc.Path})
 	ctx := context.Background()
 	if err := rt.EnsureImage(ctx, st.WorkerImage); err != nil {
 		t.Fatal(err)
@@ -172,17 +164,12 @@ func TestRuncBinary(t *testing.T) {
 	if err := errors.Join(rt.Stop(ctx, id, 0), rt.Delete(ctx, id)); err != nil {
 		t.Fatalf("stop and delete: %v", err)
 	}
-	b, err := os.ReadFile(calls)
+	missing, calls, err := runc.Missing(id, "create", "start", "kill", "delete")
 	if err != nil {
 		t.Fatalf("the shim never ran runc-binary: %v", err)
 	}
-	for _, verb := range []string{"create", "start", "kill", "delete"} {
-		if !slices.ContainsFunc(strings.Split(string(b), "\n"), func(l string) bool {
-			f := strings.Fields(l)
-			return slices.Contains(f, verb) && slices.Contains(f, id)
-		}) {
-			t.Errorf("runc-binary never ran %q for worker %s; its calls:\n%s", verb, id, b)
-		}
+	if len(missing) > 0 {
+		t.Errorf("runc-binary never ran %q for worker %s; its calls:\n%s", missing, id, calls)
 	}
 }
 
