@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -58,7 +59,7 @@ func (d *doctor) runc(ctx context.Context) {
 		v[i], _ = strconv.Atoi(m[i+1])
 	}
 	version := strings.Join(m[1:], ".")
-	if !versionAfter(v, runcReadsAll) {
+	if slices.Compare(v[:], runcReadsAll[:]) <= 0 {
 		d.add("runc", Warn, runcFix,
 			"runc %s (%s) reads the host's whole mount table in every call, and each live worker adds two mounts: "+
 				"creating and starting a worker slows as workers are added (on a 2-core machine 131 ms more at 1,000 live "+
@@ -66,14 +67,4 @@ func (d *doctor) runc(ctx context.Context) {
 		return
 	}
 	d.add("runc", OK, "", "runc %s (%s)", version, path)
-}
-
-// versionAfter reports whether v is a later release than w.
-func versionAfter(v, w [3]int) bool {
-	for i := range v {
-		if v[i] != w[i] {
-			return v[i] > w[i]
-		}
-	}
-	return false
 }
