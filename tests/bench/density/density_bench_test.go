@@ -56,8 +56,8 @@ const (
 // ESB_DENSITY_SHIM_GROUP sets esb-agent's -shim-group-size (default 0: a
 // shim per worker); ESB_DENSITY_RUNC, an absolute path, the runc of the
 // agent (-runc-binary), the profiler and the baseline (ctr's
-// --runc-binary), default runc on containerd's PATH; the plot goes to ESB_DENSITY_SVG (default
-// esbnet-density.svg in the temporary directory). Then it holds
+// --runc-binary), default runc on containerd's PATH; the plot goes to
+// ESB_DENSITY_SVG (default esbnet-density.svg in the temporary directory). Then it holds
 // ESB_DENSITY_FUNCTION (default 100, 0: none) workers of the Lambda
 // function image (tests/images/function) and measures their memory the same way.
 func BenchmarkDensity(b *testing.B) {
@@ -88,10 +88,12 @@ func BenchmarkDensity(b *testing.B) {
 	}
 	e := newEnv(b, max(steps[len(steps)-1], fnLive))
 	e.shimGroup = group
-	if e.runc = os.Getenv("ESB_DENSITY_RUNC"); e.runc != "" && !filepath.IsAbs(e.runc) {
-		b.Fatalf("ESB_DENSITY_RUNC=%q: want the absolute path of a runc", e.runc)
+	// One runc for all three runs: the agent's, the profiler's, ctr's.
+	runc := os.Getenv("ESB_DENSITY_RUNC")
+	if runc != "" && !filepath.IsAbs(runc) {
+		b.Fatalf("ESB_DENSITY_RUNC=%q: want the absolute path of a runc", runc)
 	}
-	e.profCtrd.RuncBinary, e.baseCtrd.RuncBinary = e.runc, e.runc
+	e.ctrd.RuncBinary, e.profCtrd.RuncBinary, e.baseCtrd.RuncBinary = runc, runc, runc
 	begin := time.Now()
 	var done []Step
 	var fnStep *Step // the Lambda function image's row (ESB_DENSITY_FUNCTION)

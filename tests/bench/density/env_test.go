@@ -53,9 +53,6 @@ type env struct {
 	natRules       string
 	maxWorkers     int
 	shimGroup      int // esb-agent's -shim-group-size (ESB_DENSITY_SHIM_GROUP)
-	// runc is the runc of all three runs (ESB_DENSITY_RUNC): esb-agent's
-	// -runc-binary, the profiler's and ctr's ("": containerd's PATH).
-	runc           string
 	ctrd, profCtrd *agenttest.Containerd
 	// baseCtrd is the namespace of the baseline's `ctr run -d` containers.
 	baseCtrd *agenttest.Containerd
@@ -205,8 +202,8 @@ func (e *env) startAgent() *agenttest.Proc {
 		"-snapshotter", e.stack.Snapshotter}, e.Flags(e.pluginDir)...)
 	args = append(args, "-metrics-listen", "", "-max-workers", strconv.Itoa(e.maxWorkers), "-nat-rules", e.natRules,
 		"-shim-group-size", strconv.Itoa(e.shimGroup))
-	if e.runc != "" {
-		args = append(args, "-runc-binary", e.runc)
+	if e.ctrd.RuncBinary != "" {
+		args = append(args, "-runc-binary", e.ctrd.RuncBinary)
 	}
 	p, start, err := agenttest.Start(filepath.Join(e.Base, "agent.log"), e.node.NS.Path(), e.agentBin, args)
 	if err != nil {

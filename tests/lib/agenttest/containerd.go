@@ -35,8 +35,9 @@ type Containerd struct {
 	Stack  stacktest.Stack
 	NS     string
 	Client *client.Client
-	// RuncBinary is the runc of RunDetached's containers and of a
-	// profiler in this namespace ("": runc on containerd's PATH).
+	// RuncBinary is the runc of this namespace's workers: RunDetached's
+	// and a profiler's; a benchmark passes it to the agent it starts ("":
+	// runc on containerd's PATH).
 	RuncBinary string
 }
 
