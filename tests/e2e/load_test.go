@@ -78,7 +78,7 @@ func TestLoadAcquireRelease(t *testing.T) {
 		s := &cycleStats{}
 		var next atomic.Int64
 		start := time.Now()
-		loadBefore := loadAvg()
+		loadBefore := benchstat.LoadAverage()
 		var wg sync.WaitGroup
 		for c := range clients {
 			wg.Go(func() {
@@ -106,7 +106,7 @@ func TestLoadAcquireRelease(t *testing.T) {
 			e.rt, cycles, clients, len(s.errs), took.Round(time.Second), float64(len(s.cycle))/took.Seconds(),
 			ms(s.acquire.P50()), ms(s.acquire.Quantile(0.99)), ms(s.acquire.Max()),
 			ms(s.release.P50()), ms(s.release.Quantile(0.99)), ms(s.cycle.P50()), ms(s.cycle.Quantile(0.99)),
-			len(rep.Orphans)+len(rep.Duplicates), loadBefore, loadAvg())
+			len(rep.Orphans)+len(rep.Duplicates), loadBefore, benchstat.LoadAverage())
 	})
 }
 
@@ -231,7 +231,7 @@ func TestSoak(t *testing.T) {
 		t.Logf("SOAK runtime=%s duration=%s clients=%d cycles=%d errors=%d rss first=%.1fMiB last=%.1fMiB end=%.1fMiB "+
 			"fds first=%d last=%d idle before=%d after=%d (to the runtime %d, %d) acquire p50=%s p99=%s loadavg=%q",
 			e.rt, dur, clients, done.Load(), len(s.errs), mib(rss0), mib(rss1), mib(rssAfter), fd0, fd1, idleBefore, idleAfter, pool0, pool1,
-			ms(s.acquire.P50()), ms(s.acquire.Quantile(0.99)), loadAvg())
+			ms(s.acquire.P50()), ms(s.acquire.Quantile(0.99)), benchstat.LoadAverage())
 	})
 }
 

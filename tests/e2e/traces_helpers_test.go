@@ -354,24 +354,15 @@ func envDuration(name string, def time.Duration) time.Duration {
 
 // procStatus reads VmRSS (bytes) and the open descriptors of pid.
 func procStatus(pid int) (rss int64, fds int, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kb, err := agenttest.KB(fmt.Sprintf("/proc/%d/status", pid), "VmRSS")
 	if err != nil {
 		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				return 0, 0, fmt.Errorf("parse VmRSS %q: %w", v, err)
-			}
-			rss = kb << 10
-		}
 	}
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		return 0, 0, err
 	}
-	return rss, len(ents), nil
+	return int64(kb["VmRSS"]) << 10, len(ents), nil
 }
 
 // procFDs lists what pid's descriptors point at, without their numbers:
@@ -453,17 +444,4 @@ func hexAddr(s string) string {
 		return s
 	}
 	return fmt.Sprintf("%d.%d.%d.%d:%d", v&0xff, v>>8&0xff, v>>16&0xff, v>>24, port)
-}
-
-// loadAvg is /proc/loadavg's first three fields, for the reports.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

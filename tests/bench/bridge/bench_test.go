@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -84,7 +83,7 @@ func BenchmarkBridgeSideBySide(b *testing.B) {
 		Title: fmt.Sprintf("esb-bridge + esb-ipam vs bridge + host-local v1.10.0: ADD and DEL of %d attachments", attachments),
 		Notes: notes(root),
 	}
-	load := loadAvg()
+	load := benchstat.LoadAverage()
 	for _, m := range []int{Sequential, Parallel} {
 		runs, err := attachInterleaved(plugins, m)
 		if err != nil {
@@ -107,8 +106,8 @@ func BenchmarkBridgeSideBySide(b *testing.B) {
 	rep.Usage = usage
 	rep.Notes = append(rep.Notes, fmt.Sprintf("resource use: %d ADD+DELs of each, each process run through a small helper (tests/bench/bridge/rusage) that reports wait4's ru_maxrss and CPU time; "+
 		"a direct child of the Go test process would report the test process's peak instead (Go spawns with CLONE_VM, and exec folds the old memory's high-water mark into ru_maxrss)", usageRuns))
-	rep.Notes = append(rep.Notes, fmt.Sprintf("load average (1 min) %s before the runs, %s after (other jobs may share this machine); whole benchmark took %s",
-		load, loadAvg(), time.Since(start).Round(time.Second)))
+	rep.Notes = append(rep.Notes, fmt.Sprintf("load average (1, 5, 15 min) %s before the runs, %s after (other jobs may share this machine); whole benchmark took %s",
+		load, benchstat.LoadAverage(), time.Since(start).Round(time.Second)))
 
 	targets := rep.Targets(esbLabel, refLabel)
 	if err := rep.Print(os.Stdout, targets); err != nil {
@@ -117,19 +116,6 @@ func BenchmarkBridgeSideBySide(b *testing.B) {
 	for _, t := range targets {
 		b.ReportMetric(t.Ratio(), fmt.Sprintf("esb/ref-%s-p50-%s", t.Verb, ModeName(t.Parallel)))
 	}
-}
-
-// loadAvg returns the 1-minute load average.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return "unknown"
-	}
-	return f[0]
 }
 
 // buildRusage builds the rusage helper (tests/bench/bridge/rusage) and

@@ -93,7 +93,7 @@ func BenchmarkBridgeAtScale(b *testing.B) {
 	notes := []string{
 		fmt.Sprintf("%s, %d probe ADD+DELs a row, each in-process then executed, one at a time; the held attachments were added and removed 8 at a time (%s and %s)",
 			esbLabel, scaleSamples, fill.Round(time.Millisecond), drain.Round(time.Millisecond)),
-		fmt.Sprintf("load average (1 min) %s after the run, which took %s", loadAvg(), time.Since(start).Round(time.Second)),
+		fmt.Sprintf("load average (1, 5, 15 min) %s after the run, which took %s", benchstat.LoadAverage(), time.Since(start).Round(time.Second)),
 	}
 	fmt.Print(scaleReport(notes, empty, full))
 	for _, m := range []struct {

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/nat"
+	"github.com/edge-serverless-box/esbnet/tests/lib/benchstat"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nodetest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 )
@@ -64,7 +64,7 @@ func BenchmarkNATSideBySide(b *testing.B) {
 	s := &Summary{
 		Title: "NAT: table ip esb side by side",
 		Notes: []string{
-			fmt.Sprintf("%d CPUs, Go %s; load average at the start %s", runtime.NumCPU(), runtime.Version(), loadAverage()),
+			fmt.Sprintf("%d CPUs, Go %s; load average at the start %s", runtime.NumCPU(), runtime.Version(), benchstat.LoadAverage()),
 			"everything in a node namespace made for the run; one worker attached by esb-bridge through libcni; " +
 				"HAProxy (mode http, 1 thread, backend connections reused) on " + frontend + " (the node's lo) in front of a Go backend on " + backend,
 			"rule sets under egress open, so the worker may reach HAProxy directly (" + direct + "); the DNAT path goes " + viaDNAT + " → " + frontend +
@@ -85,7 +85,7 @@ func BenchmarkNATSideBySide(b *testing.B) {
 		s.Drift = append(s.Drift, measureDrift(b, n, rules(b, count, false)))
 	}
 	b.StopTimer()
-	s.Notes[0] += ", at the end " + loadAverage()
+	s.Notes[0] += ", at the end " + benchstat.LoadAverage()
 
 	if err := s.Print(os.Stdout); err != nil {
 		b.Errorf("print summary: %v", err)
@@ -103,16 +103,6 @@ func BenchmarkNATSideBySide(b *testing.B) {
 			b.ReportMetric(med, c.Key+"-overhead-%")
 		}
 	}
-}
-
-// loadAverage renders the 1, 5 and 15 minute load averages.
-func loadAverage() string {
-	l, err := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(l))
-	if err != nil || len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 const (

@@ -32,14 +32,20 @@ func MsN(d time.Duration, decimals int) string {
 // MachineNote describes the machine and its load at when, with the
 // runtime daemon the benchmark drives (its name and version).
 func MachineNote(when, daemon string) string {
-	load, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(load))
-	if len(f) < 3 {
-		f = []string{"?", "?", "?"}
-	}
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return fmt.Sprintf("%s: %d CPUs, load average %s %s %s (1, 5, 15 min), kernel %s, %s, %s",
-		when, runtime.NumCPU(), f[0], f[1], f[2], strings.TrimSpace(string(kernel)), daemon, runtime.Version())
+	return fmt.Sprintf("%s: %d CPUs, load average %s (1, 5, 15 min), kernel %s, %s, %s",
+		when, runtime.NumCPU(), LoadAverage(), strings.TrimSpace(string(kernel)), daemon, runtime.Version())
+}
+
+// LoadAverage is the machine's 1, 5 and 15 minute load averages as
+// /proc/loadavg gives them ("0.52 0.31 0.20"), or "unknown".
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if err != nil || len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // Dir returns a directory for a benchmark's stores, removed at the end: a

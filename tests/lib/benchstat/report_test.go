@@ -1,6 +1,7 @@
 package benchstat
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +66,23 @@ func TestRatio(t *testing.T) {
 		if _, ok := Ratio(c[0], c[1]); ok {
 			t.Errorf("Ratio(%v, %v) measured, want not", c[0], c[1])
 		}
+	}
+}
+
+// TestLoadAverage reads this machine's /proc/loadavg: three load
+// averages, as the machine note names them.
+func TestLoadAverage(t *testing.T) {
+	f := strings.Fields(LoadAverage())
+	if len(f) != 3 {
+		t.Fatalf("LoadAverage() = %q, want three fields", LoadAverage())
+	}
+	for _, v := range f {
+		if x, err := strconv.ParseFloat(v, 64); err != nil || x < 0 {
+			t.Errorf("load average %q is not a non-negative number", v)
+		}
+	}
+	// The averages move between two reads; the note names them in place.
+	if note := MachineNote("now", "containerd"); !strings.Contains(note, "load average ") || !strings.Contains(note, " (1, 5, 15 min)") {
+		t.Errorf("MachineNote does not carry the load averages: %q", note)
 	}
 }
