@@ -1,7 +1,6 @@
 package benchstat
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,8 +76,8 @@ func TestLoadAverage(t *testing.T) {
 		t.Fatalf("LoadAverage() = %q, want three fields", LoadAverage())
 	}
 	for _, v := range f {
-		if x, err := strconv.ParseFloat(v, 64); err != nil || x < 0 {
-			t.Errorf("load average %q is not a non-negative number", v)
+		if strings.Trim(v, "0123456789.") != "" || strings.Count(v, ".") != 1 {
+			t.Errorf("load average %q is not a decimal number", v)
 		}
 	}
 	// The averages move between two reads; the note names them in place.
