@@ -1,0 +1,142 @@
+package leakcheck
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Shim is a containerd shim process of one namespace.
+type Shim struct {
+	PID int
+	// ID is the shim's -id: the task it was started for, which for a
+	// grouped runc v2 shim (annotation io.containerd.runc.v2.group) is
+	// the group's name, the ID of the group's first worker.
+	ID string
+	// Children are the PIDs of its child processes: the init processes
+	// of the tasks it serves (it is their subreaper).
+	Children []int
+}
+
+// Shims lists the containerd shim processes of containerd namespace ns
+// with their children, read from /proc.
+func Shims(ns string) ([]Shim, error) { return shimsIn("/proc", ns) }
+
+// shimsIn lists the shims of namespace ns under proc, a /proc tree.
+// Processes that end while it reads are skipped.
+func shimsIn(proc, ns string) ([]Shim, error) {
+	dirs, err := os.ReadDir(proc)
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	var shims []Shim
+	byPID := map[int]int{} // shim PID -> index in shims
+	parents := map[int]int{}
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, ok := readPPID(filepath.Join(proc, d.Name(), "stat")); ok {
+			parents[pid] = ppid
+		}
+		b, err := os.ReadFile(filepath.Join(proc, d.Name(), "cmdline"))
+		if err != nil {
+			continue // the process ended
+		}
+		if sns, id, ok := parseShimArgs(b); ok && sns == ns {
+			byPID[pid] = len(shims)
+			shims = append(shims, Shim{PID: pid, ID: id})
+		}
+	}
+	for pid, ppid := range parents {
+		if i, ok := byPID[ppid]; ok {
+			shims[i].Children = append(shims[i].Children, pid)
+		}
+	}
+	return shims, nil
+}
+
+// readPPID reads the parent PID from a /proc/<pid>/stat file ("pid
+// (comm) state ppid ..."; comm may hold spaces and parentheses).
+func readPPID(path string) (int, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0, false
+	}
+	ppid, err := strconv.Atoi(f[1])
+	return ppid, err == nil
+}
+
+// parseShimArgs reads a process's command line (/proc/<pid>/cmdline,
+// NUL-separated): ok when argv[0]'s base name contains containerd-shim,
+// with the values of its -namespace and -id flags (Go's flag syntax:
+// one or two dashes, the value apart or after "=").
+func parseShimArgs(cmdline []byte) (ns, id string, ok bool) {
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	if len(args) == 0 || !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
+		return "", "", false
+	}
+	for i := 1; i < len(args); i++ {
+		name, ok := strings.CutPrefix(args[i], "-")
+		if !ok {
+			continue
+		}
+		name = strings.TrimPrefix(name, "-")
+		name, val, inline := strings.Cut(name, "=")
+		if !inline {
+			if i+1 >= len(args) || (name != "namespace" && name != "id") {
+				continue
+			}
+			i++
+			val = args[i]
+		}
+		switch name {
+		case "namespace":
+			ns = val
+		case "id":
+			id = val
+		}
+	}
+	return ns, id, true
+}
+
+// shims records the shim processes of the node's containerd namespace: a
+// shim serves a live worker when its -id is one (a worker's own shim, or
+// a group named after a live worker) or when it has a child process (a
+// task's init; a child of a worker that should not live is found as that
+// worker's container and cgroup). Any other shim is an orphan: it stays
+// after its last task was deleted (and with it, its bundle directory).
+// Shims exit shortly after their last task's delete, so this is for
+// Wait, not for a single Check right after a release.
+func (c *checker) shims() error { return c.shimsFrom("/proc") }
+
+func (c *checker) shimsFrom(proc string) error {
+	if c.n.ShimNamespace == "" {
+		return nil
+	}
+	shims, err := shimsIn(proc, c.n.ShimNamespace)
+	if err != nil {
+		return fmt.Errorf("list containerd shims: %w", err)
+	}
+	for _, s := range shims {
+		c.rep.Found["shim"]++
+		if _, ok := c.live[s.ID]; ok || len(s.Children) > 0 {
+			continue
+		}
+		c.rep.Orphans = append(c.rep.Orphans, fmt.Sprintf("shim pid %d (-id %s, namespace %s) with no task process",
+			s.PID, s.ID, c.n.ShimNamespace))
+	}
+	return nil
+}
