@@ -110,6 +110,7 @@ func (e *env) releaseAll(ws []*agentv1.Worker) {
 // addresses, guards, cache entries) is left once the sweep has run.
 func TestFaultAgentKilledDuringAcquires(t *testing.T) {
 	forRuntimes(t, func(t *testing.T, e *env) {
+		e.cutsCreations = true // the kill lands in task creations
 		e.setGCGrace(faultGCGrace)
 		e.startAgent(e.faultFlags()...)
 		const n = 50

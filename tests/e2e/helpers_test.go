@@ -91,6 +91,11 @@ type env struct {
 	// dockerImages are images the test made the shared dockerd pull
 	// (keepDockerImage), removed after the containers.
 	dockerImages []string
+	// cutsCreations marks a test that cuts creations off (the agent or
+	// containerd killed mid-create): containerd 1.6 then leaves the
+	// creation's shim running with no task, so its leak checks skip
+	// shims and the teardown kills them (killStrayShims).
+	cutsCreations bool
 }
 
 // idSet is a set of IDs safe for concurrent use.

@@ -28,8 +28,9 @@ import (
 // traces lists what of any worker is on the node: containers in the
 // test's namespace, netns pins (in the test's directory, and in /run/netns
 // for any worker the test saw), esb veths in the node, addresses in the
-// IPAM store and results in libcni's cache. only, when given, restricts
-// the report to those workers.
+// IPAM store, results in libcni's cache and, containerd, the shims of the
+// test's namespace. only, when given, restricts the report to those
+// workers (and leaves shims out: a grouped shim is not one worker's).
 func (e *env) traces(only ...string) []string {
 	keep := func(id string) bool { return len(only) == 0 || slices.Contains(only, id) }
 	var out []string
@@ -84,6 +85,16 @@ func (e *env) traces(only ...string) []string {
 	for _, r := range results {
 		if len(only) == 0 || slices.ContainsFunc(only, func(id string) bool { return strings.Contains(filepath.Base(r), id) }) {
 			out = append(out, "libcni cache entry "+r)
+		}
+	}
+	if len(only) == 0 && !e.ownsNetNS() && !e.cutsCreations {
+		// With no worker left, no shim of the namespace may run.
+		shims, err := leakcheck.Shims(e.ctrNS)
+		if err != nil {
+			out = append(out, err.Error())
+		}
+		for _, s := range shims {
+			out = append(out, fmt.Sprintf("shim pid %d (-id %s, %d children)", s.PID, s.ID, len(s.Children)))
 		}
 	}
 	slices.Sort(out)
@@ -239,27 +250,13 @@ func (e *env) forceClean() error {
 // killStrayShims kills the containerd shims still running for namespace ns
 // once its containers are gone: containerd 1.6 leaves a shim behind when a
 // creation is cut off (the agent or containerd killed mid-create, as the
-// fault tests do), and it would outlive the test. The namespace is the
-// test's own, so no other test's shim matches.
+// fault tests marked cutsCreations do), and it would outlive the test.
+// The namespace is the test's own, so no other test's shim matches. The
+// other tests' leak checks fail on such a shim first (leakNode).
 func killStrayShims(ns string) {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if len(args) == 0 || !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
-			continue
-		}
-		for i := range len(args) - 1 {
-			if args[i] == "-namespace" && args[i+1] == ns {
-				if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-				break
-			}
-		}
+	shims, _ := leakcheck.Shims(ns)
+	for _, s := range shims {
+		_ = syscall.Kill(s.PID, syscall.SIGKILL)
 	}
 }
 
@@ -269,8 +266,11 @@ func (e *env) leakNode() leakcheck.Node {
 		NetNS: e.node.Path(), IPAMDir: e.IPAMDir(), Network: netName, CNICacheDir: e.CacheDir(), PinDir: e.NetnsDir(),
 		EtcDir: e.EtcDir(), Containers: func(context.Context) ([]string, error) { return e.containers() },
 	}
-	if !e.ownsNetNS() { // containerd: its snapshots, runc's cgroups
+	if !e.ownsNetNS() { // containerd: its snapshots, runc's cgroups, shims
 		n.Snapshots, n.Cgroups = e.workerSnapshots, e.workerCgroups
+		if !e.cutsCreations {
+			n.ShimNamespace = e.ctrNS
+		}
 	}
 	return n
 }

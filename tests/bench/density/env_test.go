@@ -243,7 +243,9 @@ func (e *env) newProfiler() *agenttest.Profiler {
 }
 
 // leakNodes are the agent's and the profiler's worlds as leakcheck sees
-// them: one node, two sets of containers, pins and libcni caches.
+// them: one node, two sets of containers, pins, libcni caches and shims
+// (with shim-group, one shim that outlived its group's last worker once
+// stayed after a run).
 func (e *env) leakNodes() []leakcheck.Node {
 	var out []leakcheck.Node
 	for _, w := range []struct {
@@ -251,7 +253,8 @@ func (e *env) leakNodes() []leakcheck.Node {
 		c *agenttest.Containerd
 	}{{e.Dirs, e.ctrd}, {e.prof, e.profCtrd}} {
 		n := leakcheck.Node{NetNS: e.node.NS.Path(), IPAMDir: e.IPAMDir(), Network: conf.NetworkName,
-			PinDir: w.d.NetnsDir(), CNICacheDir: w.d.CacheDir(), Containers: w.c.Containers, Snapshots: w.c.Snapshots, Cgroups: w.c.Cgroups}
+			PinDir: w.d.NetnsDir(), CNICacheDir: w.d.CacheDir(), Containers: w.c.Containers, Snapshots: w.c.Snapshots, Cgroups: w.c.Cgroups,
+			ShimNamespace: w.c.NS}
 		if w.d == e.Dirs { // the agent's world; the profiler writes no /etc files
 			n.EtcDir = w.d.EtcDir()
 		}
