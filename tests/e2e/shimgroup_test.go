@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	agentv1 "github.com/edge-serverless-box/esbnet/agent/api/v1"
 	"github.com/edge-serverless-box/esbnet/tests/lib/agenttest"
+	"github.com/edge-serverless-box/esbnet/tests/lib/leakcheck"
 	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
 
@@ -82,4 +84,82 @@ func (e *env) shimOf(id string) int {
 		e.t.Fatalf("worker %s: %v", id, err)
 	}
 	return shim
+}
+
+// TestShimGroupChurn fills shim groups with concurrent acquires and
+// releases them while others of the same function are acquired and
+// released (a density run's pairs among its held workers): each round
+// fills groups of 4 (ESB_SHIMGROUP_HELD workers, default 10, in groups of
+// ESB_SHIMGROUP_SIZE), checks that every shim serves a task, then
+// releases them all concurrently with acquire+release pairs that join and
+// leave the same groups. After each round no worker and no shim of the
+// namespace may be left: a shim that outlives its group's last worker is
+// a leak. Concurrent task creations of one group once started a second
+// shim for it, and the first then served nothing and stayed (48 workers
+// in groups of 8 left one in a round; see agent's shimStarts).
+func TestShimGroupChurn(t *testing.T) {
+	e := newEnvFor(t, stacktest.Containerd)
+	rounds, held := envInt("ESB_SHIMGROUP_ROUNDS", 3), envInt("ESB_SHIMGROUP_HELD", 10)
+	e.startAgent("-shim-group-size", strconv.Itoa(envInt("ESB_SHIMGROUP_SIZE", 4)))
+	const pairClients, pairsEach = 3, 3
+	for round := range rounds {
+		ws := make([]*agentv1.Worker, held)
+		errs := make([]error, held)
+		var wg sync.WaitGroup
+		for i := range ws {
+			wg.Go(func() { ws[i], errs[i] = e.acquire(e.acquireReq(fmt.Sprintf("owner-%d", i%3), "churn")) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: acquire %d: %v", round, i, err)
+			}
+		}
+		// Every shim serves a task: one that serves none was started
+		// for a group whose members all went to another shim.
+		shims, err := leakcheck.Shims(e.ctrNS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range shims {
+			if len(s.Children) == 0 {
+				t.Errorf("round %d: with %d workers held, shim pid %d (-id %s) serves no task", round, held, s.PID, s.ID)
+			}
+		}
+		t.Logf("round %d: %d workers held, in %d shims", round, held, len(shims))
+		var mu sync.Mutex
+		var failed []string
+		for _, w := range ws {
+			wg.Go(func() {
+				if err := e.release(w); err != nil {
+					mu.Lock()
+					failed = append(failed, fmt.Sprintf("release %s: %v", w.GetId(), err))
+					mu.Unlock()
+				}
+			})
+		}
+		for c := range pairClients {
+			wg.Go(func() {
+				for range pairsEach {
+					w, err := e.acquire(e.acquireReq(fmt.Sprintf("pair-%d", c), "churn"))
+					if err == nil {
+						err = e.release(w)
+					}
+					if err != nil {
+						mu.Lock()
+						failed = append(failed, fmt.Sprintf("pair of client %d: %v", c, err))
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		wg.Wait()
+		for _, f := range failed {
+			t.Errorf("round %d: %s", round, f)
+		}
+		e.expectNoTraces(fmt.Sprintf("round %d", round))
+		if t.Failed() {
+			return
+		}
+	}
 }

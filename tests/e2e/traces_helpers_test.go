@@ -94,7 +94,7 @@ func (e *env) traces(only ...string) []string {
 			out = append(out, err.Error())
 		}
 		for _, s := range shims {
-			out = append(out, fmt.Sprintf("shim pid %d (-id %s, %d children)", s.PID, s.ID, len(s.Children)))
+			out = append(out, fmt.Sprintf("shim pid %d (-id %s, in %s, %d children)", s.PID, s.ID, s.Dir, len(s.Children)))
 		}
 	}
 	slices.Sort(out)

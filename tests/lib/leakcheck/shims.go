@@ -19,6 +19,9 @@ type Shim struct {
 	// Children are the PIDs of its child processes: the init processes
 	// of the tasks it serves (it is their subreaper).
 	Children []int
+	// Dir is its working directory, the bundle of the task it was
+	// started for (" (deleted)" once that task's bundle is gone).
+	Dir string
 }
 
 // Shims lists the containerd shim processes of containerd namespace ns
@@ -49,7 +52,8 @@ func shimsIn(proc, ns string) ([]Shim, error) {
 		}
 		if sns, id, ok := parseShimArgs(b); ok && sns == ns {
 			byPID[pid] = len(shims)
-			shims = append(shims, Shim{PID: pid, ID: id})
+			dir, _ := os.Readlink(filepath.Join(proc, d.Name(), "cwd"))
+			shims = append(shims, Shim{PID: pid, ID: id, Dir: dir})
 		}
 	}
 	for pid, ppid := range parents {
@@ -135,8 +139,8 @@ func (c *checker) shimsFrom(proc string) error {
 		if _, ok := c.live[s.ID]; ok || len(s.Children) > 0 {
 			continue
 		}
-		c.rep.Orphans = append(c.rep.Orphans, fmt.Sprintf("shim pid %d (-id %s, namespace %s) with no task process",
-			s.PID, s.ID, c.n.ShimNamespace))
+		c.rep.Orphans = append(c.rep.Orphans, fmt.Sprintf("shim pid %d (-id %s, namespace %s, in %s) with no task process",
+			s.PID, s.ID, c.n.ShimNamespace, s.Dir))
 	}
 	return nil
 }

@@ -63,6 +63,9 @@ func fakeProc(t *testing.T, procs map[int]struct {
 				t.Fatal(err)
 			}
 		}
+		if err := os.Symlink("/bundles/"+strconv.Itoa(pid), filepath.Join(dir, "cwd")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Not a process.
 	if err := os.WriteFile(filepath.Join(root, "meminfo"), nil, 0o644); err != nil {
@@ -97,12 +100,13 @@ func TestShimsIn(t *testing.T) {
 	for i := range got {
 		slices.Sort(got[i].Children)
 	}
-	want := []Shim{{PID: 10, ID: "group1", Children: []int{11, 12}}, {PID: 20, ID: "lone"}, {PID: 41, ID: "starting"}}
+	want := []Shim{{PID: 10, ID: "group1", Children: []int{11, 12}, Dir: "/bundles/10"}, {PID: 20, ID: "lone", Dir: "/bundles/20"},
+		{PID: 41, ID: "starting", Dir: "/bundles/41"}}
 	if len(got) != len(want) {
 		t.Fatalf("shims of esb = %+v, want %+v", got, want)
 	}
 	for i := range want {
-		if got[i].PID != want[i].PID || got[i].ID != want[i].ID || !slices.Equal(got[i].Children, want[i].Children) {
+		if got[i].PID != want[i].PID || got[i].ID != want[i].ID || got[i].Dir != want[i].Dir || !slices.Equal(got[i].Children, want[i].Children) {
 			t.Errorf("shim %d = %+v, want %+v", i, got[i], want[i])
 		}
 	}
