@@ -231,7 +231,7 @@ func Targets(steps []Step, leaks Leaks) []benchstat.Target {
 			Detail: fmt.Sprintf("VmHWM (peak) %.1f MiB", float64(last.HWM)/mib)},
 		{Name: fmt.Sprintf("releasing all %d leaves nothing (leakcheck)", last.Live),
 			Measured: float64(len(leaks.Traces)), Limit: 0, Unit: "traces", Known: leaks.Checked,
-			Detail: "containers, snapshots, cgroups, pins, veths, anti-spoof elements, addresses, libcni cache entries"},
+			Detail: "containers, snapshots, cgroups, pins, veths, anti-spoof elements, addresses, libcni cache entries, shims"},
 	}
 }
 
