@@ -12,9 +12,10 @@ import (
 // Shim is a containerd shim process of one namespace.
 type Shim struct {
 	PID int
-	// ID is the shim's -id: the task it was started for, which for a
-	// grouped runc v2 shim (annotation io.containerd.runc.v2.group) is
-	// the group's name, the ID of the group's first worker.
+	// ID is the shim's -id: the task whose creation started it; for a
+	// grouped runc v2 shim (annotation io.containerd.runc.v2.group) the
+	// member that came first, not necessarily the one the group is
+	// named after, and gone once that member is.
 	ID string
 	// Children are the PIDs of its child processes: the init processes
 	// of the tasks it serves (it is their subreaper).
@@ -118,9 +119,9 @@ func parseShimArgs(cmdline []byte) (ns, id string, ok bool) {
 
 // shims records the shim processes of the node's containerd namespace: a
 // shim serves a live worker when its -id is one (a worker's own shim, or
-// a group named after a live worker) or when it has a child process (a
-// task's init; a child of a worker that should not live is found as that
-// worker's container and cgroup). Any other shim is an orphan: it stays
+// a group's started by a live member) or when it has a child process (a
+// task's init: a grouped shim's other members; a child of a worker that
+// should not live is found as that worker's container and cgroup). Any other shim is an orphan: it stays
 // after its last task was deleted (and with it, its bundle directory).
 // Shims exit shortly after their last task's delete, so this is for
 // Wait, not for a single Check right after a release.
