@@ -74,8 +74,6 @@ type Agent struct {
 	// immutable is set once the runtime said it cannot change labels.
 	immutable atomic.Bool
 
-	shimStarts shimStarts // one task creation at a time per shim group
-
 	table *workerTable   // the workers; the only lock over them
 	wg    sync.WaitGroup // background refills and undos
 	drops inFlight       // teardowns of lost workers

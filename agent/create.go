@@ -166,10 +166,7 @@ func (c *creation) prepare(ctx context.Context) error {
 		}
 		// The container's delete, registered by create, deletes the task.
 		if br, ok := c.a.rt.(boundedRuntime); ok {
-			unlock := c.a.shimStarts.lock(c.w.shimGroup) // see shimStarts
-			err := br.createTask(cctx, c.w.ID)
-			unlock()
-			if err != nil {
+			if err := br.createTask(cctx, c.w.ID); err != nil {
 				return c.a.runtimeErr(err, "create task")
 			}
 		}

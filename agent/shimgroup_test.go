@@ -2,12 +2,9 @@ package agent
 
 import (
 	"context"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/edge-serverless-box/esbnet/conf"
-	"github.com/edge-serverless-box/esbnet/shim/shimfake"
 )
 
 // Workers of one function fill a shim group up to its size, then open the
@@ -86,90 +83,5 @@ func TestShimGroupOff(t *testing.T) {
 				t.Errorf("group %q, label %q; want none", s.ShimGroup, s.Labels[conf.LabelShimGroup])
 			}
 		})
-	}
-}
-
-// groupTasks is a runtime whose task creations each wait, bounded, for
-// another of their shim group to begin, and count those that overlapped.
-type groupTasks struct {
-	*shimfake.Runtime
-	mu       sync.Mutex
-	running  map[string]int // shim group -> task creations in flight
-	overlaps int
-	others   int // creations that overlapped one of another group
-}
-
-func (g *groupTasks) inFlight(group string) (same, other int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for k, n := range g.running {
-		if k == group {
-			same += n
-		} else {
-			other += n
-		}
-	}
-	return same, other
-}
-
-func (g *groupTasks) CreateTask(ctx context.Context, id string) error {
-	s, _ := g.Spec(id)
-	g.mu.Lock()
-	g.running[s.ShimGroup]++
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		g.running[s.ShimGroup]--
-		g.mu.Unlock()
-	}()
-	sawOther := false
-	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		same, other := g.inFlight(s.ShimGroup)
-		sawOther = sawOther || other > 0
-		if same > 1 {
-			g.mu.Lock()
-			g.overlaps++
-			g.mu.Unlock()
-			break
-		}
-	}
-	if sawOther {
-		g.mu.Lock()
-		g.others++
-		g.mu.Unlock()
-	}
-	return g.Runtime.CreateTask(ctx, id)
-}
-
-// The task creations of one shim group never overlap (a second shim start
-// for a group can leave a shim with no task, see shimStarts), while
-// those of different groups still do.
-func TestShimGroupTaskCreationsOneAtATime(t *testing.T) {
-	g := &groupTasks{Runtime: shimfake.New(shimfake.Options{}), running: map[string]int{}}
-	a := New(Options{Runtime: g, Network: newFakeNetwork(), NetNSes: newFakeNetNSes(),
-		Config: Config{ShimGroupSize: 3, MaxParallel: 8, LogDir: t.TempDir()}, Probe: func(context.Context, string) error { return nil }})
-	t.Cleanup(a.Wait)
-	var wg sync.WaitGroup
-	errs := make([]error, 6)
-	for i := range errs {
-		wg.Go(func() {
-			r := req("o")
-			if i%2 == 1 {
-				r.Function = "other"
-			}
-			_, errs[i] = a.Acquire(context.Background(), r)
-		})
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("acquire %d: %v", i, err)
-		}
-	}
-	if g.overlaps != 0 {
-		t.Errorf("%d task creations overlapped another of their shim group", g.overlaps)
-	}
-	if g.others == 0 {
-		t.Errorf("no task creation overlapped one of the other function's group: groups no longer create side by side")
 	}
 }

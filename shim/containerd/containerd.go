@@ -62,6 +62,8 @@ type Runtime struct {
 	images imageCache
 	// leases are Create's leases still being deleted (createLease).
 	leases sync.WaitGroup
+	// groups holds a shim group's task creations and deletions in turn.
+	groups groupLocks
 }
 
 var (
@@ -258,6 +260,9 @@ func (r *Runtime) Create(ctx context.Context, s shim.WorkerSpec) error {
 		}
 		labels[labelLog] = s.LogPath
 	}
+	if s.ShimGroup != "" {
+		labels[conf.LabelShimGroup] = s.ShimGroup // for lockGroup
+	}
 	opts := []client.NewContainerOpts{
 		client.WithImage(img),
 		client.WithContainerLabels(labels),
@@ -345,7 +350,9 @@ func (r *Runtime) newTask(ctx context.Context, c client.Container) (client.Task,
 	if logPath != "" {
 		creator = logFile(logPath)
 	}
+	unlock := r.groups.lock(info.Labels[conf.LabelShimGroup])
 	task, err := c.NewTask(ctx, creator)
+	unlock()
 	if err != nil {
 		return nil, wrap(err, "create task of %s", c.ID())
 	}
@@ -367,7 +374,7 @@ func (r *Runtime) Start(ctx context.Context, id string) (string, error) {
 		return "", wrap(err, "task of %s", id)
 	}
 	if err := task.Start(ctx); err != nil {
-		_, derr := task.Delete(ctx, client.WithProcessKill)
+		derr := r.deleteTask(ctx, c, task, client.WithProcessKill)
 		return "", wrap(errors.Join(err, derr), "start task of %s", id)
 	}
 	spec, err := c.Spec(ctx)
@@ -448,7 +455,7 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) erro
 			return wrap(ctx.Err(), "stop %s", id)
 		}
 	}
-	if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+	if err := r.deleteTask(ctx, c, task); err != nil && !errdefs.IsNotFound(err) {
 		return wrap(err, "delete task of %s", id)
 	}
 	return nil
@@ -467,7 +474,7 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 		return wrap(err, "load container %s", id)
 	}
 	if task, err := c.Task(ctx, nil); err == nil {
-		if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		if err := r.deleteTask(ctx, c, task, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			return wrap(err, "delete task of %s", id)
 		}
 	}

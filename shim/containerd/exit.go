@@ -58,7 +58,7 @@ func (r *Runtime) WaitExit(ctx context.Context, id string, _ time.Time) <-chan s
 				return
 			}
 			// An error leaves the log as far as it was copied.
-			_, _ = task.Delete(ctx)
+			_ = r.deleteTask(ctx, c, task)
 			send(shim.Exit{Code: int(code), Log: shim.TailFile(info.Labels[labelLog], shim.ExitLogLines)})
 		case <-ctx.Done():
 		}

@@ -96,11 +96,12 @@ func (e *env) shimOf(id string) int {
 // namespace may be left: a shim that outlives its group's last worker is
 // a leak. Concurrent task creations of one group once started a second
 // shim for it, and the first then served nothing and stayed (48 workers
-// in groups of 8 left one in a round; see agent's shimStarts). Known,
-// not fixed: under a load average near 27, one release in about 2,000
-// failed with Internal "delete task ...: ttrpc: closed" (nothing left):
-// the shim, told by another member's delete that it had no task left,
-// exited before it answered this member's delete.
+// in groups of 8 left one in a round); and under a load average near 27,
+// one release in about 2,000 failed with Internal "delete task ...: ttrpc:
+// closed" (nothing left): the shim, told by another member's delete that
+// it had no task left, exited before it answered this member's delete.
+// The containerd adapter now creates and deletes a group's tasks one at a
+// time (shim/containerd groupLocks).
 func TestShimGroupChurn(t *testing.T) {
 	e := newEnvFor(t, stacktest.Containerd)
 	rounds, held := envInt("ESB_SHIMGROUP_ROUNDS", 3), envInt("ESB_SHIMGROUP_HELD", 10)

@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/edge-serverless-box/esbnet/conf"
 	"github.com/edge-serverless-box/esbnet/shim"
 	"github.com/edge-serverless-box/esbnet/shim/containerd"
+	"github.com/edge-serverless-box/esbnet/tests/lib/leakcheck"
 	"github.com/edge-serverless-box/esbnet/tests/lib/nstest"
 	"github.com/edge-serverless-box/esbnet/tests/lib/stacktest"
 )
@@ -304,6 +306,75 @@ func TestExitKeepsTheLastLines(t *testing.T) {
 		}
 		if err := errors.Join(rt.Stop(ctx, id, 0), rt.Delete(ctx, id)); err != nil {
 			t.Fatalf("remove the exited worker: %v", err)
+		}
+	}
+}
+
+// TestShimGroupChurn creates, starts, stops and deletes the workers of two
+// shim groups all at once, in rounds: every call succeeds (a task's
+// delete beside another member's must not lose its answer to the shim's
+// exit), every shim serves a running task while they run (a second shim
+// started for a group must not be left without one), and no shim of the
+// namespace outlives the round's deletes.
+func TestShimGroupChurn(t *testing.T) {
+	st, rt, ns := workerRuntime(t)
+	ctx := context.Background()
+	const groups, perGroup, rounds = 2, 4, 3
+	for round := range rounds {
+		group := map[string]string{} // worker ID -> its group, named after its first
+		var ids []string
+		for range groups {
+			first := nstest.RandomHex(8)
+			for i := range perGroup {
+				id := first
+				if i > 0 {
+					id = nstest.RandomHex(8)
+				}
+				group[id] = first
+				ids = append(ids, id)
+			}
+		}
+		each := func(what string, f func(id string) error) {
+			t.Helper()
+			errs := make([]error, len(ids))
+			var wg sync.WaitGroup
+			for i, id := range ids {
+				wg.Go(func() { errs[i] = f(id) })
+			}
+			wg.Wait()
+			if err := errors.Join(errs...); err != nil {
+				t.Fatalf("round %d: %s: %v", round, what, err)
+			}
+		}
+		each("create", func(id string) error {
+			return rt.Create(ctx, shim.WorkerSpec{ID: id, Image: st.WorkerImage, ShimGroup: group[id], Labels: map[string]string{conf.LabelWorker: "1"}})
+		})
+		each("start", func(id string) error { _, err := rt.Start(ctx, id); return err })
+		shims, err := leakcheck.Shims(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range shims {
+			if len(s.Children) == 0 {
+				t.Errorf("round %d: shim %d (started for %s) serves no task while all %d workers run", round, s.PID, s.ID, len(ids))
+			}
+		}
+		if len(shims) < groups {
+			t.Errorf("round %d: %d shims for %d groups", round, len(shims), groups)
+		}
+		each("stop and delete", func(id string) error { return errors.Join(rt.Stop(ctx, id, 0), rt.Delete(ctx, id)) })
+		// A shim exits a moment after its last task's delete.
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+			left, err := leakcheck.Shims(ns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(left) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d shims of the namespace left a minute after every worker was deleted: %+v", round, len(left), left)
+			}
 		}
 	}
 }
