@@ -1,12 +1,11 @@
 package leakcheck
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/prometheus/procfs"
 )
 
 // Shim is a containerd shim process of one namespace.
@@ -29,32 +28,33 @@ type Shim struct {
 // with their children, read from /proc.
 func Shims(ns string) ([]Shim, error) { return shimsIn("/proc", ns) }
 
-// shimsIn lists the shims of namespace ns under proc, a /proc tree.
-// Processes that end while it reads are skipped.
+// shimsIn lists the shims of namespace ns under proc, a /proc tree,
+// through prometheus/procfs. Processes that end while it reads are
+// skipped.
 func shimsIn(proc, ns string) ([]Shim, error) {
-	dirs, err := os.ReadDir(proc)
+	fs, err := procfs.NewFS(proc)
+	if err != nil {
+		return nil, err
+	}
+	procs, err := fs.AllProcs()
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
 	var shims []Shim
 	byPID := map[int]int{} // shim PID -> index in shims
 	parents := map[int]int{}
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
+	for _, p := range procs {
+		if st, err := p.Stat(); err == nil {
+			parents[p.PID] = st.PPID
 		}
-		if ppid, ok := readPPID(filepath.Join(proc, d.Name(), "stat")); ok {
-			parents[pid] = ppid
-		}
-		b, err := os.ReadFile(filepath.Join(proc, d.Name(), "cmdline"))
+		argv, err := p.CmdLine()
 		if err != nil {
 			continue // the process ended
 		}
-		if sns, id, ok := parseShimArgs(b); ok && sns == ns {
-			byPID[pid] = len(shims)
-			dir, _ := os.Readlink(filepath.Join(proc, d.Name(), "cwd"))
-			shims = append(shims, Shim{PID: pid, ID: id, Dir: dir})
+		if sns, id, ok := parseShimArgs(argv); ok && sns == ns {
+			byPID[p.PID] = len(shims)
+			dir, _ := p.Cwd()
+			shims = append(shims, Shim{PID: p.PID, ID: id, Dir: dir})
 		}
 	}
 	for pid, ppid := range parents {
@@ -65,31 +65,10 @@ func shimsIn(proc, ns string) ([]Shim, error) {
 	return shims, nil
 }
 
-// readPPID reads the parent PID from a /proc/<pid>/stat file ("pid
-// (comm) state ppid ..."; comm may hold spaces and parentheses).
-func readPPID(path string) (int, bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0, false
-	}
-	ppid, err := strconv.Atoi(f[1])
-	return ppid, err == nil
-}
-
-// parseShimArgs reads a process's command line (/proc/<pid>/cmdline,
-// NUL-separated): ok when argv[0]'s base name contains containerd-shim,
+// parseShimArgs reads a process's command line: ok when argv[0]'s base name contains containerd-shim,
 // with the values of its -namespace and -id flags (Go's flag syntax:
 // one or two dashes, the value apart or after "=").
-func parseShimArgs(cmdline []byte) (ns, id string, ok bool) {
-	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+func parseShimArgs(args []string) (ns, id string, ok bool) {
 	if len(args) == 0 || !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
 		return "", "", false
 	}

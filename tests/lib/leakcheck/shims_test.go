@@ -1,6 +1,7 @@
 package leakcheck
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -30,7 +31,7 @@ func TestParseShimArgs(t *testing.T) {
 		{"kernel thread", nil, "", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ns, id, ok := parseShimArgs(cmdline(tc.argv))
+			ns, id, ok := parseShimArgs(tc.argv)
 			if ok != tc.wantShim || ns != tc.ns || id != tc.id {
 				t.Errorf("parseShimArgs(%q) = %q, %q, %v; want %q, %q, %v", tc.argv, ns, id, ok, tc.ns, tc.id, tc.wantShim)
 			}
@@ -54,7 +55,10 @@ func fakeProc(t *testing.T, procs map[int]struct {
 	root := t.TempDir()
 	for pid, p := range procs {
 		dir := filepath.Join(root, strconv.Itoa(pid))
-		stat := strconv.Itoa(pid) + " (a (b) c) S " + strconv.Itoa(p.ppid) + " 1 1 0 -1\n"
+		// A whole stat line, as the kernel writes it (procfs reads every
+		// field); the command name may hold spaces and parentheses.
+		stat := fmt.Sprintf("%d (a (b) c) S %d 1 1 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 500 1000 10 "+
+			"18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n", pid, p.ppid)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
