@@ -11,34 +11,7 @@ import (
 	"testing"
 )
 
-func TestParseShimArgs(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		argv     []string
-		ns, id   string
-		wantShim bool
-	}{
-		{"containerd 1.6 runc v2 shim",
-			[]string{"/usr/bin/containerd-shim-runc-v2", "-namespace", "esb", "-id", "w1", "-address", "/run/c.sock"}, "esb", "w1", true},
-		{"flags with = and two dashes", []string{"containerd-shim-runc-v2", "--namespace=esb2", "-id=g7"}, "esb2", "g7", true},
-		{"the shim's start call", []string{"/usr/bin/containerd-shim-runc-v2", "-namespace", "n", "-address", "a",
-			"-publish-binary", "/usr/bin/containerd", "-id", "x", "start"}, "n", "x", true},
-		{"a value that looks like a flag", []string{"containerd-shim", "-namespace", "-id", "-id", "y"}, "-id", "y", true},
-		{"no namespace", []string{"containerd-shim-runc-v2", "-id", "z"}, "", "z", true},
-		{"flag without value", []string{"containerd-shim-runc-v2", "-id"}, "", "", true},
-		{"containerd itself", []string{"/usr/bin/containerd", "-namespace", "esb"}, "", "", false},
-		{"shim named only in an argument", []string{"/bin/sh", "containerd-shim-runc-v2", "-namespace", "esb"}, "", "", false},
-		{"kernel thread", nil, "", "", false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ns, id, ok := parseShimArgs(tc.argv)
-			if ok != tc.wantShim || ns != tc.ns || id != tc.id {
-				t.Errorf("parseShimArgs(%q) = %q, %q, %v; want %q, %q, %v", tc.argv, ns, id, ok, tc.ns, tc.id, tc.wantShim)
-			}
-		})
-	}
-}
-
+// cmdline is argv as /proc/<pid>/cmdline holds it, NUL-terminated.
 func cmdline(argv []string) []byte {
 	if len(argv) == 0 {
 		return nil
@@ -138,5 +111,33 @@ func TestShimsIn(t *testing.T) {
 		if c.rep.Found["shim"] != 3 || !slices.Equal(ids, tc.orphans) {
 			t.Errorf("live %v: found %v, orphans %q; want 3 shims, orphans %q", tc.live, c.rep.Found, c.rep.Orphans, tc.orphans)
 		}
+	}
+}
+
+func TestParseShimArgs(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		argv     []string
+		ns, id   string
+		wantShim bool
+	}{
+		{"containerd 1.6 runc v2 shim",
+			[]string{"/usr/bin/containerd-shim-runc-v2", "-namespace", "esb", "-id", "w1", "-address", "/run/c.sock"}, "esb", "w1", true},
+		{"flags with = and two dashes", []string{"containerd-shim-runc-v2", "--namespace=esb2", "-id=g7"}, "esb2", "g7", true},
+		{"the shim's start call", []string{"/usr/bin/containerd-shim-runc-v2", "-namespace", "n", "-address", "a",
+			"-publish-binary", "/usr/bin/containerd", "-id", "x", "start"}, "n", "x", true},
+		{"a value that looks like a flag", []string{"containerd-shim", "-namespace", "-id", "-id", "y"}, "-id", "y", true},
+		{"no namespace", []string{"containerd-shim-runc-v2", "-id", "z"}, "", "z", true},
+		{"flag without value", []string{"containerd-shim-runc-v2", "-id"}, "", "", true},
+		{"containerd itself", []string{"/usr/bin/containerd", "-namespace", "esb"}, "", "", false},
+		{"shim named only in an argument", []string{"/bin/sh", "containerd-shim-runc-v2", "-namespace", "esb"}, "", "", false},
+		{"kernel thread", nil, "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns, id, ok := parseShimArgs(tc.argv)
+			if ok != tc.wantShim || ns != tc.ns || id != tc.id {
+				t.Errorf("parseShimArgs(%q) = %q, %q, %v; want %q, %q, %v", tc.argv, ns, id, ok, tc.ns, tc.id, tc.wantShim)
+			}
+		})
 	}
 }
