@@ -25,9 +25,11 @@ func TestGroupLocks(t *testing.T) {
 	for s.users("g") < 2 { // the second caller is in, waiting
 		runtime.Gosched()
 	}
-	s.lock("h")() // another group goes by
-	s.lock("")()  // so does a shim of its own, twice at once
-	s.lock("")()
+	s.lock("h")()      // another group goes by
+	own1 := s.lock("") // and shims of their own, two held at once
+	own2 := s.lock("")
+	own1()
+	own2()
 	select {
 	case <-got:
 		t.Fatal("a second creation or deletion of group g ran beside the first")

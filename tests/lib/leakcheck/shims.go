@@ -65,9 +65,10 @@ func shimsIn(proc, ns string) ([]Shim, error) {
 	return shims, nil
 }
 
-// parseShimArgs reads a process's command line: ok when argv[0]'s base name contains containerd-shim,
-// with the values of its -namespace and -id flags (Go's flag syntax:
-// one or two dashes, the value apart or after "=").
+// parseShimArgs reads a process's command line: ok when argv[0]'s base
+// name contains containerd-shim, with the values of its -namespace and -id
+// flags (Go's flag syntax: one or two dashes, the value apart or after
+// "=").
 func parseShimArgs(args []string) (ns, id string, ok bool) {
 	if len(args) == 0 || !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
 		return "", "", false
@@ -100,8 +101,9 @@ func parseShimArgs(args []string) (ns, id string, ok bool) {
 // shim serves a live worker when its -id is one (a worker's own shim, or
 // a group's started by a live member) or when it has a child process (a
 // task's init: a grouped shim's other members; a child of a worker that
-// should not live is found as that worker's container and cgroup). Any other shim is an orphan: it stays
-// after its last task was deleted (and with it, its bundle directory).
+// should not live is found as that worker's container and cgroup). Any
+// other shim is an orphan: it stays after its last task was deleted (and
+// with it, its bundle directory).
 // Shims exit shortly after their last task's delete, so this is for
 // Wait, not for a single Check right after a release.
 func (c *checker) shims() error { return c.shimsFrom("/proc") }
